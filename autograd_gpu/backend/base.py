@@ -1,0 +1,66 @@
+"""The Backend protocol and the Device value.
+
+A backend is a value, not a branch: op rules receive ``bk`` and use ``bk.xp`` (numpy or cupy).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..errors import DeviceError
+
+
+class Device:
+    """A device name: ``Device("cpu")`` or ``Device("cuda:0")`` (``"cuda"`` means ``cuda:0``)."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec: "str | Device" = "cpu"):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise DeviceError(
+                f"Device: argument 'spec' expected 'cpu', 'cuda' or 'cuda:N', got {spec!r}"
+            )
+        kind, _, idx = spec.strip().lower().partition(":")
+        if kind == "cpu" and not idx:
+            self.type, self.index = "cpu", None
+        elif kind in ("cuda", "gpu") and (not idx or idx.isdigit()):
+            self.type, self.index = "cuda", int(idx or 0)
+        else:
+            raise DeviceError(
+                f"Device: argument 'spec' expected 'cpu', 'cuda' or 'cuda:N', got {spec!r}"
+            )
+
+    def __str__(self) -> str:
+        return "cpu" if self.type == "cpu" else f"cuda:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"Device({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            try:
+                other = Device(other)
+            except DeviceError:
+                return False
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+
+class Backend(Protocol):
+    """What an op rule may rely on. ``numpy_backend.NumpyBackend`` is the reference."""
+
+    name: str  # "numpy" or "cupy"
+    xp: Any  # the array module
+    device: Device
+
+    def asarray(self, obj, dtype=None): ...
+    def to_numpy(self, arr): ...
+    def is_array(self, obj) -> bool: ...
+    def has_kernel(self, name: str) -> bool: ...
+    def kernel(self, name: str): ...
+    def synchronize(self) -> None: ...

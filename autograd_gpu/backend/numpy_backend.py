@@ -1,0 +1,45 @@
+"""The NumPy backend: the reference implementation of every op."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Device
+
+
+class NumpyBackend:
+    name = "numpy"
+    xp = np
+
+    def __init__(self):
+        self.device = Device("cpu")
+        self.array_type = np.ndarray
+
+    def asarray(self, obj, dtype=None):
+        return np.asarray(obj, dtype=dtype)
+
+    def to_numpy(self, arr):
+        return np.asarray(arr)
+
+    def is_array(self, obj) -> bool:
+        return isinstance(obj, np.ndarray)
+
+    def has_kernel(self, name: str) -> bool:
+        return False
+
+    def kernel(self, name: str):
+        raise KeyError(f"the numpy backend has no fused kernel {name!r}; use the xp path")
+
+    def synchronize(self) -> None:
+        return None
+
+    def scatter_add(self, target, index, values):
+        """target[index] += values with repeated indices accumulated (deterministic on CPU)."""
+        np.add.at(target, index, values)
+        return target
+
+    def __repr__(self) -> str:
+        return "NumpyBackend(cpu)"
+
+
+NUMPY = NumpyBackend()

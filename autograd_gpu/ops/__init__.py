@@ -1,0 +1,6 @@
+"""Primitives: the registry (defop, apply) and one module per op family."""
+
+from . import api, methods  # noqa: F401  (api imports every family; methods installs operators)
+from .registry import REGISTRY, Op, apply, defop
+
+__all__ = ["REGISTRY", "Op", "apply", "defop", "api"]

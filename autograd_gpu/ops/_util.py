@@ -1,0 +1,63 @@
+"""Small helpers shared by op families."""
+
+from __future__ import annotations
+
+import numbers
+
+from ..errors import ArgumentError, DeviceError, describe
+from ..tensor import Tensor
+
+
+def scale(t, c):
+    """t * c, with None (a symbolic zero tangent) passing through."""
+    return None if t is None else t * c
+
+
+def tsum(*terms):
+    """Sum of the non-None terms; None when all are None."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+def as_tensor(x, like: Tensor | None = None, name: str = "x", op: str = "op"):
+    """Coerce an argument for a public function: Tensors and Python numbers pass through;
+    arrays and nested lists become Tensors on ``like``'s device (never a silent host->GPU copy
+    of a numpy array onto a GPU tensor's device)."""
+    if isinstance(x, Tensor) or isinstance(x, numbers.Number):
+        return x
+    if isinstance(x, (list, tuple)):
+        dev = like.device if like is not None else None
+        return Tensor.from_array(x, device=dev)
+    mod = type(x).__module__
+    if mod.startswith(("numpy", "cupy")):
+        if like is not None and mod.startswith("numpy") and like._bk.name == "numpy":
+            return Tensor(x, like._bk) if type(x).__name__ == "ndarray" else Tensor.from_array(
+                x, device="cpu")
+        t = Tensor.from_array(x)
+        if like is None or t._bk is like._bk:
+            return t
+        raise DeviceError(
+            f"{op}: argument '{name}' expected an array on {like.device}, got {describe(x)} "
+            f"on {t.device} (move it with ag.Tensor.from_array(x, device=...))"
+        )
+    raise ArgumentError(f"{op}: argument '{name}' expected a Tensor, got {describe(x)}")
+
+
+def norm_axis(axis, ndim, op="op"):
+    """A tuple of non-negative axes (None -> all axes)."""
+    from ..errors import ShapeError
+
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, numbers.Integral) or not -ndim <= a < max(ndim, 1):
+            raise ShapeError(f"{op}: argument 'axis' expected values in [{-ndim}, {ndim}), got {axis!r}")
+        out.append(int(a) % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{op}: argument 'axis' has repeated axes: {axis!r}")
+    return tuple(sorted(out))

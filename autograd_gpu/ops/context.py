@@ -1,0 +1,65 @@
+"""Per-thread execution state consulted by ``registry.apply``: the tapes recording now, the
+forward-mode accumulators, and interceptors (profiler, autocast, anomaly and determinism checks).
+
+Higher layers register themselves here, so imports only point down. ``active`` is the single flag
+the fast path reads: false means no tape, no accumulator and no hook, so apply records nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+_ids = itertools.count(1)
+
+
+def new_id() -> int:
+    """A process-unique id for a tape or accumulator (never reused, so stale ids are inert)."""
+    return next(_ids)
+
+
+class ThreadState(threading.local):
+    def __init__(self):
+        self.recording: dict[int, object] = {}  # tape id -> tape, tapes recording in this thread
+        self.autowatch: list = []  # context tapes that watch the Variables read inside them
+        self.accumulators: list = []  # active ForwardAccumulators, innermost last
+        self.hooks: list = []  # interceptors: hook(phase, op, args, params, call) -> result
+        self.active = False
+
+    def refresh(self) -> None:
+        self.active = bool(self.recording or self.accumulators or self.hooks)
+
+
+STATE = ThreadState()
+
+
+def push_hook(hook) -> None:
+    STATE.hooks.append(hook)
+    STATE.refresh()
+
+
+def pop_hook(hook) -> None:
+    hooks = STATE.hooks
+    for i in range(len(hooks) - 1, -1, -1):
+        if hooks[i] is hook:
+            del hooks[i]
+            break
+    STATE.refresh()
+
+
+class Suspend:
+    """Context that stops all recording and forward-mode propagation in this thread
+    (``ag.no_grad``). Hooks stay (a profiler still sees the ops)."""
+
+    def __enter__(self):
+        st = STATE
+        self._saved = (st.recording, st.autowatch, st.accumulators)
+        st.recording, st.autowatch, st.accumulators = {}, [], []
+        st.refresh()
+        return self
+
+    def __exit__(self, *exc):
+        st = STATE
+        st.recording, st.autowatch, st.accumulators = self._saved
+        st.refresh()
+        return False

@@ -1,0 +1,743 @@
+"""Elementwise primitives: arithmetic, transcendental functions, activations, casts.
+
+Broadcasting ops take any mix of Tensors and Python numbers (weak scalars, as in NumPy 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..dtypes import as_dtype
+from . import sampling as S
+from ._util import as_tensor, scale, tsum
+from .registry import apply, defop, elementwise
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_GELU_K = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+
+
+def _binary_sample(lo=-2.0, hi=2.0, lo_b=None, hi_b=None, away_b=None):
+    def sample(draw):
+        sa, sb = draw(S.broadcast_shapes(2))
+        a = draw(S.arrays(sa, lo, hi))
+        b = draw(S.arrays(sb, lo if lo_b is None else lo_b, hi if hi_b is None else hi_b,
+                          away=away_b))
+        return (a, b), {}
+
+    return sample
+
+
+def _unary_sample(lo=-2.0, hi=2.0, away=None):
+    def sample(draw):
+        return (draw(S.arrays(draw(S.shapes()), lo, hi, away=away)),), {}
+
+    return sample
+
+
+# ---- arithmetic -----------------------------------------------------------------------------
+
+
+@defop("add", broadcasting=True)
+class Add:
+    """y = a + b"""
+
+    def forward(bk, a, b):
+        return bk.xp.add(a, b), ()
+
+    def vjp(F, g, saved, needs):
+        return g, g
+
+    def jvp(F, ts, saved):
+        ta, tb = ts
+        return tsum(ta, tb)
+
+    sample = _binary_sample()
+
+
+@defop("sub", broadcasting=True)
+class Sub:
+    """y = a - b"""
+
+    def forward(bk, a, b):
+        return bk.xp.subtract(a, b), ()
+
+    def vjp(F, g, saved, needs):
+        return g, (-g if needs[1] else None)
+
+    def jvp(F, ts, saved):
+        ta, tb = ts
+        return tsum(ta, None if tb is None else -tb)
+
+    sample = _binary_sample()
+
+
+@defop("mul", broadcasting=True)
+class Mul:
+    """y = a * b"""
+
+    def forward(bk, a, b):
+        return bk.xp.multiply(a, b), (a, b)
+
+    def vjp(F, g, saved, needs):
+        a, b = saved
+        return (g * b if needs[0] else None), (g * a if needs[1] else None)
+
+    def jvp(F, ts, saved):
+        a, b = saved
+        return tsum(scale(ts[0], b), scale(ts[1], a))
+
+    sample = _binary_sample()
+
+
+@defop("div", broadcasting=True)
+class Div:
+    """y = a / b"""
+
+    def forward(bk, a, b):
+        y = bk.xp.true_divide(a, b)
+        return y, (b, y)
+
+    def vjp(F, g, saved, needs):
+        b, y = saved
+        ga = g / b
+        return (ga if needs[0] else None), (-ga * y if needs[1] else None)
+
+    def jvp(F, ts, saved):
+        b, y = saved
+        ta, tb = ts
+        return tsum(ta, None if tb is None else -(tb * y)) / b
+
+    sample = _binary_sample(lo_b=-2.0, hi_b=2.0, away_b=(0.0, 0.5))
+
+
+@defop("neg")
+class Neg:
+    """y = -x"""
+
+    def forward(bk, x):
+        return bk.xp.negative(x), ()
+
+    def vjp(F, g, saved, needs):
+        return (-g,)
+
+    def jvp(F, ts, saved):
+        return -ts[0]
+
+    sample = _unary_sample()
+
+
+@defop("pow", broadcasting=True, cost=elementwise(10))
+class Pow:
+    """y = x ** p. d/dx = p x^(p-1); d/dp = y log(x) (needs x > 0 where p is differentiated)."""
+
+    def forward(bk, x, p):
+        y = bk.xp.power(x, p)
+        return y, (x, p, y)
+
+    def vjp(F, g, saved, needs):
+        x, p, y = saved
+        gx = g * p * x ** (p - 1) if needs[0] else None
+        gp = g * y * F.log(x) if needs[1] else None
+        return gx, gp
+
+    def jvp(F, ts, saved):
+        x, p, y = saved
+        tx, tp = ts
+        return tsum(None if tx is None else tx * p * x ** (p - 1),
+                    None if tp is None else tp * y * F.log(x))
+
+    sample = _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)
+
+
+# ---- transcendental -------------------------------------------------------------------------
+
+
+@defop("exp", cost=elementwise(4))
+class Exp:
+    """y = exp(x)"""
+
+    def forward(bk, x):
+        y = bk.xp.exp(x)
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        return (g * saved[0],)
+
+    def jvp(F, ts, saved):
+        return ts[0] * saved[0]
+
+    sample = _unary_sample()
+
+
+@defop("expm1", cost=elementwise(4))
+class Expm1:
+    """y = exp(x) - 1, accurate near 0"""
+
+    def forward(bk, x):
+        y = bk.xp.expm1(x)
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        return (g * (saved[0] + 1),)
+
+    def jvp(F, ts, saved):
+        return ts[0] * (saved[0] + 1)
+
+    sample = _unary_sample()
+
+
+@defop("log", cost=elementwise(4))
+class Log:
+    """y = log(x), x > 0"""
+
+    def forward(bk, x):
+        return bk.xp.log(x), (x,)
+
+    def vjp(F, g, saved, needs):
+        return (g / saved[0],)
+
+    def jvp(F, ts, saved):
+        return ts[0] / saved[0]
+
+    sample = _unary_sample(0.2, 3.0)
+
+
+@defop("log1p", cost=elementwise(4))
+class Log1p:
+    """y = log(1 + x), x > -1, accurate near 0"""
+
+    def forward(bk, x):
+        return bk.xp.log1p(x), (x,)
+
+    def vjp(F, g, saved, needs):
+        return (g / (saved[0] + 1),)
+
+    def jvp(F, ts, saved):
+        return ts[0] / (saved[0] + 1)
+
+    sample = _unary_sample(-0.7, 3.0)
+
+
+@defop("sqrt", cost=elementwise(2))
+class Sqrt:
+    """y = sqrt(x), x > 0"""
+
+    def forward(bk, x):
+        y = bk.xp.sqrt(x)
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        return (g * 0.5 / saved[0],)
+
+    def jvp(F, ts, saved):
+        return ts[0] * 0.5 / saved[0]
+
+    sample = _unary_sample(0.2, 3.0)
+
+
+@defop("abs")
+class Abs:
+    """y = |x| (derivative sign(x); 0 at 0)"""
+
+    def forward(bk, x):
+        return bk.xp.abs(x), (x,)
+
+    def vjp(F, g, saved, needs):
+        return (g * F.sign(saved[0]),)
+
+    def jvp(F, ts, saved):
+        return ts[0] * F.sign(saved[0])
+
+    sample = _unary_sample(away=(0.0, 0.1))
+
+
+@defop("sin", cost=elementwise(4))
+class Sin:
+    """y = sin(x)"""
+
+    def forward(bk, x):
+        return bk.xp.sin(x), (x,)
+
+    def vjp(F, g, saved, needs):
+        return (g * F.cos(saved[0]),)
+
+    def jvp(F, ts, saved):
+        return ts[0] * F.cos(saved[0])
+
+    sample = _unary_sample(-3.0, 3.0)
+
+
+@defop("cos", cost=elementwise(4))
+class Cos:
+    """y = cos(x)"""
+
+    def forward(bk, x):
+        return bk.xp.cos(x), (x,)
+
+    def vjp(F, g, saved, needs):
+        return (-g * F.sin(saved[0]),)
+
+    def jvp(F, ts, saved):
+        return -ts[0] * F.sin(saved[0])
+
+    sample = _unary_sample(-3.0, 3.0)
+
+
+@defop("tan", cost=elementwise(4))
+class Tan:
+    """y = tan(x); dy/dx = 1 + y^2"""
+
+    def forward(bk, x):
+        y = bk.xp.tan(x)
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        y = saved[0]
+        return (g * (1 + y * y),)
+
+    def jvp(F, ts, saved):
+        y = saved[0]
+        return ts[0] * (1 + y * y)
+
+    sample = _unary_sample(-1.2, 1.2)
+
+
+@defop("tanh", cost=elementwise(4))
+class Tanh:
+    """y = tanh(x); dy/dx = 1 - y^2"""
+
+    def forward(bk, x):
+        y = bk.xp.tanh(x)
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        y = saved[0]
+        return (g * (1 - y * y),)
+
+    def jvp(F, ts, saved):
+        y = saved[0]
+        return ts[0] * (1 - y * y)
+
+    sample = _unary_sample(-3.0, 3.0)
+
+
+@defop("sigmoid", cost=elementwise(4))
+class Sigmoid:
+    """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 (no overflow); dy/dx = y(1-y)"""
+
+    def forward(bk, x):
+        y = bk.xp.tanh(x * 0.5)
+        y *= 0.5
+        y += 0.5
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        y = saved[0]
+        return (g * (y * (1 - y)),)
+
+    def jvp(F, ts, saved):
+        y = saved[0]
+        return ts[0] * (y * (1 - y))
+
+    sample = _unary_sample(-4.0, 4.0)
+
+
+def _erf_numpy():
+    try:
+        from scipy.special import erf
+
+        return erf
+    except ImportError:
+        import numpy as np
+
+        return np.frompyfunc(math.erf, 1, 1)
+
+
+_ERF = {}
+
+
+def _erf(bk, x):
+    fn = _ERF.get(bk.name)
+    if fn is None:
+        if bk.name == "cupy":
+            from cupyx.scipy.special import erf as fn
+        else:
+            fn = _erf_numpy()
+        _ERF[bk.name] = fn
+    out = fn(x)
+    return out if out.dtype == x.dtype else out.astype(x.dtype)
+
+
+@defop("erf", cost=elementwise(8))
+class Erf:
+    """y = erf(x); dy/dx = 2/sqrt(pi) exp(-x^2)"""
+
+    def forward(bk, x):
+        return _erf(bk, x), (x,)
+
+    def vjp(F, g, saved, needs):
+        x = saved[0]
+        return (g * (_TWO_OVER_SQRT_PI * F.exp(-(x * x))),)
+
+    def jvp(F, ts, saved):
+        x = saved[0]
+        return ts[0] * (_TWO_OVER_SQRT_PI * F.exp(-(x * x)))
+
+    sample = _unary_sample()
+
+
+# ---- activations ----------------------------------------------------------------------------
+
+
+@defop("relu")
+class Relu:
+    """y = max(x, 0); dy/dx = 1 where x > 0 else 0"""
+
+    def forward(bk, x):
+        y = bk.xp.maximum(x, 0)
+        return y, (y,)
+
+    def vjp(F, g, saved, needs):
+        return (g * F.sign(saved[0]),)
+
+    def jvp(F, ts, saved):
+        return ts[0] * F.sign(saved[0])
+
+    sample = _unary_sample(away=(0.0, 0.1))
+
+
+@defop("leaky_relu", params=("negative_slope",))
+class LeakyRelu:
+    """y = x where x > 0 else negative_slope * x"""
+
+    def forward(bk, x, *, negative_slope=0.01):
+        y = bk.xp.where(x > 0, x, x * negative_slope)
+        return y, (x,)
+
+    def vjp(F, g, saved, needs, *, negative_slope=0.01):
+        x = saved[0]
+        return (F.where(x > 0, g, g * negative_slope),)
+
+    def jvp(F, ts, saved, *, negative_slope=0.01):
+        x = saved[0]
+        return F.where(x > 0, ts[0], ts[0] * negative_slope)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        x = draw(S.arrays(draw(S.shapes()), away=(0.0, 0.1)))
+        return (x,), {"negative_slope": draw(st.sampled_from([0.01, 0.2]))}
+
+
+def _gelu_deriv(F, x, approximate):
+    if approximate == "tanh":
+        t = F.tanh(_GELU_K * (x + _GELU_C * x * x * x))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_GELU_K * (1 + 3 * _GELU_C * x * x))
+    return 0.5 * (1 + F.erf(x / _SQRT_2)) + x * (_INV_SQRT_2PI * F.exp(-0.5 * (x * x)))
+
+
+@defop("gelu", params=("approximate",), cost=elementwise(12))
+class Gelu:
+    """GELU. approximate="tanh": 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)));
+    approximate="none": x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))."""
+
+    def forward(bk, x, *, approximate="tanh"):
+        xp = bk.xp
+        if approximate == "tanh":
+            t = xp.tanh(_GELU_K * (x + _GELU_C * x * x * x))
+            return 0.5 * x * (1 + t), (x,)
+        if approximate == "none":
+            return 0.5 * x * (1 + _erf(bk, x / _SQRT_2)), (x,)
+        raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+
+    def vjp(F, g, saved, needs, *, approximate="tanh"):
+        return (g * _gelu_deriv(F, saved[0], approximate),)
+
+    def jvp(F, ts, saved, *, approximate="tanh"):
+        return ts[0] * _gelu_deriv(F, saved[0], approximate)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        x = draw(S.arrays(draw(S.shapes()), -3.0, 3.0))
+        return (x,), {"approximate": draw(st.sampled_from(["tanh", "none"]))}
+
+
+@defop("softplus", cost=elementwise(6))
+class Softplus:
+    """y = log(1 + exp(x)) (stable: logaddexp(x, 0)); dy/dx = sigmoid(x)"""
+
+    def forward(bk, x):
+        return bk.xp.logaddexp(x, 0), (x,)
+
+    def vjp(F, g, saved, needs):
+        return (g * F.sigmoid(saved[0]),)
+
+    def jvp(F, ts, saved):
+        return ts[0] * F.sigmoid(saved[0])
+
+    sample = _unary_sample(-4.0, 4.0)
+
+
+# ---- selection ------------------------------------------------------------------------------
+
+
+def _select_sample(draw):
+    """Two broadcastable arrays with no near-ties (the derivative jumps at a == b)."""
+    import numpy as np
+
+    sa, sb = draw(S.broadcast_shapes(2))
+    a = draw(S.arrays(sa))
+    b = draw(S.arrays(sb))
+    gap = np.abs(np.subtract(*np.broadcast_arrays(a, b)))
+    while gap.size and gap.min() < 0.05:
+        b = b + 0.07
+        gap = np.abs(np.subtract(*np.broadcast_arrays(a, b)))
+    return (a, b), {}
+
+
+@defop("maximum", broadcasting=True)
+class Maximum:
+    """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b"""
+
+    def forward(bk, a, b):
+        y = bk.xp.maximum(a, b)
+        return y, (bk.xp.greater_equal(a, b),)
+
+    def vjp(F, g, saved, needs):
+        m = saved[0]
+        return (F.where(m, g, 0.0) if needs[0] else None), (F.where(m, 0.0, g) if needs[1] else None)
+
+    def jvp(F, ts, saved):
+        m = saved[0]
+        ta, tb = ts
+        return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
+
+    sample = _select_sample
+
+
+@defop("minimum", broadcasting=True)
+class Minimum:
+    """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b"""
+
+    def forward(bk, a, b):
+        y = bk.xp.minimum(a, b)
+        return y, (bk.xp.less_equal(a, b),)
+
+    def vjp(F, g, saved, needs):
+        m = saved[0]
+        return (F.where(m, g, 0.0) if needs[0] else None), (F.where(m, 0.0, g) if needs[1] else None)
+
+    def jvp(F, ts, saved):
+        m = saved[0]
+        ta, tb = ts
+        return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
+
+    sample = _select_sample
+
+
+@defop("where", broadcasting=True)
+class Where:
+    """y = a where cond else b (cond is boolean and not differentiated)"""
+
+    def forward(bk, cond, a, b):
+        y = bk.xp.where(cond, a, b)
+        if y.dtype.kind == "f" and isinstance(a, bk.array_type) and a.dtype != y.dtype \
+                and not isinstance(b, bk.array_type):
+            y = y.astype(a.dtype)  # cupy.where promotes bfloat16 + a Python float to float32
+        return y, (cond,)
+
+    def vjp(F, g, saved, needs):
+        c = saved[0]
+        return None, (F.where(c, g, 0.0) if needs[1] else None), (
+            F.where(c, 0.0, g) if needs[2] else None)
+
+    def jvp(F, ts, saved):
+        c = saved[0]
+        _, ta, tb = ts
+        return F.where(c, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
+
+    def sample(draw):
+        sc, sa, sb = draw(S.broadcast_shapes(3))
+        return (draw(S.arrays(sc)) > 0, draw(S.arrays(sa)), draw(S.arrays(sb))), {}
+
+
+@defop("clip", params=("lo", "hi"))
+class Clip:
+    """y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi"""
+
+    def forward(bk, x, *, lo=None, hi=None):
+        y = bk.xp.clip(x, lo, hi)
+        xp = bk.xp
+        inside = xp.ones(x.shape, dtype=bool)
+        if lo is not None:
+            inside &= x >= lo
+        if hi is not None:
+            inside &= x <= hi
+        return y, (inside,)
+
+    def vjp(F, g, saved, needs, *, lo=None, hi=None):
+        return (F.where(saved[0], g, 0.0),)
+
+    def jvp(F, ts, saved, *, lo=None, hi=None):
+        return F.where(saved[0], ts[0], 0.0)
+
+    def sample(draw):
+        x = draw(S.arrays(draw(S.shapes()), -2.0, 2.0))
+        import numpy as np
+
+        x = np.where(np.abs(np.abs(x) - 1.0) < 0.05, x + 0.1, x)
+        return (x,), {"lo": -1.0, "hi": 1.0}
+
+
+@defop("astype", params=("dtype",), cost=elementwise(0.5))
+class AsType:
+    """y = x converted to dtype (the gradient is converted back)"""
+
+    def forward(bk, x, *, dtype):
+        return x.astype(dtype, copy=False), (x.dtype,)
+
+    def vjp(F, g, saved, needs, *, dtype):
+        return (F.astype(g, dtype=saved[0]),)
+
+    def jvp(F, ts, saved, *, dtype):
+        return F.astype(ts[0], dtype=dtype)
+
+    def sample(draw):
+        import numpy as np
+
+        return (draw(S.arrays(draw(S.shapes()))),), {"dtype": np.dtype(np.float64)}
+
+
+# ---- non-differentiable (their derivative is zero or undefined) ------------------------------
+
+
+def _nondiff(name, fn, doc):
+    def forward(bk, *xs, **p):
+        return fn(bk.xp)(*xs, **p), ()
+
+    impl = type(name.title(), (), {"forward": staticmethod(forward), "__doc__": doc})
+    return defop(name, differentiable=False, broadcasting=True)(impl)
+
+
+SIGN = _nondiff("sign", lambda xp: xp.sign, "sign(x): -1, 0 or 1 (derivative zero)")
+FLOOR = _nondiff("floor", lambda xp: xp.floor, "floor(x)")
+CEIL = _nondiff("ceil", lambda xp: xp.ceil, "ceil(x)")
+ROUND = _nondiff("round", lambda xp: xp.round, "round half to even")
+EQUAL = _nondiff("equal", lambda xp: xp.equal, "a == b")
+NOT_EQUAL = _nondiff("not_equal", lambda xp: xp.not_equal, "a != b")
+LESS = _nondiff("less", lambda xp: xp.less, "a < b")
+LESS_EQUAL = _nondiff("less_equal", lambda xp: xp.less_equal, "a <= b")
+GREATER = _nondiff("greater", lambda xp: xp.greater, "a > b")
+GREATER_EQUAL = _nondiff("greater_equal", lambda xp: xp.greater_equal, "a >= b")
+LOGICAL_AND = _nondiff("logical_and", lambda xp: xp.logical_and, "a and b")
+LOGICAL_OR = _nondiff("logical_or", lambda xp: xp.logical_or, "a or b")
+LOGICAL_NOT = _nondiff("logical_not", lambda xp: xp.logical_not, "not x")
+ISFINITE = _nondiff("isfinite", lambda xp: xp.isfinite, "x is neither inf nor NaN")
+ISNAN = _nondiff("isnan", lambda xp: xp.isnan, "x is NaN")
+
+
+# ---- public functions -----------------------------------------------------------------------
+
+
+def _binary(op, name):
+    def fn(a, b):
+        like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
+        return apply(op, as_tensor(a, like, "a", name), as_tensor(b, like, "b", name))
+
+    fn.__name__ = name
+    fn.__doc__ = op.doc
+    return fn
+
+
+def _unary(op, name):
+    def fn(x):
+        return apply(op, as_tensor(x, None, "x", name))
+
+    fn.__name__ = name
+    fn.__doc__ = op.doc
+    return fn
+
+
+add = _binary(Add, "add")
+sub = subtract = _binary(Sub, "sub")
+mul = multiply = _binary(Mul, "mul")
+div = divide = true_divide = _binary(Div, "div")
+pow = power = _binary(Pow, "pow")  # noqa: A001
+maximum = _binary(Maximum, "maximum")
+minimum = _binary(Minimum, "minimum")
+equal = _binary(EQUAL, "equal")
+not_equal = _binary(NOT_EQUAL, "not_equal")
+less = _binary(LESS, "less")
+less_equal = _binary(LESS_EQUAL, "less_equal")
+greater = _binary(GREATER, "greater")
+greater_equal = _binary(GREATER_EQUAL, "greater_equal")
+logical_and = _binary(LOGICAL_AND, "logical_and")
+logical_or = _binary(LOGICAL_OR, "logical_or")
+
+neg = negative = _unary(Neg, "neg")
+exp = _unary(Exp, "exp")
+expm1 = _unary(Expm1, "expm1")
+log = _unary(Log, "log")
+log1p = _unary(Log1p, "log1p")
+sqrt = _unary(Sqrt, "sqrt")
+abs = _unary(Abs, "abs")  # noqa: A001
+sin = _unary(Sin, "sin")
+cos = _unary(Cos, "cos")
+tan = _unary(Tan, "tan")
+tanh = _unary(Tanh, "tanh")
+sigmoid = _unary(Sigmoid, "sigmoid")
+erf = _unary(Erf, "erf")
+relu = _unary(Relu, "relu")
+softplus = _unary(Softplus, "softplus")
+sign = _unary(SIGN, "sign")
+floor = _unary(FLOOR, "floor")
+ceil = _unary(CEIL, "ceil")
+round = _unary(ROUND, "round")  # noqa: A001
+logical_not = _unary(LOGICAL_NOT, "logical_not")
+isfinite = _unary(ISFINITE, "isfinite")
+isnan = _unary(ISNAN, "isnan")
+
+
+def square(x):
+    """y = x * x"""
+    x = as_tensor(x, None, "x", "square")
+    return apply(Mul, x, x)
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    return apply(LeakyRelu, as_tensor(x, None, "x", "leaky_relu"), negative_slope=negative_slope)
+
+
+def gelu(x, approximate: str = "tanh"):
+    if approximate not in ("tanh", "none"):
+        from ..errors import ArgumentError
+
+        raise ArgumentError(f"gelu: argument 'approximate' expected 'tanh' or 'none', got {approximate!r}")
+    return apply(Gelu, as_tensor(x, None, "x", "gelu"), approximate=approximate)
+
+
+def where(cond, a, b):
+    """a where cond else b. cond is a boolean tensor (or array)."""
+    like = next((v for v in (a, b, cond) if hasattr(v, "_bk")), None)
+    c = as_tensor(cond, like, "cond", "where")
+    if hasattr(c, "dtype") and c.dtype != bool:
+        c = apply(NOT_EQUAL, c, 0)
+    return apply(Where, c, as_tensor(a, like, "a", "where"), as_tensor(b, like, "b", "where"))
+
+
+def clip(x, lo=None, hi=None):
+    """min(max(x, lo), hi); lo and hi are Python numbers (or None for no bound)."""
+    if lo is not None and hi is not None and lo > hi:
+        from ..errors import ArgumentError
+
+        raise ArgumentError(f"clip: expected lo <= hi, got lo={lo}, hi={hi}")
+    return apply(Clip, as_tensor(x, None, "x", "clip"), lo=lo, hi=hi)
+
+
+def astype(x, dtype):
+    """x converted to dtype (differentiable between floating dtypes)."""
+    return apply(AsType, as_tensor(x, None, "x", "astype"), dtype=as_dtype(dtype))

@@ -1,0 +1,48 @@
+"""The recorded graph: one Node per recorded op application (every op has one output).
+
+A node holds strong references to its parents' nodes (not to their tensors), the saved values its
+rules need, and the ids of the tapes that recorded it. Outputs are not referenced at all: a tensor
+is (array, node), so the sweep rebuilds any output it needs from the saved array and the node. No
+tensor <-> node cycles exist, so graphs die by reference counting.
+"""
+
+from __future__ import annotations
+
+# saved_map codes
+CONST = -1  # a constant (a mask, a shape, a Python number): not differentiated through
+OUTPUT = -2  # the op's own output
+
+
+class Node:
+    __slots__ = (
+        "op", "params", "parents", "in_meta", "saved", "saved_map", "tapes", "gen",
+        "out_meta", "site", "extra", "__weakref__",
+    )
+
+    def __init__(self, op, params, parents, in_meta, saved, saved_map, tapes, gen, out_meta):
+        self.op = op  # Op record, or None for a leaf
+        self.params = params  # dict of the op's keyword parameters
+        self.parents = parents  # tuple: parent Node or None (constant input), one per input
+        self.in_meta = in_meta  # tuple of (shape, dtype) per input
+        self.saved = saved  # tuple of arrays/values, None once released
+        self.saved_map = saved_map  # tuple of codes: CONST, OUTPUT, or an input index
+        self.tapes = tapes  # set of ids of tapes that propagate through this node
+        self.gen = gen  # 1 + max(parent generations); leaves are 0
+        self.out_meta = out_meta  # (shape, dtype) of the output
+        self.site = None  # forward call site, filled under detect_anomaly
+        self.extra = None  # room for checkpointing/AMP bookkeeping
+
+    @staticmethod
+    def leaf(shape=(), dtype=None) -> "Node":
+        return Node(None, None, (), (), (), (), set(), 0, (shape, dtype))
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+    def release(self) -> None:
+        self.saved = None
+
+    def __repr__(self) -> str:
+        name = "leaf" if self.op is None else self.op.name
+        return f"Node({name}, gen={self.gen}, tapes={sorted(self.tapes)})"

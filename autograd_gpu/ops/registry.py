@@ -1,0 +1,427 @@
+"""The op registry and the one door every differentiable operation goes through.
+
+An op is declared once, with its rules side by side::
+
+    @defop("exp", cost=elementwise(4))
+    class Exp:
+        def forward(bk, x):            # arrays in, (output array, saved values) out
+            y = bk.xp.exp(x)
+            return y, (y,)
+        def vjp(F, g, saved, needs):   # cotangent of the output -> one per input (None = zero)
+            (y,) = saved
+            return (g * y,)
+        def jvp(F, ts, saved):         # tangents of the inputs (None = zero) -> output tangent
+            (y,) = saved
+            return ts[0] * y
+        def sample(draw): ...          # hypothesis: (inputs, params) in the op's domain
+
+Rules are written against ``F``, a namespace holding every primitive by name. During a first-order
+backward pass ``F`` is ``raw(bk)``: each ``F.op(...)`` calls the op's forward directly on arrays,
+with no tensors and no recording. When an outer tape or accumulator could watch the computation,
+``F`` is ``tensors(bk)``: each ``F.op(...)`` goes through ``apply`` and is recorded, so every
+gradient is differentiable again. Arithmetic operators work on both (arrays and Tensors).
+
+Saved values that are the op's inputs or its output are recognised by identity and re-linked to
+the graph in tensor mode; anything else saved is a constant (masks, shapes) and must not need a
+derivative. Cotangents and tangents may carry leading batch axes: rules use negative axes.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from ..errors import AutogradError, ArgumentError, DeviceError, DTypeError, ShapeError, describe
+from ..tensor import Tensor, TrackedTensor
+from .context import STATE
+from .graph import CONST, OUTPUT, Node
+
+REGISTRY: dict[str, "Op"] = {}
+
+
+class Meta:
+    """Shape and dtype of a value, for cost estimates."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+class Op:
+    """A primitive: forward, vjp, jvp, sampler and cost, plus properties the engine reads."""
+
+    __slots__ = (
+        "name", "forward", "vjp", "jvp", "sample", "cost", "params", "deterministic",
+        "differentiable", "broadcasting", "doc", "impl", "arity",
+    )
+
+    def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting):
+        self.name = name
+        self.impl = impl
+        self.forward = getattr(impl, "forward", None)
+        self.vjp = getattr(impl, "vjp", None)
+        self.jvp = getattr(impl, "jvp", None)
+        self.sample = getattr(impl, "sample", None)
+        self.cost = cost
+        self.params = tuple(params)
+        # True; False (no deterministic path on some backend); or a callable(bk, params) -> bool
+        self.deterministic = deterministic
+        self.differentiable = differentiable
+        self.broadcasting = broadcasting
+        self.doc = (impl.__doc__ or "").strip()
+        self.arity = _arity(self.forward)
+
+    def estimate_cost(self, out_meta, in_metas, params) -> float:
+        return float(self.cost(Meta(*out_meta), *(Meta(*m) for m in in_metas), **params))
+
+    def is_deterministic(self, bk, params) -> bool:
+        d = self.deterministic
+        return d(bk, params) if callable(d) else bool(d)
+
+    def __call__(self, *inputs, **params):
+        return apply(self, *inputs, **params)
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r})"
+
+
+def _arity(fn):
+    """Number of array inputs of a forward(bk, ...) (None for a variadic one)."""
+    import inspect
+
+    n = 0
+    for p in list(inspect.signature(fn).parameters.values())[1:]:
+        if p.kind is p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n
+
+
+def _split(op, args, params):
+    """Let rules pass an op's parameters positionally after its inputs: F.reshape(g, shape)."""
+    n = op.arity
+    if n is None or len(args) <= n:
+        return args, params
+    extra = args[n:]
+    params = dict(params)
+    for name, v in zip(op.params, extra):
+        params[name] = v
+    return args[:n], params
+
+
+def elementwise(k: float = 1.0):
+    """Cost model of an elementwise op: k flops per output element."""
+    return lambda out, *xs, **p: k * out.size
+
+
+def defop(name: str, params=(), cost=None, deterministic=True, differentiable=True,
+          broadcasting=False):
+    """Register a primitive. ``broadcasting=True`` marks elementwise ops whose inputs broadcast
+    against each other (the engine then aligns tangent batches and unbroadcasts cotangents)."""
+
+    def deco(impl):
+        if name in REGISTRY:
+            raise ArgumentError(f"defop: op {name!r} is already registered")
+        if getattr(impl, "forward", None) is None:
+            raise ArgumentError(f"defop: op {name!r} has no forward")
+        op = Op(name, impl, params, cost if cost is not None else elementwise(1.0),
+                deterministic, differentiable, broadcasting)
+        REGISTRY[name] = op
+        return op
+
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------
+# the one door
+
+
+def _unwrap(op, inputs):
+    """(backend, arrays) from Tensors and Python scalars; checks kinds and devices."""
+    bk = None
+    arrs = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor):
+            xb = x._bk
+            if bk is None:
+                bk = xb
+            elif xb is not bk:
+                raise DeviceError(
+                    f"{op.name}: argument {i} expected device {bk.device} like the other inputs, "
+                    f"got {xb.device} (move it with .to(...); no silent copies)"
+                )
+            arrs.append(x._data)
+        elif isinstance(x, numbers.Number) or x is None:
+            arrs.append(x)
+        else:
+            raise ArgumentError(
+                f"{op.name}: argument {i} expected a Tensor or a Python number, got {describe(x)}"
+            )
+    if bk is None:
+        from ..backend import default_backend
+
+        bk = default_backend()
+    return bk, arrs
+
+
+def _forward(op, bk, arrs, params):
+    try:
+        out, saved = op.forward(bk, *arrs, **params)
+    except AutogradError:
+        raise
+    except (ValueError, IndexError) as exc:
+        shapes = ", ".join(str(getattr(a, "shape", a)) for a in arrs)
+        raise ShapeError(f"{op.name}: inputs with shapes ({shapes}) and {params}: {exc}") from exc
+    except TypeError as exc:
+        kinds = ", ".join(str(getattr(a, "dtype", type(a).__name__)) for a in arrs)
+        raise DTypeError(f"{op.name}: inputs of dtypes ({kinds}) and {params}: {exc}") from exc
+    if type(out) is not bk.array_type:
+        out = bk.xp.asarray(out)
+    return out, saved
+
+
+def apply(op: Op, *inputs, **params) -> Tensor:
+    """Run ``op`` on ``inputs`` (Tensors or Python numbers). Records on every recording tape that
+    tracks an input, propagates forward-mode tangents, and runs the active hooks."""
+    if not STATE.active:  # fast path: nothing can observe this call
+        bk, arrs = _unwrap(op, inputs)
+        out, _ = _forward(op, bk, arrs, params)
+        return Tensor(out, bk)
+    st = STATE
+    if st.hooks:
+        return _run_hooks(st.hooks, len(st.hooks) - 1, op, inputs, params)
+    return _apply_observed(op, inputs, params)
+
+
+def _run_hooks(hooks, i, op, inputs, params):
+    if i < 0:
+        return _apply_observed(op, inputs, params)
+    return hooks[i]("forward", op, inputs, params,
+                    lambda inp, prm: _run_hooks(hooks, i - 1, op, inp, prm))
+
+
+def _apply_observed(op, inputs, params):
+    st = STATE
+    bk, arrs = _unwrap(op, inputs)
+    tapes = None
+    if st.recording and op.differentiable:
+        tapes = _tapes_for(inputs, st)
+    out, saved = _forward(op, bk, arrs, params)
+    if tapes:
+        node = _record(op, inputs, arrs, params, out, saved, tapes)
+        result = TrackedTensor(out, bk, node, tapes)
+    else:
+        result = Tensor(out, bk)
+    if st.accumulators and op.differentiable:
+        for acc in st.accumulators:
+            acc.propagate(op, bk, inputs, arrs, params, out, saved, result)
+    return result
+
+
+def _tapes_for(inputs, st):
+    recording = st.recording
+    found = None
+    for x in inputs:
+        if isinstance(x, Tensor):
+            if st.autowatch and hasattr(x, "trainable") and x.trainable:
+                for tape in st.autowatch:
+                    tape._autowatch(x)
+            for tid in x._tapes:
+                if tid in recording:
+                    if found is None:
+                        found = {tid}
+                    else:
+                        found.add(tid)
+    return found
+
+
+def _record(op, inputs, arrs, params, out, saved, tapes):
+    parents = []
+    in_meta = []
+    gen = 0
+    for x, a in zip(inputs, arrs):
+        if isinstance(x, Tensor):
+            in_meta.append((a.shape, a.dtype))
+            p = x._node if x._tapes else None
+            if p is not None and p.gen >= gen:
+                gen = p.gen + 1
+            elif p is None and x._tapes:  # tracked but edge-less cannot happen; be safe
+                p = None
+            parents.append(p)
+        else:
+            in_meta.append(((), None))
+            parents.append(None)
+    smap = []
+    for s in saved:
+        code = CONST
+        if s is out:
+            code = OUTPUT
+        else:
+            for i, a in enumerate(arrs):
+                if s is a and a is not None and not isinstance(a, numbers.Number):
+                    code = i
+                    break
+        smap.append(code)
+    node = Node(op, params, tuple(parents), tuple(in_meta), tuple(saved), tuple(smap), set(tapes),
+                max(gen, 1), (out.shape, out.dtype))
+    recording = STATE.recording
+    for tid in tapes:
+        recording[tid]._nodes.append(node)
+    hooks = STATE.hooks
+    if hooks:
+        for h in hooks:
+            rec = getattr(h, "on_record", None)
+            if rec is not None:
+                rec(node)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# rule namespaces
+
+
+class RawOps:
+    """``F`` for first-order sweeps: primitives called directly on arrays, nothing recorded."""
+
+    def __init__(self, bk):
+        self.bk = bk
+        self.xp = bk.xp
+        self.is_raw = True
+
+    def __getattr__(self, name):
+        op = REGISTRY.get(name)
+        if op is None:
+            raise AttributeError(f"no primitive named {name!r}")
+        fwd, bk, arr_t, asarray = op.forward, self.bk, self.bk.array_type, self.bk.xp.asarray
+        n = op.arity if op.arity is not None else 1 << 30
+
+        def call(*args, **params):
+            if len(args) > n:
+                args, params = _split(op, args, params)
+            out = fwd(bk, *args, **params)[0]
+            return out if type(out) is arr_t else asarray(out)
+
+        call.__name__ = name
+        setattr(self, name, call)
+        return call
+
+    def const(self, value, dtype=None):
+        return self.xp.asarray(value, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def data(self, x):
+        return x
+
+
+class TensorOps:
+    """``F`` for differentiable sweeps: primitives through ``apply`` on Tensors."""
+
+    def __init__(self, bk):
+        self.bk = bk
+        self.xp = bk.xp
+        self.is_raw = False
+
+    def __getattr__(self, name):
+        op = REGISTRY.get(name)
+        if op is None:
+            raise AttributeError(f"no primitive named {name!r}")
+
+        n = op.arity if op.arity is not None else 1 << 30
+
+        def call(*args, **params):
+            if len(args) > n:
+                args, params = _split(op, args, params)
+            return apply(op, *args, **params)
+
+        call.__name__ = name
+        setattr(self, name, call)
+        return call
+
+    def const(self, value, dtype=None):
+        return Tensor(self.xp.asarray(value, dtype=dtype), self.bk)
+
+    def zeros(self, shape, dtype):
+        return Tensor(self.xp.zeros(shape, dtype=dtype), self.bk)
+
+    def data(self, x):
+        return x._data if isinstance(x, Tensor) else x
+
+
+_RAW: dict = {}
+_TENS: dict = {}
+
+
+def raw(bk) -> RawOps:
+    ns = _RAW.get(bk)
+    if ns is None:
+        ns = _RAW[bk] = RawOps(bk)
+    return ns
+
+
+def tensors(bk) -> TensorOps:
+    ns = _TENS.get(bk)
+    if ns is None:
+        ns = _TENS[bk] = TensorOps(bk)
+    return ns
+
+
+def saved_tensors(node: Node, bk) -> tuple:
+    """The node's saved values as Tensors linked into the graph (for differentiable sweeps)."""
+    out = []
+    tapes = node.tapes
+    parents = node.parents
+    for s, code in zip(node.saved, node.saved_map):
+        if code == CONST:
+            out.append(Tensor(s, bk) if isinstance(s, bk.array_type) else s)
+        elif code == OUTPUT:
+            out.append(TrackedTensor(s, bk, node, frozenset(tapes)))
+        else:
+            p = parents[code]
+            out.append(Tensor(s, bk) if p is None else TrackedTensor(s, bk, p, frozenset(tapes)))
+    return tuple(out)
+
+
+def sum_to(F, g, shape, batch_nd):
+    """Sum a (batched) cotangent ``g`` of shape batch + S back to batch + ``shape``, where S is
+    ``shape`` broadcast. The engine's unbroadcast; rules never do it."""
+    gshape = g.shape
+    if gshape[batch_nd:] == shape:
+        return g
+    lead = len(gshape) - batch_nd - len(shape)
+    if lead < 0:
+        raise ShapeError(f"unbroadcast: cotangent shape {gshape} cannot reduce to {shape}")
+    axes = list(range(batch_nd, batch_nd + lead))
+    for i, s in enumerate(shape):
+        if s == 1 and gshape[batch_nd + lead + i] != 1:
+            axes.append(batch_nd + lead + i)
+    if axes:
+        g = F.sum(g, axis=tuple(axes), keepdims=True)
+    return F.reshape(g, tuple(gshape[:batch_nd]) + tuple(shape))
+
+
+def call_jvp(op, F, tangents, saved, params, in_metas, out_ndim):
+    """Run an op's jvp rule. For broadcasting ops, each tangent (batch + input shape) is first
+    given singleton axes so that its input dims line up with the output's under a batch."""
+    if op.broadcasting:
+        ts = []
+        for t, (shape, _) in zip(tangents, in_metas):
+            if t is not None and len(shape) < out_ndim:
+                b = t.ndim - len(shape)
+                t = F.reshape(t, tuple(t.shape[:b]) + (1,) * (out_ndim - len(shape)) + tuple(shape))
+            ts.append(t)
+        tangents = tuple(ts)
+    return op.jvp(F, tangents, saved, **params)

@@ -1,0 +1,411 @@
+"""GradientTape: record eagerly, then sweep backwards by generation.
+
+A tape records the ops whose inputs it tracks while it is recording: inside its ``with`` block,
+or, when it is not used as a context, from its creation until its (non-persistent) ``gradient``
+call. The reverse sweep is iterative (a heap ordered by node generation), releases each node's
+saved values as soon as the last tape that needs them has used them, and runs the rules on raw
+arrays unless an outer tape or accumulator could observe the computation, in which case it runs
+them through ``apply`` so that the gradient is itself recorded (higher-order derivatives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import weakref
+
+from . import dtypes as _dt
+from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
+from .ops.context import STATE, Suspend, new_id
+from .ops.graph import Node
+from .ops.registry import raw, saved_tensors, sum_to, tensors
+from .tensor import Tensor, TrackedTensor, Variable
+
+
+def _as_list(x, what):
+    if isinstance(x, Tensor):
+        return [x], True
+    if isinstance(x, (list, tuple)):
+        return list(x), False
+    raise ArgumentError(
+        f"GradientTape.gradient: argument '{what}' expected a Tensor or a list of Tensors, "
+        f"got {describe(x)}"
+    )
+
+
+class GradientTape:
+    """Records operations on watched tensors so that gradients can be computed.
+
+    ``persistent=False`` (the default) allows one ``gradient`` call and then releases the graph.
+    ``watch_accessed_variables=True``: as a context, the tape watches every Variable read inside.
+    """
+
+    def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True, *,
+                 checkpoint=None, amp=None, scheduler=None, deterministic=None):
+        self.id = new_id()
+        self.persistent = bool(persistent)
+        self.watch_accessed_variables = bool(watch_accessed_variables)
+        self._nodes: list[Node] = []
+        self._used = False
+        self._live = False
+        self._in_context = False
+        self._variables: list = []  # weakrefs to Variables whose _tapes hold our id
+        self.checkpoint_config = checkpoint
+        self.amp_config = amp
+        self.scheduler_config = scheduler
+        self.deterministic_config = deterministic
+        self.last_schedule = None
+        for hook in _TAPE_INIT_HOOKS:
+            hook(self)
+        self._start()
+
+    # ---- configuration constructors (guide style) -------------------------------------------
+    @classmethod
+    def with_checkpoint_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(checkpoint=cfg, **kw)
+
+    @classmethod
+    def with_amp_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(amp=cfg, **kw)
+
+    @classmethod
+    def with_scheduler_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(scheduler=cfg, **kw)
+
+    @classmethod
+    def with_deterministic_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(deterministic=cfg, **kw)
+
+    # ---- recording state -------------------------------------------------------------------
+    def _start(self):
+        if self._used:
+            raise TapeError(
+                "GradientTape: this non-persistent tape was already used by gradient(); "
+                "create a new tape or pass persistent=True"
+            )
+        self._live = True
+        STATE.recording[self.id] = _TapeRef(self)
+        STATE.refresh()
+
+    def _pause(self) -> bool:
+        was = STATE.recording.pop(self.id, None) is not None
+        STATE.refresh()
+        return was
+
+    def _resume(self, was: bool):
+        if was and self._live:
+            STATE.recording[self.id] = _TapeRef(self)
+            STATE.refresh()
+
+    def _stop(self):
+        self._live = False
+        STATE.recording.pop(self.id, None)
+        try:
+            STATE.autowatch.remove(self)
+        except ValueError:
+            pass
+        STATE.refresh()
+        for ref in self._variables:
+            v = ref()
+            if v is not None and self.id in v._tapes:
+                v._tapes = v._tapes - {self.id}
+        self._variables = []
+
+    @property
+    def is_recording(self) -> bool:
+        return self.id in STATE.recording
+
+    def __enter__(self) -> "GradientTape":
+        if not self._live:
+            self._start()
+        self._in_context = True
+        if self.watch_accessed_variables:
+            STATE.autowatch.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._in_context = False
+        self._stop()
+        return False
+
+    def __del__(self):
+        try:
+            if self._live:
+                self._stop()
+        except Exception:
+            pass
+
+    @contextlib.contextmanager
+    def stop_recording(self):
+        """Ops inside this block are not recorded on this tape (other tapes are unaffected)."""
+        was = self._pause()
+        try:
+            yield
+        finally:
+            self._resume(was)
+
+    def reset(self) -> None:
+        """Forget everything recorded so far; the tape keeps recording if it was."""
+        self._release_all()
+        self._used = False
+        if not self._live:
+            self._start()
+
+    # ---- watching --------------------------------------------------------------------------
+    def watch(self, tensor):
+        """Track ``tensor`` (or each tensor of a list). Returns it as a TrackedTensor (the same
+        object: a plain Tensor becomes tracked in place, as TensorFlow's watch does)."""
+        if isinstance(tensor, (list, tuple)):
+            return type(tensor)(self.watch(t) for t in tensor)
+        if not isinstance(tensor, Tensor):
+            raise ArgumentError(
+                f"GradientTape.watch: argument 'tensor' expected a Tensor, got {describe(tensor)}"
+            )
+        if not _dt.is_floating(tensor.dtype):
+            raise DTypeError(
+                f"GradientTape.watch: argument 'tensor' expected a floating dtype (float16, "
+                f"bfloat16, float32, float64), got {_dt.name(tensor.dtype)}: integer and bool "
+                "tensors are never differentiable"
+            )
+        if type(tensor) is Tensor:
+            tensor.__class__ = TrackedTensor
+        if tensor._node is None:
+            tensor._node = Node.leaf(tensor.shape, tensor.dtype)
+        if self.id not in tensor._tapes:
+            tensor._tapes = tensor._tapes | {self.id}
+            if isinstance(tensor, Variable):
+                self._variables.append(weakref.ref(tensor))
+        return tensor
+
+    def _autowatch(self, var) -> None:
+        if self.id not in var._tapes and self._live:
+            self.watch(var)
+
+    def watched_variables(self) -> list:
+        return [v for v in (r() for r in self._variables) if v is not None]
+
+    # ---- gradients -------------------------------------------------------------------------
+    def gradient(self, targets, sources, output_gradients=None,
+                 unconnected_gradients="none") -> list:
+        """d(sum of targets, weighted by output_gradients)/d(each source).
+
+        Returns a list with one entry per source: a Tensor, or for a source the targets do not
+        depend on, None (``unconnected_gradients="none"``) or zeros (``"zero"``).
+        """
+        self._check_usable("gradient")
+        tlist, _ = _as_list(targets, "targets")
+        slist, _ = _as_list(sources, "sources")
+        if unconnected_gradients not in ("none", "zero", None):
+            raise ArgumentError(
+                "GradientTape.gradient: argument 'unconnected_gradients' expected 'none' or "
+                f"'zero', got {unconnected_gradients!r}"
+            )
+        if output_gradients is None:
+            ogs = [None] * len(tlist)
+        else:
+            ogs, _ = _as_list(output_gradients, "output_gradients")
+            if len(ogs) != len(tlist):
+                raise ShapeError(
+                    f"GradientTape.gradient: argument 'output_gradients' expected {len(tlist)} "
+                    f"entries (one per target), got {len(ogs)}"
+                )
+        seeds = []
+        for i, (t, og) in enumerate(zip(tlist, ogs)):
+            if not isinstance(t, Tensor):
+                raise ArgumentError(
+                    f"GradientTape.gradient: targets[{i}] expected a Tensor, got {describe(t)}"
+                )
+            if og is None:
+                seed = t._bk.xp.ones(t.shape, dtype=t.dtype)
+            else:
+                seed = og if isinstance(og, Tensor) else t._bk.xp.asarray(og, dtype=t.dtype)
+                if tuple(seed.shape) != t.shape:
+                    raise ShapeError(
+                        f"GradientTape.gradient: output_gradients[{i}] expected shape {t.shape} "
+                        f"(the target's), got {tuple(seed.shape)}"
+                    )
+            seeds.append((t, seed))
+        for i, s in enumerate(slist):
+            if not isinstance(s, Tensor):
+                raise ArgumentError(
+                    f"GradientTape.gradient: sources[{i}] expected a Tensor, got {describe(s)}"
+                )
+            if s._node is None:
+                raise TapeError(
+                    f"GradientTape.gradient: sources[{i}] ({describe(s)}) is not tracked by any "
+                    "tape; call tape.watch(x) on it (or make it a Variable) before using it"
+                )
+        results = self.backward(seeds, [s._node for s in slist], batch_nd=0)
+        out = []
+        for s, g in zip(slist, results):
+            if g is None and unconnected_gradients == "zero":
+                g = Tensor(s._bk.xp.zeros(s.shape, dtype=s.dtype), s._bk)
+            out.append(g)
+        if not self.persistent:
+            self._finish()
+        return out
+
+    def _check_usable(self, what):
+        if self._used:
+            raise TapeError(
+                f"GradientTape.{what}: a non-persistent tape can compute gradients only once and "
+                "has released its graph; pass persistent=True to GradientTape to call it again"
+            )
+
+    def backward(self, seeds, want, batch_nd=0) -> list:
+        """The reverse sweep. ``seeds``: (target tensor, seed array with ``batch_nd`` leading
+        batch axes); ``want``: nodes whose cotangents to return. Returns one entry per ``want``
+        (a Tensor or None). Saved values are released on the way for non-persistent tapes."""
+        tid = self.id
+        st = STATE
+        was = self._pause()
+        try:
+            differentiable = bool(st.recording or st.accumulators)
+            bk = seeds[0][0]._bk if seeds else None
+            if bk is None:
+                return [None] * len(want)
+            F = tensors(bk) if differentiable else raw(bk)
+            release = not self.persistent
+            want_set = set(want)
+            grads: dict = {}
+            heap = []
+            found: dict = {}
+            for t, seed in seeds:
+                node = t._node
+                if node is None or not t._tapes:
+                    continue
+                if differentiable:
+                    g = seed if isinstance(seed, Tensor) else Tensor(seed, bk)
+                else:
+                    g = seed._data if isinstance(seed, Tensor) else seed
+                if node in grads:
+                    grads[node] = grads[node] + g
+                else:
+                    grads[node] = g
+                    if node.op is not None and tid in node.tapes:
+                        heapq.heappush(heap, (-node.gen, id(node), node))
+            hooks = st.hooks
+            while heap:
+                node = heapq.heappop(heap)[2]
+                g = grads.pop(node)
+                if node in want_set:
+                    found[node] = g
+                op = node.op
+                if node.saved is None:
+                    raise TapeError(
+                        f"GradientTape.gradient: the saved values of op '{op.name}' were already "
+                        "released by another tape's gradient(); use persistent=True on the tape "
+                        "that ran first"
+                    )
+                saved = saved_tensors(node, bk) if differentiable else node.saved
+                parents = node.parents
+                needs = tuple(p is not None for p in parents)
+                if hooks:
+                    gis = _hooked_vjp(hooks, node, F, g, saved, needs)
+                else:
+                    gis = op.vjp(F, g, saved, needs, **node.params)
+                if release:
+                    node.tapes.discard(tid)
+                    if not node.tapes:
+                        node.saved = None
+                for p, gi, (shape, dtype) in zip(parents, gis, node.in_meta):
+                    if p is None or gi is None:
+                        continue
+                    if gi.shape[batch_nd:] != shape:
+                        gi = sum_to(F, gi, shape, batch_nd)
+                    if gi.dtype != dtype:
+                        gi = F.astype(gi, dtype=dtype)
+                    terminal = p.op is None or tid not in p.tapes
+                    if terminal and p not in want_set:
+                        continue
+                    prev = grads.get(p)
+                    if prev is None:
+                        grads[p] = gi
+                        if not terminal:
+                            heapq.heappush(heap, (-p.gen, id(p), p))
+                    else:
+                        grads[p] = prev + gi
+            for node in want:
+                if node not in found and node in grads:
+                    found[node] = grads[node]
+            out = []
+            for node in want:
+                g = found.get(node)
+                if g is not None and not isinstance(g, Tensor):
+                    if type(g) is not bk.array_type:
+                        g = bk.xp.asarray(g)
+                    g = Tensor(g, bk)
+                out.append(g)
+            return out
+        finally:
+            self._resume(was)
+
+    def _finish(self):
+        self._release_all()
+        self._used = True
+        self._stop()
+
+    def _release_all(self):
+        tid = self.id
+        for node in self._nodes:
+            node.tapes.discard(tid)
+            if not node.tapes:
+                node.saved = None
+        self._nodes = []
+
+    def __repr__(self) -> str:
+        state = "used" if self._used else ("recording" if self.is_recording else "idle")
+        return f"GradientTape(id={self.id}, nodes={len(self._nodes)}, {state})"
+
+
+class _TapeRef:
+    """Weak handle kept in the thread's recording table (a dead tape must not stay recording)."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, tape):
+        self._ref = weakref.ref(tape)
+
+    @property
+    def _nodes(self):
+        tape = self._ref()
+        return tape._nodes if tape is not None else []
+
+    def __call__(self):
+        return self._ref()
+
+
+def _hooked_vjp(hooks, node, F, g, saved, needs):
+    def run(i, args, params):
+        if i < 0:
+            return node.op.vjp(F, args[0], args[1], needs, **params)
+        return hooks[i]("vjp", node.op, args, params, lambda a, p: run(i - 1, a, p))
+
+    return run(len(hooks) - 1, (g, saved), node.params)
+
+
+# Hooks later layers install to initialise per-tape features (checkpointing, AMP, scheduling).
+_TAPE_INIT_HOOKS: list = []
+
+
+class no_grad(Suspend):
+    """Context (and decorator) in which nothing records and no tangents propagate."""
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            with no_grad():
+                return fn(*a, **k)
+
+        return wrapper
+
+
+def stop_gradient(x):
+    """The same values with no connection to any tape or accumulator."""
+    if isinstance(x, (list, tuple)):
+        return type(x)(stop_gradient(t) for t in x)
+    if not isinstance(x, Tensor):
+        raise ArgumentError(f"stop_gradient: argument 'x' expected a Tensor, got {describe(x)}")
+    return Tensor(x._data, x._bk)

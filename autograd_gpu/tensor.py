@@ -1,0 +1,319 @@
+"""Tensor: an array and the backend that owns it. TrackedTensor and Variable take part in tapes.
+
+Tensors are immutable values (Variables are the mutable exception). Arithmetic operators and
+methods are installed by ``ops.methods`` so that this module depends only on the backend layer.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import dtypes as _dt
+from .backend import NUMPY, backend_for, backend_of_array, default_backend
+from .backend.base import Device
+from .errors import ArgumentError, DeviceError, ShapeError
+
+_EMPTY = frozenset()
+
+
+def _backend(device):
+    return default_backend() if device is None else backend_for(device)
+
+
+class Tensor:
+    """An n-dimensional array on a device (numpy on the CPU, cupy on a GPU).
+
+    ``_node`` is the graph edge (the node that made it, or a leaf node once watched), ``_tapes``
+    the ids of tapes that track it, ``_fw`` forward-mode tangents keyed by accumulator id.
+    """
+
+    __slots__ = ("_data", "_bk", "_node", "_tapes", "_fw", "__weakref__")
+    __array_priority__ = 1000  # numpy defers binary operators to us
+    __hash__ = object.__hash__  # identity hashing; == is elementwise
+
+    def __init__(self, data, bk=None, node=None, tapes=_EMPTY):
+        if bk is None:  # public construction: Tensor(array_like)
+            t = Tensor.from_array(data)
+            data, bk = t._data, t._bk
+        self._data = data
+        self._bk = bk
+        self._node = node
+        self._tapes = tapes
+        self._fw = None
+
+    # ---- construction ----------------------------------------------------------------------
+    @staticmethod
+    def from_array(array, device=None, dtype=None) -> "Tensor":
+        """A tensor from a numpy/cupy array (dtype kept), a Tensor, nested lists or a scalar.
+
+        Lists and Python floats become float32 (as in PyTorch); ints stay int64.
+        """
+        if isinstance(array, Tensor):
+            t = array if device is None else array.to(device)
+            return t if dtype is None else Tensor(t._bk.xp.asarray(t._data, _dt.as_dtype(dtype)), t._bk)
+        want = None if dtype is None else _dt.as_dtype(dtype)
+        if type(array).__module__.startswith("cupy"):
+            src = backend_of_array(array)
+            bk = src if device is None else backend_for(device)
+            if bk is not src:
+                array = src.to_numpy(array)
+            return Tensor(bk.asarray(array, want), bk)
+        if not isinstance(array, np.ndarray):
+            if hasattr(array, "__dlpack__") and not isinstance(array, (list, tuple)):
+                array = np.from_dlpack(array)
+            else:
+                array = np.asarray(array)
+                if want is None and array.dtype == np.float64:
+                    want = _dt.float32
+        if array.dtype == object:
+            raise ArgumentError(
+                f"Tensor.from_array: argument 'array' expected numbers, got dtype=object "
+                f"(ragged lists or non-numeric items)"
+            )
+        bk = _backend(device)
+        return Tensor(bk.asarray(array, want), bk)
+
+    @staticmethod
+    def _filled(shape, value, dtype, device):
+        bk = _backend(device)
+        return Tensor(bk.xp.full(_shape(shape), value, dtype=_dt.as_dtype(dtype)), bk)
+
+    @staticmethod
+    def zeros(shape, dtype="float32", device=None) -> "Tensor":
+        return Tensor._filled(shape, 0, dtype, device)
+
+    @staticmethod
+    def ones(shape, dtype="float32", device=None) -> "Tensor":
+        return Tensor._filled(shape, 1, dtype, device)
+
+    @staticmethod
+    def full(shape, value, dtype="float32", device=None) -> "Tensor":
+        return Tensor._filled(shape, value, dtype, device)
+
+    @staticmethod
+    def scalar(value, dtype="float32", device=None) -> "Tensor":
+        return Tensor._filled((), value, dtype, device)
+
+    from_scalar = scalar
+
+    @staticmethod
+    def zeros_like(t: "Tensor") -> "Tensor":
+        return Tensor(t._bk.xp.zeros_like(t._data), t._bk)
+
+    @staticmethod
+    def ones_like(t: "Tensor") -> "Tensor":
+        return Tensor(t._bk.xp.ones_like(t._data), t._bk)
+
+    @staticmethod
+    def randn(shape, seed=None, dtype="float32", device=None) -> "Tensor":
+        """Standard normal samples. The same seed gives the same values on every device."""
+        rng = np.random.default_rng(seed)
+        arr = rng.standard_normal(_shape(shape)).astype(_dt.as_dtype(dtype))
+        bk = _backend(device)
+        return Tensor(bk.asarray(arr), bk)
+
+    @staticmethod
+    def rand(shape, seed=None, dtype="float32", device=None) -> "Tensor":
+        """Uniform samples in [0, 1)."""
+        rng = np.random.default_rng(seed)
+        arr = rng.random(_shape(shape)).astype(_dt.as_dtype(dtype))
+        bk = _backend(device)
+        return Tensor(bk.asarray(arr), bk)
+
+    @staticmethod
+    def arange(start, stop=None, step=1, dtype=None, device=None) -> "Tensor":
+        bk = _backend(device)
+        if stop is None:
+            start, stop = 0, start
+        return Tensor(bk.xp.arange(start, stop, step, dtype=None if dtype is None else _dt.as_dtype(dtype)), bk)
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def data(self):
+        """The backend array (numpy.ndarray or cupy.ndarray). Do not mutate it in place."""
+        return self._data
+
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def device(self) -> Device:
+        return self._bk.device
+
+    @property
+    def backend(self):
+        return self._bk
+
+    @property
+    def is_tracked(self) -> bool:
+        return bool(self._tapes)
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise ShapeError("len: argument 'self' expected at least 1 dimension, got a 0-d tensor")
+        return self._data.shape[0]
+
+    # ---- conversion ------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A numpy copy on the host (a view for CPU tensors)."""
+        return self._bk.to_numpy(self._data)
+
+    def to_scalar(self):
+        """The value of a one-element tensor as a Python number (synchronises on a GPU)."""
+        if self._data.size != 1:
+            raise ShapeError(
+                f"to_scalar: argument 'self' expected exactly one element, got shape {self.shape}"
+            )
+        return self._data.reshape(()).item()
+
+    item = to_scalar
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device) -> "Tensor":
+        """A copy on another device (the same tensor when it is already there). Not differentiable."""
+        bk = backend_for(device)
+        if bk is self._bk:
+            return self
+        host = self._bk.to_numpy(self._data)
+        return Tensor(bk.asarray(host), bk)
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def detach(self) -> "Tensor":
+        """The same values, cut from every tape and accumulator."""
+        return Tensor(self._data, self._bk)
+
+    def __array__(self, dtype=None, copy=None):
+        if self._bk is not NUMPY:
+            raise DeviceError(
+                f"__array__: tensor lives on {self.device}; call .numpy() to copy it to the host"
+            )
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __dlpack__(self, *args, **kwargs):
+        return self._data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self._data.__dlpack_device__()
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise ShapeError(
+                f"bool: argument 'self' expected one element, got shape {self.shape}; "
+                "use .any() or .all()"
+            )
+        return bool(self._data.reshape(()).item())
+
+    def __float__(self) -> float:
+        return float(self.to_scalar())
+
+    def __int__(self) -> int:
+        return int(self.to_scalar())
+
+    def __index__(self) -> int:
+        if self._data.dtype.kind not in "iu" or self._data.size != 1:
+            raise ArgumentError(f"__index__: expected a one-element integer tensor, got {self!r}")
+        return int(self.to_scalar())
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        body = np.array2string(self.numpy(), separator=", ", threshold=20, precision=4)
+        return f"{kind}({body}, dtype={_dt.name(self.dtype)}, device={self.device})"
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+class TrackedTensor(Tensor):
+    """A tensor that one or more tapes (or accumulators) track. Made by ``tape.watch`` and by ops
+    on tracked inputs."""
+
+    __slots__ = ()
+
+
+def _shape(shape) -> tuple:
+    if isinstance(shape, numbers.Integral):
+        return (int(shape),)
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError as exc:
+        raise ShapeError(f"shape: expected an int or a sequence of ints, got {shape!r}") from exc
+    if any(s < 0 for s in out):
+        raise ShapeError(f"shape: expected non-negative sizes, got {out}")
+    return out
+
+
+def is_scalar(x) -> bool:
+    return isinstance(x, numbers.Number) and not isinstance(x, Tensor)
+
+
+class Variable(TrackedTensor):
+    """Trainable, mutable state (``ag.nn.Parameter`` is one). A tape used as a context watches
+    every Variable read inside it. ``assign`` replaces the value; values saved by earlier ops keep
+    the old array."""
+
+    __slots__ = ("name", "trainable")
+
+    def __init__(self, value, name: str | None = None, trainable: bool = True, dtype=None,
+                 device=None):
+        t = Tensor.from_array(value, device=device, dtype=dtype)
+        if trainable and not _dt.is_floating(t.dtype):
+            from .errors import DTypeError
+
+            raise DTypeError(
+                f"Variable: argument 'value' expected a floating dtype for a trainable variable, "
+                f"got {_dt.name(t.dtype)}"
+            )
+        data = t._data.copy() if t._data is getattr(value, "_data", value) else t._data
+        super().__init__(data, t._bk)
+        self.name = name
+        self.trainable = trainable
+
+    def assign(self, value) -> "Variable":
+        """Replace the value (same shape; cast to this variable's dtype; same device)."""
+        v = value._data if isinstance(value, Tensor) else value
+        if isinstance(value, Tensor) and value._bk is not self._bk:
+            raise DeviceError(
+                f"Variable.assign: argument 'value' expected device {self.device}, "
+                f"got {value.device}"
+            )
+        arr = self._bk.xp.asarray(v, dtype=self._data.dtype)
+        if arr.shape != self._data.shape:
+            raise ShapeError(
+                f"Variable.assign: argument 'value' expected shape {self.shape}, got {arr.shape}"
+            )
+        self._data = arr
+        return self
+
+    def assign_add(self, delta) -> "Variable":
+        return self.assign(self._data + (delta._data if isinstance(delta, Tensor) else delta))
+
+    def assign_sub(self, delta) -> "Variable":
+        return self.assign(self._data - (delta._data if isinstance(delta, Tensor) else delta))
+
+    def value(self) -> Tensor:
+        """A plain (untracked) tensor holding the current value."""
+        return Tensor(self._data, self._bk)
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"Variable{label}{Tensor.__repr__(self)[len('Variable'):]}"
