@@ -1,6 +1,14 @@
-"""autograd_gpu: GPU-first automatic differentiation (CuPy on NVIDIA GPUs, NumPy elsewhere)."""
+"""autograd_gpu: GPU-first automatic differentiation (CuPy on NVIDIA GPUs, NumPy elsewhere).
+
+One API for both: arrays live on the GPU through CuPy when one is usable, else on the CPU
+through NumPy. A gradient tape records eagerly; forward mode, an automatic choice between
+forward and reverse mode, derivatives of any order, checkpointing, mixed precision,
+deterministic execution, profiling, clipping and numerical checks are built around it.
+"""
 
 from __future__ import annotations
+
+import importlib as _importlib
 
 from . import dtypes
 from .backend import Device, default_device, device, set_default_device
@@ -14,13 +22,47 @@ from .errors import (
     ShapeError,
     TapeError,
 )
-from .ops import REGISTRY, api as _api, apply, defop
-from .ops.api import *  # noqa: F403
+from .ops import REGISTRY, apply, defop
+from .ops import api as _api
 from .tape import GradientTape, no_grad, stop_gradient
 from .tensor import Tensor, TrackedTensor, Variable
 
 __version__ = "0.1.0"
 
 for _name in dir(_api):
-    if not _name.startswith("_") and _name not in globals():
+    if not _name.startswith("_") and _name not in globals() and callable(getattr(_api, _name)):
         globals()[_name] = getattr(_api, _name)
+
+# Higher layers: (module, names it exports at the top level).
+_LAYERS = (
+    ("forward", ("ForwardAccumulator",)),
+    ("scheduler", ("HybridScheduler", "SchedulerConfig", "SchedulingStrategy")),
+    ("functional", ("grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp",
+                    "custom_op", "custom_gradient")),
+    ("checkpoint", ("CheckpointConfig", "CheckpointStrategy", "checkpoint")),
+    ("amp", ("AmpConfig", "PrecisionMode", "LossScaler")),
+    ("determinism", ("DeterministicConfig", "DeterministicMode")),
+    ("numerical", ("NumericalChecker", "ValidationResult")),
+    ("interop", ("from_dlpack",)),
+    ("debug", ("detect_anomaly",)),
+    ("profiling", ("PerformanceBenchmark", "BenchmarkConfig", "BenchmarkResult",
+                   "GradientMemoryProfiler", "LeakReport", "profiler")),
+)
+for _mod_name, _names in _LAYERS:
+    try:
+        _mod = _importlib.import_module(f"{__name__}.{_mod_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"{__name__}.{_mod_name}":
+            raise
+        continue
+    for _n in _names:
+        if hasattr(_mod, _n):
+            globals()[_n] = getattr(_mod, _n)
+
+for _sub in ("clipping", "nn", "optim", "cuda"):
+    try:
+        globals()[_sub] = _importlib.import_module(f"{__name__}.{_sub}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"{__name__}.{_sub}":
+            raise
+gradient_clipping = globals().get("clipping")

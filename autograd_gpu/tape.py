@@ -291,6 +291,8 @@ class GradientTape:
                 if node in want_set:
                     found[node] = g
                 op = node.op
+                if node.saved is None and node.extra is not None:
+                    node.extra.restore(node)  # checkpointing: recompute the released values
                 if node.saved is None:
                     raise TapeError(
                         f"GradientTape.gradient: the saved values of op '{op.name}' were already "

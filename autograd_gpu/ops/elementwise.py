@@ -561,8 +561,10 @@ class Where:
         return F.where(c, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
 
     def sample(draw):
+        import numpy as np
+
         sc, sa, sb = draw(S.broadcast_shapes(3))
-        return (draw(S.arrays(sc)) > 0, draw(S.arrays(sa)), draw(S.arrays(sb))), {}
+        return (np.asarray(draw(S.arrays(sc)) > 0), draw(S.arrays(sa)), draw(S.arrays(sb))), {}
 
 
 @defop("clip", params=("lo", "hi"))

@@ -50,6 +50,11 @@ class Matmul:
     def jvp(F, ts, saved):
         a, b = saved
         ta, tb = ts
+        # a tangent batch must not line up with the other operand's broadcast axes
+        if ta is not None and 2 <= a.ndim < b.ndim:
+            ta = _pad(F, ta, a.shape, b.ndim)
+        if tb is not None and 2 <= b.ndim < a.ndim:
+            tb = _pad(F, tb, b.shape, a.ndim)
         out = None
         if ta is not None:
             out = F.matmul(ta, b) if not (a.ndim == 1 and b.ndim > 1) else _vec_mat(F, ta, b)
@@ -71,6 +76,11 @@ class Matmul:
             "bmm": ((2, m, k), (2, k, n)), "bcast": ((3, 1, m, k), (2, k, n)),
         }[kind]
         return (draw(S.arrays(shapes[0])), draw(S.arrays(shapes[1]))), {}
+
+
+def _pad(F, t, shape, ndim):
+    nb = t.ndim - len(shape)
+    return F.reshape(t, tuple(t.shape[:nb]) + (1,) * (ndim - len(shape)) + tuple(shape))
 
 
 def _vec_mat(F, ta, b):

@@ -187,8 +187,10 @@ def _forward(op, bk, arrs, params):
     except TypeError as exc:
         kinds = ", ".join(str(getattr(a, "dtype", type(a).__name__)) for a in arrs)
         raise DTypeError(f"{op.name}: inputs of dtypes ({kinds}) and {params}: {exc}") from exc
-    if type(out) is not bk.array_type:
-        out = bk.xp.asarray(out)
+    if type(out) is not bk.array_type:  # numpy ufuncs return scalars for 0-d inputs
+        new = bk.xp.asarray(out)
+        saved = tuple(new if s is out else s for s in saved)
+        out = new
     return out, saved
 
 
@@ -386,7 +388,7 @@ def saved_tensors(node: Node, bk) -> tuple:
     parents = node.parents
     for s, code in zip(node.saved, node.saved_map):
         if code == CONST:
-            out.append(Tensor(s, bk) if isinstance(s, bk.array_type) else s)
+            out.append(Tensor(bk.xp.asarray(s), bk) if hasattr(s, "dtype") else s)
         elif code == OUTPUT:
             out.append(TrackedTensor(s, bk, node, frozenset(tapes)))
         else:
