@@ -127,18 +127,20 @@ def elementwise(k: float = 1.0):
 
 
 def defop(name: str, params=(), cost=None, deterministic=True, differentiable=True,
-          broadcasting=False):
-    """Register a primitive. ``broadcasting=True`` marks elementwise ops whose inputs broadcast
-    against each other (the engine then aligns tangent batches and unbroadcasts cotangents)."""
+          broadcasting=False, register=True):
+    """Declare a primitive. ``broadcasting=True`` marks elementwise ops whose inputs broadcast
+    against each other (the engine then aligns tangent batches and unbroadcasts cotangents).
+    ``register=False`` builds the Op without adding it to REGISTRY (user ops, test doubles)."""
 
     def deco(impl):
-        if name in REGISTRY:
+        if register and name in REGISTRY:
             raise ArgumentError(f"defop: op {name!r} is already registered")
         if getattr(impl, "forward", None) is None:
             raise ArgumentError(f"defop: op {name!r} has no forward")
         op = Op(name, impl, params, cost if cost is not None else elementwise(1.0),
                 deterministic, differentiable, broadcasting)
-        REGISTRY[name] = op
+        if register:
+            REGISTRY[name] = op
         return op
 
     return deco
