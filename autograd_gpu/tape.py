@@ -11,12 +11,11 @@ them through ``apply`` so that the gradient is itself recorded (higher-order der
 from __future__ import annotations
 
 import contextlib
-import heapq
 import weakref
 
 from . import dtypes as _dt
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
-from .ops.context import STATE, Suspend, new_id
+from .ops.context import STATE, Suspend, new_id, pop_hook, push_hook
 from .ops.graph import Node
 from .ops.registry import raw, saved_tensors, sum_to, tensors
 from .tensor import Tensor, TrackedTensor, Variable
@@ -55,6 +54,8 @@ class GradientTape:
         self.scheduler_config = scheduler
         self.deterministic_config = deterministic
         self.last_schedule = None
+        self._hooks: list = []  # interceptors active while recording and during our sweeps
+        self._amp = None  # amp._AmpTape: loss scaling in gradient()
         for hook in _TAPE_INIT_HOOKS:
             hook(self)
         self._start()
@@ -84,7 +85,9 @@ class GradientTape:
                 "create a new tape or pass persistent=True"
             )
         self._live = True
-        STATE.recording[self.id] = _TapeRef(self)
+        STATE.recording[self.id] = self._nodes  # apply appends each recorded node here
+        for h in self._hooks:
+            push_hook(h)
         STATE.refresh()
 
     def _pause(self) -> bool:
@@ -94,12 +97,14 @@ class GradientTape:
 
     def _resume(self, was: bool):
         if was and self._live:
-            STATE.recording[self.id] = _TapeRef(self)
+            STATE.recording[self.id] = self._nodes
             STATE.refresh()
 
     def _stop(self):
         self._live = False
         STATE.recording.pop(self.id, None)
+        for h in self._hooks:
+            pop_hook(h)
         try:
             STATE.autowatch.remove(self)
         except ValueError:
@@ -110,6 +115,19 @@ class GradientTape:
             if v is not None and self.id in v._tapes:
                 v._tapes = v._tapes - {self.id}
         self._variables = []
+
+    def add_hook(self, hook) -> None:
+        """Install an interceptor (see ops.context.push_hook) for this tape: active while the tape
+        records and during its gradient sweeps (AMP autocast, determinism checks)."""
+        self._hooks.append(hook)
+        if self._live:
+            push_hook(hook)
+
+    @property
+    def step_skipped(self) -> bool:
+        """True when the last gradient() of this AMP tape overflowed: the optimizer must skip
+        the step (see autograd_gpu.amp)."""
+        return self._amp is not None and self._amp.step_skipped
 
     @property
     def is_recording(self) -> bool:
@@ -224,6 +242,8 @@ class GradientTape:
                         f"GradientTape.gradient: output_gradients[{i}] expected shape {t.shape} "
                         f"(the target's), got {tuple(seed.shape)}"
                     )
+            if self._amp is not None:
+                seed = self._amp.scale_seed(seed)
             seeds.append((t, seed))
         for i, s in enumerate(slist):
             if not isinstance(s, Tensor):
@@ -241,6 +261,8 @@ class GradientTape:
             if g is None and unconnected_gradients == "zero":
                 g = Tensor(s._bk.xp.zeros(s.shape, dtype=s.dtype), s._bk)
             out.append(g)
+        if self._amp is not None:
+            out = self._amp.unscale(out)  # and checks for inf/NaN: may mark the step skipped
         if not self.persistent:
             self._finish()
         return out
@@ -259,6 +281,9 @@ class GradientTape:
         tid = self.id
         st = STATE
         was = self._pause()
+        swept = [h for h in self._hooks if all(h is not x for x in st.hooks)]
+        for h in swept:  # a tape's hooks also watch its sweep after it stopped recording
+            push_hook(h)
         try:
             differentiable = bool(st.recording or st.accumulators)
             bk = seeds[0][0]._bk if seeds else None
@@ -268,7 +293,6 @@ class GradientTape:
             release = not self.persistent
             want_set = set(want)
             grads: dict = {}
-            heap = []
             found: dict = {}
             for t, seed in seeds:
                 node = t._node
@@ -278,16 +302,14 @@ class GradientTape:
                     g = seed if isinstance(seed, Tensor) else Tensor(seed, bk)
                 else:
                     g = seed._data if isinstance(seed, Tensor) else seed
-                if node in grads:
-                    grads[node] = grads[node] + g
-                else:
-                    grads[node] = g
-                    if node.op is not None and tid in node.tapes:
-                        heapq.heappush(heap, (-node.gen, id(node), node))
+                grads[node] = grads[node] + g if node in grads else g
             hooks = st.hooks
-            while heap:
-                node = heapq.heappop(heap)[2]
-                g = grads.pop(node)
+            # Recording order is a topological order: sweep it backwards. Nodes without a
+            # cotangent are skipped at the cost of one dict lookup.
+            for node in reversed(self._nodes):
+                g = grads.pop(node, None)
+                if g is None:
+                    continue
                 if node in want_set:
                     found[node] = g
                 op = node.op
@@ -300,33 +322,25 @@ class GradientTape:
                         "that ran first"
                     )
                 saved = saved_tensors(node, bk) if differentiable else node.saved
-                parents = node.parents
-                needs = tuple(p is not None for p in parents)
                 if hooks:
-                    gis = _hooked_vjp(hooks, node, F, g, saved, needs)
+                    gis = _hooked_vjp(hooks, node, F, g, saved, node.needs)
                 else:
-                    gis = op.vjp(F, g, saved, needs, **node.params)
+                    gis = op.vjp(F, g, saved, node.needs, **node.params)
                 if release:
-                    node.tapes.discard(tid)
-                    if not node.tapes:
-                        node.saved = None
-                for p, gi, (shape, dtype) in zip(parents, gis, node.in_meta):
+                    node.drop_tape(tid)
+                for p, gi, (shape, dtype) in zip(node.parents, gis, node.in_meta):
                     if p is None or gi is None:
                         continue
-                    if gi.shape[batch_nd:] != shape:
+                    gshape = gi.shape
+                    if (gshape[batch_nd:] if batch_nd else gshape) != shape:
                         gi = sum_to(F, gi, shape, batch_nd)
-                    if gi.dtype != dtype:
+                    gd = gi.dtype
+                    if gd is not dtype and gd != dtype:
                         gi = F.astype(gi, dtype=dtype)
-                    terminal = p.op is None or tid not in p.tapes
-                    if terminal and p not in want_set:
-                        continue
+                    if (p.op is None or tid not in p.tapes) and p not in want_set:
+                        continue  # a leaf or another tape's node that nobody asked for
                     prev = grads.get(p)
-                    if prev is None:
-                        grads[p] = gi
-                        if not terminal:
-                            heapq.heappush(heap, (-p.gen, id(p), p))
-                    else:
-                        grads[p] = prev + gi
+                    grads[p] = gi if prev is None else prev + gi
             for node in want:
                 if node not in found and node in grads:
                     found[node] = grads[node]
@@ -341,6 +355,8 @@ class GradientTape:
             return out
         finally:
             self._resume(was)
+            for h in swept:
+                pop_hook(h)
 
     def _finish(self):
         self._release_all()
@@ -350,31 +366,12 @@ class GradientTape:
     def _release_all(self):
         tid = self.id
         for node in self._nodes:
-            node.tapes.discard(tid)
-            if not node.tapes:
-                node.saved = None
-        self._nodes = []
+            node.drop_tape(tid)
+        self._nodes.clear()
 
     def __repr__(self) -> str:
         state = "used" if self._used else ("recording" if self.is_recording else "idle")
         return f"GradientTape(id={self.id}, nodes={len(self._nodes)}, {state})"
-
-
-class _TapeRef:
-    """Weak handle kept in the thread's recording table (a dead tape must not stay recording)."""
-
-    __slots__ = ("_ref",)
-
-    def __init__(self, tape):
-        self._ref = weakref.ref(tape)
-
-    @property
-    def _nodes(self):
-        tape = self._ref()
-        return tape._nodes if tape is not None else []
-
-    def __call__(self):
-        return self._ref()
 
 
 def _hooked_vjp(hooks, node, F, g, saved, needs):
@@ -383,7 +380,7 @@ def _hooked_vjp(hooks, node, F, g, saved, needs):
             return node.op.vjp(F, args[0], args[1], needs, **params)
         return hooks[i]("vjp", node.op, args, params, lambda a, p: run(i - 1, a, p))
 
-    return run(len(hooks) - 1, (g, saved), node.params)
+    return run(len(hooks) - 1, (g, saved, node), node.params)
 
 
 # Hooks later layers install to initialise per-tape features (checkpointing, AMP, scheduling).

@@ -33,14 +33,14 @@ class Tensor:
     __array_priority__ = 1000  # numpy defers binary operators to us
     __hash__ = object.__hash__  # identity hashing; == is elementwise
 
-    def __init__(self, data, bk=None, node=None, tapes=_EMPTY):
+    def __init__(self, data, bk=None):
         if bk is None:  # public construction: Tensor(array_like)
             t = Tensor.from_array(data)
             data, bk = t._data, t._bk
         self._data = data
         self._bk = bk
-        self._node = node
-        self._tapes = tapes
+        self._node = None
+        self._tapes = _EMPTY
         self._fw = None
 
     # ---- construction ----------------------------------------------------------------------
@@ -64,7 +64,13 @@ class Tensor:
             if hasattr(array, "__dlpack__") and not isinstance(array, (list, tuple)):
                 array = np.from_dlpack(array)
             else:
-                array = np.asarray(array)
+                try:
+                    array = np.asarray(array)
+                except ValueError as exc:
+                    raise ShapeError(
+                        f"Tensor.from_array: argument 'array' expected a rectangular nested "
+                        f"list, got a ragged one ({exc})"
+                    ) from exc
                 if want is None and array.dtype == np.float64:
                     want = _dt.float32
         if array.dtype == object:
@@ -248,6 +254,14 @@ class TrackedTensor(Tensor):
     on tracked inputs."""
 
     __slots__ = ()
+
+
+def tracked(data, bk, node, tapes) -> TrackedTensor:
+    """A TrackedTensor linked to ``node`` and tracked by the tape ids in ``tapes`` (frozenset)."""
+    t = TrackedTensor(data, bk)
+    t._node = node
+    t._tapes = tapes
+    return t
 
 
 def _shape(shape) -> tuple:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numbers
 
 from ..errors import ArgumentError, DeviceError, describe
-from ..tensor import Tensor
+from ..tensor import Tensor, TrackedTensor, Variable
+
+# argument types that need no coercion (checked with one set lookup on hot paths)
+FAST_ARGS = frozenset({Tensor, TrackedTensor, Variable, int, float})
 
 
 def scale(t, c):

@@ -9,7 +9,7 @@ import math
 
 from ..dtypes import as_dtype
 from . import sampling as S
-from ._util import as_tensor, scale, tsum
+from ._util import FAST_ARGS, as_tensor, scale, tsum
 from .registry import apply, defop, elementwise
 
 _SQRT_2 = math.sqrt(2.0)
@@ -647,20 +647,26 @@ ISNAN = _nondiff("isnan", lambda xp: xp.isnan, "x is NaN")
 
 def _binary(op, name):
     def fn(a, b):
+        if type(a) in FAST_ARGS and type(b) in FAST_ARGS:
+            return apply(op, a, b)
         like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
         return apply(op, as_tensor(a, like, "a", name), as_tensor(b, like, "b", name))
 
     fn.__name__ = name
     fn.__doc__ = op.doc
+    fn.op = op
     return fn
 
 
 def _unary(op, name):
     def fn(x):
+        if type(x) in FAST_ARGS:
+            return apply(op, x)
         return apply(op, as_tensor(x, None, "x", name))
 
     fn.__name__ = name
     fn.__doc__ = op.doc
+    fn.op = op
     return fn
 
 

@@ -16,25 +16,28 @@ OUTPUT = -2  # the op's own output
 class Node:
     __slots__ = (
         "op", "params", "parents", "in_meta", "saved", "saved_map", "tapes", "gen",
-        "out_meta", "site", "extra", "__weakref__",
+        "out_meta", "site", "extra", "needs", "__weakref__",
     )
 
-    def __init__(self, op, params, parents, in_meta, saved, saved_map, tapes, gen, out_meta):
+    def __init__(self, op, params, parents, in_meta, saved, saved_map, tapes, gen, out_meta,
+                 needs=None):
         self.op = op  # Op record, or None for a leaf
         self.params = params  # dict of the op's keyword parameters
         self.parents = parents  # tuple: parent Node or None (constant input), one per input
         self.in_meta = in_meta  # tuple of (shape, dtype) per input
         self.saved = saved  # tuple of arrays/values, None once released
         self.saved_map = saved_map  # tuple of codes: CONST, OUTPUT, or an input index
-        self.tapes = tapes  # set of ids of tapes that propagate through this node
+        self.tapes = tapes  # frozenset: ids of tapes that still propagate through this node
         self.gen = gen  # 1 + max(parent generations); leaves are 0
         self.out_meta = out_meta  # (shape, dtype) of the output
         self.site = None  # forward call site, filled under detect_anomaly
         self.extra = None  # room for checkpointing/AMP bookkeeping
+        # per input: does it lead to a tracked value (wants a gradient)
+        self.needs = needs if needs is not None else tuple(p is not None for p in parents)
 
     @staticmethod
     def leaf(shape=(), dtype=None) -> "Node":
-        return Node(None, None, (), (), (), (), set(), 0, (shape, dtype))
+        return Node(None, None, (), (), (), (), frozenset(), 0, (shape, dtype))
 
     @property
     def is_leaf(self) -> bool:
@@ -42,6 +45,15 @@ class Node:
 
     def release(self) -> None:
         self.saved = None
+
+    def drop_tape(self, tid: int) -> None:
+        """Tape ``tid`` no longer needs this node; free the saved values when no tape does."""
+        tp = self.tapes
+        if tid in tp:
+            tp = tp - {tid}
+            self.tapes = tp
+            if not tp:
+                self.saved = None
 
     def __repr__(self) -> str:
         name = "leaf" if self.op is None else self.op.name

@@ -9,7 +9,8 @@ import numbers
 
 from ..tensor import Tensor
 from . import api as A
-from ._util import as_tensor
+from ._util import FAST_ARGS, as_tensor
+from .registry import apply
 
 
 def _other(self, other, op):
@@ -19,7 +20,19 @@ def _other(self, other, op):
 
 
 def _binop(fn, name, reflected=False):
-    if reflected:
+    op = getattr(fn, "op", None)
+    if op is not None:  # a primitive: call apply directly when no coercion is needed
+        if reflected:
+            def method(self, other):
+                if type(other) in FAST_ARGS:
+                    return apply(op, other, self)
+                return fn(_other(self, other, name), self)
+        else:
+            def method(self, other):
+                if type(other) in FAST_ARGS:
+                    return apply(op, self, other)
+                return fn(self, _other(self, other, name))
+    elif reflected:
         def method(self, other):
             return fn(_other(self, other, name), self)
     else:
@@ -42,7 +55,7 @@ for _n, _f in {"lt": A.less, "le": A.less_equal, "gt": A.greater, "ge": A.greate
     setattr(Tensor, f"__{_n}__", _binop(_f, f"__{_n}__"))
 Tensor.__rand__ = _binop(A.logical_and, "__rand__", reflected=True)
 Tensor.__ror__ = _binop(A.logical_or, "__ror__", reflected=True)
-Tensor.__neg__ = lambda self: A.neg(self)
+Tensor.__neg__ = lambda self: apply(A.neg.op, self)
 Tensor.__pos__ = lambda self: self
 Tensor.__abs__ = lambda self: A.abs(self)
 Tensor.__invert__ = lambda self: A.logical_not(self)
@@ -79,3 +92,16 @@ Tensor.T = property(lambda self: A.transpose(self, None))
 Tensor.mT = property(lambda self: A.swapaxes(self, -1, -2))
 if hasattr(A, "getitem"):
     Tensor.__getitem__ = lambda self, index: A.getitem(self, index)
+
+
+def _setitem(self, index, value):
+    from ..errors import ArgumentError
+
+    raise ArgumentError(
+        "__setitem__: tensors are immutable, so t[index] = value is not supported; build a new "
+        "tensor instead: ag.where(mask, value, t) to replace entries, or "
+        "ag.index_add(t, index, values) to add at an index"
+    )
+
+
+Tensor.__setitem__ = _setitem

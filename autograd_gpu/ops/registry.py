@@ -31,7 +31,7 @@ from __future__ import annotations
 import numbers
 
 from ..errors import AutogradError, ArgumentError, DeviceError, DTypeError, ShapeError, describe
-from ..tensor import Tensor, TrackedTensor
+from ..tensor import Tensor, TrackedTensor, Variable, tracked
 from .context import STATE
 from .graph import CONST, OUTPUT, Node
 
@@ -150,12 +150,17 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
 # the one door
 
 
+_TENSOR_TYPES = {Tensor, TrackedTensor, Variable}
+_SCALAR_TYPES = {int, float, bool, complex}
+
+
 def _unwrap(op, inputs):
     """(backend, arrays) from Tensors and Python scalars; checks kinds and devices."""
     bk = None
     arrs = []
     for i, x in enumerate(inputs):
-        if isinstance(x, Tensor):
+        tx = type(x)
+        if tx in _TENSOR_TYPES or isinstance(x, Tensor):
             xb = x._bk
             if bk is None:
                 bk = xb
@@ -165,7 +170,7 @@ def _unwrap(op, inputs):
                     f"got {xb.device} (move it with .to(...); no silent copies)"
                 )
             arrs.append(x._data)
-        elif isinstance(x, numbers.Number) or x is None:
+        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
             arrs.append(x)
         else:
             raise ArgumentError(
@@ -199,14 +204,21 @@ def _forward(op, bk, arrs, params):
 def apply(op: Op, *inputs, **params) -> Tensor:
     """Run ``op`` on ``inputs`` (Tensors or Python numbers). Records on every recording tape that
     tracks an input, propagates forward-mode tangents, and runs the active hooks."""
-    if not STATE.active:  # fast path: nothing can observe this call
-        bk, arrs = _unwrap(op, inputs)
-        out, _ = _forward(op, bk, arrs, params)
-        return Tensor(out, bk)
     st = STATE
-    if st.hooks:
-        return _run_hooks(st.hooks, len(st.hooks) - 1, op, inputs, params)
-    return _apply_observed(op, inputs, params)
+    if st.active:
+        hooks = st.hooks
+        if hooks:
+            return _run_hooks(hooks, len(hooks) - 1, op, inputs, params)
+        return _apply_observed(op, inputs, params)
+    # fast path: nothing can observe this call
+    bk, arrs = _unwrap(op, inputs)
+    try:
+        out = op.forward(bk, *arrs, **params)[0]
+    except (ValueError, IndexError, TypeError):
+        out = _forward(op, bk, arrs, params)[0]  # re-run for a translated error
+    if type(out) is not bk.array_type:
+        out = bk.xp.asarray(out)
+    return Tensor(out, bk)
 
 
 def _run_hooks(hooks, i, op, inputs, params):
@@ -220,69 +232,82 @@ def _apply_observed(op, inputs, params):
     st = STATE
     bk, arrs = _unwrap(op, inputs)
     tapes = None
-    if st.recording and op.differentiable:
-        tapes = _tapes_for(inputs, st)
+    recording = st.recording
+    if recording and op.differentiable:
+        tapes = _tapes_for(inputs, recording, st.autowatch)
     out, saved = _forward(op, bk, arrs, params)
     if tapes:
-        node = _record(op, inputs, arrs, params, out, saved, tapes)
-        result = TrackedTensor(out, bk, node, tapes)
+        result = TrackedTensor(out, bk)
+        result._node = _record(op, inputs, arrs, params, out, saved, tapes, recording)
+        result._tapes = tapes
     else:
         result = Tensor(out, bk)
-    if st.accumulators and op.differentiable:
-        for acc in st.accumulators:
+    accumulators = st.accumulators
+    if accumulators and op.differentiable:
+        for acc in accumulators:
             acc.propagate(op, bk, inputs, arrs, params, out, saved, result)
     return result
 
 
-def _tapes_for(inputs, st):
-    recording = st.recording
+def _tapes_for(inputs, recording, autowatch):
+    """The ids (a frozenset) of recording tapes that track some input, or None."""
     found = None
     for x in inputs:
-        if isinstance(x, Tensor):
-            if st.autowatch and hasattr(x, "trainable") and x.trainable:
-                for tape in st.autowatch:
-                    tape._autowatch(x)
-            for tid in x._tapes:
-                if tid in recording:
-                    if found is None:
-                        found = {tid}
-                    else:
-                        found.add(tid)
-    return found
+        if autowatch and type(x) not in _SCALAR_TYPES and getattr(x, "trainable", False):
+            for tape in autowatch:
+                tape._autowatch(x)
+        tp = getattr(x, "_tapes", None)
+        if not tp:
+            continue
+        if found is None:
+            found = tp
+        elif tp is not found and tp != found:
+            found = found | tp
+    if found is None:
+        return None
+    for tid in found:
+        if tid not in recording:
+            found = frozenset(t for t in found if t in recording)
+            break
+    return found or None
 
 
-def _record(op, inputs, arrs, params, out, saved, tapes):
+def _record(op, inputs, arrs, params, out, saved, tapes, recording):
     parents = []
     in_meta = []
+    needs = []
     gen = 0
     for x, a in zip(inputs, arrs):
-        if isinstance(x, Tensor):
+        p = x._node if type(x) in _TENSOR_TYPES or isinstance(x, Tensor) else None
+        if p is not None and x._tapes:
             in_meta.append((a.shape, a.dtype))
-            p = x._node if x._tapes else None
-            if p is not None and p.gen >= gen:
+            if p.gen >= gen:
                 gen = p.gen + 1
-            elif p is None and x._tapes:  # tracked but edge-less cannot happen; be safe
-                p = None
             parents.append(p)
+            needs.append(True)
         else:
-            in_meta.append(((), None))
+            in_meta.append((getattr(a, "shape", ()), getattr(a, "dtype", None)))
             parents.append(None)
-    smap = []
-    for s in saved:
-        code = CONST
-        if s is out:
-            code = OUTPUT
-        else:
+            needs.append(False)
+    if saved:
+        smap = []
+        for s in saved:
+            if s is out:
+                smap.append(OUTPUT)
+                continue
+            code = CONST
             for i, a in enumerate(arrs):
-                if s is a and a is not None and not isinstance(a, numbers.Number):
+                if s is a and a is not None and type(a) not in _SCALAR_TYPES:
                     code = i
                     break
-        smap.append(code)
-    node = Node(op, params, tuple(parents), tuple(in_meta), tuple(saved), tuple(smap), set(tapes),
-                max(gen, 1), (out.shape, out.dtype))
-    recording = STATE.recording
+            smap.append(code)
+        smap = tuple(smap)
+    else:
+        smap = ()
+    node = Node(op, params, tuple(parents), tuple(in_meta), saved, smap, tapes, gen or 1,
+                (out.shape, out.dtype), tuple(needs))
     for tid in tapes:
-        recording[tid]._nodes.append(node)
+        recording[tid].append(node)
     hooks = STATE.hooks
     if hooks:
         for h in hooks:
@@ -386,16 +411,16 @@ def tensors(bk) -> TensorOps:
 def saved_tensors(node: Node, bk) -> tuple:
     """The node's saved values as Tensors linked into the graph (for differentiable sweeps)."""
     out = []
-    tapes = node.tapes
+    tapes = frozenset(node.tapes)
     parents = node.parents
     for s, code in zip(node.saved, node.saved_map):
         if code == CONST:
             out.append(Tensor(bk.xp.asarray(s), bk) if hasattr(s, "dtype") else s)
         elif code == OUTPUT:
-            out.append(TrackedTensor(s, bk, node, frozenset(tapes)))
+            out.append(tracked(s, bk, node, tapes))
         else:
             p = parents[code]
-            out.append(Tensor(s, bk) if p is None else TrackedTensor(s, bk, p, frozenset(tapes)))
+            out.append(Tensor(s, bk) if p is None else tracked(s, bk, p, tapes))
     return tuple(out)
 
 

@@ -1,0 +1,108 @@
+"""``ag.detect_anomaly()``: raise at the first NaN or inf that any op produces.
+
+Inside the context every op's output (forward) and every rule's gradients (backward) are checked;
+the error names the op, where its forward was called from, and its inputs' shapes and dtypes.
+Each check synchronises with the device, so this is a debugging tool, not a training mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import traceback
+
+from .errors import AnomalyError
+from .ops.context import pop_hook, push_hook
+from .tensor import Tensor
+
+_PKG = os.path.dirname(os.path.abspath(__file__))
+
+
+def _call_site() -> str:
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if not os.path.abspath(frame.filename).startswith(_PKG):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
+    return "<inside autograd_gpu>"
+
+
+def _bad(arr) -> str | None:
+    """'NaN'/'inf' if a floating array holds one, else None."""
+    dt = getattr(arr, "dtype", None)
+    if dt is None or dt.kind not in "fc" and str(dt) != "bfloat16":
+        return None
+    xp = _xp(arr)
+    if bool(xp.isnan(arr).any()):
+        return "NaN"
+    if bool(xp.isinf(arr).any()):
+        return "inf"
+    return None
+
+
+def _xp(arr):
+    if type(arr).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy
+
+
+def _describe_inputs(args) -> str:
+    parts = []
+    for a in args:
+        d = a._data if isinstance(a, Tensor) else a
+        if hasattr(d, "shape"):
+            flag = _bad(d)
+            parts.append(f"{tuple(d.shape)} {d.dtype}" + (f" (already has {flag})" if flag else ""))
+        else:
+            parts.append(repr(d))
+    return ", ".join(parts)
+
+
+class _AnomalyHook:
+    def __init__(self, check_forward: bool, check_backward: bool):
+        self.check_forward = check_forward
+        self.check_backward = check_backward
+
+    def on_record(self, node):
+        node.site = _call_site()
+
+    def __call__(self, phase, op, args, params, call):
+        out = call(args, params)
+        if phase == "forward" and self.check_forward:
+            flag = _bad(out._data)
+            if flag:
+                raise AnomalyError(
+                    f"detect_anomaly: op '{op.name}' produced {flag} in its forward pass, called "
+                    f"at {_call_site()}; inputs: {_describe_inputs(args)}; params: {params}"
+                )
+        elif phase == "vjp" and self.check_backward:
+            node = args[2] if len(args) > 2 else None
+            for i, gi in enumerate(out):
+                if gi is None:
+                    continue
+                flag = _bad(gi._data if isinstance(gi, Tensor) else gi)
+                if flag:
+                    site = getattr(node, "site", None) or "<recorded before detect_anomaly>"
+                    shapes = ", ".join(str(m[0]) for m in getattr(node, "in_meta", ()))
+                    raise AnomalyError(
+                        f"detect_anomaly: the gradient of op '{op.name}' for input {i} has "
+                        f"{flag}; its forward was called at {site}; input shapes: ({shapes}); "
+                        f"params: {params}"
+                    )
+        return out
+
+
+@contextlib.contextmanager
+def detect_anomaly(check_forward: bool = True, check_backward: bool = True):
+    """Context in which a NaN or inf produced by any op raises AnomalyError at once."""
+    hook = _AnomalyHook(check_forward, check_backward)
+    push_hook(hook)
+    try:
+        yield hook
+    finally:
+        pop_hook(hook)
+
+
+__all__ = ["detect_anomaly"]

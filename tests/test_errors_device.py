@@ -1,0 +1,148 @@
+"""Bad inputs raise named AutogradError subclasses; device selection and fallback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import autograd_gpu as ag
+
+
+def T(x, dtype=np.float64):
+    return ag.Tensor.from_array(np.asarray(x, dtype=dtype))
+
+
+def test_error_hierarchy():
+    for cls in (ag.ShapeError, ag.DTypeError, ag.DeviceError, ag.TapeError,
+                ag.NonDeterministicOpError, ag.AnomalyError, ag.ArgumentError):
+        assert issubclass(cls, ag.AutogradError)
+
+
+def test_shape_mismatch_names_op_and_shapes():
+    with pytest.raises(ag.ShapeError, match=r"add.*\(2,\).*\(3,\)"):
+        T([1.0, 2.0]) + T([1.0, 2.0, 3.0])
+    with pytest.raises(ag.ShapeError, match="matmul"):
+        T(np.ones((2, 3))) @ T(np.ones((2, 3)))
+
+
+def test_reshape_size_mismatch():
+    with pytest.raises(ag.ShapeError, match=r"reshape.*6"):
+        T(np.ones((2, 3))).reshape(4, 2)
+
+
+def test_non_tensor_arguments():
+    with pytest.raises(ag.ArgumentError, match="sin"):
+        ag.sin("hello")
+    with pytest.raises(ag.ArgumentError, match="watch"):
+        ag.GradientTape().watch([1.0, 2.0])
+    with pytest.raises(ag.ArgumentError, match="targets"):
+        ag.GradientTape().gradient("loss", [])
+
+
+def test_ragged_list():
+    with pytest.raises(ag.AutogradError):
+        ag.Tensor.from_array([[1.0, 2.0], [3.0]])
+
+
+def test_bad_dtype_spec():
+    with pytest.raises(ag.DTypeError):
+        ag.Tensor.zeros((2,), dtype="float77")
+
+
+def test_to_scalar_needs_one_element():
+    with pytest.raises(ag.ShapeError, match="to_scalar"):
+        T([1.0, 2.0]).to_scalar()
+
+
+def test_unknown_device_and_unusable_cuda():
+    with pytest.raises(ag.DeviceError, match="cpu"):
+        ag.Device("tpu")
+    from autograd_gpu.backend.cupy_backend import cupy_status
+
+    if not cupy_status()[0]:
+        with pytest.raises(ag.DeviceError, match="cuda"):
+            ag.Tensor.zeros((2,), device="cuda")
+        with pytest.raises(ag.DeviceError):
+            ag.set_default_device("cuda:0")
+
+
+def test_device_context_and_default():
+    assert ag.default_device() == ag.Device("cpu")  # conftest pins cpu
+    with ag.device("cpu") as d:
+        assert d == "cpu"
+        assert ag.Tensor.ones((1,)).device == ag.Device("cpu")
+
+
+def test_clip_bounds_validated():
+    with pytest.raises(ag.ArgumentError, match="clip"):
+        ag.clip(T([1.0]), 2.0, 1.0)
+
+
+def test_anomaly_names_op_on_nan_producing_domain():
+    x = T([-1.0, 1.0])
+    with pytest.raises(ag.AnomalyError, match=r"op 'log' produced NaN"):
+        with ag.detect_anomaly():
+            ag.log(x)
+    # outside the context the IEEE result comes back (as NumPy does)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(ag.log(x).numpy()[0])
+
+
+def test_anomaly_in_backward_names_op_and_forward_site():
+    x = T([0.0, 1.0])
+    with ag.detect_anomaly():
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            y = ag.sqrt(x).sum()  # finite forward, infinite derivative at 0
+        with pytest.raises(ag.AnomalyError, match=r"gradient of op 'sqrt'.*test_errors_device"):
+            with np.errstate(divide="ignore"):
+                tape.gradient(y, [x])
+
+
+def test_fallback_to_numpy_without_gpu_is_silent():
+    """With CuPy installed (CI installs the cuda12 extra) and no GPU: numpy, no error, no noise."""
+    env = {k: v for k, v in os.environ.items() if k != "AUTOGRAD_GPU_DEVICE"}
+    code = ("import autograd_gpu as ag; t = ag.Tensor.ones((2,)); "
+            "print(ag.default_device(), t.device, type(t.data).__module__)")
+    r = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    from autograd_gpu.backend.cupy_backend import cupy_status
+
+    if cupy_status()[0]:
+        assert r.stdout.split()[0] == "cuda:0"
+    else:
+        assert r.stdout.split() == ["cpu", "cpu", "numpy"]
+        assert r.stderr == "", f"fallback printed noise: {r.stderr!r}"
+
+
+def test_cupy_installed_in_ci():
+    """CI installs the cuda12 extra; this proves the fallback test above ran with CuPy present."""
+    if os.environ.get("CI") != "true":
+        pytest.skip("only required in CI")
+    import importlib.util
+
+    assert importlib.util.find_spec("cupy") is not None
+
+
+def test_env_override_requesting_cuda_without_gpu_raises():
+    from autograd_gpu.backend.cupy_backend import cupy_status
+
+    if cupy_status()[0]:
+        pytest.skip("a GPU is usable here")
+    env = dict(os.environ, AUTOGRAD_GPU_DEVICE="cuda")
+    code = "import autograd_gpu as ag; ag.Tensor.ones((1,))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode != 0 and "DeviceError" in r.stderr and "cuda" in r.stderr
+
+
+def test_array_protocol_and_repr():
+    t = T([1.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
+    assert "Tensor" in repr(t) and "float64" in repr(t)
+    assert len(t) == 2 and float(t[1]) == 2.0 if hasattr(ag, "getitem") else True
