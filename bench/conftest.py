@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("AUTOGRAD_GPU_DEVICE", "cpu")

@@ -1,0 +1,196 @@
+"""Core-engine benchmarks (issue 2), CPU. Run: pytest bench/test_core_bench.py --benchmark-only
+
+* chain: 1,000 tiny elementwise ops (sin, * c, + b, tanh, repeated) on 8 float32 values,
+  forward + backward. Peers in the same run: the same chain hand-written in NumPy (forward and
+  the matching backward: the floor for any NumPy-based engine) and PyTorch eager when installed.
+* mlp: one training step, batch 256, width 1024, 4 layers, ReLU, MSE, SGD, float32, against the
+  same step written by hand in NumPy.
+Ratios are printed at the end (``-s`` shows them) and stored in each benchmark's extra_info.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import autograd_gpu as ag
+
+N_OPS = 1000
+REPS = N_OPS // 4
+RESULTS: dict = {}
+
+
+def _report(name, benchmark, per=1.0):
+    RESULTS[name] = benchmark.stats.stats.min / per
+    benchmark.extra_info["min_s"] = RESULTS[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_ratios():
+    yield
+    lines = []
+    if "chain_ag" in RESULTS:
+        for k in ("chain_numpy", "chain_torch"):
+            if k in RESULTS:
+                lines.append(f"chain: autograd_gpu {RESULTS['chain_ag'] * 1e6:.2f} us/op, "
+                             f"{k[6:]} {RESULTS[k] * 1e6:.2f} us/op, ratio "
+                             f"{RESULTS['chain_ag'] / RESULTS[k]:.2f}x")
+    if "mlp_ag" in RESULTS and "mlp_numpy" in RESULTS:
+        lines.append(f"mlp step: autograd_gpu {RESULTS['mlp_ag'] * 1e3:.1f} ms, numpy "
+                     f"{RESULTS['mlp_numpy'] * 1e3:.1f} ms, ratio "
+                     f"{RESULTS['mlp_ag'] / RESULTS['mlp_numpy']:.3f}x")
+    print("\n" + "\n".join(lines))
+
+
+def _chain_inputs():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 1.0, 8).astype(np.float32)
+    c = np.full(8, 0.9, np.float32)
+    b = np.full(8, 0.1, np.float32)
+    return x, c, b
+
+
+def test_chain_autograd_gpu(benchmark):
+    x0, c0, b0 = _chain_inputs()
+    c, b = ag.Tensor.from_array(c0), ag.Tensor.from_array(b0)
+
+    def step():
+        tape = ag.GradientTape()
+        x = tape.watch(ag.Tensor.from_array(x0))
+        y = x
+        for _ in range(REPS):
+            y = ag.tanh(ag.sin(y) * c + b)
+        (g,) = tape.gradient(y, [x])
+        return g
+
+    g = benchmark(step)
+    _report("chain_ag", benchmark, N_OPS)
+    ref = _numpy_chain(x0, c0, b0)
+    np.testing.assert_allclose(g.numpy(), ref, rtol=1e-4)
+
+
+def _numpy_chain(x, c, b):
+    ys = []
+    y = x
+    for _ in range(REPS):
+        s = np.sin(y)
+        t = np.tanh(s * c + b)
+        ys.append((y, t))
+        y = t
+    g = np.ones_like(x)
+    for y, t in reversed(ys):
+        g = g * (1 - t * t)
+        g = g * c
+        g = g * np.cos(y)
+    return g
+
+
+def test_chain_numpy(benchmark):
+    x0, c0, b0 = _chain_inputs()
+    benchmark(_numpy_chain, x0, c0, b0)
+    _report("chain_numpy", benchmark, N_OPS)
+
+
+def test_chain_torch(benchmark):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    x0, c0, b0 = _chain_inputs()
+    c, b = torch.from_numpy(c0), torch.from_numpy(b0)
+
+    def step():
+        x = torch.from_numpy(x0).requires_grad_(True)
+        y = x
+        for _ in range(REPS):
+            y = torch.tanh(torch.sin(y) * c + b)
+        (g,) = torch.autograd.grad(y, [x], torch.ones_like(y))
+        return g
+
+    g = benchmark(step)
+    _report("chain_torch", benchmark, N_OPS)
+    np.testing.assert_allclose(g.numpy(), _numpy_chain(x0, c0, b0), rtol=1e-4)
+
+
+# ---- MLP training step --------------------------------------------------------------------
+
+B, W, L, LR = 256, 1024, 4, 1e-3
+
+
+def _mlp_data():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((B, W)).astype(np.float32)
+    y = rng.standard_normal((B, W)).astype(np.float32)
+    ws = [(rng.standard_normal((W, W)) / np.sqrt(W)).astype(np.float32) for _ in range(L)]
+    bs = [np.zeros(W, np.float32) for _ in range(L)]
+    return x, y, ws, bs
+
+
+def test_mlp_step_autograd_gpu(benchmark):
+    x0, y0, ws0, bs0 = _mlp_data()
+    x, y = ag.Tensor.from_array(x0), ag.Tensor.from_array(y0)
+    params = [ag.Variable(a) for pair in zip(ws0, bs0) for a in pair]
+    opt = ag.optim.SGD(params, lr=LR)
+
+    def step():
+        with ag.GradientTape() as tape:
+            h = x
+            for i in range(L):
+                h = h @ params[2 * i] + params[2 * i + 1]
+                if i < L - 1:
+                    h = ag.relu(h)
+            d = h - y
+            loss = (d * d).mean()
+        grads = tape.gradient(loss, params)
+        opt.step(grads)
+        return loss
+
+    benchmark(step)
+    _report("mlp_ag", benchmark)
+
+
+def _numpy_step(x, y, ws, bs):
+    hs = [x]
+    h = x
+    for i in range(L):
+        h = h @ ws[i] + bs[i]
+        if i < L - 1:
+            np.maximum(h, 0, out=h)
+        hs.append(h)
+    d = h - y
+    loss = float(np.mean(d * d))
+    g = d * (2.0 / d.size)
+    for i in reversed(range(L)):
+        gw = hs[i].T @ g
+        gb = g.sum(axis=0)
+        if i > 0:
+            g = g @ ws[i].T
+            g *= hs[i] > 0
+        ws[i] -= LR * gw
+        bs[i] -= LR * gb
+    return loss
+
+
+def test_mlp_step_numpy(benchmark):
+    x0, y0, ws, bs = _mlp_data()
+    benchmark(_numpy_step, x0, y0, ws, bs)
+    _report("mlp_numpy", benchmark)
+
+
+def test_mlp_step_matches_numpy():
+    """Same numbers: one step of each from the same start."""
+    x0, y0, ws0, bs0 = _mlp_data()
+    params = [ag.Variable(a) for pair in zip(ws0, bs0) for a in pair]
+    opt = ag.optim.SGD(params, lr=LR)
+    x, y = ag.Tensor.from_array(x0), ag.Tensor.from_array(y0)
+    with ag.GradientTape() as tape:
+        h = x
+        for i in range(L):
+            h = h @ params[2 * i] + params[2 * i + 1]
+            if i < L - 1:
+                h = ag.relu(h)
+        d = h - y
+        loss = (d * d).mean()
+    opt.step(tape.gradient(loss, params))
+    ws, bs = [w.copy() for w in ws0], [b.copy() for b in bs0]
+    ref_loss = _numpy_step(x0, y0, ws, bs)
+    assert loss.to_scalar() == pytest.approx(ref_loss, rel=1e-5)
+    np.testing.assert_allclose(params[0].numpy(), ws[0], rtol=1e-4, atol=1e-6)
