@@ -20,6 +20,8 @@ from .ops.graph import Node
 from .ops.registry import raw, saved_tensors, sum_to, tensors
 from .tensor import Tensor, TrackedTensor, Variable
 
+_EMPTY = frozenset()
+
 
 def _as_list(x, what):
     if isinstance(x, Tensor):
@@ -327,7 +329,11 @@ class GradientTape:
                 else:
                     gis = op.vjp(F, g, saved, node.needs, **node.params)
                 if release:
-                    node.drop_tape(tid)
+                    if len(node.tapes) == 1:  # only this tape: free the saved values now
+                        node.tapes = _EMPTY
+                        node.saved = None
+                    else:
+                        node.drop_tape(tid)
                 for p, gi, (shape, dtype) in zip(node.parents, gis, node.in_meta):
                     if p is None or gi is None:
                         continue

@@ -13,20 +13,39 @@ CONST = -1  # a constant (a mask, a shape, a Python number): not differentiated 
 OUTPUT = -2  # the op's own output
 
 
+def _codes(saved, ids) -> tuple:
+    if not ids:
+        return (CONST,) * len(saved)
+    out_id = ids[-1]
+    codes = []
+    for s in saved:
+        i = id(s)
+        if i == out_id:
+            codes.append(OUTPUT)
+        elif i in ids[:-1] and not isinstance(s, (int, float, complex, bool)) and s is not None:
+            codes.append(ids.index(i))
+        else:
+            codes.append(CONST)
+    return tuple(codes)
+
+
 class Node:
     __slots__ = (
-        "op", "params", "parents", "in_meta", "saved", "saved_map", "tapes", "gen",
+        "op", "params", "parents", "in_meta", "saved", "_smap", "_ids", "tapes", "gen",
         "out_meta", "site", "extra", "needs", "__weakref__",
     )
 
     def __init__(self, op, params, parents, in_meta, saved, saved_map, tapes, gen, out_meta,
-                 needs=None):
+                 needs=None, ids=None):
         self.op = op  # Op record, or None for a leaf
         self.params = params  # dict of the op's keyword parameters
         self.parents = parents  # tuple: parent Node or None (constant input), one per input
         self.in_meta = in_meta  # tuple of (shape, dtype) per input
         self.saved = saved  # tuple of arrays/values, None once released
-        self.saved_map = saved_map  # tuple of codes: CONST, OUTPUT, or an input index
+        # saved_map: per saved value CONST, OUTPUT or an input index. Computed on first use from
+        # ``ids`` (id() of each input and, last, of the output, taken while all were alive).
+        self._smap = saved_map
+        self._ids = ids
         self.tapes = tapes  # frozenset: ids of tapes that still propagate through this node
         self.gen = gen  # 1 + max(parent generations); leaves are 0
         self.out_meta = out_meta  # (shape, dtype) of the output
@@ -34,6 +53,14 @@ class Node:
         self.extra = None  # room for checkpointing/AMP bookkeeping
         # per input: does it lead to a tracked value (wants a gradient)
         self.needs = needs if needs is not None else tuple(p is not None for p in parents)
+
+    @property
+    def saved_map(self) -> tuple:
+        m = self._smap
+        if m is None:
+            m = self._smap = _codes(self.saved or (), self._ids or ())
+            self._ids = None
+        return m
 
     @staticmethod
     def leaf(shape=(), dtype=None) -> "Node":
@@ -54,6 +81,7 @@ class Node:
             self.tapes = tp
             if not tp:
                 self.saved = None
+                self.extra = None  # checkpoint bookkeeping (kept values) goes with them
 
     def __repr__(self) -> str:
         name = "leaf" if self.op is None else self.op.name

@@ -211,7 +211,24 @@ def apply(op: Op, *inputs, **params) -> Tensor:
             return _run_hooks(hooks, len(hooks) - 1, op, inputs, params)
         return _apply_observed(op, inputs, params)
     # fast path: nothing can observe this call
-    bk, arrs = _unwrap(op, inputs)
+    bk = None
+    arrs = []
+    for x in inputs:
+        tx = type(x)
+        if tx in _TENSOR_TYPES:
+            if x._bk is not bk:
+                if bk is not None:
+                    bk = None
+                    break
+                bk = x._bk
+            arrs.append(x._data)
+        elif tx in _SCALAR_TYPES:
+            arrs.append(x)
+        else:
+            bk = None
+            break
+    if bk is None:  # scalars only, subclasses, mixed devices, bad arguments
+        bk, arrs = _unwrap(op, inputs)
     try:
         out = op.forward(bk, *arrs, **params)[0]
     except (ValueError, IndexError, TypeError):
@@ -229,17 +246,76 @@ def _run_hooks(hooks, i, op, inputs, params):
 
 
 def _apply_observed(op, inputs, params):
+    """apply with tapes, accumulators or hooks active: one pass over the inputs collects the
+    arrays, the recording tapes that track them and the graph edges."""
     st = STATE
-    bk, arrs = _unwrap(op, inputs)
-    tapes = None
-    recording = st.recording
-    if recording and op.differentiable:
-        tapes = _tapes_for(inputs, recording, st.autowatch)
-    out, saved = _forward(op, bk, arrs, params)
-    if tapes:
+    recording = st.recording if op.differentiable else None
+    autowatch = st.autowatch
+    bk = None
+    arrs = []
+    parents = []
+    in_meta = []
+    needs = []
+    found = None
+    gen = 0
+    for x in inputs:
+        tx = type(x)
+        if tx in _TENSOR_TYPES or isinstance(x, Tensor):
+            xb = x._bk
+            if xb is not bk:
+                if bk is not None:
+                    _unwrap(op, inputs)  # raises the DeviceError
+                bk = xb
+            a = x._data
+            arrs.append(a)
+            if recording:
+                if autowatch and tx is not Tensor and getattr(x, "trainable", False):
+                    for tape in autowatch:
+                        tape._autowatch(x)
+                tp = x._tapes
+                if tp:
+                    if found is None:
+                        found = tp
+                    elif tp is not found and tp != found:
+                        found = found | tp
+                    p = x._node
+                    if p.gen >= gen:
+                        gen = p.gen + 1
+                    parents.append(p)
+                    needs.append(True)
+                    in_meta.append(p.out_meta)  # the same (shape, dtype), no new tuple
+                else:
+                    parents.append(None)
+                    needs.append(False)
+                    in_meta.append((a.shape, a.dtype))
+        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
+            arrs.append(x)
+            if recording:
+                in_meta.append(((), None))
+                parents.append(None)
+                needs.append(False)
+        else:
+            _unwrap(op, inputs)  # raises the ArgumentError
+    if bk is None:
+        bk = _unwrap(op, inputs)[0]
+    if found is not None:
+        for tid in found:
+            if tid not in recording:
+                found = frozenset(t for t in found if t in recording) or None
+                break
+    try:
+        out, saved = op.forward(bk, *arrs, **params)
+    except (ValueError, IndexError, TypeError):
+        out, saved = _forward(op, bk, arrs, params)  # re-run for a translated error
+    if type(out) is not bk.array_type:  # numpy ufuncs return scalars for 0-d inputs
+        new = bk.xp.asarray(out)
+        saved = tuple(new if s is out else s for s in saved)
+        out = new
+    if found:
         result = TrackedTensor(out, bk)
-        result._node = _record(op, inputs, arrs, params, out, saved, tapes, recording)
-        result._tapes = tapes
+        result._node = _record(op, arrs, params, out, saved, found, recording, tuple(parents),
+                               tuple(in_meta), tuple(needs), gen, st.hooks)
+        result._tapes = found
     else:
         result = Tensor(out, bk)
     accumulators = st.accumulators
@@ -249,66 +325,18 @@ def _apply_observed(op, inputs, params):
     return result
 
 
-def _tapes_for(inputs, recording, autowatch):
-    """The ids (a frozenset) of recording tapes that track some input, or None."""
-    found = None
-    for x in inputs:
-        if autowatch and type(x) not in _SCALAR_TYPES and getattr(x, "trainable", False):
-            for tape in autowatch:
-                tape._autowatch(x)
-        tp = getattr(x, "_tapes", None)
-        if not tp:
-            continue
-        if found is None:
-            found = tp
-        elif tp is not found and tp != found:
-            found = found | tp
-    if found is None:
-        return None
-    for tid in found:
-        if tid not in recording:
-            found = frozenset(t for t in found if t in recording)
-            break
-    return found or None
-
-
-def _record(op, inputs, arrs, params, out, saved, tapes, recording):
-    parents = []
-    in_meta = []
-    needs = []
-    gen = 0
-    for x, a in zip(inputs, arrs):
-        p = x._node if type(x) in _TENSOR_TYPES or isinstance(x, Tensor) else None
-        if p is not None and x._tapes:
-            in_meta.append((a.shape, a.dtype))
-            if p.gen >= gen:
-                gen = p.gen + 1
-            parents.append(p)
-            needs.append(True)
-        else:
-            in_meta.append((getattr(a, "shape", ()), getattr(a, "dtype", None)))
-            parents.append(None)
-            needs.append(False)
-    if saved:
-        smap = []
-        for s in saved:
-            if s is out:
-                smap.append(OUTPUT)
-                continue
-            code = CONST
-            for i, a in enumerate(arrs):
-                if s is a and a is not None and type(a) not in _SCALAR_TYPES:
-                    code = i
-                    break
-            smap.append(code)
-        smap = tuple(smap)
-    else:
-        smap = ()
-    node = Node(op, params, tuple(parents), tuple(in_meta), saved, smap, tapes, gen or 1,
-                (out.shape, out.dtype), tuple(needs))
+def _record(op, arrs, params, out, saved, tapes, recording, parents, in_meta, needs, gen,
+            hooks):
+    # which saved values are inputs/the output is worked out lazily (only differentiable sweeps
+    # and checkpointing need it) from the ids of the arrays, all alive now
+    node = Node(op, params, parents, in_meta, saved, None if saved else (), tapes, gen or 1,
+                (out.shape, out.dtype), needs, (*map(id, arrs), id(out)) if saved else None)
     for tid in tapes:
-        recording[tid].append(node)
-    hooks = STATE.hooks
+        nodes = recording[tid]
+        nodes.append(node)
+        if type(nodes) is not list:  # a checkpointing tape's node list (see checkpoint.py)
+            node.saved_map  # noqa: B018 - fix the codes while the inputs are alive
+            nodes.recorded(node, arrs, out)
     if hooks:
         for h in hooks:
             rec = getattr(h, "on_record", None)
