@@ -144,7 +144,9 @@ def transpose(x, axes=None):
     nd = x.ndim
     axes = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % max(nd, 1) for a in axes)
     if sorted(axes) != list(range(nd)):
-        raise ShapeError(f"transpose: argument 'axes' expected a permutation of range({nd}), got {axes}")
+        raise ShapeError(
+            f"transpose: argument 'axes' expected a permutation of range({nd}), got {axes}"
+        )
     return apply(Transpose, x, axes=axes)
 
 
@@ -161,4 +163,494 @@ def swapaxes(x, axis1: int, axis2: int):
     return apply(SwapAxes, x, a1=axis1 % nd - nd, a2=axis2 % nd - nd)
 
 
-__all__ = ["reshape", "broadcast_to", "transpose", "swapaxes"]
+def _full_spec(shape, axis=None, entry=None):
+    """A canonical getitem spec (see ops/indexing.py) taking everything of ``shape`` except
+    ``entry`` at ``axis``."""
+    return tuple(entry if d == axis else (0, n, 1) for d, n in enumerate(shape))
+
+
+def _fill(F, ts, shapes):
+    """Tangents with each None replaced by zeros of batch + its input shape (None: all None)."""
+    ref = next((t for t in ts if t is not None), None)
+    if ref is None:
+        return None
+    b = tuple(ref.shape[: ref.ndim - len(shapes[0])])
+    return [t if t is not None else F.zeros(b + tuple(s), ref.dtype) for t, s in zip(ts, shapes)]
+
+
+def _copy_cost(out, *xs, **p):
+    return float(out.size)
+
+
+@defop("expand_dims", params=("axis",), cost=lambda out, *xs, **p: 0.0)
+class ExpandDims:
+    """y = x with new axes of length 1 at the output positions ``axis`` (sorted, non-negative)"""
+
+    def forward(bk, x, *, axis):
+        return x.reshape(_expanded(x.shape, axis)), (x.shape,)
+
+    def vjp(F, g, saved, needs, *, axis):
+        shape = tuple(saved[0])
+        return (F.reshape(g, _batch(g, len(shape) + len(axis)) + shape),)
+
+    def jvp(F, ts, saved, *, axis):
+        t = ts[0]
+        shape = tuple(saved[0])
+        return F.reshape(t, _batch(t, len(shape)) + _expanded(shape, axis))
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(max_dims=3))
+        k = draw(st.integers(1, 2))
+        axis = draw(st.lists(st.integers(0, len(shape) + k - 1), min_size=k, max_size=k,
+                             unique=True))
+        return (draw(S.arrays(shape)),), {"axis": tuple(sorted(axis))}
+
+
+def _expanded(shape, axis):
+    it = iter(shape)
+    return tuple(1 if d in axis else next(it) for d in range(len(shape) + len(axis)))
+
+
+def _squeezed(shape, axis):
+    return tuple(n for d, n in enumerate(shape) if d not in axis)
+
+
+@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0)
+class Squeeze:
+    """y = x without its length-1 axes ``axis`` (sorted, non-negative)"""
+
+    def forward(bk, x, *, axis):
+        return x.reshape(_squeezed(x.shape, axis)), (x.shape,)
+
+    def vjp(F, g, saved, needs, *, axis):
+        shape = tuple(saved[0])
+        return (F.reshape(g, _batch(g, len(shape) - len(axis)) + shape),)
+
+    def jvp(F, ts, saved, *, axis):
+        t = ts[0]
+        shape = tuple(saved[0])
+        return F.reshape(t, _batch(t, len(shape)) + _squeezed(shape, axis))
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = list(draw(S.shapes(max_dims=3)))
+        for _ in range(draw(st.integers(1, 2))):
+            shape.insert(draw(st.integers(0, len(shape))), 1)
+        ones = [d for d, n in enumerate(shape) if n == 1]
+        axis = draw(st.lists(st.sampled_from(ones), min_size=1, unique=True))
+        return (draw(S.arrays(tuple(shape))),), {"axis": tuple(sorted(axis))}
+
+
+@defop("concatenate", params=("axis",), cost=_copy_cost)
+class Concatenate:
+    """y = [x_0, x_1, ...] joined along ``axis`` (a negative axis); dy/dx_i: the matching slice
+    of the cotangent"""
+
+    def forward(bk, *xs, axis):
+        return bk.xp.concatenate(xs, axis=axis), (tuple(x.shape for x in xs),)
+
+    def vjp(F, g, saved, needs, *, axis):
+        shapes = saved[0]
+        nd = len(shapes[0])
+        a = axis + nd
+        out_shape = list(shapes[0])
+        out_shape[a] = sum(s[a] for s in shapes)
+        grads = []
+        off = 0
+        for s, need in zip(shapes, needs):
+            n = s[a]
+            grads.append(F.getitem(g, index=_full_spec(out_shape, a, (off, off + n, 1)))
+                         if need else None)
+            off += n
+        return tuple(grads)
+
+    def jvp(F, ts, saved, *, axis):
+        parts = _fill(F, ts, saved[0])
+        return None if parts is None else F.concatenate(*parts, axis=axis)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = list(draw(S.shapes(min_dims=1, max_dims=3)))
+        nd = len(shape)
+        axis = draw(st.integers(-nd, -1))
+        xs = []
+        for _ in range(draw(st.integers(1, 3))):
+            shape[axis] = draw(st.integers(1, 3))
+            xs.append(draw(S.arrays(tuple(shape))))
+        return tuple(xs), {"axis": axis}
+
+
+@defop("stack", params=("axis",), cost=_copy_cost)
+class Stack:
+    """y = x_0, x_1, ... (same shapes) stacked along a new axis ``axis`` (negative, counted in
+    the output); dy/dx_i: the cotangent at index i of that axis"""
+
+    def forward(bk, *xs, axis):
+        return bk.xp.stack(xs, axis=axis), (xs[0].shape, len(xs))
+
+    def vjp(F, g, saved, needs, *, axis):
+        shape, n = saved
+        out_shape = list(shape)
+        a = axis + len(shape) + 1
+        out_shape.insert(a, n)
+        return tuple(F.getitem(g, index=_full_spec(out_shape, a, i)) if need else None
+                     for i, need in enumerate(needs))
+
+    def jvp(F, ts, saved, *, axis):
+        parts = _fill(F, ts, [saved[0]] * saved[1])
+        return None if parts is None else F.stack(*parts, axis=axis)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(max_dims=3))
+        axis = draw(st.integers(-len(shape) - 1, -1))
+        xs = tuple(draw(S.arrays(shape)) for _ in range(draw(st.integers(1, 3))))
+        return xs, {"axis": axis}
+
+
+@defop("pad", params=("pad_width", "value"), cost=_copy_cost)
+class Pad:
+    """y = x surrounded by ``value``: pad_width[d] = (before, after) entries on axis d (constant
+    mode); dy/dx: the cotangent cropped back to x's region"""
+
+    def forward(bk, x, *, pad_width, value=0.0):
+        b = x.ndim - len(pad_width)
+        pw = ((0, 0),) * b + tuple(pad_width)
+        if not pw:  # a 0-d x: nothing to pad (numpy.pad refuses an empty pad_width)
+            return x[...], ((),)
+        return bk.xp.pad(x, pw, mode="constant", constant_values=value), (x.shape[b:],)
+
+    def vjp(F, g, saved, needs, *, pad_width, value=0.0):
+        spec = tuple((lo, lo + n, 1) for (lo, _), n in zip(pad_width, saved[0]))
+        return (F.getitem(g, index=spec),)
+
+    def jvp(F, ts, saved, *, pad_width, value=0.0):
+        return F.pad(ts[0], pad_width=pad_width, value=0.0)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(min_dims=1, max_dims=3))
+        pw = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in shape)
+        value = draw(st.sampled_from([0.0, 1.5, -2.0]))
+        return (draw(S.arrays(shape)),), {"pad_width": pw, "value": value}
+
+
+@defop("flip", params=("axis",), cost=_copy_cost)
+class Flip:
+    """y = x reversed along each axis in ``axis`` (negative axes); its own adjoint"""
+
+    def forward(bk, x, *, axis):
+        return bk.xp.flip(x, axis=axis), ()
+
+    def vjp(F, g, saved, needs, *, axis):
+        return (F.flip(g, axis=axis),)
+
+    def jvp(F, ts, saved, *, axis):
+        return F.flip(ts[0], axis=axis)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(min_dims=1, max_dims=3))
+        nd = len(shape)
+        axis = draw(st.lists(st.integers(-nd, -1), min_size=1, max_size=nd, unique=True))
+        return (draw(S.arrays(shape)),), {"axis": tuple(sorted(axis))}
+
+
+@defop("cumsum", params=("axis",), cost=_copy_cost)
+class Cumsum:
+    """y_i = sum_{j <= i} x_j along ``axis`` (negative); dy/dx: the reversed cumulative sum of
+    the cotangent, flip(cumsum(flip(g)))"""
+
+    def forward(bk, x, *, axis):
+        return bk.xp.cumsum(x, axis=axis), ()
+
+    def vjp(F, g, saved, needs, *, axis):
+        return (F.flip(F.cumsum(F.flip(g, axis=(axis,)), axis=axis), axis=(axis,)),)
+
+    def jvp(F, ts, saved, *, axis):
+        return F.cumsum(ts[0], axis=axis)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(min_dims=1, max_dims=3))
+        axis = draw(st.integers(-len(shape), -1))
+        return (draw(S.arrays(shape)),), {"axis": axis}
+
+
+# ---- public functions -------------------------------------------------------------------------
+
+
+def _axis(axis, nd, op, name="axis"):
+    import numbers
+
+    from ..errors import ShapeError
+
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -nd <= axis < nd:
+        raise ShapeError(f"{op}: argument '{name}' expected an int in [{-nd}, {nd}), got {axis!r}")
+    return int(axis) % nd
+
+
+def _axes(axis, nd, op):
+    import numbers
+
+    from ..errors import ShapeError
+
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = tuple(sorted(_axis(a, nd, op) for a in axes))
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{op}: argument 'axis' has repeated axes: {axis!r}")
+    return out
+
+
+def _tensor_list(tensors, op):
+    from ..errors import ArgumentError, describe
+    from ..tensor import Tensor
+
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise ArgumentError(
+            f"{op}: argument 'tensors' expected a list or tuple of Tensors, got "
+            f"{describe(tensors)}"
+        )
+    if not tensors:
+        raise ArgumentError(f"{op}: argument 'tensors' expected at least one Tensor, got none")
+    like = next((t for t in tensors if isinstance(t, Tensor)), None)
+    out = []
+    for i, t in enumerate(tensors):
+        t = _t(t, op) if like is None else _like(t, like, op, i)
+        if not isinstance(t, Tensor):
+            t = Tensor.from_array(t, device=like.device if like is not None else None)
+        out.append(t)
+    return out
+
+
+def _like(t, like, op, i):
+    from ._util import as_tensor
+
+    return as_tensor(t, like, f"tensors[{i}]", op)
+
+
+def expand_dims(x, axis):
+    """x with new length-1 axes inserted at ``axis`` (an int or a tuple; positions in the
+    output, as numpy.expand_dims)."""
+    x = _t(x, "expand_dims")
+    import numbers
+
+    k = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
+    axes = _axes(axis, x.ndim + k, "expand_dims")
+    return apply(ExpandDims, x, axis=axes)
+
+
+def squeeze(x, axis=None):
+    """x without length-1 axes: all of them (axis=None) or those in ``axis``, which must have
+    length 1."""
+    from ..errors import ShapeError
+
+    x = _t(x, "squeeze")
+    if axis is None:
+        axes = tuple(d for d, n in enumerate(x.shape) if n == 1)
+    else:
+        axes = _axes(axis, x.ndim, "squeeze")
+        bad = [d for d in axes if x.shape[d] != 1]
+        if bad:
+            raise ShapeError(
+                f"squeeze: argument 'axis' expected axes of length 1, got axis {bad[0]} of "
+                f"length {x.shape[bad[0]]} (x has shape {x.shape})"
+            )
+    if not axes:
+        return x
+    return apply(Squeeze, x, axis=axes)
+
+
+def flatten(x, start_axis: int = 0, end_axis: int = -1):
+    """x with axes start_axis..end_axis (inclusive) merged into one (a reshape). A 0-d x
+    becomes shape (1,)."""
+    from ..errors import ShapeError
+
+    x = _t(x, "flatten")
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s = _axis(start_axis, x.ndim, "flatten", "start_axis")
+    e = _axis(end_axis, x.ndim, "flatten", "end_axis")
+    if s > e:
+        raise ShapeError(
+            f"flatten: argument 'start_axis' ({start_axis}) expected to come at or before "
+            f"'end_axis' ({end_axis}) for {x.ndim} dimensions"
+        )
+    n = 1
+    for d in x.shape[s:e + 1]:
+        n *= d
+    return reshape(x, x.shape[:s] + (n,) + x.shape[e + 1:])
+
+
+def concatenate(tensors, axis=0):
+    """The tensors joined along an existing ``axis`` (None: each flattened, then joined).
+    Shapes must agree except along ``axis``."""
+    from ..errors import ShapeError
+
+    xs = _tensor_list(tensors, "concatenate")
+    if axis is None:
+        xs = [reshape(t, (-1,)) for t in xs]
+        axis = 0
+    nd = xs[0].ndim
+    if nd == 0:
+        raise ShapeError("concatenate: argument 'tensors' expected at least 1-d tensors, got 0-d")
+    a = _axis(axis, nd, "concatenate")
+    for i, t in enumerate(xs):
+        if t.ndim != nd or any(p != q for d, (p, q) in enumerate(zip(t.shape, xs[0].shape))
+                               if d != a):
+            raise ShapeError(
+                f"concatenate: tensors[{i}] expected shape {xs[0].shape} except along axis {a}, "
+                f"got {t.shape}"
+            )
+    if len(xs) == 1:
+        return xs[0]
+    return apply(Concatenate, *xs, axis=a - nd)
+
+
+def stack(tensors, axis=0):
+    """The tensors (all of one shape) stacked along a new axis ``axis`` of the output."""
+    from ..errors import ShapeError
+
+    xs = _tensor_list(tensors, "stack")
+    shape = xs[0].shape
+    for i, t in enumerate(xs):
+        if t.shape != shape:
+            raise ShapeError(f"stack: tensors[{i}] expected shape {shape} like tensors[0], "
+                             f"got {t.shape}")
+    nd = len(shape) + 1
+    a = _axis(axis, nd, "stack")
+    return apply(Stack, *xs, axis=a - nd)
+
+
+def split(x, indices_or_sections, axis=0) -> list:
+    """x cut along ``axis`` into a list: an int N gives N equal parts (it must divide the
+    length); a sequence of indices gives the cut points, as numpy.split."""
+    import numbers
+
+    from ..errors import ArgumentError, ShapeError
+    from .indexing import GetItem
+
+    x = _t(x, "split")
+    if x.ndim == 0:
+        raise ShapeError("split: argument 'x' expected at least 1 dimension, got a 0-d tensor")
+    a = _axis(axis, x.ndim, "split")
+    n = x.shape[a]
+    if isinstance(indices_or_sections, numbers.Integral) and not isinstance(
+            indices_or_sections, bool):
+        k = int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ShapeError(
+                f"split: argument 'indices_or_sections' expected a positive divisor of the axis "
+                f"length {n}, got {k} (use a list of cut points for unequal parts)"
+            )
+        cuts = [i * (n // k) for i in range(1, k)]
+    else:
+        try:
+            cuts = [int(c) for c in indices_or_sections]
+        except TypeError as exc:
+            raise ArgumentError(
+                f"split: argument 'indices_or_sections' expected an int or a sequence of ints, "
+                f"got {indices_or_sections!r}"
+            ) from exc
+    bounds = [0] + cuts + [n]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        lo, hi, _ = slice(lo, hi).indices(n)
+        hi = max(hi, lo)
+        if (lo, hi) == (0, n):
+            out.append(x)
+        else:
+            out.append(apply(GetItem, x, index=_full_spec(x.shape, a, (lo, hi, 1))))
+    return out
+
+
+def _pad_width(pad_width, nd):
+    import numbers
+
+    from ..errors import ArgumentError
+
+    def bad():
+        return ArgumentError(
+            f"pad: argument 'pad_width' expected an int, (before, after), or one (before, after) "
+            f"per axis ({nd} axes) of non-negative ints, got {pad_width!r}"
+        )
+
+    def ints(seq):
+        if isinstance(seq, numbers.Integral):
+            return (int(seq),)
+        if not isinstance(seq, (list, tuple)) or not all(
+                isinstance(v, numbers.Integral) for v in seq):
+            raise bad()
+        return tuple(int(v) for v in seq)
+
+    if isinstance(pad_width, numbers.Integral):
+        rows = [(int(pad_width),)]
+    elif isinstance(pad_width, (list, tuple)) and pad_width and all(
+            isinstance(v, numbers.Integral) for v in pad_width):
+        rows = [tuple(int(v) for v in pad_width)]
+    elif isinstance(pad_width, (list, tuple)) and pad_width:
+        rows = [ints(r) for r in pad_width]
+    else:
+        raise bad()
+    if len(rows) == 1:
+        rows = rows * nd
+    if len(rows) != nd or any(len(r) not in (1, 2) for r in rows):
+        raise bad()
+    pw = tuple((r[0], r[-1]) for r in rows)
+    if any(v < 0 for r in pw for v in r):
+        raise bad()
+    return pw
+
+
+def pad(x, pad_width, value: float = 0.0):
+    """x padded with the constant ``value``; pad_width in numpy's forms: N, (before, after),
+    ((before, after),) or one (before, after) per axis."""
+    import numbers
+
+    from ..errors import ArgumentError
+
+    x = _t(x, "pad")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentError(f"pad: argument 'value' expected a real number, got {value!r}")
+    pw = _pad_width(pad_width, x.ndim)
+    if all(p == (0, 0) for p in pw):
+        return x
+    return apply(Pad, x, pad_width=pw, value=float(value))
+
+
+def flip(x, axis=None):
+    """x reversed along ``axis`` (an int, a tuple, or None for all axes)."""
+    x = _t(x, "flip")
+    nd = x.ndim
+    axes = tuple(range(nd)) if axis is None else _axes(axis, nd, "flip")
+    if not axes:
+        return x
+    return apply(Flip, x, axis=tuple(a - nd for a in axes))
+
+
+def cumsum(x, axis=None):
+    """Cumulative sum along ``axis`` (None: of the flattened x)."""
+    x = _t(x, "cumsum")
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    if x.ndim == 0:
+        from ..errors import ShapeError
+
+        raise ShapeError("cumsum: argument 'x' expected at least 1 dimension for an int axis")
+    a = _axis(axis, x.ndim, "cumsum")
+    return apply(Cumsum, x, axis=a - x.ndim)
+
+
+__all__ = [
+    "reshape", "broadcast_to", "transpose", "swapaxes", "expand_dims", "squeeze", "flatten",
+    "concatenate", "stack", "split", "pad", "flip", "cumsum",
+]
