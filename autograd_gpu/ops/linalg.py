@@ -1,8 +1,15 @@
-"""Linear algebra: matmul (vectors, matrices, batched with broadcasting)."""
+"""Linear algebra: matmul (vectors, matrices, batched with broadcasting), einsum, and the
+composites outer, tensordot and dot."""
 
 from __future__ import annotations
 
+import builtins
+import numbers
+
+from ..dtypes import bfloat16
+from ..errors import ArgumentError, ShapeError
 from . import sampling as S
+from ._util import as_tensor
 from .registry import apply, defop
 
 
@@ -121,3 +128,316 @@ def matmul(a, b):
 
     like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
     return apply(Matmul, as_tensor(a, like, "a", "matmul"), as_tensor(b, like, "b", "matmul"))
+
+
+# ---- einsum ---------------------------------------------------------------------------------
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _parse(subscripts):
+    """'ab,bc->ac' (normalised: explicit letters, explicit output) -> (['ab', 'bc'], 'ac')."""
+    ins, out = subscripts.split("->")
+    return ins.split(","), out
+
+
+def _fresh(used):
+    """Letters not in ``used``, in order (for tangent batch axes and helper operands)."""
+    return (c for c in _LETTERS if c not in used)
+
+
+def _letter_sizes(terms, shapes):
+    """Size of each letter: the largest over operands (size-1 axes broadcast, as in NumPy)."""
+    sizes: dict = {}
+    for term, shape in zip(terms, shapes):
+        for c, n in zip(term, shape):
+            if n != 1 or c not in sizes:
+                sizes[c] = n
+    return sizes
+
+
+def _einsum_cost(out, *xs, subscripts):
+    ins, _ = _parse(subscripts)
+    sizes = _letter_sizes(ins, [x.shape for x in xs])
+    n = 1
+    for s in sizes.values():
+        n *= s
+    return 2.0 * n * builtins.max(len(xs) - 1, 1)
+
+
+def _einsum_xp(bk, subscripts, *operands):
+    # contraction-order search costs tens of microseconds: worth it only for large operands
+    big = len(operands) > 1 and builtins.any(o.size > 4096 for o in operands)
+    if builtins.any(o.dtype == bfloat16 for o in operands):  # NumPy's einsum has no bf16 loop
+        y = bk.xp.einsum(subscripts, *(o.astype("float32") for o in operands),
+                         optimize="greedy" if big else False)
+        return y.astype(bfloat16)
+    return bk.xp.einsum(subscripts, *operands, optimize="greedy" if big else False)
+
+
+@defop("einsum", params=("subscripts",), cost=_einsum_cost)
+class Einsum:
+    """y = einsum(subscripts, *operands): for 'ab,bc->ac', y_ac = sum_b x0_ab x1_bc.
+
+    subscripts is normalised (explicit letters, explicit output, no ellipsis). The cotangent of
+    operand k is an einsum of g with the other operands that produces k's subscripts: a letter
+    repeated in k (a diagonal) is routed through an identity matrix, a letter found only in k
+    is broadcast by a vector of ones. Tangent and cotangent batches get fresh letters."""
+
+    def forward(bk, *operands, subscripts):
+        return _einsum_xp(bk, subscripts, *operands), operands
+
+    def vjp(F, g, saved, needs, *, subscripts):
+        ins, out = _parse(subscripts)
+        sizes = _letter_sizes(ins, [x.shape for x in saved])
+        fresh = _fresh(set(subscripts))
+        batch = "".join(next(fresh) for _ in range(g.ndim - len(out)))
+        grads = []
+        for k, term in enumerate(ins):
+            if not needs[k]:
+                grads.append(None)
+                continue
+            terms, args = [batch + out], [g]
+            for j, other in enumerate(ins):
+                if j != k:
+                    terms.append(other)
+                    args.append(saved[j])
+            have = set(out).union(*(ins[j] for j in range(len(ins)) if j != k))
+            spec, seen = "", set()
+            for c in term:
+                if c in seen:  # a diagonal: y depends on x_..c..c.. only through c == c2
+                    c2 = next(fresh)
+                    terms.append(c + c2)
+                    args.append(F.const(F.xp.eye(sizes[c], dtype=g.dtype)))
+                    spec += c2
+                    have.add(c)
+                else:
+                    seen.add(c)
+                    spec += c
+            for c in seen - have:  # summed out inside operand k alone: g is constant along c
+                terms.append(c)
+                args.append(F.const(F.xp.ones(sizes[c], dtype=g.dtype)))
+            grads.append(F.einsum(*args, subscripts=",".join(terms) + "->" + batch + spec))
+        return tuple(grads)
+
+    def jvp(F, ts, saved, *, subscripts):
+        ins, out = _parse(subscripts)
+        fresh = _fresh(set(subscripts))
+        total = None
+        batch = None
+        for k, t in enumerate(ts):
+            if t is None:
+                continue
+            if batch is None:
+                batch = "".join(next(fresh) for _ in range(t.ndim - len(ins[k])))
+            terms = [batch + term if j == k else term for j, term in enumerate(ins)]
+            args = [t if j == k else saved[j] for j in range(len(ins))]
+            y = F.einsum(*args, subscripts=",".join(terms) + "->" + batch + out)
+            total = y if total is None else total + y
+        return total
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        spec = draw(st.sampled_from([
+            "ij,jk->ik", "ij->ji", "ii->", "ii->i", "ij->", "ij->i", "i,i->", "i,j->ij",
+            "bij,bjk->bik", "ij,ij->ij", "ijk,jl->kli", "ab,bc,cd->ad", "iij->ij", "i,ij->j",
+        ]))
+        ins, out = _parse(spec)
+        sizes = {c: draw(st.integers(1, 4)) for c in set(spec) - set(",->")}
+        arrays = tuple(draw(S.arrays(tuple(sizes[c] for c in term))) for term in ins)
+        return arrays, {"subscripts": spec}
+
+
+def _split_term(term, op="einsum"):
+    """'a...b' -> (explicit letters before the ellipsis, after it, has_ellipsis)."""
+    if term.count("...") > 1:
+        raise ArgumentError(f"{op}: argument 'subscripts' has more than one '...' in {term!r}")
+    if "..." in term:
+        pre, post = term.split("...")
+        ell = True
+    else:
+        pre, post, ell = term, "", False
+    for c in pre + post:
+        if c not in _LETTERS:
+            raise ArgumentError(
+                f"{op}: argument 'subscripts' expected letters a-z, A-Z, ',', '->' and '...', "
+                f"got {c!r} in {term!r}"
+            )
+    return pre, post, ell
+
+
+def _normalise(subscripts, shapes):
+    """Explicit, ellipsis-free subscripts for the primitive (NumPy's rules otherwise)."""
+    if not isinstance(subscripts, str):
+        raise ArgumentError(f"einsum: argument 'subscripts' expected a str, got {subscripts!r}")
+    s = subscripts.replace(" ", "")
+    if s.count("->") > 1:
+        raise ArgumentError(f"einsum: argument 'subscripts' has more than one '->': {subscripts!r}")
+    lhs, arrow, rhs = s.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ArgumentError(
+            f"einsum: subscripts {subscripts!r} name {len(terms)} operand(s), got {len(shapes)}"
+        )
+    parts = [_split_term(t) for t in terms]
+    explicit = set("".join(p + q for p, q, _ in parts)) | set(rhs.replace("...", ""))
+    n_ell = 0
+    for (pre, post, ell), shape, t in zip(parts, shapes, terms):
+        k = len(shape) - len(pre) - len(post)
+        if k < 0 or (k > 0 and not ell):
+            raise ShapeError(
+                f"einsum: operand term {t!r} names {len(pre) + len(post)} axes, got an operand "
+                f"with shape {tuple(shape)}"
+            )
+        n_ell = builtins.max(n_ell, k)
+    fresh = _fresh(explicit)
+    try:
+        ell_letters = "".join(next(fresh) for _ in range(n_ell))
+    except StopIteration:
+        raise ArgumentError("einsum: too many axes (at most 52 distinct letters)") from None
+    ins = []
+    for (pre, post, _), shape in zip(parts, shapes):
+        k = len(shape) - len(pre) - len(post)
+        ins.append(pre + ell_letters[n_ell - k:] + post)
+    if arrow:
+        pre, post, ell = _split_term(rhs)
+        if n_ell and not ell:
+            raise ShapeError(
+                f"einsum: the operands have {n_ell} axes under '...', but the output "
+                f"{rhs!r} has no '...' to hold them"
+            )
+        out = pre + (ell_letters if ell else "") + post
+        if len(set(out)) != len(out):
+            raise ArgumentError(f"einsum: output subscripts {rhs!r} repeat a letter")
+        missing = set(out) - set("".join(ins))
+        if missing:
+            raise ArgumentError(
+                f"einsum: output letters {sorted(missing)} do not appear in any operand"
+            )
+    else:
+        counts: dict = {}
+        for c in "".join(p + q for p, q, _ in parts):
+            counts[c] = counts.get(c, 0) + 1
+        out = ell_letters + "".join(sorted(c for c, n in counts.items() if n == 1))
+    # sizes: equal within an operand (diagonals), equal or 1 across operands (broadcast)
+    sizes: dict = {}
+    for t, term, shape in zip(terms, ins, shapes):
+        own: dict = {}
+        for c, n in zip(term, shape):
+            if own.setdefault(c, n) != n:
+                raise ShapeError(
+                    f"einsum: letter {c!r} repeats in operand {t!r} with sizes {own[c]} and {n}"
+                )
+            if n != 1:
+                if sizes.setdefault(c, n) != n:
+                    raise ShapeError(
+                        f"einsum: letter {c!r} has size {sizes[c]} in one operand and {n} in "
+                        f"another (operand {t!r}, shape {tuple(shape)})"
+                    )
+    return ",".join(ins) + "->" + out
+
+
+def einsum(subscripts: str, *operands):
+    """Einstein summation with NumPy's subscripts: explicit ('ij,jk->ik') or implicit
+    ('ij,jk': the letters used once, sorted) output, '...' for broadcast axes, and repeated
+    letters in an operand for diagonals and traces ('ii->', 'ii->i'). Not supported: a letter
+    repeated in the output, NumPy's interleaved (operand, sublist) form, and the out/dtype/order
+    arguments."""
+    if not operands:
+        raise ArgumentError("einsum: expected at least one operand after the subscripts")
+    like = next((o for o in operands if hasattr(o, "_bk")), None)
+    ts = []
+    for i, o in enumerate(operands):
+        t = as_tensor(o, like, f"operands[{i}]", "einsum")
+        if not hasattr(t, "_bk"):
+            from ..tensor import Tensor
+
+            t = Tensor.from_array(t) if like is None else Tensor(like._bk.xp.asarray(t), like._bk)
+        ts.append(t)
+    norm = _normalise(subscripts, [t.shape for t in ts])
+    return apply(Einsum, *ts, subscripts=norm)
+
+
+def outer(a, b):
+    """Outer product of the flattened a and b: y_ij = a_i b_j (a composite of reshape and *)."""
+    from .shape import reshape
+
+    like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
+    a = _tensor(a, like, "a", "outer")
+    b = _tensor(b, like, "b", "outer")
+    return reshape(a, (-1, 1)) * reshape(b, (1, -1))
+
+
+def tensordot(a, b, axes=2):
+    """Sum of products over the last ``axes`` axes of a and the first ``axes`` axes of b, or over
+    the axis lists ``axes = (axes_a, axes_b)`` (NumPy's semantics; a composite of einsum)."""
+    like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
+    a = _tensor(a, like, "a", "tensordot")
+    b = _tensor(b, like, "b", "tensordot")
+    if isinstance(axes, numbers.Integral):
+        top = builtins.min(a.ndim, b.ndim)
+        if not 0 <= axes <= top:
+            raise ShapeError(f"tensordot: argument 'axes' expected 0..{top} for shapes {a.shape} "
+                             f"and {b.shape}, got {axes}")
+        ax_a = list(range(a.ndim - axes, a.ndim))
+        ax_b = list(range(axes))
+    else:
+        try:
+            ax_a, ax_b = axes
+        except (TypeError, ValueError):
+            raise ArgumentError(f"tensordot: argument 'axes' expected an int or a pair of axis "
+                                f"lists, got {axes!r}") from None
+        ax_a = [ax_a] if isinstance(ax_a, numbers.Integral) else list(ax_a)
+        ax_b = [ax_b] if isinstance(ax_b, numbers.Integral) else list(ax_b)
+        if len(ax_a) != len(ax_b):
+            raise ShapeError(f"tensordot: argument 'axes' pairs {len(ax_a)} axes of a with "
+                             f"{len(ax_b)} of b")
+        ax_a = [_axis(x, a.ndim, "tensordot") for x in ax_a]
+        ax_b = [_axis(x, b.ndim, "tensordot") for x in ax_b]
+        if len(set(ax_a)) != len(ax_a) or len(set(ax_b)) != len(ax_b):
+            raise ShapeError(f"tensordot: argument 'axes' repeats an axis: {axes!r}")
+    for i, j in zip(ax_a, ax_b):
+        if a.shape[i] != b.shape[j]:
+            raise ShapeError(f"tensordot: axis {i} of a (shape {a.shape}) and axis {j} of b "
+                             f"(shape {b.shape}) differ in size")
+    if a.ndim + b.ndim - len(ax_a) > len(_LETTERS):
+        raise ArgumentError("tensordot: too many axes (at most 52)")
+    la = _LETTERS[: a.ndim]
+    lb = list(_LETTERS[a.ndim: a.ndim + b.ndim])
+    for i, j in zip(ax_a, ax_b):
+        lb[j] = la[i]
+    lb = "".join(lb)
+    out = "".join(c for i, c in enumerate(la) if i not in ax_a)
+    out += "".join(c for j, c in enumerate(lb) if j not in ax_b)
+    return apply(Einsum, a, b, subscripts=f"{la},{lb}->{out}")
+
+
+def dot(a, b):
+    """NumPy's dot: a product with scalars, an inner product of vectors, matrix products, and
+    for N-d operands the sum over the last axis of a and the second-to-last of b."""
+    like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
+    a = _tensor(a, like, "a", "dot")
+    b = _tensor(b, like, "b", "dot")
+    if a.ndim == 0 or b.ndim == 0:
+        return a * b
+    jb = builtins.max(b.ndim - 2, 0)
+    return tensordot(a, b, axes=([a.ndim - 1], [jb]))
+
+
+def _tensor(x, like, name, op):
+    t = as_tensor(x, like, name, op)
+    if not hasattr(t, "_bk"):
+        from ..tensor import Tensor
+
+        t = Tensor.from_array(t) if like is None else Tensor(like._bk.xp.asarray(t), like._bk)
+    return t
+
+
+def _axis(a, ndim, op):
+    if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
+        raise ShapeError(f"{op}: argument 'axes' expected values in [{-ndim}, {ndim}), got {a!r}")
+    return int(a) % ndim
+
+
+__all__ = ["matmul", "einsum", "outer", "tensordot", "dot"]
