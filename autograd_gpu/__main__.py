@@ -1,0 +1,5 @@
+"""``python -m autograd_gpu``: the digits demo (same flags as ``python -m autograd_gpu.demo``)."""
+
+from .demo import cli
+
+cli()

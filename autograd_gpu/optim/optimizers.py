@@ -1,0 +1,325 @@
+"""Optimizers: SGD (momentum, Nesterov, weight decay, dampening), Adam and AdamW.
+
+``opt.step(grads)`` takes one gradient per parameter, in the order of ``params`` (the order of
+``model.parameters()`` and of ``tape.gradient(loss, model.parameters())``); ``None`` entries are
+skipped. Updates run on the backend arrays (``bk.xp``), outside any tape, and replace each
+parameter's array: values saved by ops recorded before the step keep the old array.
+
+Fused GPU kernels. When the parameter's backend has a kernel named ``"sgd_momentum"`` or
+``"adam"`` (``bk.has_kernel``), the update calls it instead of the xp path below, which is its
+reference. The kernel updates its array arguments in place and has this contract::
+
+    sgd_momentum(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first)
+        g = grad + weight_decay * param
+        buf = g if first else momentum * buf + (1 - dampening) * g
+        param -= lr * (g + momentum * buf if nesterov else buf)
+    adam(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, decoupled, step)
+        param *= 1 - lr * weight_decay                      (decoupled, AdamW)
+        g = grad + weight_decay * param                     (not decoupled, Adam's L2)
+        m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g * g
+        param -= lr * (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps)
+
+Loss scaling. A step is skipped (no parameter, state or step-count change) when the gradients
+come from an AMP tape that found an inf or NaN (``grads.step_skipped``, see ``ag.amp``), when
+``step(grads, scaler=s)`` is given a loss scaler whose ``found_inf`` is true, or with
+``step(grads, skip=True)``. ``step`` returns True when it applied the update.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import dtypes as _dt
+from ..errors import ArgumentError, DeviceError, ShapeError, describe
+from ..tensor import Tensor, Variable
+
+
+def _check_params(params, who):
+    params = list(params)
+    if not params:
+        raise ArgumentError(f"{who}: argument 'params' expected a non-empty list of Variables")
+    seen = set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Variable):
+            raise ArgumentError(
+                f"{who}: params[{i}] expected a Variable (ag.nn.Parameter), got {describe(p)}"
+            )
+        if id(p) in seen:
+            raise ArgumentError(f"{who}: params[{i}] appears more than once")
+        seen.add(id(p))
+    return params
+
+
+def _check_hyper(who, **values):
+    for name, v in values.items():
+        if not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+            raise ArgumentError(
+                f"{who}: argument '{name}' expected a finite number >= 0, got {v!r}"
+            )
+
+
+def scaler_says_skip(scaler) -> bool:
+    """True when an AMP loss scaler marks the current step to be skipped (inf/NaN found)."""
+    if scaler is None:
+        return False
+    for name in ("found_inf", "skip_step", "should_skip"):
+        flag = getattr(scaler, name, None)
+        if flag is None:
+            continue
+        if callable(flag):
+            flag = flag()
+        if isinstance(flag, Tensor):
+            flag = flag.to_scalar()
+        return bool(flag)
+    raise ArgumentError(
+        f"step: argument 'scaler' expected a loss scaler with a 'found_inf' flag, "
+        f"got {describe(scaler)}"
+    )
+
+
+class Optimizer:
+    """Base class: parameter list, step counting, skip handling and state (de)serialisation."""
+
+    _state_keys: tuple[str, ...] = ()
+
+    def __init__(self, params, lr: float):
+        who = type(self).__name__
+        self.params = _check_params(params, who)
+        _check_hyper(who, lr=lr)
+        self.lr = float(lr)
+        self.step_count = 0
+        self.skipped_steps = 0
+        # per-parameter state: a dict of backend arrays (created lazily at the first step)
+        self.state: list[dict] = [{} for _ in self.params]
+
+    def _grads(self, grads):
+        who = type(self).__name__
+        if isinstance(grads, Tensor):
+            grads = [grads]
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ShapeError(
+                f"{who}.step: argument 'grads' expected {len(self.params)} entries (one per "
+                f"parameter, in order), got {len(grads)}"
+            )
+        out = []
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g is None:
+                out.append(None)
+                continue
+            if isinstance(g, Tensor):
+                if g._bk is not p._bk:
+                    raise DeviceError(
+                        f"{who}.step: grads[{i}] expected device {p.device} (its parameter's), "
+                        f"got {g.device}"
+                    )
+                arr = g._data
+            elif isinstance(g, p._bk.array_type):
+                arr = g
+            else:
+                raise ArgumentError(
+                    f"{who}.step: grads[{i}] expected a Tensor or None, got {describe(g)}"
+                )
+            if tuple(arr.shape) != p.shape:
+                raise ShapeError(
+                    f"{who}.step: grads[{i}] expected shape {p.shape} (its parameter's), "
+                    f"got {tuple(arr.shape)}"
+                )
+            out.append(arr)
+        return out
+
+    def step(self, grads, scaler=None, skip: bool = False) -> bool:
+        """Apply one update. Returns False (and changes nothing) for a skipped step."""
+        flagged = bool(getattr(grads, "step_skipped", False))
+        arrays = self._grads(grads)
+        if skip or flagged or scaler_says_skip(scaler):
+            self.skipped_steps += 1
+            return False
+        self.step_count += 1
+        for i, (p, g) in enumerate(zip(self.params, arrays)):
+            if g is not None:
+                self._update(i, p, g)
+        return True
+
+    def _update(self, i, p, g):
+        raise NotImplementedError
+
+    @staticmethod
+    def _work_dtype(p):
+        # half-precision parameters keep float32 optimizer state and arithmetic
+        return _dt.float32 if p.dtype.itemsize < 4 else p.dtype
+
+    def hyperparameters(self) -> dict:
+        return {"lr": self.lr}
+
+    # ---- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Hyper-parameters, step counts and per-parameter state as host (numpy) arrays."""
+        state = [{k: p_state[k] if not hasattr(p_state[k], "shape") else _host(p_state[k])
+                  for k in p_state} for p_state in self.state]
+        return {"type": type(self).__name__, "hyperparameters": self.hyperparameters(),
+                "step_count": self.step_count, "skipped_steps": self.skipped_steps,
+                "state": state}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore from ``state_dict()``; validates everything first, changes nothing on error."""
+        who = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(sd, dict) or sd.get("type") != type(self).__name__:
+            raise ArgumentError(f"{who}: expected a state dict of a {type(self).__name__}")
+        state = sd.get("state")
+        if not isinstance(state, list) or len(state) != len(self.params):
+            raise ShapeError(f"{who}: expected state for {len(self.params)} parameters")
+        new_state = []
+        for i, (p, st) in enumerate(zip(self.params, state)):
+            entry = {}
+            for k, v in st.items():
+                if k not in self._state_keys:
+                    raise ArgumentError(f"{who}: parameter {i} has unknown state {k!r}")
+                v = np.asarray(v)
+                if v.shape != p.shape:
+                    raise ShapeError(
+                        f"{who}: state {k!r} of parameter {i} expected shape {p.shape}, "
+                        f"got {v.shape}"
+                    )
+                entry[k] = v
+            new_state.append(entry)
+        hyper = dict(sd.get("hyperparameters", {}))
+        for k in hyper:
+            if k not in self.hyperparameters():
+                raise ArgumentError(f"{who}: unknown hyper-parameter {k!r}")
+        for p, entry in zip(self.params, new_state):
+            for k, v in entry.items():
+                entry[k] = p._bk.asarray(v.astype(self._work_dtype(p), copy=True))
+        self.state = new_state
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self.step_count = int(sd.get("step_count", 0))
+        self.skipped_steps = int(sd.get("skipped_steps", 0))
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({len(self.params)} params, {hp})"
+
+
+def _host(arr):
+    return arr.get() if hasattr(arr, "get") and not isinstance(arr, np.ndarray) else np.array(arr)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent (PyTorch's formulation)::
+
+        g = grad + weight_decay * p
+        buf = g (first step) | momentum * buf + (1 - dampening) * g
+        p -= lr * (g + momentum * buf  if nesterov else  buf)        (g when momentum == 0)
+    """
+
+    _state_keys = ("momentum_buffer",)
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, lr)
+        _check_hyper("SGD", momentum=momentum, dampening=dampening, weight_decay=weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ArgumentError("SGD: nesterov=True expected momentum > 0 and dampening == 0")
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+
+    def hyperparameters(self) -> dict:
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+
+    def _update(self, i, p, g):
+        bk, xp, st = p._bk, p._bk.xp, self.state[i]
+        wd, mom = self.weight_decay, self.momentum
+        wdt = self._work_dtype(p)
+        if mom and wdt == p.dtype and bk.has_kernel("sgd_momentum"):
+            first = "momentum_buffer" not in st
+            if first:
+                st["momentum_buffer"] = xp.zeros(p.shape, dtype=wdt)
+            bk.kernel("sgd_momentum")(p._data, g.astype(wdt, copy=False), st["momentum_buffer"],
+                                      lr=self.lr, momentum=mom, dampening=self.dampening,
+                                      weight_decay=wd, nesterov=self.nesterov, first=first)
+            return
+        w = p._data.astype(wdt, copy=False)
+        g = g.astype(wdt, copy=False)
+        if wd:
+            g = g + wd * w
+        if mom:
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = g.copy()
+            else:
+                buf *= mom
+                buf += (1.0 - self.dampening) * g
+            g = g + mom * buf if self.nesterov else buf
+        p._data = (w - self.lr * g).astype(p.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba) with bias correction; ``weight_decay`` adds an L2 term to the
+    gradient (as in PyTorch's Adam)::
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
+        p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+    """
+
+    _state_keys = ("exp_avg", "exp_avg_sq")
+    _decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        _check_hyper(type(self).__name__, eps=eps, weight_decay=weight_decay)
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ArgumentError(
+                f"{type(self).__name__}: argument 'betas' expected values in [0, 1), got {betas!r}"
+            )
+        self.betas = (float(b1), float(b2))
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
+
+    def hyperparameters(self) -> dict:
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def _update(self, i, p, g):
+        bk, xp, st = p._bk, p._bk.xp, self.state[i]
+        b1, b2 = self.betas
+        t, lr, wd = self.step_count, self.lr, self.weight_decay
+        wdt = self._work_dtype(p)
+        if "exp_avg" not in st:
+            st["exp_avg"] = xp.zeros(p.shape, dtype=wdt)
+            st["exp_avg_sq"] = xp.zeros(p.shape, dtype=wdt)
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        if wdt == p.dtype and bk.has_kernel("adam"):
+            bk.kernel("adam")(p._data, g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
+                              beta2=b2, eps=self.eps, weight_decay=wd,
+                              decoupled=self._decoupled, step=t)
+            return
+        w = p._data.astype(wdt, copy=False)
+        g = g.astype(wdt, copy=False)
+        if wd and self._decoupled:
+            w = w * (1.0 - lr * wd)
+        elif wd:
+            g = g + wd * w
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        denom = xp.sqrt(v / (1.0 - b2**t)) + self.eps
+        p._data = (w - (lr / (1.0 - b1**t)) * m / denom).astype(p.dtype, copy=False)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter): before the Adam step,
+    ``p *= 1 - lr * weight_decay``; the gradient itself carries no decay term."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -1,0 +1,157 @@
+"""Smoke runs of the demo and of every example on small sizes, each asserting what it shows."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import autograd_gpu as ag
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small matrices: BLAS threads only cost time (a lot on a busy CI machine)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def load_example(name, *needed):
+    missing = [n for n in needed if not hasattr(ag, n)]
+    if missing:
+        pytest.skip(f"{name} needs {missing}, not in this build")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_demo_reaches_95_percent_quickly(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from autograd_gpu import demo
+
+    out = tmp_path / "curve.png"
+    t0 = time.perf_counter()
+    result = demo.main(["--epochs", "15", "--quiet", "--device", "cpu", "--out", str(out)])
+    elapsed = time.perf_counter() - t0
+    assert result["test_accuracy"] >= 0.95
+    assert elapsed < 60
+    assert result["train_loss"][-1] < result["train_loss"][0] / 10
+    assert len(result["epoch_times"]) == 15
+    text = capsys.readouterr().out
+    assert "device: cpu" in text and "test accuracy" in text and "time per epoch" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out)
+    assert img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_demo_command_line(tmp_path):
+    env = dict(os.environ, AUTOGRAD_GPU_DEVICE="cpu")
+    proc = subprocess.run([sys.executable, "-m", "autograd_gpu.demo", "--epochs", "2",
+                           "--no-plot", "--quiet"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    acc = float(proc.stdout.split("test accuracy: ")[1].split("%")[0])
+    assert acc > 80.0 and "device: cpu" in proc.stdout
+    assert not (tmp_path / "loss_curve.png").exists()
+
+
+def test_inverse_oscillator_recovers_parameters():
+    mod = load_example("inverse_oscillator", "stack")
+    r = mod.main(["--small"])
+    assert r["rk4_max_error"] < 1e-3  # the integrator itself
+    assert abs(r["omega"] - 2.0) < 0.05 and abs(r["zeta"] - 0.15) < 0.02
+    assert r["loss"] < 2 * 0.02**2 < r["initial_loss"]
+
+
+def test_sensitivity_forward_jacobian():
+    mod = load_example("sensitivity_jacobian", "jacobian", "ForwardAccumulator", "stack")
+    r = mod.main(["--small"])
+    assert r["jacobian"].shape == (40, 3)
+    assert r["max_fwd_rev_diff"] < 1e-10
+    assert r["max_fd_rel_error"] < 1e-6
+    assert r["jvp_error"] < 1e-12
+    s = r["normalized_sensitivity_at_peak"]
+    assert s["beta"] > 0.5 and s["gamma"] < -0.5  # more transmission up, faster recovery down
+
+
+def test_custom_op_check():
+    mod = load_example("custom_op_check", "custom_op", "NumericalChecker", "jvp")
+    r = mod.main(["--small"])
+    assert r["good"].is_valid and r["composite"].is_valid
+    assert not r["bad"].is_valid and r["bad"].max_error > 0.1
+    assert r["jvp_error"] < 1e-12 and r["stable_error"] < 1e-9
+
+
+def test_digits_cnn(tmp_path):
+    mod = load_example("digits_cnn", "conv2d", "max_pool2d")
+    r = mod.main(["--small", "--device", "cpu", "--save", str(tmp_path / "cnn.npz")])
+    assert r["test_accuracy"] >= 0.9
+    assert r["reloaded_accuracy"] == r["test_accuracy"]
+    assert (tmp_path / "cnn.npz").exists()
+
+
+def test_checkpoint_deep_mlp():
+    mod = load_example("checkpoint_deep_mlp", "CheckpointConfig")
+    rows = mod.main(["--small", "--iterations", "1"])
+    assert all(r["bitwise_equal"] for r in rows.values())
+    assert rows["auto (1/4 budget)"]["peak_mb"] < rows["none"]["peak_mb"]
+
+
+def test_amp_training():
+    mod = load_example("amp_training", "AmpConfig", "LossScaler")
+    r = mod.main(["--small", "--device", "cpu"])
+    assert r["amp"]["weight_dtype"] == "float32"
+    assert r["amp"]["accuracy"] >= r["fp32"]["accuracy"] - 0.02
+    assert r["fp32"]["accuracy"] >= 0.9
+    assert np.isfinite(r["scaler"].scale) and r["scaler"].scale >= 1.0
+
+
+def test_guide_snippets_run(tmp_path, monkeypatch, capsys):
+    """Every ```python block of docs/guide.md runs, in order, in one namespace."""
+    import re
+
+    text = (ROOT / "docs" / "guide.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 20
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    ran = 0
+    for block in blocks:
+        code = block.replace("/tmp/", f"{tmp_path}/")
+        wanted = set(re.findall(r"\bag\.([A-Za-z_]\w*)", code))
+        if any(not hasattr(ag, n) for n in wanted):
+            continue  # a layer this build lacks
+        exec(compile(code, "docs/guide.md", "exec"), ns)
+        ran += 1
+    assert ran >= len(blocks) - 2
+    out = capsys.readouterr().out
+    assert "Gradient: [[2. 4.]" in out and "caught:" in out
+    assert (tmp_path / "guide_trace.json").exists() and (tmp_path / "guide_model.npz").exists()
+
+
+@pytest.mark.gpu
+def test_demo_and_cnn_on_gpu(tmp_path, capsys):
+    from autograd_gpu import demo
+
+    r = demo.main(["--epochs", "15", "--quiet", "--device", "cuda", "--out",
+                   str(tmp_path / "gpu.png")])
+    assert r["device"] == "cuda:0" and r["test_accuracy"] >= 0.95
+    mod = load_example("digits_cnn", "conv2d")
+    r = mod.main(["--small", "--device", "cuda", "--save", str(tmp_path / "cnn.npz")])
+    assert r["test_accuracy"] >= 0.9 and r["reloaded_accuracy"] == r["test_accuracy"]
+    print(capsys.readouterr().out)
