@@ -1,0 +1,836 @@
+"""Gradient checkpointing: trade recomputation for activation memory, decided on the tape.
+
+A tape given a ``CheckpointConfig`` decides, as each op is recorded, whether the node keeps its
+saved values (the arrays its vjp needs) or drops them at once. A dropped node keeps only what is
+needed to replay it: references to its inputs that do not come from the recorded graph (watched
+inputs, weights, Python numbers) and its parent nodes. When the reverse sweep reaches a dropped
+node it calls ``node.extra.restore(node)``, which replays ``op.forward(bk, *inputs, **params)``
+along the recorded ops from the nearest kept values. Random ops carry their seed in their params
+(``ag.dropout`` draws it before recording), so a replay reproduces the same masks bit for bit.
+
+Kept values are found by identity, so no array is stored twice: a node's output is known while
+something keeps it alive (a kept node's saved tuple, an anchor, the user's own tensor), tracked
+with a weak reference; anchors are outputs the planner holds on purpose. Replays free every
+intermediate as soon as its last consumer in the replay has run.
+
+Strategies (``CheckpointStrategy``; strings such as ``"block"`` are accepted):
+
+* NONE: keep everything (no bookkeeping at all).
+* BLOCK: keep the saved values of every ``checkpoint_every_n``-th recorded op; the others are
+  dropped and restored a segment at a time (one replay from the nearest kept values restores the
+  saved values of every dropped node on the way, which the sweep then frees one by one). Kept
+  saved values that are graph values (a tanh's output, a matmul's input) are the replay starts;
+  where they leave more than ``2 * checkpoint_every_n`` ops without one (a kept dropout saves
+  only its mask), the kept node also keeps its output, so no replay is longer than that.
+* SELECTIVE: keep the saved values, and the output, of ops whose cost estimate
+  (``op.estimate_cost``, in flops) is at least ``min_compute_cost`` per output element (a matmul
+  with an inner dimension of 50 or more at the default 100, a conv; elementwise ops cost 1 to 12);
+  drop the cheap ones, which are replayed from the kept outputs without re-running an expensive
+  op.
+* FULL: keep only the inputs; the first restore replays the whole recorded forward. This bounds
+  the memory held between the forward and the backward, not the peak of the backward.
+* AUTO: keep peak activation memory under ``memory_budget_mb`` at little recomputation.
+
+AUTO, and why. The memory must be freed during the forward (otherwise the peak is NONE's), but
+the length of the recorded chain is unknown until the forward ends, so AUTO plans as it goes:
+
+1. While everything fits (the bytes kept by saved values plus a reserve for the step in flight
+   stay under the budget), AUTO keeps everything: no recomputation at all for a big budget.
+2. When the next node would not fit, it switches to anchors: every kept node drops its saved
+   values and every ``stride``-th node output still alive becomes an anchor. Anchors get at most
+   half of the budget left after the reserve; when they would exceed it the stride doubles and
+   every other anchor is freed (online doubling: the final spacing is within 2x of the spacing an
+   offline planner with the same anchor memory would pick).
+3. In the reverse sweep a restore between two anchors uses the memory left (budget - reserve -
+   anchors) as ``f`` slots for temporary checkpoints, placed by the dynamic program of optimal
+   checkpointing for a chain (T(1, f) = 1, T(n, 0) = n(n+1)/2, T(n, f) = min_j j + T(n-j, f-1) +
+   T(j, f): advance j steps, keep a checkpoint, reverse the tail with one slot fewer, then the head
+   with the slot back; the same recursion revolve solves in closed form, but a DP also handles
+   the case where slots run out part way and is easy to audit). When the whole segment's saved
+   values fit, it is restored in one replay instead (each op recomputed once).
+
+The trade-off: optimal offline schedules (revolve, Checkmate) need the whole graph before the
+forward runs; AUTO sees it op by op, so its anchors are near-optimal rather than optimal, but it
+never holds more than the budget in the forward either. A budget below the working set of one
+step (an op's output, saved values, inputs and a cotangent in flight) is impossible: the tape
+raises ``CheckpointBudgetError`` when such an op is recorded, naming the op and the minimum.
+
+Also ``checkpoint(fn, *args)``: an explicit recomputed segment, recorded as one node whose
+forward runs ``fn`` without recording and whose vjp re-runs ``fn`` under a fresh tape.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import weakref
+from dataclasses import dataclass
+
+from .backend import backend_of_array
+from .errors import ArgumentError, AutogradError, TapeError, describe
+from .ops.context import STATE, Suspend, pop_hook, push_hook
+from .ops.graph import CONST, OUTPUT
+from .ops.registry import _forward, apply, defop
+from .tape import _TAPE_INIT_HOOKS, GradientTape
+from .tensor import Tensor, Variable
+
+__all__ = ["CheckpointConfig", "CheckpointStrategy", "CheckpointBudgetError", "checkpoint",
+           "checkpoint_stats"]
+
+_MB = 1024.0 * 1024.0
+
+
+class CheckpointStrategy(enum.Enum):
+    NONE = "none"
+    SELECTIVE = "selective"
+    BLOCK = "block"
+    FULL = "full"
+    AUTO = "auto"
+
+    @classmethod
+    def parse(cls, value) -> CheckpointStrategy:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.lower())
+            except ValueError:
+                pass
+        raise ArgumentError(
+            "CheckpointConfig: argument 'strategy' expected a CheckpointStrategy or one of "
+            f"{[s.value for s in cls]}, got {value!r}"
+        )
+
+
+class CheckpointBudgetError(AutogradError, MemoryError):
+    """AUTO checkpointing cannot keep the activation memory under ``memory_budget_mb``."""
+
+
+@dataclass
+class CheckpointConfig:
+    """What a tape keeps and what it recomputes (see the module docstring)."""
+
+    strategy: CheckpointStrategy = CheckpointStrategy.SELECTIVE
+    checkpoint_every_n: int = 3
+    min_compute_cost: float = 100.0
+    memory_budget_mb: float | None = None
+
+    def __post_init__(self):
+        self.strategy = CheckpointStrategy.parse(self.strategy)
+        n = self.checkpoint_every_n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(
+                f"CheckpointConfig: argument 'checkpoint_every_n' expected an int >= 1, got {n!r}"
+            )
+        c = self.min_compute_cost
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or c < 0:
+            raise ArgumentError(
+                f"CheckpointConfig: argument 'min_compute_cost' expected a number >= 0, got {c!r}"
+            )
+        b = self.memory_budget_mb
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0):
+            raise ArgumentError(
+                f"CheckpointConfig: argument 'memory_budget_mb' expected a number > 0 or None, "
+                f"got {b!r}"
+            )
+        if self.strategy is CheckpointStrategy.AUTO and b is None:
+            raise ArgumentError(
+                "CheckpointConfig: strategy AUTO expected 'memory_budget_mb' (a number of MB), "
+                "got None"
+            )
+
+
+def _as_config(cfg) -> CheckpointConfig | None:
+    if cfg is None or isinstance(cfg, CheckpointConfig):
+        return cfg
+    if isinstance(cfg, (str, CheckpointStrategy)):
+        return CheckpointConfig(strategy=cfg)
+    raise ArgumentError(
+        f"GradientTape: argument 'checkpoint' expected a CheckpointConfig, a strategy or None, "
+        f"got {describe(cfg)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# per-node bookkeeping
+
+
+class _Parent:
+    """Marks an input that comes from a node this plan recorded (replayed, not referenced)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<parent>"
+
+
+_PARENT = _Parent()
+
+
+class _Rec:
+    """``node.extra`` of a node recorded by a checkpointing tape."""
+
+    __slots__ = ("plan", "pos", "ext", "value", "wout", "keep", "counted", "nbytes")
+
+    def __init__(self, plan, pos, ext, out):
+        self.plan = plan
+        self.pos = pos  # recording order within the plan (a topological order)
+        self.ext = ext  # per input: _PARENT, or the value itself (array, number, None)
+        self.value = None  # the output, held on purpose (an anchor)
+        try:
+            self.wout = weakref.ref(out)  # the output while something else keeps it alive
+        except TypeError:
+            self.wout = None
+        self.keep = True  # saved values retained (False: dropped, restorable)
+        self.counted = False  # AUTO: output bytes already charged to the budget
+        self.nbytes = int(getattr(out, "nbytes", 0))
+
+    def output(self):
+        if self.value is not None:
+            return self.value
+        w = self.wout
+        return None if w is None else w()
+
+    def restore(self, node) -> None:
+        self.plan.restore(node)
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _nbytes(x) -> int:
+    return int(getattr(x, "nbytes", 0)) if hasattr(x, "dtype") else 0
+
+
+class _Plan:
+    """The checkpoint planner of one tape. It never references the tape (no cycles): the tape
+    reaches it through its node list, nodes through ``node.extra``."""
+
+    def __init__(self, cfg: CheckpointConfig, tid: int, persistent: bool):
+        self.cfg = cfg
+        self.strategy = cfg.strategy
+        self.tid = tid
+        self.persistent = persistent
+        self.bk = None
+        self.pos = 0
+        self.last_known = -1  # BLOCK: position of the latest output a kept node keeps alive
+        self.restored: list = []  # weakrefs to dropped nodes a replay filled (persistent tapes)
+        self.temp: dict = {}  # AUTO: node -> output, temporary checkpoints of the sweep
+        self.stats = {"recorded": 0, "dropped": 0, "anchors": 0, "replayed_ops": 0,
+                      "replayed_cost": 0.0, "restores": 0, "replayed_by_op": {}}
+        # AUTO
+        self.budget = (cfg.memory_budget_mb or 0.0) * _MB
+        self.mode = "retain"
+        self.held = 0  # bytes kept by retained saved values (retain mode)
+        self.reserve = 0  # the largest working set of one step seen so far
+        self.anchors: list = []  # weakrefs to anchored nodes, in order
+        self.anchor_bytes = 0
+        self.stride = 1
+        self.last_anchor = -(1 << 60)
+        self.nodes: list = []  # AUTO: weakrefs to every node (switching to anchors)
+
+    def restart(self) -> None:
+        """Forget the recording state (the tape released its nodes). Nodes recorded before, if
+        another tape still holds them, keep replaying through this plan."""
+        bk, stats, pos = self.bk, self.stats, self.pos
+        self.__init__(self.cfg, self.tid, self.persistent)
+        self.bk, self.stats = bk, stats
+        self.pos, self.last_known = pos, pos - 1  # positions stay unique across restarts
+
+    # ---- recording ---------------------------------------------------------------------------
+    def record(self, node, arrs, out) -> None:
+        if node.extra is not None:  # another tape's planner owns it
+            return
+        if self.bk is None:
+            self.bk = backend_of_array(out)
+        ext = tuple(
+            _PARENT if (p is not None and type(p.extra) is _Rec and p.extra.plan is self) else a
+            for p, a in zip(node.parents, arrs)
+        )
+        rec = _Rec(self, self.pos, ext, out)
+        self.pos += 1
+        node.extra = rec
+        self.stats["recorded"] += 1
+        droppable = self._droppable(node, ext)
+        s = self.strategy
+        if s is CheckpointStrategy.BLOCK:
+            n = self.cfg.checkpoint_every_n
+            keep = (rec.pos + 1) % n == 0
+            if keep:
+                self._bound_segment(node, rec, out, ext, 2 * n)
+        elif s is CheckpointStrategy.SELECTIVE:
+            cost = node.op.estimate_cost(node.out_meta, node.in_meta, node.params)
+            keep = cost >= self.cfg.min_compute_cost * max(1, _size(node.out_meta[0]))
+            if keep and OUTPUT not in node.saved_map:
+                rec.value = out  # consumers replay from here without re-running this op
+        elif s is CheckpointStrategy.FULL:
+            keep = False
+        else:
+            keep = self._auto_record(node, rec, out, ext, droppable)
+        if not keep and droppable:
+            rec.keep = False
+            node.saved = None
+            self.stats["dropped"] += 1
+
+    def _bound_segment(self, node, rec, out, ext, limit) -> None:
+        """Keep replays short: a kept node whose saved values leave no graph value known within
+        the last ``limit`` ops also keeps its output (an anchor)."""
+        known = self.last_known
+        for code in node.saved_map:
+            if code == OUTPUT:
+                known = rec.pos
+            elif code >= 0 and ext[code] is _PARENT:
+                known = max(known, node.parents[code].extra.pos)
+        if rec.pos - known >= limit:
+            rec.value = out
+            known = rec.pos
+            self.stats["anchors"] += 1
+        self.last_known = known
+
+    @staticmethod
+    def _droppable(node, ext) -> int:
+        """Bytes the node's saved tuple keeps alive that dropping it could free (values from the
+        graph and constants; inputs from outside the graph are kept by their owners anyway)."""
+        total, seen = 0, set()
+        for s, code in zip(node.saved or (), node.saved_map):
+            if (code == OUTPUT or code == CONST or ext[code] is _PARENT) and id(s) not in seen:
+                seen.add(id(s))
+                total += _nbytes(s)
+        return total
+
+    # ---- AUTO: plan as the forward goes ------------------------------------------------------
+    def _auto_record(self, node, rec, out, ext, droppable) -> bool:
+        parents = {p for p, e in zip(node.parents, ext) if e is _PARENT}  # x * x reads x once
+        in_bytes = sum(p.extra.nbytes for p in parents)
+        work = 5 * rec.nbytes + droppable + in_bytes
+        if work > self.reserve:
+            self.reserve = work
+        if self.reserve > self.budget:
+            raise CheckpointBudgetError(
+                f"checkpoint AUTO: memory_budget_mb={self.cfg.memory_budget_mb} MB is below the "
+                f"working set of op '{node.op.name}' (output {node.out_meta[0]} "
+                f"{node.out_meta[1]}): {self.reserve / _MB:.3f} MB for its output, saved values, "
+                "inputs and a cotangent in flight. No schedule can go below that; raise the "
+                "budget or shrink the batch"
+            )
+        self.nodes.append(weakref.ref(node))
+        if self.mode == "retain":
+            new = self._new_bytes(node, rec, ext)
+            if self.held + new + self.reserve <= self.budget:
+                self.held += new
+                self._charge(node, rec, ext)
+                return True
+            self._to_anchors()
+        if rec.pos - self.last_anchor >= self.stride and \
+                self.anchor_bytes + rec.nbytes <= self._anchor_cap():
+            self._anchor(node, rec, out)
+        elif rec.pos - self.last_anchor >= 2 * self.stride and rec.nbytes <= self._anchor_cap():
+            self._anchor(node, rec, out)  # full: make room by doubling the stride
+        return False
+
+    def _new_bytes(self, node, rec, ext) -> int:
+        total = 0
+        for s, code in zip(node.saved or (), node.saved_map):
+            if code == OUTPUT:
+                total += 0 if rec.counted else _nbytes(s)
+            elif code == CONST:
+                total += _nbytes(s)
+            elif ext[code] is _PARENT and not node.parents[code].extra.counted:
+                total += _nbytes(s)
+        return total
+
+    @staticmethod
+    def _charge(node, rec, ext) -> None:
+        for code in node.saved_map:
+            if code == OUTPUT:
+                rec.counted = True
+            elif code >= 0 and ext[code] is _PARENT:
+                node.parents[code].extra.counted = True
+
+    def _anchor_cap(self) -> float:
+        return max(0.0, (self.budget - self.reserve) / 2.0)
+
+    def _anchor(self, node, rec, out) -> None:
+        rec.value = out
+        self.anchor_bytes += rec.nbytes
+        self.anchors.append(weakref.ref(node))
+        self.last_anchor = rec.pos
+        self.stats["anchors"] += 1
+        while self.anchor_bytes > self._anchor_cap() and self.anchors:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Double the anchor stride and free the anchors that no longer fit the spacing."""
+        self.stride *= 2
+        kept, last, total = [], -(1 << 60), 0
+        for ref in self.anchors:
+            n = ref()
+            r = None if n is None else n.extra
+            if r is None or r.value is None:
+                continue
+            if r.pos - last >= self.stride and total + r.nbytes <= self._anchor_cap():
+                kept.append(ref)
+                last = r.pos
+                total += r.nbytes
+            else:
+                r.value = None
+        self.anchors, self.anchor_bytes = kept, total
+        self.last_anchor = last
+        self.stats["anchors"] = len(kept)
+
+    def _to_anchors(self) -> None:
+        """Retained nodes so far drop their saved values; outputs still alive become anchors."""
+        self.mode = "anchor"
+        live = []
+        for ref in self.nodes:
+            n = ref()
+            if n is not None and type(n.extra) is _Rec and n.extra.plan is self:
+                live.append(n)
+        while True:  # pick the stride first, while every retained output is still alive
+            picks, last, total = [], -(1 << 60), 0
+            for n in live:
+                r = n.extra
+                if r.pos - last >= self.stride and r.output() is not None:
+                    picks.append(n)
+                    last = r.pos
+                    total += r.nbytes
+            if total <= self._anchor_cap():
+                break
+            if self.stride > len(live):  # not even one anchor fits: replay from the inputs
+                picks, last, total = [], -(1 << 60), 0
+                break
+            self.stride *= 2
+        for n in picks:
+            r = n.extra
+            r.value = r.output()
+            self.anchors.append(weakref.ref(n))
+        self.anchor_bytes, self.last_anchor = total, last
+        self.stats["anchors"] = len(picks)
+        for n in live:
+            r = n.extra
+            if r.keep and self._droppable(n, r.ext):
+                r.keep = False
+                n.saved = None
+                self.stats["dropped"] += 1
+        self.held = 0
+
+    # ---- the reverse sweep -------------------------------------------------------------------
+    def restore(self, target) -> None:
+        rec = target.extra
+        self.stats["restores"] += 1
+        if self.persistent and self.restored:
+            self._redrop(rec.pos)
+        if self.temp:
+            for n in [n for n in self.temp if n.extra is None or n.extra.pos >= rec.pos]:
+                del self.temp[n]
+        if self.strategy is CheckpointStrategy.AUTO:
+            self._restore_auto(target)
+        else:
+            self._run(self._needed(target), target, restore_all=True)
+
+    def _redrop(self, pos) -> None:
+        """Persistent tapes: drop again what earlier replays restored above ``pos``."""
+        keep = []
+        for ref in self.restored:
+            n = ref()
+            if n is None or n.extra is None:
+                continue
+            if n.extra.pos > pos and not n.extra.keep and n.saved is not None:
+                n.saved = None
+            else:
+                keep.append(ref)
+        self.restored = keep
+
+    def _known(self, p):
+        r = p.extra
+        v = r.output()
+        if v is None and self.temp:
+            v = self.temp.get(p)
+        return v
+
+    def _needed(self, target) -> list:
+        """Nodes to run (in recording order, the target last) to rebuild the target's inputs
+        from the nearest kept values."""
+        order = [target]
+        seen = {target}
+        stack = [target]
+        while stack:
+            n = stack.pop()
+            r = n.extra
+            for p, e in zip(n.parents, r.ext):
+                if e is not _PARENT or p in seen:
+                    continue
+                pr = p.extra
+                if type(pr) is not _Rec:
+                    raise TapeError(
+                        f"checkpoint: cannot recompute the saved values of op '{target.op.name}': "
+                        f"its ancestor op '{p.op.name}' was already released by a gradient() "
+                        "call; use persistent=True on the tape that ran first"
+                    )
+                if self._known(p) is not None:
+                    continue
+                seen.add(p)
+                stack.append(p)
+                order.append(p)
+        order.sort(key=lambda n: n.extra.pos)
+        return order
+
+    def _run(self, order, target, restore_all=False, keep_last=False):
+        """Replay ``order``. Restores the target's saved values (and, with ``restore_all``, those
+        of every dropped node on the way); with ``keep_last`` returns the last node's output."""
+        bk = self.bk
+        last = order[-1]
+        uses: dict = {}
+        members = set(order)
+        for n in order:
+            for p, e in zip(n.parents, n.extra.ext):
+                if e is _PARENT and p in members:
+                    uses[p] = uses.get(p, 0) + 1
+        vals: dict = {}
+        stats = self.stats
+        out = None
+        for n in order:
+            r = n.extra
+            args = []
+            for p, e in zip(n.parents, r.ext):
+                if e is not _PARENT:
+                    args.append(e)
+                elif p in vals:
+                    args.append(vals[p])
+                else:
+                    args.append(self._known(p))
+            want_out = uses.get(n, 0) > 0 or (keep_last and n is last)
+            fill = n.saved is None and (n is target or (restore_all and not r.keep and n.tapes))
+            codes = n.saved_map
+            if fill and not want_out and all(c >= 0 for c in codes):
+                saved = tuple(args[c] for c in codes)  # saved values are inputs: no forward
+            else:
+                out, saved = _forward(n.op, bk, args, n.params)
+                stats["replayed_ops"] += 1
+                stats["replayed_cost"] += n.op.estimate_cost(n.out_meta, n.in_meta, n.params)
+                by_op = stats["replayed_by_op"]
+                by_op[n.op.name] = by_op.get(n.op.name, 0) + 1
+            if fill:
+                n.saved = saved
+                if self.persistent:
+                    self.restored.append(weakref.ref(n))
+            if want_out:
+                vals[n] = out
+            for p, e in zip(n.parents, r.ext):
+                if e is _PARENT and p in uses:
+                    uses[p] -= 1
+                    if uses[p] == 0:
+                        vals.pop(p, None)
+        return vals.get(last) if keep_last else None
+
+    def _restore_auto(self, target) -> None:
+        while True:
+            order = self._needed(target)
+            n = len(order)
+            if n == 1:
+                break
+            free = self.budget - self.reserve - self._held_anchor_bytes() - \
+                sum(_nbytes(v) for v in self.temp.values())
+            seg = _segment_bytes(order)
+            if seg <= free:  # the whole segment fits: restore it in one replay
+                self._run(order, target, restore_all=True)
+                return
+            slot = max(x.extra.nbytes for x in order[:-1]) or 1
+            f = int(free // slot)
+            if f <= 0:
+                break
+            j = _split(n, f)
+            v = self._run(order[:j], None, keep_last=True)
+            self.temp[order[j - 1]] = v
+        self._run(order, target)
+
+    def _held_anchor_bytes(self) -> int:
+        total = 0
+        for ref in self.anchors:
+            n = ref()
+            if n is not None and n.extra is not None and n.extra.value is not None:
+                total += n.extra.nbytes
+        return total
+
+
+def _segment_bytes(order) -> int:
+    """Bytes that restoring the saved values of every dropped node in ``order`` adds, from
+    metadata (the arrays are gone): each graph value once (a tanh's output is also the next
+    matmul's saved input), constants (masks) as output-sized."""
+    seen: set = set()
+    total = 0
+    for n in order:
+        r = n.extra
+        if r.keep:
+            continue
+        for i, code in enumerate(n.saved_map):
+            if code == OUTPUT:
+                key, nb = n, r.nbytes
+            elif code == CONST:
+                key, nb = (n, i), r.nbytes
+            elif r.ext[code] is _PARENT:
+                p = n.parents[code]
+                key, nb = p, p.extra.nbytes
+            else:
+                continue
+            if key not in seen:
+                seen.add(key)
+                total += nb
+    return total
+
+
+# optimal checkpoint placement for a chain: T[f][n] and the first split J[f][n]
+_T: list = []
+_J: list = []
+_DP_MAX_N = 100  # beyond it: equal spacing (the DP costs O(n^2 f) the first time)
+_DP_LOCK = threading.Lock()
+
+
+def _split(n: int, f: int) -> int:
+    """Steps to advance before storing a checkpoint, to reverse ``n`` steps with ``f`` free slots
+    at the least number of forward evaluations (see the module docstring)."""
+    if f >= n - 1:
+        return 1
+    if n > _DP_MAX_N:
+        return max(1, n // (f + 1))
+    with _DP_LOCK:
+        _fill(n, f)
+        return _J[f][n]
+
+
+def _fill(n: int, f: int) -> None:
+    """Extend the tables T[g][m], J[g][m] to m <= n for every g <= f."""
+    while len(_T) <= f:
+        _T.append([0, 1])  # T(0, g) = 0, T(1, g) = 1
+        _J.append([0, 0])
+    for g in range(f + 1):
+        T, J = _T[g], _J[g]
+        prev = _T[g - 1] if g else None  # already filled up to n (g ascends)
+        while len(T) <= n:
+            m = len(T)
+            if g == 0:
+                T.append(m * (m + 1) // 2)
+                J.append(0)
+                continue
+            best, bj = None, 1
+            for j in range(1, m):
+                c = j + prev[m - j] + T[j]
+                if best is None or c < best:
+                    best, bj = c, j
+            T.append(best)
+            J.append(bj)
+
+
+def revolve_cost(n: int, f: int) -> int:
+    """Forward evaluations the schedule of ``_split`` needs to reverse ``n`` steps with ``f``
+    free slots (the DP value T(n, f))."""
+    if n <= 0:
+        return 0
+    if f >= n - 1:
+        return 2 * n - 1
+    with _DP_LOCK:
+        _fill(n, f)
+        return _T[f][n]
+
+
+# ---------------------------------------------------------------------------------------------
+# tape integration
+
+
+class _CheckpointNodes(list):
+    """A checkpointing tape's node list: ``registry._record`` calls ``recorded`` after appending
+    a node, with the node's input arrays and output (see the module docstring)."""
+
+    __slots__ = ("plan",)
+
+    def recorded(self, node, arrs, out) -> None:
+        self.plan.record(node, arrs, out)
+
+    def clear(self) -> None:  # tape.reset() / release: the plan starts over with the nodes
+        super().clear()
+        self.plan.restart()
+
+
+def _init_tape(tape) -> None:
+    cfg = _as_config(tape.checkpoint_config)
+    tape.checkpoint_config = cfg
+    tape.checkpoint_plan = None
+    if cfg is None or cfg.strategy is CheckpointStrategy.NONE:
+        return
+    nodes = _CheckpointNodes(tape._nodes)
+    nodes.plan = _Plan(cfg, tape.id, tape.persistent)
+    tape._nodes = nodes
+    tape.checkpoint_plan = nodes.plan
+
+
+_TAPE_INIT_HOOKS.append(_init_tape)
+
+
+def checkpoint_stats(tape) -> dict:
+    """What a checkpointing tape did: nodes recorded and dropped, anchors, ops replayed and
+    their estimated cost. Empty for a tape without checkpointing."""
+    plan = getattr(tape, "checkpoint_plan", None)
+    if plan is None:
+        return {}
+    out = dict(plan.stats)
+    out["replayed_by_op"] = dict(out["replayed_by_op"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# an explicit segment: ag.checkpoint(fn, *args)
+
+
+class _Trace:
+    """What the first run of a segment did: each op call's params (replayed verbatim, so random
+    ops draw the same seeds), the tracked tensors it read from outside, its output, its cost."""
+
+    __slots__ = ("calls", "out", "cost", "ext")
+
+    def __init__(self):
+        self.calls: list = []
+        self.out = None
+        self.cost = 0.0
+        self.ext: list = []  # tensors fn reads from outside its arguments (closure weights)
+
+
+class _Capture:
+    """Hook: records each op call (first run) or substitutes the recorded params (replays)."""
+
+    def __init__(self, trace, replay, externals=None):
+        self.trace = trace
+        self.replay = replay
+        self.i = 0
+        self.externals = externals  # dict id -> tensor, filled on the first run
+
+    def __call__(self, phase, op, args, params, call):
+        if phase != "forward":
+            return call(args, params)
+        calls = self.trace.calls
+        if self.replay:
+            if self.i < len(calls) and calls[self.i][0] is op:
+                params = calls[self.i][1]
+                self.i += 1
+            else:
+                self.i = len(calls) + 1  # the op sequence diverged: stop substituting
+            return call(args, params)
+        calls.append((op, params))
+        if self.externals is not None:
+            for a in args:
+                if isinstance(a, Tensor) and (a._tapes or isinstance(a, Variable)):
+                    self.externals.setdefault(id(a), a)
+        out = call(args, params)
+        try:
+            metas = [(getattr(a, "shape", ()), getattr(a, "dtype", None)) for a in args]
+            self.trace.cost += op.estimate_cost((out.shape, out.dtype), metas, params)
+        except Exception:  # a cost model that cannot take these metas: cost unknown, not fatal
+            pass
+        return out
+
+    def __enter__(self):
+        push_hook(self)
+        return self
+
+    def __exit__(self, *exc):
+        pop_hook(self)
+        return False
+
+
+def _run_fn(fn, xs, trace, replay, externals=None):
+    with _Capture(trace, replay, externals), Suspend():
+        y = fn(*xs)
+    if not isinstance(y, Tensor):
+        raise ArgumentError(
+            f"checkpoint: argument 'fn' expected a function returning one Tensor, "
+            f"got {describe(y)}"
+        )
+    return y
+
+
+def _wrap(bk, a):
+    return Tensor(a, bk) if hasattr(a, "dtype") and hasattr(a, "shape") else a
+
+
+def _segment_cost(out, *xs, fn, trace, nargs):
+    return trace.cost
+
+
+@defop("checkpoint", params=("fn", "trace", "nargs"), cost=_segment_cost, register=False)
+class _Segment:
+    """y = fn(*args), recorded as one node: the forward keeps only the inputs; the vjp re-runs
+    fn under a fresh tape (with the first run's op params, so random ops repeat) and backprops."""
+
+    def forward(bk, *arrays, fn, trace, nargs):
+        if trace.out is not None:  # the first run already computed it (ag.checkpoint)
+            out, trace.out = trace.out, None
+        else:  # a replay (tape-level checkpointing): same params, same values
+            out = _run_fn(fn, [_wrap(bk, a) for a in arrays[:nargs]], trace, True)._data
+        return out, tuple(arrays)
+
+    def vjp(F, g, saved, needs, *, fn, trace, nargs):
+        bk = F.bk
+        if F.is_raw:
+            xs = [_wrap(bk, a) for a in saved[:nargs]]
+            g = Tensor(g, bk)
+        else:
+            xs = list(saved[:nargs])
+        xs += trace.ext  # fn reads these objects themselves (closures): differentiate those
+        srcs = [x for x, nd in zip(xs, needs) if nd and isinstance(x, Tensor)]
+        tape = GradientTape()
+        try:
+            for x in srcs:
+                tape.watch(x)
+            with tape, _Capture(trace, True):
+                y = fn(*xs[:nargs])
+            nb = g.ndim - y.ndim
+            grads = tape.backward([(y, g)], [x._node for x in srcs], batch_nd=nb)
+        finally:
+            tape._finish()
+        it = iter(grads)
+        out = []
+        for x, nd in zip(xs, needs):
+            if nd and isinstance(x, Tensor):
+                gx = next(it)
+                out.append(None if gx is None else (gx._data if F.is_raw else gx))
+            else:
+                out.append(None)
+        return tuple(out)
+
+    def jvp(F, ts, saved, *, fn, trace, nargs):
+        raise ArgumentError(
+            "checkpoint: forward mode (a ForwardAccumulator or jvp) through an ag.checkpoint "
+            "segment is not supported; call fn directly under forward mode"
+        )
+
+
+def checkpoint(fn, *args):
+    """``fn(*args)`` as one recomputed segment: nothing inside ``fn`` is kept for the backward
+    pass; its vjp re-runs ``fn`` (random ops repeat their seeds) and backpropagates through it.
+    Tracked tensors and Variables that ``fn`` reads from outside (weights in a closure) get
+    their gradients too. ``fn`` must return one Tensor; args are Tensors or Python numbers."""
+    if not callable(fn):
+        raise ArgumentError(f"checkpoint: argument 'fn' expected a callable, got {describe(fn)}")
+    for i, a in enumerate(args):
+        if not (isinstance(a, Tensor) or isinstance(a, (int, float)) or a is None):
+            raise ArgumentError(
+                f"checkpoint: argument args[{i}] expected a Tensor or a Python number, "
+                f"got {describe(a)}"
+            )
+    if not STATE.recording:  # nothing records: nothing to save, just run it
+        return fn(*args)
+    trace = _Trace()
+    externals: dict = {}
+    y = _run_fn(fn, args, trace, False, externals)
+    for a in args:
+        externals.pop(id(a), None)
+    trace.out = y._data
+    trace.ext = list(externals.values())
+    inputs = list(args) + trace.ext
+    try:
+        return apply(_Segment, *inputs, fn=fn, trace=trace, nargs=len(args))
+    finally:
+        trace.out = None

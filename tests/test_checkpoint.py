@@ -1,0 +1,426 @@
+"""Gradient checkpointing (autograd_gpu/checkpoint.py): every strategy gives NONE's gradients bit
+for bit, memory really goes down, AUTO keeps its budget, ag.checkpoint segments."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import autograd_gpu as ag
+from autograd_gpu.checkpoint import (
+    CheckpointBudgetError,
+    CheckpointConfig,
+    CheckpointStrategy,
+    _Plan,
+    _split,
+    checkpoint_stats,
+    revolve_cost,
+)
+from autograd_gpu.ops.random import set_global_seed
+
+DEPTH, WIDTH = 50, 16
+MB = 1024.0 * 1024.0
+
+
+class MLP:
+    """50 x (matmul, + bias, tanh, dropout): four recorded ops per layer. Width 16 and a large
+    batch make activations (batch x 16 float64) dominate the weights (16 x 16)."""
+
+    def __init__(self, depth=DEPTH, width=WIDTH, p=0.1, seed=0):
+        rng = np.random.default_rng(seed)
+        self.W = [ag.Variable(rng.standard_normal((width, width)) / np.sqrt(width))
+                  for _ in range(depth)]
+        self.b = [ag.Variable(0.1 * rng.standard_normal(width)) for _ in range(depth)]
+        self.p = p
+
+    def params(self):
+        return self.W + self.b
+
+    def __call__(self, h):
+        for i, (w, b) in enumerate(zip(self.W, self.b)):
+            h = ag.dropout(ag.tanh(h @ w + b), p=self.p, seed=1000 + i)
+        return (h * h).sum()
+
+
+def step(model, x0, cfg):
+    """One forward + backward; returns (loss, grads as numpy, checkpoint stats)."""
+    x = ag.Tensor.from_array(x0)
+    with ag.GradientTape(checkpoint=cfg) as tape:
+        loss = model(x)
+    grads = tape.gradient(loss, model.params())
+    return loss.numpy(), [g.numpy() for g in grads], checkpoint_stats(tape)
+
+
+def measured_peak(model, x0, cfg) -> float:
+    """tracemalloc peak of one step above the memory before it, in MB (after a warm-up step)."""
+    step(model, x0, cfg)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        step(model, x0, cfg)
+        return (tracemalloc.get_traced_memory()[1] - base) / MB
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MLP()
+
+
+@pytest.fixture(scope="module")
+def x_small():
+    return np.random.default_rng(1).standard_normal((64, WIDTH))
+
+
+@pytest.fixture(scope="module")
+def reference(model, x_small):
+    return step(model, x_small, None)
+
+
+STRATEGIES = [
+    CheckpointConfig("block", checkpoint_every_n=3),
+    CheckpointConfig("block", checkpoint_every_n=7),
+    CheckpointConfig("selective", min_compute_cost=10),  # matmul (2*16 flops/elt) kept
+    CheckpointConfig("full"),
+    CheckpointConfig("auto", memory_budget_mb=0.3),  # tight: multi-level recomputation
+    CheckpointConfig("auto", memory_budget_mb=0.6),
+    CheckpointConfig("auto", memory_budget_mb=1.5),  # everything fits: nothing recomputed
+]
+
+
+@pytest.mark.parametrize("cfg", STRATEGIES, ids=lambda c: f"{c.strategy.value}-"
+                         f"{c.checkpoint_every_n}-{c.memory_budget_mb}")
+def test_gradients_equal_none_bitwise(model, x_small, reference, cfg):
+    loss0, grads0, _ = reference
+    loss, grads, stats = step(model, x_small, cfg)
+    assert np.array_equal(loss, loss0)
+    assert len(grads) == len(grads0) == 2 * DEPTH
+    for g, g0 in zip(grads, grads0):
+        assert np.array_equal(g, g0)
+    assert stats["recorded"] == 4 * DEPTH + 2
+    if cfg.memory_budget_mb == 1.5:
+        assert stats["dropped"] == 0 and stats["replayed_ops"] == 0
+    else:  # checkpointing really happened: values were dropped and recomputed
+        assert stats["dropped"] > 0 and stats["replayed_ops"] > 0
+
+
+def test_none_strategy_and_strings():
+    assert CheckpointConfig("selective").strategy is CheckpointStrategy.SELECTIVE
+    assert CheckpointConfig(strategy="BLOCK").strategy is CheckpointStrategy.BLOCK
+    tape = ag.GradientTape(checkpoint=CheckpointConfig("none"))
+    assert tape.checkpoint_plan is None and type(tape._nodes) is list
+    tape2 = ag.GradientTape.with_checkpoint_config("full")
+    assert tape2.checkpoint_config.strategy is CheckpointStrategy.FULL
+    assert tape2.checkpoint_plan is not None
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"strategy": "sometimes"}, "strategy"),
+    ({"strategy": "block", "checkpoint_every_n": 0}, "checkpoint_every_n"),
+    ({"strategy": "selective", "min_compute_cost": -1}, "min_compute_cost"),
+    ({"strategy": "auto"}, "memory_budget_mb"),
+    ({"strategy": "auto", "memory_budget_mb": -2}, "memory_budget_mb"),
+])
+def test_config_errors(kw, word):
+    with pytest.raises(ag.ArgumentError, match=word):
+        CheckpointConfig(**kw)
+
+
+def test_block_n3_peak_at_most_half_of_none(model):
+    x0 = np.random.default_rng(2).standard_normal((1024, WIDTH))
+    none = measured_peak(model, x0, None)
+    block = measured_peak(model, x0, CheckpointConfig("block", checkpoint_every_n=3))
+    # NONE keeps 3 batch x 16 float64 arrays per layer (tanh output, dropout mask and output)
+    assert none > 3 * DEPTH * 1024 * WIDTH * 8 / MB * 0.95
+    assert block <= 0.5 * none, (block, none)
+
+
+def test_memory_is_freed_during_the_forward(model):
+    """Dropping happens at record time: after the forward (before any gradient) a FULL tape
+    holds only a few arrays while NONE holds all activations."""
+    x0 = np.random.default_rng(3).standard_normal((1024, WIDTH))
+    held = {}
+    for name, cfg in (("none", None), ("full", CheckpointConfig("full"))):
+        x = ag.Tensor.from_array(x0)
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            with ag.GradientTape(checkpoint=cfg) as tape:
+                loss = model(x)
+            held[name] = (tracemalloc.get_traced_memory()[0] - base) / MB
+        finally:
+            tracemalloc.stop()
+        tape.gradient(loss, model.params())
+    act = 1024 * WIDTH * 8 / MB
+    assert held["none"] > 140 * act
+    assert held["full"] < 0.1 * held["none"]
+
+
+@pytest.mark.parametrize("budget", [1.5, 2.5, 4.0, 8.0])
+def test_auto_stays_under_budget(model, budget):
+    x0 = np.random.default_rng(4).standard_normal((1024, WIDTH))
+    # memory that does not scale with the batch (graph objects, weight gradients): the same
+    # step with a batch of one under NONE
+    overhead = measured_peak(model, x0[:1], None)
+    none = measured_peak(model, x0, None)
+    peak = measured_peak(model, x0, CheckpointConfig("auto", memory_budget_mb=budget))
+    assert none > 15.0  # the budgets are well below NONE's peak
+    assert peak - overhead <= budget, (peak, overhead, budget)
+    _, grads, stats = step(model, x0, CheckpointConfig("auto", memory_budget_mb=budget))
+    _, grads0, _ = step(model, x0, None)
+    assert all(np.array_equal(g, g0) for g, g0 in zip(grads, grads0))
+    assert stats["dropped"] > 0
+
+
+def test_auto_recomputes_less_with_more_budget(model):
+    x0 = np.random.default_rng(5).standard_normal((1024, WIDTH))
+    replayed = [step(model, x0, CheckpointConfig("auto", memory_budget_mb=b))[2]["replayed_ops"]
+                for b in (1.5, 3.0, 30.0)]
+    assert replayed[0] > replayed[1] > replayed[2] == 0
+
+
+def test_auto_impossible_budget_says_so(model):
+    x0 = np.random.default_rng(6).standard_normal((1024, WIDTH))
+    with pytest.raises(CheckpointBudgetError) as info:
+        step(model, x0, CheckpointConfig("auto", memory_budget_mb=0.2))
+    assert isinstance(info.value, ag.AutogradError)
+    msg = str(info.value)
+    assert "memory_budget_mb=0.2" in msg and "working set" in msg and "op '" in msg
+
+
+def test_selective_replays_only_cheap_ops(model, x_small, reference):
+    cfg = CheckpointConfig("selective", min_compute_cost=10)
+    x = ag.Tensor.from_array(x_small)
+    with ag.GradientTape(checkpoint=cfg) as tape:
+        loss = model(x)
+    kinds = {}
+    for n in tape._nodes:
+        kinds.setdefault(n.op.name, set()).add(n.saved is None)
+    assert kinds["matmul"] == {False}  # expensive: kept
+    assert kinds["tanh"] == {True} and kinds["dropout"] == {True}  # cheap: dropped
+    grads = tape.gradient(loss, model.params())
+    assert all(np.array_equal(g.numpy(), g0) for g, g0 in zip(grads, reference[1]))
+    by_op = checkpoint_stats(tape)["replayed_by_op"]
+    assert "matmul" not in by_op and by_op["tanh"] == DEPTH
+
+
+def test_block_keeps_every_nth_op(model, x_small):
+    x = ag.Tensor.from_array(x_small)
+    with ag.GradientTape(checkpoint=CheckpointConfig("block", checkpoint_every_n=3)) as tape:
+        loss = model(x)
+    dropped = 0
+    for i, n in enumerate(tape._nodes):
+        if n.saved is None:
+            dropped += 1
+            assert (i + 1) % 3 != 0
+        elif (i + 1) % 3 != 0:
+            # kept off the grid only when dropping frees nothing: saved values that are
+            # inputs from outside the graph (x, weights) or none at all (add)
+            assert _Plan._droppable(n, n.extra.ext) == 0, (i, n)
+    # ops that keep graph values: matmul (its input h; not the first one, whose input is x),
+    # tanh (y), dropout (mask), the final mul (h, h)
+    holders = {4 * k + j for k in range(DEPTH) for j in (0, 2, 3)} - {0} | {4 * DEPTH}
+    assert dropped == len([i for i in holders if (i + 1) % 3]) == 100
+    tape.gradient(loss, model.params())
+
+
+def test_graph_released_after_gradient(model, x_small):
+    """No checkpoint bookkeeping (kept arrays) outlives the gradient call."""
+    x = ag.Tensor.from_array(x_small)
+    with ag.GradientTape(checkpoint=CheckpointConfig("auto", memory_budget_mb=0.3)) as tape:
+        loss = model(x)
+    tape.gradient(loss, model.params())
+    node, count = loss._node, 0
+    while node is not None and node.op is not None:
+        assert node.saved is None and node.extra is None
+        count += 1
+        node = next((p for p in node.parents if p is not None), None)
+    assert count == 4 * DEPTH + 2
+
+
+def test_persistent_tape_twice_and_nested_tapes(model, x_small, reference):
+    x = ag.Tensor.from_array(x_small)
+    with ag.GradientTape(persistent=True,
+                         checkpoint=CheckpointConfig("block", checkpoint_every_n=4)) as tape:
+        loss = model(x)
+    for _ in range(2):
+        grads = tape.gradient(loss, model.params())
+        assert all(np.array_equal(g.numpy(), g0) for g, g0 in zip(grads, reference[1]))
+    # restored values are dropped again as the sweep moves on: most nodes hold nothing
+    held = sum(n.saved is not None and n.op.name != "add" for n in tape._nodes)
+    assert held < 0.5 * len(tape._nodes)
+    # an outer tape without checkpointing shares the nodes the inner one drops
+    x = ag.Tensor.from_array(x_small)
+    with ag.GradientTape() as outer:
+        with ag.GradientTape(checkpoint=CheckpointConfig("full")) as inner:
+            loss = model(x)
+    g_inner = inner.gradient(loss, model.params())
+    g_outer = outer.gradient(loss, model.params())
+    for a, b, c in zip(g_inner, g_outer, reference[1]):
+        assert np.array_equal(a.numpy(), c) and np.array_equal(b.numpy(), c)
+
+
+def test_reset_starts_the_plan_over(model, x_small, reference):
+    cfg = CheckpointConfig("auto", memory_budget_mb=0.6)
+    x = ag.Tensor.from_array(x_small)
+    with ag.GradientTape(checkpoint=cfg) as tape:
+        model(x)
+        tape.reset()
+        assert tape.checkpoint_plan.mode == "retain" and tape.checkpoint_plan.held == 0
+        loss = model(x)
+    grads = tape.gradient(loss, model.params())
+    assert all(np.array_equal(g.numpy(), g0) for g, g0 in zip(grads, reference[1]))
+    stats = checkpoint_stats(tape)
+    assert stats["recorded"] == 2 * (4 * DEPTH + 2) and stats["replayed_ops"] > 0
+
+
+def test_second_order_through_checkpointed_tape():
+    x = ag.Tensor.from_array(np.array([0.3, -0.7, 1.1]))
+    with ag.GradientTape() as t2:
+        t2.watch(x)
+        with ag.GradientTape(checkpoint=CheckpointConfig("full")) as t1:
+            t1.watch(x)
+            y = ag.sin(ag.tanh(x) * 2.0).sum()
+        (g,) = t1.gradient(y, [x])
+        s = g.sum()
+    (h,) = t2.gradient(s, [x])
+    xv = x.numpy()
+    u, du = np.tanh(xv), 1 - np.tanh(xv) ** 2
+    np.testing.assert_allclose(g.numpy(), np.cos(2 * u) * 2 * du, rtol=1e-12)
+    d2 = -np.sin(2 * u) * 4 * du**2 + np.cos(2 * u) * 2 * (-2 * u * du)
+    np.testing.assert_allclose(h.numpy(), d2, rtol=1e-12)
+
+
+# ---- ag.checkpoint ------------------------------------------------------------------------
+
+
+def _segment_model(seed=0):
+    rng = np.random.default_rng(seed)
+    Ws = [ag.Variable(rng.standard_normal((8, 8)) / np.sqrt(8)) for _ in range(6)]
+
+    def block(h, i):  # reads its weights from a closure; dropout seeds come from the stream
+        h = ag.tanh(h @ Ws[2 * i])
+        return ag.dropout(ag.tanh(h @ Ws[2 * i + 1]), p=0.25)
+
+    return Ws, block
+
+
+@pytest.mark.parametrize("use_ck", [False, True])
+def test_explicit_checkpoint_segments(use_ck):
+    x0 = np.random.default_rng(7).standard_normal((5, 8))
+    results = []
+    for ck in (False, use_ck):
+        Ws, block = _segment_model()
+        set_global_seed(123)
+        x = ag.Tensor.from_array(x0)
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            h = x
+            for i in range(3):
+                h = ag.checkpoint(block, h, i) if ck else block(h, i)
+            loss = (h * h).sum()
+        recorded = len(tape._nodes)
+        grads = tape.gradient(loss, [x] + Ws)
+        results.append((loss.numpy(), [g.numpy() for g in grads], recorded))
+    (l0, g0, n0), (l1, g1, n1) = results
+    assert np.array_equal(l0, l1)
+    assert all(g is not None for g in g1)
+    for a, b in zip(g0, g1):
+        assert np.array_equal(a, b)
+    if use_ck:
+        assert n1 == 3 + 2  # one node per segment, then mul and sum
+        assert n0 == 3 * 5 + 2
+
+
+def test_explicit_checkpoint_saves_only_inputs_and_second_order():
+    x = ag.Tensor.from_array(np.array([0.3, -0.2, 0.9]))
+    with ag.GradientTape() as t2:
+        t2.watch(x)
+        with ag.GradientTape() as t1:
+            t1.watch(x)
+            y = ag.checkpoint(lambda v, c: (ag.sin(v) * v * c).sum(), x, 2.0)
+        node = y._node
+        assert node.op.name == "checkpoint" and node.saved[0] is x.data
+        (g,) = t1.gradient(y, [x])
+        s = g.sum()
+    (h,) = t2.gradient(s, [x])
+    xv = x.numpy()
+    np.testing.assert_allclose(g.numpy(), 2 * (np.cos(xv) * xv + np.sin(xv)), rtol=1e-13)
+    np.testing.assert_allclose(h.numpy(), 2 * (-np.sin(xv) * xv + 2 * np.cos(xv)), rtol=1e-13)
+
+
+def test_explicit_checkpoint_inside_a_block_tape_replays_same_masks():
+    """A tape-level replay of a segment node re-runs fn with the recorded op params."""
+    x0 = np.random.default_rng(8).standard_normal((5, 8))
+    out = []
+    for cfg in (None, CheckpointConfig("full")):
+        Ws, block = _segment_model()
+        set_global_seed(99)
+        x = ag.Tensor.from_array(x0)
+        with ag.GradientTape(checkpoint=cfg) as tape:
+            tape.watch(x)
+            h = ag.tanh(x)
+            for i in range(3):
+                h = ag.exp(ag.checkpoint(block, h, i) * 0.5)
+            loss = h.sum()
+        out.append([g.numpy() for g in tape.gradient(loss, [x] + Ws)])
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
+def test_explicit_checkpoint_errors_and_no_tape():
+    with pytest.raises(ag.ArgumentError, match="fn"):
+        ag.checkpoint(3, ag.Tensor.from_array(np.ones(2)))
+    x = ag.Tensor.from_array(np.ones(2))
+    with ag.GradientTape() as tape:
+        tape.watch(x)
+        with pytest.raises(ag.ArgumentError, match="one Tensor"):
+            ag.checkpoint(lambda v: (v, v), x)
+    y = ag.checkpoint(lambda v: v * 3.0, x)  # nothing records: just runs fn
+    assert np.array_equal(y.numpy(), np.full(2, 3.0))
+
+
+# ---- the schedule -------------------------------------------------------------------------
+
+
+def _simulate(n, f):
+    """Reverse n chain steps with the schedule of _split: (forward evaluations, max slots)."""
+    evals, max_slots = 0, 0
+    checkpoints = [0]  # positions whose state is stored (0: the input)
+    for target in range(n, 0, -1):  # restore step `target` (needs state target-1)
+        checkpoints = [c for c in checkpoints if c < target]
+        while True:
+            a = checkpoints[-1]
+            m = target - a
+            free = f - (len(checkpoints) - 1)
+            if m == 1 or free <= 0:
+                break
+            j = _split(m, free)
+            evals += j
+            checkpoints.append(a + j)
+            max_slots = max(max_slots, len(checkpoints) - 1)
+        evals += target - checkpoints[-1]  # advance to target-1, then run target with saving
+    return evals, max_slots
+
+
+@pytest.mark.parametrize("n, f", [(1, 0), (5, 0), (8, 1), (12, 2), (20, 3), (30, 4), (9, 8)])
+def test_revolve_schedule(n, f):
+    evals, slots = _simulate(n, f)
+    assert slots <= f
+    assert evals == revolve_cost(n, f)
+    assert revolve_cost(n, 0) == n * (n + 1) // 2
+    assert revolve_cost(n, max(n - 1, 0)) == 2 * n - 1
+    if 0 < f < n - 2:  # one more slot saves forward evaluations until every state fits
+        assert revolve_cost(n, f) < revolve_cost(n, f - 1)
+
+
+def test_revolve_known_values():
+    # hand-checked: one slot for 3 steps: advance 1, keep it, reverse 2 with none (1+3), then 1
+    assert revolve_cost(3, 1) == 5
+    # 10 steps, 2 slots: the optimum of j + T(10-j, 1) + T(j, 2) over j
+    brute = min(j + revolve_cost(10 - j, 1) + revolve_cost(j, 2) for j in range(1, 10))
+    assert revolve_cost(10, 2) == brute
