@@ -47,6 +47,13 @@ def pop_hook(hook) -> None:
     STATE.refresh()
 
 
+def deterministic_requested() -> bool:
+    """True while a tape in deterministic mode records or sweeps in this thread: an op whose GPU
+    path accumulates with atomics must then take its deterministic kernel (autograd_gpu.
+    determinism installs a hook with ``deterministic = True``)."""
+    return any(getattr(h, "deterministic", False) for h in STATE.hooks)
+
+
 class Suspend:
     """Context that stops all recording and forward-mode propagation in this thread
     (``ag.no_grad``). Hooks stay (a profiler still sees the ops)."""
