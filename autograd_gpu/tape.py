@@ -332,6 +332,7 @@ class GradientTape:
                     if len(node.tapes) == 1:  # only this tape: free the saved values now
                         node.tapes = _EMPTY
                         node.saved = None
+                        node.extra = None  # checkpoint bookkeeping goes with the saved values
                     else:
                         node.drop_tape(tid)
                 for p, gi, (shape, dtype) in zip(node.parents, gis, node.in_meta):

@@ -52,7 +52,11 @@ class Tensor:
         """
         if isinstance(array, Tensor):
             t = array if device is None else array.to(device)
-            return t if dtype is None else Tensor(t._bk.xp.asarray(t._data, _dt.as_dtype(dtype)), t._bk)
+            return (
+                t
+                if dtype is None
+                else Tensor(t._bk.xp.asarray(t._data, _dt.as_dtype(dtype)), t._bk)
+            )
         want = None if dtype is None else _dt.as_dtype(dtype)
         if type(array).__module__.startswith("cupy"):
             src = backend_of_array(array)
@@ -75,8 +79,8 @@ class Tensor:
                     want = _dt.float32
         if array.dtype == object:
             raise ArgumentError(
-                f"Tensor.from_array: argument 'array' expected numbers, got dtype=object "
-                f"(ragged lists or non-numeric items)"
+                "Tensor.from_array: argument 'array' expected numbers, got dtype=object "
+                "(ragged lists or non-numeric items)"
             )
         bk = _backend(device)
         return Tensor(bk.asarray(array, want), bk)
@@ -133,7 +137,10 @@ class Tensor:
         bk = _backend(device)
         if stop is None:
             start, stop = 0, start
-        return Tensor(bk.xp.arange(start, stop, step, dtype=None if dtype is None else _dt.as_dtype(dtype)), bk)
+        return Tensor(
+            bk.xp.arange(start, stop, step, dtype=None if dtype is None else _dt.as_dtype(dtype)),
+            bk,
+        )
 
     # ---- properties ------------------------------------------------------------------------
     @property
@@ -193,7 +200,7 @@ class Tensor:
         return self.numpy().tolist()
 
     def to(self, device) -> "Tensor":
-        """A copy on another device (the same tensor when it is already there). Not differentiable."""
+        """A copy on another device (itself when already there). Not differentiable."""
         bk = backend_for(device)
         if bk is self._bk:
             return self
@@ -287,8 +294,9 @@ class Variable(TrackedTensor):
 
     __slots__ = ("name", "trainable")
 
-    def __init__(self, value, name: str | None = None, trainable: bool = True, dtype=None,
-                 device=None):
+    def __init__(
+        self, value, name: str | None = None, trainable: bool = True, dtype=None, device=None
+    ):
         t = Tensor.from_array(value, device=device, dtype=dtype)
         if trainable and not _dt.is_floating(t.dtype):
             from .errors import DTypeError
@@ -330,4 +338,4 @@ class Variable(TrackedTensor):
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
-        return f"Variable{label}{Tensor.__repr__(self)[len('Variable'):]}"
+        return f"Variable{label}{Tensor.__repr__(self)[len('Variable') :]}"

@@ -37,8 +37,11 @@ def as_tensor(x, like: Tensor | None = None, name: str = "x", op: str = "op"):
     mod = type(x).__module__
     if mod.startswith(("numpy", "cupy")):
         if like is not None and mod.startswith("numpy") and like._bk.name == "numpy":
-            return Tensor(x, like._bk) if type(x).__name__ == "ndarray" else Tensor.from_array(
-                x, device="cpu")
+            return (
+                Tensor(x, like._bk)
+                if type(x).__name__ == "ndarray"
+                else Tensor.from_array(x, device="cpu")
+            )
         t = Tensor.from_array(x)
         if like is None or t._bk is like._bk:
             return t
@@ -59,7 +62,9 @@ def norm_axis(axis, ndim, op="op"):
     out = []
     for a in axes:
         if not isinstance(a, numbers.Integral) or not -ndim <= a < max(ndim, 1):
-            raise ShapeError(f"{op}: argument 'axis' expected values in [{-ndim}, {ndim}), got {axis!r}")
+            raise ShapeError(
+                f"{op}: argument 'axis' expected values in [{-ndim}, {ndim}), got {axis!r}"
+            )
         out.append(int(a) % ndim if ndim else 0)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: argument 'axis' has repeated axes: {axis!r}")

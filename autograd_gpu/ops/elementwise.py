@@ -23,8 +23,9 @@ def _binary_sample(lo=-2.0, hi=2.0, lo_b=None, hi_b=None, away_b=None):
     def sample(draw):
         sa, sb = draw(S.broadcast_shapes(2))
         a = draw(S.arrays(sa, lo, hi))
-        b = draw(S.arrays(sb, lo if lo_b is None else lo_b, hi if hi_b is None else hi_b,
-                          away=away_b))
+        b = draw(
+            S.arrays(sb, lo if lo_b is None else lo_b, hi if hi_b is None else hi_b, away=away_b)
+        )
         return (a, b), {}
 
     return sample
@@ -146,8 +147,9 @@ class Pow:
     def jvp(F, ts, saved):
         x, p, y = saved
         tx, tp = ts
-        return tsum(None if tx is None else tx * p * x ** (p - 1),
-                    None if tp is None else tp * y * F.log(x))
+        return tsum(
+            None if tx is None else tx * p * x ** (p - 1), None if tp is None else tp * y * F.log(x)
+        )
 
     sample = _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)
 
@@ -509,7 +511,9 @@ class Maximum:
 
     def vjp(F, g, saved, needs):
         m = saved[0]
-        return (F.where(m, g, 0.0) if needs[0] else None), (F.where(m, 0.0, g) if needs[1] else None)
+        return (F.where(m, g, 0.0) if needs[0] else None), (
+            F.where(m, 0.0, g) if needs[1] else None
+        )
 
     def jvp(F, ts, saved):
         m = saved[0]
@@ -529,7 +533,9 @@ class Minimum:
 
     def vjp(F, g, saved, needs):
         m = saved[0]
-        return (F.where(m, g, 0.0) if needs[0] else None), (F.where(m, 0.0, g) if needs[1] else None)
+        return (F.where(m, g, 0.0) if needs[0] else None), (
+            F.where(m, 0.0, g) if needs[1] else None
+        )
 
     def jvp(F, ts, saved):
         m = saved[0]
@@ -545,15 +551,22 @@ class Where:
 
     def forward(bk, cond, a, b):
         y = bk.xp.where(cond, a, b)
-        if y.dtype.kind == "f" and isinstance(a, bk.array_type) and a.dtype != y.dtype \
-                and not isinstance(b, bk.array_type):
+        if (
+            y.dtype.kind == "f"
+            and isinstance(a, bk.array_type)
+            and a.dtype != y.dtype
+            and not isinstance(b, bk.array_type)
+        ):
             y = y.astype(a.dtype)  # cupy.where promotes bfloat16 + a Python float to float32
         return y, (cond,)
 
     def vjp(F, g, saved, needs):
         c = saved[0]
-        return None, (F.where(c, g, 0.0) if needs[1] else None), (
-            F.where(c, 0.0, g) if needs[2] else None)
+        return (
+            None,
+            (F.where(c, g, 0.0) if needs[1] else None),
+            (F.where(c, 0.0, g) if needs[2] else None),
+        )
 
     def jvp(F, ts, saved):
         c = saved[0]
@@ -724,7 +737,9 @@ def gelu(x, approximate: str = "tanh"):
     if approximate not in ("tanh", "none"):
         from ..errors import ArgumentError
 
-        raise ArgumentError(f"gelu: argument 'approximate' expected 'tanh' or 'none', got {approximate!r}")
+        raise ArgumentError(
+            f"gelu: argument 'approximate' expected 'tanh' or 'none', got {approximate!r}"
+        )
     return apply(Gelu, as_tensor(x, None, "x", "gelu"), approximate=approximate)
 
 

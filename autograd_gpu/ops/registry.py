@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numbers
 
-from ..errors import AutogradError, ArgumentError, DeviceError, DTypeError, ShapeError, describe
+from ..errors import ArgumentError, AutogradError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
 from .context import STATE
 from .graph import CONST, OUTPUT, Node

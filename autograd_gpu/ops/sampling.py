@@ -19,8 +19,9 @@ def _st():
 def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
     from hypothesis.extra import numpy as hnp
 
-    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
-                            max_side=max_side)
+    return hnp.array_shapes(
+        min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side
+    )
 
 
 def broadcast_shapes(n=2, min_dims=0, max_dims=3, max_side=4):
@@ -83,6 +84,8 @@ def axis_for(ndim, allow_none=True, allow_tuple=True):
         options.append(st.integers(-ndim, ndim - 1))
         if allow_tuple:
             options.append(
-                st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple)
+                st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(
+                    tuple
+                )
             )
     return st.one_of(*options) if options else st.none()
