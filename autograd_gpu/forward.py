@@ -1,0 +1,466 @@
+"""Forward mode: tangents pushed through each op's jvp rule as the primal computation runs
+(``ForwardAccumulator``), and a replay of a tape's recorded graph with the jvp rules
+(``GradientTape.forward_gradient``).
+
+A tangent lives on the tensor it belongs to, in ``tensor._fw[acc.id]``. Tangents may carry leading
+batch axes (batch + primal shape): one sweep then pushes a whole batch of directions, which is how
+a forward-mode Jacobian is computed (an identity batch, in chunks).
+
+Nesting: while an accumulator computes a tangent it takes itself out of the thread's list (its own
+tangent computation must not be differentiated by itself), but other accumulators and recording
+tapes stay, so they see the tangent computation and differentiate it (forward-over-forward,
+reverse-over-forward, forward-over-reverse).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from .errors import ArgumentError, ShapeError, TapeError, describe
+from .ops.context import STATE, new_id
+from .ops.registry import call_jvp, raw, saved_tensors, tensors
+from .tape import GradientTape
+from .tensor import Tensor
+
+__all__ = ["ForwardAccumulator", "replay_jvp"]
+
+
+def _as_tensor_list(x, what, where):
+    if isinstance(x, Tensor):
+        return [x], True
+    if isinstance(x, (list, tuple)) and all(isinstance(t, Tensor) for t in x):
+        return list(x), False
+    raise ArgumentError(f"{where}: argument '{what}' expected a Tensor or a list of Tensors, "
+                        f"got {describe(x)}")
+
+
+def coerce_tangent(t, primal, batch_nd, where, what="tangents"):
+    """A tangent for ``primal`` as a Tensor on its device with its dtype; shape checked."""
+    bk = primal._bk
+    if isinstance(t, Tensor):
+        if t._bk is not bk:
+            from .errors import DeviceError
+
+            raise DeviceError(f"{where}: argument '{what}' expected device {primal.device} like "
+                              f"its primal, got {t.device}")
+        arr = t._data
+    elif isinstance(t, numbers.Number) or hasattr(t, "shape") or isinstance(t, (list, tuple)):
+        arr = bk.xp.asarray(t._data if isinstance(t, Tensor) else t)
+    else:
+        raise ArgumentError(f"{where}: argument '{what}' expected a Tensor or an array, "
+                            f"got {describe(t)}")
+    shape = tuple(arr.shape)
+    if len(shape) != primal.ndim + batch_nd or shape[batch_nd:] != primal.shape:
+        lead = f"{batch_nd} batch axes + " if batch_nd else ""
+        raise ShapeError(f"{where}: argument '{what}' expected shape {lead}{primal.shape} (the "
+                         f"primal's), got {shape}")
+    if arr.dtype != primal.dtype:
+        arr = arr.astype(primal.dtype)
+    return t if isinstance(t, Tensor) and t._data is arr else Tensor(arr, bk)
+
+
+def _set_tangent(x, acc_id, t):
+    fw = x._fw
+    if fw is None:
+        x._fw = {acc_id: t}
+    else:
+        fw[acc_id] = t
+
+
+class ForwardAccumulator:
+    """Forward-mode context: ops on ``primals`` (and on anything computed from them inside the
+    block) carry tangents; ``acc.jvp(y)`` reads y's tangent (J t), inside or after the block.
+
+    ``tangents`` match the primals' shapes, or carry ``batch_nd`` leading batch axes (the same for
+    every tangent): a batch of directions pushed in one sweep.
+    """
+
+    def __init__(self, primals, tangents, *, batch_nd: int = 0):
+        self.id = new_id()
+        plist, single = _as_tensor_list(primals, "primals", "ForwardAccumulator")
+        if single:
+            tlist = [tangents]
+        elif isinstance(tangents, (list, tuple)):
+            tlist = list(tangents)
+        else:
+            raise ArgumentError("ForwardAccumulator: argument 'tangents' expected a list like "
+                                f"'primals' ({len(plist)} entries), got {describe(tangents)}")
+        if len(tlist) != len(plist):
+            raise ShapeError(f"ForwardAccumulator: argument 'tangents' expected {len(plist)} "
+                             f"entries (one per primal), got {len(tlist)}")
+        if not isinstance(batch_nd, numbers.Integral) or batch_nd < 0:
+            raise ArgumentError("ForwardAccumulator: argument 'batch_nd' expected an int >= 0, "
+                                f"got {batch_nd!r}")
+        self.batch_nd = int(batch_nd)
+        self.batch_shape = None
+        self._active = False
+        self._by_node: dict = {}  # graph node -> tangent of the tensor it made (see propagate)
+        for i, (p, t) in enumerate(zip(plist, tlist)):
+            t = coerce_tangent(t, p, self.batch_nd, "ForwardAccumulator", f"tangents[{i}]")
+            b = tuple(t.shape[: self.batch_nd])
+            if self.batch_shape is None:
+                self.batch_shape = b
+            elif b != self.batch_shape:
+                raise ShapeError("ForwardAccumulator: argument 'tangents' expected the same batch "
+                                 f"shape {self.batch_shape} for every tangent, got {b} for "
+                                 f"tangents[{i}]")
+            _set_tangent(p, self.id, t)
+        if self.batch_shape is None:
+            self.batch_shape = ()
+
+    # ---- context ---------------------------------------------------------------------------
+    def __enter__(self) -> ForwardAccumulator:
+        STATE.accumulators.append(self)
+        STATE.refresh()
+        self._active = True
+        return self
+
+    def __exit__(self, *exc):
+        accs = STATE.accumulators
+        for i in range(len(accs) - 1, -1, -1):
+            if accs[i] is self:
+                del accs[i]
+                break
+        STATE.refresh()
+        self._active = False
+        self._by_node = {}
+        return False
+
+    # ---- reading tangents ------------------------------------------------------------------
+    def jvp(self, y, unconnected_gradients: str = "none"):
+        """The tangent of ``y`` (or of each tensor of a list): J t, with the batch axes first.
+
+        A tensor that does not depend on the primals has no tangent: None, or zeros with
+        ``unconnected_gradients="zero"``."""
+        if unconnected_gradients not in ("none", "zero", None):
+            raise ArgumentError("ForwardAccumulator.jvp: argument 'unconnected_gradients' "
+                                f"expected 'none' or 'zero', got {unconnected_gradients!r}")
+        if isinstance(y, (list, tuple)):
+            return type(y)(self.jvp(t, unconnected_gradients) for t in y)
+        if not isinstance(y, Tensor):
+            raise ArgumentError(f"ForwardAccumulator.jvp: argument 'y' expected a Tensor, "
+                                f"got {describe(y)}")
+        t = y._fw.get(self.id) if y._fw else None
+        if t is None and unconnected_gradients == "zero":
+            t = Tensor(y._bk.xp.zeros(self.batch_shape + y.shape, dtype=y.dtype), y._bk)
+        return t
+
+    # ---- the hook apply() calls ------------------------------------------------------------
+    def propagate(self, op, bk, inputs, arrs, params, out, saved, result):
+        me = self.id
+        by_node = self._by_node
+        ts = []
+        any_t = False
+        for x in inputs:
+            t = None
+            if isinstance(x, Tensor):
+                t = x._fw.get(me) if x._fw else None
+                node = x._node
+                if node is not None:
+                    # A reverse sweep rebuilds saved values as new Tensors from the graph: they
+                    # find their tangent through their node (forward-over-reverse).
+                    if t is None:
+                        t = by_node.get(node)
+                    elif node not in by_node:
+                        by_node[node] = t
+            if t is not None:
+                any_t = True
+            ts.append(t)
+        if not any_t:
+            return
+        if op.jvp is None:
+            raise TapeError(f"ForwardAccumulator: op '{op.name}' has no forward-mode (jvp) rule")
+        st = STATE
+        accs = st.accumulators
+        others = [a for a in accs if a is not self]
+        differentiable = bool(st.recording or others)
+        in_metas = tuple((getattr(a, "shape", ()), getattr(a, "dtype", None)) for a in arrs)
+        st.accumulators = others
+        st.refresh()
+        try:
+            if differentiable:
+                F = tensors(bk)
+                sv = _saved_as_tensors(saved, arrs, inputs, out, result, bk)
+                t = call_jvp(op, F, tuple(ts), sv, params, in_metas, out.ndim)
+            else:
+                F = raw(bk)
+                t = call_jvp(op, F, tuple(None if t is None else t._data for t in ts), saved,
+                             params, in_metas, out.ndim)
+            if t is None:
+                return
+            t = _fit(F, t, self.batch_shape + out.shape, out.dtype)
+            if not differentiable:
+                t = Tensor(t if type(t) is bk.array_type else bk.xp.asarray(t), bk)
+        finally:
+            st.accumulators = accs
+            st.refresh()
+        _set_tangent(result, me, t)
+        if result._node is not None:
+            by_node[result._node] = t
+
+
+def _fit(F, t, shape, dtype):
+    """A jvp rule may return a tangent that still broadcasts to the output (a scalar input's
+    tangent, a symbolic broadcast); give it the full batch + output shape and the output dtype."""
+    if tuple(t.shape) != tuple(shape):
+        t = F.broadcast_to(t, tuple(shape))
+    if t.dtype != dtype:
+        t = F.astype(t, dtype=dtype)
+    return t
+
+
+def _saved_as_tensors(saved, arrs, inputs, out, result, bk):
+    """Saved values for tensor-mode rules: the op's inputs and output as the Tensors themselves
+    (linked to whatever observes them), other arrays as constants."""
+    sv = []
+    for s in saved:
+        if s is out:
+            sv.append(result)
+            continue
+        for a, x in zip(arrs, inputs):
+            if s is a and a is not None and not isinstance(a, numbers.Number):
+                sv.append(x)
+                break
+        else:
+            sv.append(Tensor(bk.xp.asarray(s), bk) if hasattr(s, "dtype") and
+                      hasattr(s, "shape") else s)
+    return tuple(sv)
+
+
+# ---------------------------------------------------------------------------------------------
+# replay of a recorded graph
+
+
+def needed_nodes(target_nodes) -> set:
+    """Every node the targets depend on (iterative: graphs may be 100,000 ops deep)."""
+    seen = set()
+    stack = [n for n in target_nodes if n is not None]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        for p in n.parents:
+            if p is not None and p not in seen:
+                stack.append(p)
+    return seen
+
+
+def relevant_nodes(tape, source_nodes, target_nodes) -> list:
+    """The recorded nodes on some path from a source to a target, in recording order."""
+    need = needed_nodes(target_nodes)
+    reach = set(source_nodes)
+    out = []
+    for node in tape._nodes:
+        if node in need and node not in reach:
+            for p in node.parents:
+                if p is not None and p in reach:
+                    reach.add(node)
+                    out.append(node)
+                    break
+    return out
+
+
+def replay_jvp(tape, sources, seeds, targets, batch_shape=(), nodes=None) -> list:
+    """Push tangents ``seeds`` (one per source, batch + source shape; None = zero) through the
+    nodes ``tape`` recorded, with the jvp rules. Returns the targets' tangents (None where a
+    target does not depend on the sources). ``nodes``: the relevant nodes when already known."""
+    if not sources:
+        return [None] * len(targets)
+    bk = sources[0]._bk
+    st = STATE
+    was = tape._pause()
+    try:
+        differentiable = bool(st.recording or st.accumulators)
+        F = tensors(bk) if differentiable else raw(bk)
+        tan: dict = {}
+        for s, seed in zip(sources, seeds):
+            if seed is None:
+                continue
+            node = s._node
+            if node is None:
+                raise TapeError(f"GradientTape.forward_gradient: source {describe(s)} is not "
+                                "tracked; call tape.watch(x) on it before computing with it")
+            v = seed if differentiable else (seed._data if isinstance(seed, Tensor) else seed)
+            if differentiable and not isinstance(v, Tensor):
+                v = Tensor(v, bk)
+            tan[node] = v if node not in tan else tan[node] + v
+        target_nodes = [t._node for t in targets]
+        source_set = set(tan)
+        if nodes is None:
+            nodes = relevant_nodes(tape, source_set, target_nodes)
+        uses: dict = {}  # how many later nodes read each tangent: drop it after the last one
+        for node in nodes:
+            for p in node.parents:
+                if p is not None:
+                    uses[p] = uses.get(p, 0) + 1
+        keep = set(target_nodes)
+        get = tan.get
+        for node in nodes:
+            if node in source_set:
+                continue
+            ts = []
+            live = False
+            for p in node.parents:
+                if p is None:
+                    ts.append(None)
+                    continue
+                t = get(p)
+                if t is not None:
+                    live = True
+                ts.append(t)
+                u = uses[p] - 1
+                uses[p] = u
+                if u == 0 and p not in keep:
+                    tan.pop(p, None)
+            if not live:
+                continue
+            op = node.op
+            if node.saved is None and node.extra is not None:
+                node.extra.restore(node)  # checkpointing: recompute the released values
+            if node.saved is None:
+                raise TapeError(
+                    f"GradientTape.forward_gradient: the saved values of op '{op.name}' were "
+                    "released by gradient(); use persistent=True or call forward_gradient first")
+            saved = saved_tensors(node, bk) if differentiable else node.saved
+            out_shape, out_dtype = node.out_meta
+            t = call_jvp(op, F, tuple(ts), saved, node.params, node.in_meta, len(out_shape))
+            if t is not None:
+                shape = batch_shape + out_shape
+                if t.shape != shape or t.dtype != out_dtype:
+                    t = _fit(F, t, shape, out_dtype)
+                tan[node] = t
+        out = []
+        for tgt in targets:
+            t = tan.get(tgt._node) if tgt._node is not None else None
+            if t is not None and not isinstance(t, Tensor):
+                t = Tensor(t if type(t) is bk.array_type else bk.xp.asarray(t), bk)
+            out.append(t)
+        return out
+    finally:
+        tape._resume(was)
+
+
+def forward_jacobian_parts(tape, sources, targets, chunk=None, differentiable=False,
+                           nodes=None):
+    """Forward-mode Jacobian blocks: for each source, each target's tangents under an identity
+    batch, as raw arrays (or Tensors when ``differentiable``) of shape (n_source,) + target shape.
+    Chunked over the source's elements when ``chunk`` is smaller."""
+    results = []
+    for s in sources:
+        bk = s._bk
+        xp = bk.xp
+        n = s.size
+        c = max(1, n if (chunk is None or differentiable) else min(int(chunk), n))
+        per_target = [[] for _ in targets]
+        for k0 in range(0, max(n, 1), c):
+            k1 = min(n, k0 + c)
+            eye = xp.eye(k1 - k0, n, k=k0, dtype=s.dtype)
+            seed = Tensor(eye.reshape((k1 - k0,) + s.shape), bk)
+            seeds = [seed if o is s else None for o in sources]
+            res = replay_jvp(tape, sources, seeds, targets, (k1 - k0,), nodes)
+            for lst, r in zip(per_target, res):
+                lst.append(r)
+        blocks = []
+        for tgt, lst in zip(targets, per_target):
+            if all(r is None for r in lst):
+                blocks.append(None)
+            elif differentiable:
+                blocks.append(lst[0])
+            else:
+                arrs = [r._data if r is not None else
+                        xp.zeros((1,) + tgt.shape, dtype=tgt.dtype) for r in lst]
+                if any(r is None for r in lst):  # a chunk with no path: zeros of its size
+                    sizes = _chunk_sizes(n, c)
+                    arrs = [a if a.shape[0] == k else xp.zeros((k,) + tgt.shape, dtype=tgt.dtype)
+                            for a, k in zip(arrs, sizes)]
+                blocks.append(arrs[0] if len(arrs) == 1 else xp.concatenate(arrs, axis=0))
+        results.append(blocks)
+    return results
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _chunk_sizes(n, c):
+    return [min(n, k + c) - k for k in range(0, max(n, 1), c)]
+
+
+# ---------------------------------------------------------------------------------------------
+# GradientTape.forward_gradient
+
+
+def _forward_gradient(self, source, target, tangent=None, unconnected_gradients="none",
+                      chunk_size=None):
+    """Forward mode over the recorded graph: replays the ops this tape recorded with their jvp
+    rules. With ``tangent`` (shaped like ``source``): the JVP J t, shaped like ``target``.
+    Without: the full Jacobian, shape target.shape + source.shape, from identity tangent
+    batches (chunks of ``chunk_size`` directions).
+
+    ``source`` and ``target`` may be lists (the result is then a list per target; without a
+    tangent, a list per target of a list per source). Uses the saved values, so call it before
+    ``gradient`` on a non-persistent tape (which it then releases, as ``gradient`` does)."""
+    where = "GradientTape.forward_gradient"
+    self._check_usable("forward_gradient")
+    srcs, s_single = _as_tensor_list(source, "source", where)
+    tgts, t_single = _as_tensor_list(target, "target", where)
+    if unconnected_gradients not in ("none", "zero", None):
+        raise ArgumentError(f"{where}: argument 'unconnected_gradients' expected 'none' or "
+                            f"'zero', got {unconnected_gradients!r}")
+    for i, s in enumerate(srcs):
+        if s._node is None:
+            raise TapeError(f"{where}: source {i} ({describe(s)}) is not tracked by any tape; "
+                            "call tape.watch(x) on it before computing with it")
+    zero = unconnected_gradients == "zero"
+    if tangent is not None:
+        tl = [tangent] if s_single else list(tangent) if isinstance(tangent, (list, tuple)) \
+            else None
+        if tl is None or len(tl) != len(srcs):
+            raise ShapeError(f"{where}: argument 'tangent' expected {len(srcs)} tangents (one per "
+                             f"source), got {describe(tangent)}")
+        seeds = [coerce_tangent(t, s, 0, where, "tangent") for t, s in zip(tl, srcs)]
+        res = replay_jvp(self, srcs, seeds, tgts, ())
+        res = [Tensor(t._bk.xp.zeros(t.shape, dtype=t.dtype), t._bk) if r is None and zero
+               else r for r, t in zip(res, tgts)]
+        out = res[0] if t_single else res
+    else:
+        differentiable = bool(STATE.recording.keys() - {self.id} or STATE.accumulators)
+        nodes = relevant_nodes(self, {s._node for s in srcs}, [t._node for t in tgts])
+        if chunk_size is None:  # bound the tangent batch by the scheduler's memory budget
+            budget = getattr(self.scheduler_config, "memory_budget_mb", 256.0)
+            per_dir = max(1, sum(_numel(n.out_meta[0]) for n in nodes))
+            item = max(getattr(t.dtype, "itemsize", 8) for t in tgts)
+            chunk_size = max(1, int(budget * (1 << 20) / item // per_dir))
+        parts = forward_jacobian_parts(self, srcs, tgts, chunk_size, differentiable, nodes)
+        table = []
+        for t_i, tgt in enumerate(tgts):
+            row = []
+            for s_i, src in enumerate(srcs):
+                row.append(assemble_forward(parts[s_i][t_i], tgt, src, zero, differentiable))
+            table.append(row[0] if s_single else row)
+        out = table[0] if t_single else table
+    if not self.persistent:
+        self._finish()
+    return out
+
+
+def assemble_forward(block, tgt, src, zero, differentiable):
+    """(n,) + target shape tangents -> the Jacobian, target shape + source shape."""
+    bk = src._bk
+    shape = tgt.shape + src.shape
+    if block is None:
+        return Tensor(bk.xp.zeros(shape, dtype=tgt.dtype), bk) if zero else None
+    n, m = src.size, tgt.size
+    if differentiable:
+        from .ops import api as A
+
+        return A.reshape(A.transpose(A.reshape(block, (n, m)), (1, 0)), shape)
+    arr = block._data if isinstance(block, Tensor) else block
+    return Tensor(arr.reshape(n, m).T.reshape(shape), bk)
+
+
+GradientTape.forward_gradient = _forward_gradient

@@ -1,0 +1,147 @@
+"""Jacobian benchmark on the CPU: autograd_gpu AUTO/FORWARD/REVERSE against torch.func.jacfwd /
+jacrev and jax.jacfwd / jacrev (eager and jit-compiled), in one run.
+
+    f(x) = tanh(A @ sin(x)) * 2,  A: (m, n),  float64,  (n, m) in {(8, 2000), (2000, 8)}
+
+Run (peers are optional: ``pip install -e .[bench]``)::
+
+    .venv/bin/python -m pytest bench/test_jacobian_bench.py -q -s
+
+Each case is timed by pytest-benchmark; the last test prints, per shape, the median time of
+every entry and the ratio of our AUTO mode to the fastest peer mode (eager peers, and jit'd JAX
+separately), and checks that every entry computed the same Jacobian. Absolute times are noise on
+a shared machine; the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import autograd_gpu as ag
+
+SHAPES = [(8, 2000), (2000, 8)]
+DTYPE = np.float64
+RESULTS: dict = {}  # (n, m) -> {name: median seconds}
+VALUES: dict = {}  # (n, m) -> {name: Jacobian as numpy}
+
+try:
+    import torch
+    from torch import func as torch_func
+except ImportError:  # optional peer
+    torch = None
+try:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+except ImportError:  # optional peer
+    jax = None
+
+
+def _data(n, m):
+    rng = np.random.default_rng(n * 10007 + m)
+    A = rng.standard_normal((m, n)).astype(DTYPE) / np.sqrt(n)
+    x = rng.standard_normal(n).astype(DTYPE)
+    return A, x
+
+
+def _reference(A, x):
+    z = A @ np.sin(x)
+    return (2 * (1 - np.tanh(z) ** 2))[:, None] * A * np.cos(x)[None, :]
+
+
+def _ours(A, x, mode):
+    At = ag.Tensor.from_array(A, device="cpu")
+    xt = ag.Tensor.from_array(x, device="cpu")
+
+    def f(v):
+        return (At @ v.sin()).tanh() * 2.0
+
+    return lambda: ag.jacobian(f, xt, mode=mode).numpy()
+
+
+def _torch(A, x, kind):
+    At, xt = torch.from_numpy(A), torch.from_numpy(x)
+
+    def f(v):
+        return torch.tanh(At @ torch.sin(v)) * 2.0
+
+    jac = torch_func.jacfwd(f) if kind == "jacfwd" else torch_func.jacrev(f)
+    return lambda: jac(xt).numpy()
+
+
+def _jax(A, x, kind, jit):
+    Aj, xj = jnp.asarray(A), jnp.asarray(x)
+
+    def f(v):
+        return jnp.tanh(Aj @ jnp.sin(v)) * 2.0
+
+    jac = jax.jacfwd(f) if kind == "jacfwd" else jax.jacrev(f)
+    if jit:
+        jac = jax.jit(jac)
+    return lambda: np.asarray(jac(xj).block_until_ready())
+
+
+def _cases():
+    out = []
+    for n, m in SHAPES:
+        for mode in ("auto", "forward", "reverse"):
+            out.append(pytest.param(n, m, f"ours.{mode}", id=f"{n}x{m}-ours-{mode}"))
+        for kind in ("jacfwd", "jacrev"):
+            out.append(pytest.param(n, m, f"torch.{kind}", id=f"{n}x{m}-torch-{kind}"))
+            out.append(pytest.param(n, m, f"jax.{kind}", id=f"{n}x{m}-jax-{kind}"))
+            out.append(pytest.param(n, m, f"jax.jit.{kind}", id=f"{n}x{m}-jaxjit-{kind}"))
+    return out
+
+
+def _make(n, m, name):
+    A, x = _data(n, m)
+    lib, *rest = name.split(".")
+    if lib == "ours":
+        return _ours(A, x, rest[0])
+    if lib == "torch":
+        if torch is None:
+            pytest.skip("torch is not installed")
+        return _torch(A, x, rest[0])
+    if jax is None:
+        pytest.skip("jax is not installed")
+    return _jax(A, x, rest[-1], jit=rest[0] == "jit")
+
+
+@pytest.mark.parametrize("n,m,name", _cases())
+def test_jacobian(benchmark, n, m, name):
+    fn = _make(n, m, name)
+    J = fn()  # warm-up (and compilation for jit'd JAX)
+    A, x = _data(n, m)
+    np.testing.assert_allclose(J, _reference(A, x), rtol=1e-9, atol=1e-12)
+    benchmark.extra_info.update(n=n, m=m, dtype=np.dtype(DTYPE).name)
+    benchmark(fn)
+    RESULTS.setdefault((n, m), {})[name] = benchmark.stats.stats.median
+
+
+def test_report_ratios():
+    """Print the table (run with -s). AUTO's ratio to the fastest peer mode, per shape."""
+    if not RESULTS:
+        pytest.skip("no benchmark ran (run the whole file)")
+    lines = []
+    for (n, m), res in sorted(RESULTS.items()):
+        lines.append(f"f: R^{n} -> R^{m} ({np.dtype(DTYPE).name}, CPU), median times:")
+        for name, t in sorted(res.items(), key=lambda kv: kv[1]):
+            lines.append(f"  {name:18s} {t * 1e6:12.1f} us")
+        ours = res.get("ours.auto")
+        eager = {k: v for k, v in res.items()
+                 if not k.startswith("ours") and not k.startswith("jax.jit")}
+        jitted = {k: v for k, v in res.items() if k.startswith("jax.jit")}
+        for label, peers in (("eager peers", eager), ("jit'd JAX", jitted)):
+            if ours is not None and peers:
+                best = min(peers, key=peers.get)
+                lines.append(f"  AUTO / fastest {label} ({best}): {ours / peers[best]:.2f}x")
+        forced = [v for k, v in res.items() if k in ("ours.forward", "ours.reverse")]
+        if ours is not None and forced:
+            lines.append(f"  AUTO / best of our forced modes: {ours / min(forced):.2f}x")
+    print("\n" + "\n".join(lines))
+    # AUTO must not lose to the mode it could have chosen (the scheduler's job), beyond noise
+    for res in RESULTS.values():
+        if "ours.auto" in res and "ours.forward" in res and "ours.reverse" in res:
+            assert res["ours.auto"] <= 1.5 * min(res["ours.forward"], res["ours.reverse"])
