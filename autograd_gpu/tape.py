@@ -50,7 +50,7 @@ class GradientTape:
         self._used = False
         self._live = False
         self._in_context = False
-        self._variables: list = []  # weakrefs to Variables whose _tapes hold our id
+        self._watched: list = []  # weakrefs to tensors whose _tapes hold our id (cleaned at stop)
         self.checkpoint_config = checkpoint
         self.amp_config = amp
         self.scheduler_config = scheduler
@@ -112,11 +112,11 @@ class GradientTape:
         except ValueError:
             pass
         STATE.refresh()
-        for ref in self._variables:
+        for ref in self._watched:
             v = ref()
             if v is not None and self.id in v._tapes:
                 v._tapes = v._tapes - {self.id}
-        self._variables = []
+        self._watched = []
 
     def add_hook(self, hook) -> None:
         """Install an interceptor (see ops.context.push_hook) for this tape: active while the tape
@@ -193,8 +193,7 @@ class GradientTape:
             tensor._node = Node.leaf(tensor.shape, tensor.dtype)
         if self.id not in tensor._tapes:
             tensor._tapes = tensor._tapes | {self.id}
-            if isinstance(tensor, Variable):
-                self._variables.append(weakref.ref(tensor))
+            self._watched.append(weakref.ref(tensor))
         return tensor
 
     def _autowatch(self, var) -> None:
@@ -202,7 +201,7 @@ class GradientTape:
             self.watch(var)
 
     def watched_variables(self) -> list:
-        return [v for v in (r() for r in self._variables) if v is not None]
+        return [v for v in (r() for r in self._watched) if isinstance(v, Variable)]
 
     # ---- gradients -------------------------------------------------------------------------
     def gradient(self, targets, sources, output_gradients=None,
@@ -298,7 +297,7 @@ class GradientTape:
             found: dict = {}
             for t, seed in seeds:
                 node = t._node
-                if node is None or not t._tapes:
+                if node is None:  # an untracked target contributes nothing
                     continue
                 if differentiable:
                     g = seed if isinstance(seed, Tensor) else Tensor(seed, bk)
