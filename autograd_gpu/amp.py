@@ -34,7 +34,6 @@ scaler survives by backing off, but a static one does not.
 
 from __future__ import annotations
 
-import enum
 import weakref
 from dataclasses import dataclass, field
 
@@ -42,13 +41,14 @@ from . import dtypes as _dt
 from .errors import ArgumentError, describe
 from .ops.elementwise import AsType
 from .ops.registry import apply
+from .options import OptionEnum
 from .tape import _TAPE_INIT_HOOKS
 from .tensor import Tensor
 
 __all__ = ["AmpConfig", "AmpGradients", "LossScaler", "PrecisionMode", "should_skip"]
 
 
-class PrecisionMode(enum.Enum):
+class PrecisionMode(OptionEnum):
     """The low precision autocast ops run in."""
 
     FLOAT16 = "float16"
@@ -58,20 +58,11 @@ class PrecisionMode(enum.Enum):
     def dtype(self):
         return _dt.float16 if self is PrecisionMode.FLOAT16 else _dt.bfloat16
 
+
     @classmethod
-    def parse(cls, value) -> PrecisionMode:
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            key = value.strip().lower()
-            for mode, names in ((cls.FLOAT16, ("float16", "fp16", "half")),
-                                (cls.BFLOAT16, ("bfloat16", "bf16"))):
-                if key in names or key == mode.name.lower():
-                    return mode
-        raise ArgumentError(
-            f"AmpConfig: argument 'precision_mode' expected PrecisionMode.FLOAT16 or BFLOAT16 "
-            f"(or 'float16'/'bfloat16'), got {value!r}"
-        )
+    def _aliases(cls) -> dict:
+        return {cls.FLOAT16: ("float16", "fp16", "half"), cls.BFLOAT16: ("bfloat16", "bf16")}
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +314,9 @@ class AmpConfig:
 
     def __post_init__(self):
         self.enabled = bool(self.enabled)
-        self.precision_mode = PrecisionMode.parse(self.precision_mode)
+        self.precision_mode = PrecisionMode.parse(
+            self.precision_mode, "AmpConfig", "precision_mode"
+        )
         if self.loss_scaler is None:
             self.loss_scaler = LossScaler.none()
         if not isinstance(self.loss_scaler, LossScaler):

@@ -61,7 +61,6 @@ forward runs ``fn`` without recording and whose vjp re-runs ``fn`` under a fresh
 
 from __future__ import annotations
 
-import enum
 import threading
 import weakref
 from dataclasses import dataclass
@@ -71,6 +70,7 @@ from .errors import ArgumentError, AutogradError, TapeError, describe
 from .ops.context import STATE, Suspend, pop_hook, push_hook
 from .ops.graph import CONST, OUTPUT
 from .ops.registry import _forward, apply, defop
+from .options import OptionEnum
 from .tape import _TAPE_INIT_HOOKS, GradientTape
 from .tensor import Tensor, Variable
 
@@ -80,26 +80,13 @@ __all__ = ["CheckpointConfig", "CheckpointStrategy", "CheckpointBudgetError", "c
 _MB = 1024.0 * 1024.0
 
 
-class CheckpointStrategy(enum.Enum):
+class CheckpointStrategy(OptionEnum):
     NONE = "none"
     SELECTIVE = "selective"
     BLOCK = "block"
     FULL = "full"
     AUTO = "auto"
 
-    @classmethod
-    def parse(cls, value) -> CheckpointStrategy:
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls(value.lower())
-            except ValueError:
-                pass
-        raise ArgumentError(
-            "CheckpointConfig: argument 'strategy' expected a CheckpointStrategy or one of "
-            f"{[s.value for s in cls]}, got {value!r}"
-        )
 
 
 class CheckpointBudgetError(AutogradError, MemoryError):
@@ -116,7 +103,7 @@ class CheckpointConfig:
     memory_budget_mb: float | None = None
 
     def __post_init__(self):
-        self.strategy = CheckpointStrategy.parse(self.strategy)
+        self.strategy = CheckpointStrategy.parse(self.strategy, "CheckpointConfig", "strategy")
         n = self.checkpoint_every_n
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(

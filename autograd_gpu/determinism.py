@@ -33,7 +33,6 @@ OFF does none of this (the config is only stored on the tape).
 
 from __future__ import annotations
 
-import enum
 import os
 import sys
 import warnings
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 
 from .errors import ArgumentError, NonDeterministicOpError, describe
 from .ops import random as _random
+from .options import OptionEnum
 from .tape import _TAPE_INIT_HOOKS
 from .tensor import Tensor
 
@@ -50,24 +50,11 @@ CUBLAS_WORKSPACE = ":4096:8"
 _CUBLAS_OK = (":4096:8", ":16:8")
 
 
-class DeterministicMode(enum.Enum):
+class DeterministicMode(OptionEnum):
     OFF = "off"
     WARN = "warn"
     STRICT = "strict"
 
-    @classmethod
-    def parse(cls, value) -> DeterministicMode:
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            key = value.strip().lower()
-            for m in cls:
-                if key == m.value:
-                    return m
-        raise ArgumentError(
-            f"DeterministicConfig: argument 'mode' expected DeterministicMode.OFF, WARN or "
-            f"STRICT (or 'off'/'warn'/'strict'), got {value!r}"
-        )
 
 
 @dataclass
@@ -81,7 +68,7 @@ class DeterministicConfig:
     _applied: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self.mode = DeterministicMode.parse(self.mode)
+        self.mode = DeterministicMode.parse(self.mode, "DeterministicConfig", "mode")
         if self.global_seed is not None:
             if isinstance(self.global_seed, bool) or not isinstance(self.global_seed, int) \
                     or self.global_seed < 0:

@@ -20,7 +20,6 @@ short-circuit the estimate (the estimates are then computed only if someone read
 
 from __future__ import annotations
 
-import enum
 import math
 import numbers
 import threading
@@ -34,6 +33,7 @@ from .forward import (
     relevant_nodes,
 )
 from .ops.context import STATE
+from .options import OptionEnum
 from .tape import _TAPE_INIT_HOOKS, GradientTape
 from .tensor import Tensor
 
@@ -52,24 +52,12 @@ K_CALL_REV = 0.95  # the reverse sweep's per-node overhead relative to the repla
 T_LIVE = 1.0e-4  # per element the reverse sweep keeps alive
 
 
-class SchedulingStrategy(enum.Enum):
+class SchedulingStrategy(OptionEnum):
     AUTO = "auto"
     FORWARD = "forward"
     REVERSE = "reverse"
     MIXED = "mixed"
 
-    @classmethod
-    def parse(cls, value, where="SchedulerConfig", what="strategy") -> SchedulingStrategy:
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            key = value.strip().lower()
-            for s in cls:
-                if s.value == key:
-                    return s
-        names = ", ".join(repr(s.value) for s in cls)
-        raise ArgumentError(f"{where}: argument '{what}' expected one of {names} "
-                            f"(or ag.SchedulingStrategy), got {value!r}")
 
 
 @dataclass
@@ -89,7 +77,7 @@ class SchedulerConfig:
     chunk_size: int | None = None
 
     def __post_init__(self):
-        self.strategy = SchedulingStrategy.parse(self.strategy)
+        self.strategy = SchedulingStrategy.parse(self.strategy, "SchedulerConfig", "strategy")
         for name in ("forward_mode_threshold", "reverse_mode_threshold", "memory_budget_mb"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or isinstance(v, bool) or not v > 0:

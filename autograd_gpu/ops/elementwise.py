@@ -502,25 +502,27 @@ def _select_sample(draw):
     return (a, b), {}
 
 
+def _select_vjp(F, g, saved, needs):
+    """Rules shared by maximum and minimum: saved[0] marks where a was selected."""
+    m = saved[0]
+    return (F.where(m, g, 0.0) if needs[0] else None), (F.where(m, 0.0, g) if needs[1] else None)
+
+
+def _select_jvp(F, ts, saved):
+    m = saved[0]
+    ta, tb = ts
+    return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
+
+
 @defop("maximum", broadcasting=True)
 class Maximum:
     """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b"""
 
     def forward(bk, a, b):
-        y = bk.xp.maximum(a, b)
-        return y, (bk.xp.greater_equal(a, b),)
+        return bk.xp.maximum(a, b), (bk.xp.greater_equal(a, b),)
 
-    def vjp(F, g, saved, needs):
-        m = saved[0]
-        return (F.where(m, g, 0.0) if needs[0] else None), (
-            F.where(m, 0.0, g) if needs[1] else None
-        )
-
-    def jvp(F, ts, saved):
-        m = saved[0]
-        ta, tb = ts
-        return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
-
+    vjp = _select_vjp
+    jvp = _select_jvp
     sample = _select_sample
 
 
@@ -529,20 +531,10 @@ class Minimum:
     """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b"""
 
     def forward(bk, a, b):
-        y = bk.xp.minimum(a, b)
-        return y, (bk.xp.less_equal(a, b),)
+        return bk.xp.minimum(a, b), (bk.xp.less_equal(a, b),)
 
-    def vjp(F, g, saved, needs):
-        m = saved[0]
-        return (F.where(m, g, 0.0) if needs[0] else None), (
-            F.where(m, 0.0, g) if needs[1] else None
-        )
-
-    def jvp(F, ts, saved):
-        m = saved[0]
-        ta, tb = ts
-        return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
-
+    vjp = _select_vjp
+    jvp = _select_jvp
     sample = _select_sample
 
 
