@@ -2,8 +2,9 @@
 
 * chain: 1,000 tiny elementwise ops on 8 float32 values, forward + backward: 250 repeats of
   y = y + tanh(sin(y)) * c (sin, tanh, mul, add; a residual chain, so the gradient neither
-  vanishes nor explodes and can be checked). Peers in the same run: the same chain hand-written in NumPy (forward and
-  the matching backward: the floor for any NumPy-based engine) and PyTorch eager when installed.
+  vanishes nor explodes and can be checked). Peers in the same run: the same chain written by
+  hand in NumPy (forward and the matching backward: the floor for any NumPy-based engine) and
+  PyTorch eager when installed.
 * mlp: one training step, batch 256, width 1024, 4 layers, ReLU, MSE, SGD, float32, against the
   same step written by hand in NumPy.
 Ratios are printed at the end (``-s`` shows them) and stored in each benchmark's extra_info.
