@@ -314,3 +314,19 @@ def test_optimizers_on_gpu_match_cpu(cls, kw):
         assert p.device == dev
         results.append(p.numpy())
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+def test_update_is_in_place_unless_the_old_value_is_still_referenced():
+    import autograd_gpu as ag
+
+    w = ag.Variable(np.ones(3))
+    opt = ag.optim.SGD([w], lr=0.5)
+    before = w.data
+    opt.step([ag.Tensor.from_array(np.ones(3))])
+    assert w.data is before  # nothing else held the array: updated in place
+    np.testing.assert_allclose(before, 0.5)
+    kept = w.data  # a reference (as a persistent tape's saved value would be)
+    opt.step([ag.Tensor.from_array(np.ones(3))])
+    assert w.data is not kept
+    np.testing.assert_allclose(kept, 0.5)  # the old value is untouched
+    np.testing.assert_allclose(w.data, 0.0)

@@ -84,7 +84,8 @@ class Mean:
         n = 1
         for a in axis:
             n *= saved[0][a]
-        return (_expand_back(F, g, saved[0], axis, keepdims) / builtins.max(n, 1),)
+        # divide before broadcasting: the division touches the reduced array only
+        return (_expand_back(F, g / builtins.max(n, 1), saved[0], axis, keepdims),)
 
     def jvp(F, ts, saved, *, axis, keepdims=False):
         return F.mean(ts[0], axis=_neg_axes(axis, len(saved[0])), keepdims=keepdims)

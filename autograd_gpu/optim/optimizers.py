@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -239,11 +240,12 @@ class SGD(Optimizer):
             first = "momentum_buffer" not in st
             if first:
                 st["momentum_buffer"] = xp.zeros(p.shape, dtype=wdt)
-            bk.kernel("sgd_momentum")(p._data, g.astype(wdt, copy=False), st["momentum_buffer"],
+            bk.kernel("sgd_momentum")(_own(p), g.astype(wdt, copy=False), st["momentum_buffer"],
                                       lr=self.lr, momentum=mom, dampening=self.dampening,
                                       weight_decay=wd, nesterov=self.nesterov, first=first)
             return
-        w = p._data.astype(wdt, copy=False)
+        in_place = wdt == p.dtype
+        w = _own(p) if in_place else p._data.astype(wdt)
         g = g.astype(wdt, copy=False)
         if wd:
             g = g + wd * w
@@ -255,7 +257,18 @@ class SGD(Optimizer):
                 buf *= mom
                 buf += (1.0 - self.dampening) * g
             g = g + mom * buf if self.nesterov else buf
-        p._data = (w - self.lr * g).astype(p.dtype, copy=False)
+        w -= self.lr * g
+        if not in_place:
+            p._data = w.astype(p.dtype)
+
+
+def _own(p):
+    """``p``'s array, made safe to update in place: when anything besides ``p`` still holds it
+    (a saved value of a live persistent tape, a user's reference), ``p`` gets a private copy
+    first, so those keep the old values. Usually nothing does and no copy is made."""
+    if sys.getrefcount(p._data) > 2:  # p's slot and getrefcount's own argument
+        p._data = p._data.copy()
+    return p._data
 
 
 class Adam(Optimizer):
@@ -296,14 +309,15 @@ class Adam(Optimizer):
             st["exp_avg_sq"] = xp.zeros(p.shape, dtype=wdt)
         m, v = st["exp_avg"], st["exp_avg_sq"]
         if wdt == p.dtype and bk.has_kernel("adam"):
-            bk.kernel("adam")(p._data, g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
+            bk.kernel("adam")(_own(p), g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
                               beta2=b2, eps=self.eps, weight_decay=wd,
                               decoupled=self._decoupled, step=t)
             return
-        w = p._data.astype(wdt, copy=False)
+        in_place = wdt == p.dtype
+        w = _own(p) if in_place else p._data.astype(wdt)
         g = g.astype(wdt, copy=False)
         if wd and self._decoupled:
-            w = w * (1.0 - lr * wd)
+            w *= 1.0 - lr * wd
         elif wd:
             g = g + wd * w
         m *= b1
@@ -311,7 +325,9 @@ class Adam(Optimizer):
         v *= b2
         v += (1.0 - b2) * (g * g)
         denom = xp.sqrt(v / (1.0 - b2**t)) + self.eps
-        p._data = (w - (lr / (1.0 - b1**t)) * m / denom).astype(p.dtype, copy=False)
+        w -= (lr / (1.0 - b1**t)) * m / denom
+        if not in_place:
+            p._data = w.astype(p.dtype)
 
 
 class AdamW(Adam):
