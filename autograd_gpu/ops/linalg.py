@@ -35,7 +35,9 @@ class Matmul:
             gb = gx * a if needs[1] else None
             return ga, gb
         if a.ndim == 1:  # (k) @ (..., k, n) -> (..., n)
-            if needs[0]:
+            if needs[0] and b.ndim == 2:  # one GEMM over the whole batch
+                ga = F.matmul(g, F.swapaxes(b, a1=-1, a2=-2))
+            elif needs[0]:
                 ga = F.reshape(F.matmul(F.reshape(g, g.shape[:-1] + (1, g.shape[-1])),
                                         F.swapaxes(b, a1=-1, a2=-2)), g.shape[:-1] + (a.shape[0],))
             if needs[1]:
@@ -44,7 +46,9 @@ class Matmul:
         if b.ndim == 1:  # (..., m, k) @ (k) -> (..., m)
             if needs[0]:
                 ga = F.reshape(g, g.shape + (1,)) * b
-            if needs[1]:
+            if needs[1] and a.ndim == 2:  # one GEMM over the whole batch
+                gb = F.matmul(g, a)
+            elif needs[1]:
                 gb = F.reshape(F.matmul(F.reshape(g, g.shape[:-1] + (1, g.shape[-1])), a),
                                g.shape[:-1] + (b.shape[0],))
             return ga, gb
@@ -64,10 +68,15 @@ class Matmul:
             tb = _pad(F, tb, b.shape, a.ndim)
         out = None
         if ta is not None:
-            out = F.matmul(ta, b) if not (a.ndim == 1 and b.ndim > 1) else _vec_mat(F, ta, b)
+            out = F.matmul(ta, b) if not (a.ndim == 1 and b.ndim > 2) else _vec_mat(F, ta, b)
         if tb is not None:
             if b.ndim == 1:
-                t2 = F.matmul(tb, a) if a.ndim == 1 else _mat_vec(F, a, tb)
+                if a.ndim == 1:
+                    t2 = F.matmul(tb, a)
+                elif a.ndim == 2:  # (batch, k) @ (k, m): one GEMM, not a stack of mat-vecs
+                    t2 = F.matmul(tb, F.swapaxes(a, a1=-1, a2=-2))
+                else:
+                    t2 = _mat_vec(F, a, tb)
             else:
                 t2 = F.matmul(a, tb)
             out = t2 if out is None else out + t2
