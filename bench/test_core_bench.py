@@ -196,3 +196,39 @@ def test_mlp_step_matches_numpy():
     ref_loss = _numpy_step(x0, y0, ws, bs)
     assert loss.to_scalar() == pytest.approx(ref_loss, rel=1e-5)
     np.testing.assert_allclose(params[0].numpy(), ws[0], rtol=1e-4, atol=1e-6)
+
+
+def test_chain_interleaved_with_torch():
+    """Sequential benchmarks drift on a shared VM; this alternates ours and PyTorch's step
+    30 times and compares the best of each (printed with -s)."""
+    import time
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    x0, c0 = _chain_inputs()
+    c, ct = ag.Tensor.from_array(c0), torch.from_numpy(c0)
+
+    def ours():
+        tape = ag.GradientTape()
+        x = tape.watch(ag.Tensor.from_array(x0))
+        y = x
+        for _ in range(REPS):
+            y = y + ag.tanh(ag.sin(y)) * c
+        return tape.gradient(y, [x])[0].numpy()
+
+    def theirs():
+        x = torch.from_numpy(x0).requires_grad_(True)
+        y = x
+        for _ in range(REPS):
+            y = y + torch.tanh(torch.sin(y)) * ct
+        return torch.autograd.grad(y, [x], torch.ones_like(y))[0].numpy()
+
+    best = {"ours": 1e9, "torch": 1e9}
+    for _ in range(30):
+        for name, fn in (("ours", ours), ("torch", theirs)):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    np.testing.assert_allclose(ours(), theirs(), rtol=1e-4)
+    print(f"\ninterleaved chain: autograd_gpu {best['ours'] / N_OPS * 1e6:.2f} us/op, torch "
+          f"{best['torch'] / N_OPS * 1e6:.2f} us/op, ratio {best['ours'] / best['torch']:.2f}x")
