@@ -317,9 +317,9 @@ def test_optimizers_on_gpu_match_cpu(cls, kw):
 
 
 def test_update_is_in_place_unless_the_old_value_is_still_referenced():
-    import autograd_gpu as ag
-
     import weakref
+
+    import autograd_gpu as ag
 
     w = ag.Variable(np.ones(3))
     opt = ag.optim.SGD([w], lr=0.5)
