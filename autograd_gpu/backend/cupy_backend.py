@@ -38,6 +38,12 @@ def device_count() -> int:
     return int(cupy.cuda.runtime.getDeviceCount())
 
 
+def _bf16():
+    from ..dtypes import bfloat16
+
+    return bfloat16
+
+
 class CupyBackend:
     name = "cupy"
 
@@ -85,11 +91,40 @@ class CupyBackend:
         self.xp.cuda.get_current_stream().synchronize()
 
     def scatter_add(self, target, index, values):
-        """target[index] += values. Uses atomics (order-dependent in floating point)."""
+        """target[index] += values, in place. Floating targets go through the deterministic
+        sort-based segment sum (the same bits on every run; float16/bfloat16 too, which
+        ``cupyx.scatter_add`` refuses); integer targets use atomics, which are exact."""
+        if target.dtype.kind == "f" or target.dtype == _bf16():
+            return self.deterministic_scatter_add(target, index, values)
+        return self.scatter_add_atomic(target, index, values)
+
+    def deterministic_scatter_add(self, target, index, values):
+        """target[index] += values in place, duplicates summed in a fixed order (no atomics).
+        ``target`` must be C-contiguous. See ``kernel_impls.deterministic_scatter_add``."""
+        from .kernel_impls import deterministic_scatter_add
+
+        if target.flags.c_contiguous:
+            return deterministic_scatter_add(self, target, index, values)
+        tmp = self.xp.ascontiguousarray(target)
+        deterministic_scatter_add(self, tmp, index, values)
+        target[...] = tmp
+        return target
+
+    def scatter_add_atomic(self, target, index, values):
+        """target[index] += values with atomics (fast; float sums depend on the run's order)."""
         import cupyx
 
         cupyx.scatter_add(target, index, values)
         return target
+
+    @property
+    def current_stream(self):
+        """The CuPy stream kernels are launched on now (``with cupy.cuda.Stream():`` changes it)."""
+        return self.xp.cuda.get_current_stream()
+
+    def memory_pool(self):
+        """CuPy's device memory pool (all device arrays of this backend come from it)."""
+        return self.xp.get_default_memory_pool()
 
     def __repr__(self) -> str:
         return f"CupyBackend(cuda:{self.index})"

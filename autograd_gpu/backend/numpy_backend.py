@@ -38,6 +38,8 @@ class NumpyBackend:
         np.add.at(target, index, values)
         return target
 
+    deterministic_scatter_add = scatter_add  # np.add.at sums in index order
+
     def __repr__(self) -> str:
         return "NumpyBackend(cpu)"
 

@@ -373,9 +373,11 @@ class GetItem:
 
 
 def _scatter_deterministic(bk, params):
-    # basic indices never repeat an element (plain assignment); arrays use scatter_add, which
-    # accumulates with atomics on a GPU
-    return bk.name == "numpy" or ARR not in params["index"]
+    # basic indices never repeat an element (plain assignment); index arrays go through
+    # bk.scatter_add, which sums floating values in a fixed order on every backend that has
+    # deterministic_scatter_add (the CuPy backend's sort-based segment sum)
+    return (bk.name == "numpy" or ARR not in params["index"]
+            or hasattr(bk, "deterministic_scatter_add"))
 
 
 @defop("scatter_add", params=("index", "shape"), cost=_scatter_cost,

@@ -51,6 +51,9 @@ class Softmax:
     vjp: y * (g - sum(g * y, axis)); jvp: y * (t - sum(t * y, axis))."""
 
     def forward(bk, x, *, axis=-1):
+        if axis == -1 and bk.has_kernel("softmax_lastdim"):  # fused kernel (GPU)
+            y = bk.kernel("softmax_lastdim")(x)
+            return y, (y,)
         xp = bk.xp
         e, _ = _stable_exp(xp, _low_to_f32(x), axis)
         e /= xp.sum(e, axis=axis, keepdims=True)
@@ -60,6 +63,9 @@ class Softmax:
 
     def vjp(F, g, saved, needs, *, axis=-1):
         (y,) = saved
+        if (F.is_raw and axis == -1 and g.shape == y.shape  # no tangent batch
+                and F.bk.has_kernel("softmax_lastdim_grad")):
+            return (F.bk.kernel("softmax_lastdim_grad")(g, y),)
         gy = g * y
         return (gy - y * F.sum(gy, axis=(axis,), keepdims=True),)
 
@@ -79,6 +85,9 @@ class LogSoftmax:
     vjp: g - exp(y) * sum(g, axis); jvp: t - sum(exp(y) * t, axis)."""
 
     def forward(bk, x, *, axis=-1):
+        if axis == -1 and bk.has_kernel("log_softmax_lastdim"):  # fused kernel (GPU)
+            y = bk.kernel("log_softmax_lastdim")(x)
+            return y, (y,)
         xp = bk.xp
         xf = _low_to_f32(x)
         z = xf - xp.max(xf, axis=axis, keepdims=True)
@@ -89,6 +98,9 @@ class LogSoftmax:
 
     def vjp(F, g, saved, needs, *, axis=-1):
         (y,) = saved
+        if (F.is_raw and axis == -1 and g.shape == y.shape  # no tangent batch
+                and F.bk.has_kernel("log_softmax_lastdim_grad")):
+            return (F.bk.kernel("log_softmax_lastdim_grad")(g, y),)
         return (g - F.exp(y) * F.sum(g, axis=(axis,), keepdims=True),)
 
     def jvp(F, ts, saved, *, axis=-1):
@@ -128,6 +140,10 @@ class CrossEntropy:
     check)."""
 
     def forward(bk, x, labels, *, axis=-1, label_smoothing=0.0):
+        if axis == -1 and bk.has_kernel("cross_entropy"):  # fused kernel: loss and lse, 1 pass
+            loss, lse, _ = bk.kernel("cross_entropy")(x, labels, label_smoothing=label_smoothing,
+                                                      want_dlogits=False)
+            return loss.astype(x.dtype, copy=False), (x, labels, lse[..., None])
         xp = bk.xp
         xf = _low_to_f32(x)
         e, m = _stable_exp(xp, xf, axis)
@@ -169,6 +185,8 @@ class CrossEntropy:
 def _ce_dlogits(F, saved, axis, smoothing):
     """d loss / d logits = softmax(x) - q."""
     x, labels, lse = saved
+    if F.is_raw and axis == -1 and F.bk.has_kernel("cross_entropy_dlogits"):  # one pass
+        return F.bk.kernel("cross_entropy_dlogits")(x, labels, lse, label_smoothing=smoothing)
     if F.is_raw:  # lse from the forward: two passes instead of softmax's five
         p = F.exp(x - lse) if lse.dtype == x.dtype else F.astype(F.exp(x - lse), dtype=x.dtype)
     else:
@@ -177,6 +195,13 @@ def _ce_dlogits(F, saved, axis, smoothing):
 
 
 # ---- layer normalisation --------------------------------------------------------------------
+
+
+def _prod_of(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def _rstd(F, x, n_axes, eps):
@@ -203,6 +228,12 @@ class LayerNorm:
     differentiable ops when the sweep itself is recorded (higher order)."""
 
     def forward(bk, x, *, n_axes, eps=1e-5):
+        if bk.has_kernel("layer_norm"):  # fused kernel (GPU): one pass per row
+            lead = tuple(x.shape[: x.ndim - n_axes])
+            c = _prod_of(x.shape[x.ndim - n_axes:])
+            y, _, rstd = bk.kernel("layer_norm")(x.reshape(lead + (c,)), None, None, eps)
+            y = y.reshape(x.shape)
+            return y, (x, y, rstd.reshape(lead + (1,) * n_axes).astype(x.dtype, copy=False))
         xp = bk.xp
         axes = tuple(range(-n_axes, 0))
         xf = _low_to_f32(x)
@@ -215,6 +246,13 @@ class LayerNorm:
 
     def vjp(F, g, saved, needs, *, n_axes, eps=1e-5):
         x, y, rstd = saved
+        if (F.is_raw and g.shape == y.shape  # no tangent batch
+                and F.bk.has_kernel("layer_norm_grad_y")):  # fused kernel (GPU)
+            c = _prod_of(y.shape[y.ndim - n_axes:])
+            dx = F.bk.kernel("layer_norm_grad_y")(
+                g.reshape(tuple(g.shape[: g.ndim - n_axes]) + (c,)),
+                y.reshape(tuple(y.shape[: y.ndim - n_axes]) + (c,)), rstd)
+            return (dx.reshape(g.shape),)
         if not F.is_raw:
             rstd = _rstd(F, x, n_axes, eps)
         return (_ln_rule(F, g, y, rstd, n_axes),)

@@ -1,9 +1,10 @@
 """Counter-based randomness: dropout, and the seed stream random ops draw from.
 
 A random op takes its seed as a parameter and derives every random number from (seed, position)
-with a counter-based generator (Philox: NumPy's Philox-4x64 on the CPU, cuRAND's Philox-4x32-10 on
-a GPU). Replaying a recorded op (checkpointing) therefore reproduces its numbers exactly, on the
-same device. CPU and GPU masks for one seed differ (two different Philox variants).
+with a counter-based generator (Philox: NumPy's Philox-4x64 on the CPU; on a GPU the fused
+Philox-4x32-10 kernel in kernels/dropout.cu, or cuRAND's Philox-4x32-10 when kernels are off).
+Replaying a recorded op (checkpointing) therefore reproduces its numbers exactly, on the same
+device. CPU and GPU masks for one seed differ (two different Philox variants).
 
 Ops called without a seed take the next one from a process-wide stream that is itself counter
 based: seed_i = splitmix64(key, i). ``set_global_seed`` fixes the key and rewinds the counter, so
@@ -139,6 +140,9 @@ class Dropout:
     dropout, E[y] = x. The mask m is a saved constant."""
 
     def forward(bk, x, *, p, seed):
+        if bk.has_kernel("dropout_mask"):  # fused Philox4x32-10 kernel (GPU), graph-capturable
+            m = bk.kernel("dropout_mask")(x.shape, p, seed, 0, x.dtype)
+            return x * m, (m,)
         m = _dropout_mask(bk, seed, x.shape, p, x.dtype)
         return x * m, (m,)
 

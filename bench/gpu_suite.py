@@ -1,0 +1,736 @@
+"""GPU benchmark suite: autograd_gpu against PyTorch (and hand-written CuPy) on one GPU.
+
+    PYTHONPATH=. python3 bench/gpu_suite.py --out gpu_bench.json [--quick]
+
+Parts (each runs in its own child process with its own time limit, so a crash or a hang loses
+only that part; the parent writes the JSON after every part):
+
+* ``mlp_fp32`` / ``mlp_tf32``: one training step of an MLP, batch 8192, width 4096, 6 layers,
+  ReLU, MSE, SGD. fp32: CuPy without TF32 and PyTorch with TF32 off; tf32: the child starts with
+  ``CUPY_TF32=1`` (CuPy reads it when it initialises) and PyTorch with TF32 allowed. Peers:
+  PyTorch, and the same step hand-written in CuPy. Target: autograd_gpu <= 1.05x PyTorch.
+* ``chain``: 1,000 tiny ops (scalar mul/add/sub and tanh on 16 floats), forward + backward, in
+  microseconds per op: eager against PyTorch eager (target <= 15 us/op), and through
+  ``ag.cuda.graphed`` against a PyTorch CUDA graph (target <= 3 us/op).
+* ``checkpoint``: a 48-layer tanh MLP under ``ag.CheckpointConfig`` strategies (if the library
+  has checkpointing): step time and the memory pool's high-water mark, PyTorch with and without
+  ``checkpoint_sequential`` as peers.
+* ``kernels``: softmax, log_softmax, layer_norm and cross_entropy forward + backward at
+  8192 x 4096 in float32 and bfloat16: with the fused kernels, without them, and PyTorch.
+* ``amp_bf16``: the MLP step under ``ag.AmpConfig(precision_mode="bfloat16")`` (if the library
+  has AMP) against PyTorch autocast to bfloat16.
+
+Times are medians of CUDA-event timings after warm-up; ratios are autograd_gpu / peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# (part, precision, time limit in seconds)
+PARTS = [("chain", "fp32", 50), ("mlp_fp32", "fp32", 50), ("mlp_tf32", "tf32", 40),
+         ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40), ("checkpoint", "fp32", 35)]
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+def _median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def time_cupy(fn, warmup, iters):
+    """Median milliseconds of fn() between two CuPy events on the current stream."""
+    import cupy as cp
+
+    for _ in range(warmup):
+        fn()
+    cp.cuda.Device().synchronize()
+    ts = []
+    for _ in range(iters):
+        s, e = cp.cuda.Event(), cp.cuda.Event()
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        ts.append(cp.cuda.get_elapsed_time(s, e))
+    return _median(ts)
+
+
+def time_torch(fn, warmup, iters):
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        s = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e))
+    return _median(ts)
+
+
+def _free():
+    import gc
+
+    gc.collect()
+    try:
+        import cupy as cp
+
+        cp.get_default_memory_pool().free_all_blocks()
+    except Exception:
+        pass
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+# ---------------------------------------------------------------------------------------------
+# MLP step
+
+
+def _mlp_data(B, W, L, seed=0):
+    import cupy as cp
+
+    rs = cp.random.RandomState(seed)
+    x = rs.standard_normal((B, W), dtype=cp.float32)
+    y = rs.standard_normal((B, W), dtype=cp.float32) * 0.1
+    ws = [rs.standard_normal((W, W), dtype=cp.float32) * (1.0 / math.sqrt(W)) for _ in range(L)]
+    bs = [cp.zeros((W,), dtype=cp.float32) for _ in range(L)]
+    return x, y, ws, bs
+
+
+def _ag_mlp(x, y, ws, bs, lr, amp=None):
+    import autograd_gpu as ag
+
+    X, Y = ag.Tensor.from_array(x), ag.Tensor.from_array(y)
+    Ws = [ag.Variable(ag.Tensor.from_array(w)) for w in ws]
+    Bs = [ag.Variable(ag.Tensor.from_array(b)) for b in bs]
+    params = [p for pair in zip(Ws, Bs) for p in pair]
+    opt = ag.optim.SGD(params, lr=lr) if hasattr(ag, "optim") else None
+    L = len(ws)
+
+    def step():
+        tape = ag.GradientTape(amp=amp) if amp is not None else ag.GradientTape()
+        with tape:
+            h = X
+            for i in range(L):
+                h = h @ Ws[i] + Bs[i]
+                if i < L - 1:
+                    h = ag.relu(h)
+            loss = ((h - Y) ** 2).mean()
+        grads = tape.gradient(loss, params)
+        if opt is not None:
+            opt.step(grads)
+        else:
+            for p, g in zip(params, grads):
+                p.data[...] -= lr * g.data
+        return loss
+
+    return step
+
+
+def _cupy_mlp(x, y, ws, bs, lr):
+    """The same step hand-written in CuPy (forward, backward, SGD)."""
+    import cupy as cp
+
+    ws = [w.copy() for w in ws]
+    bs = [b.copy() for b in bs]
+    L = len(ws)
+
+    def step():
+        hs = [x]
+        h = x
+        for i in range(L):
+            z = h @ ws[i] + bs[i]
+            h = cp.maximum(z, 0) if i < L - 1 else z
+            hs.append(h)
+        diff = h - y
+        loss = (diff * diff).mean()
+        d = diff * (2.0 / diff.size)
+        for i in reversed(range(L)):
+            hin = hs[i]
+            dw = hin.T @ d
+            db = d.sum(axis=0)
+            if i > 0:
+                d = d @ ws[i].T
+                d *= hin > 0
+            ws[i] -= lr * dw
+            bs[i] -= lr * db
+        return loss
+
+    return step
+
+
+def _torch_mlp(x, y, ws, bs, lr, autocast=None):
+    import torch
+
+    tx, ty = torch.from_dlpack(x).clone(), torch.from_dlpack(y).clone()
+    tw = [torch.from_dlpack(w).clone().requires_grad_() for w in ws]
+    tb = [torch.from_dlpack(b).clone().requires_grad_() for b in bs]
+    params = [p for pair in zip(tw, tb) for p in pair]
+    opt = torch.optim.SGD(params, lr=lr)
+    L = len(ws)
+
+    def fwd():
+        h = tx
+        for i in range(L):
+            h = h @ tw[i] + tb[i]
+            if i < L - 1:
+                h = torch.relu(h)
+        return ((h.float() - ty) ** 2).mean()
+
+    def step():
+        if autocast is not None:
+            with torch.autocast("cuda", dtype=autocast):
+                loss = fwd()
+        else:
+            loss = fwd()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def part_mlp(res, quick, precision):
+    import torch
+
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    res["CUPY_TF32"] = os.environ.get("CUPY_TF32", "")
+    B, W, L = (1024, 1024, 6) if quick else (8192, 4096, 6)
+    res["shape"] = {"batch": B, "width": W, "layers": L}
+    lr = 1e-3
+    iters = 5 if quick else 10
+    x, y, ws, bs = _mlp_data(B, W, L)
+    # first-step losses agree (the three compute the same function)
+    ag_step = _ag_mlp(x, y, ws, bs, lr)
+    res["loss_autograd_gpu"] = float(ag_step().numpy())
+    res["autograd_gpu_ms"] = time_cupy(ag_step, 2, iters)
+    del ag_step
+    _free()
+    cp_step = _cupy_mlp(x, y, ws, bs, lr)
+    res["loss_cupy"] = float(cp_step())
+    res["cupy_handwritten_ms"] = time_cupy(cp_step, 2, iters)
+    del cp_step
+    _free()
+    t_step = _torch_mlp(x, y, ws, bs, lr)
+    res["loss_torch"] = float(t_step().item())
+    res["torch_ms"] = time_torch(t_step, 2, iters)
+    del t_step
+    _free()
+    flops = 3 * 2 * B * W * W * L
+    res["autograd_gpu_tflops"] = flops / (res["autograd_gpu_ms"] * 1e-3) / 1e12
+    res["ratio_vs_torch"] = _ratio(res["autograd_gpu_ms"], res["torch_ms"])
+    res["ratio_vs_cupy"] = _ratio(res["autograd_gpu_ms"], res["cupy_handwritten_ms"])
+    res["target_ratio"] = 1.05
+    res["meets_target"] = res["ratio_vs_torch"] is not None and res["ratio_vs_torch"] <= 1.05
+    res["loss_rel_diff_vs_torch"] = abs(res["loss_autograd_gpu"] - res["loss_torch"]) / max(
+        abs(res["loss_torch"]), 1e-30)
+
+
+def part_amp(res, quick, precision):
+    import torch
+
+    import autograd_gpu as ag
+
+    if not hasattr(ag, "AmpConfig"):
+        res["skipped"] = "autograd_gpu has no AmpConfig"
+        return
+    B, W, L = (1024, 1024, 6) if quick else (8192, 4096, 6)
+    res["shape"] = {"batch": B, "width": W, "layers": L}
+    iters = 5 if quick else 10
+    x, y, ws, bs = _mlp_data(B, W, L)
+    cfg = ag.AmpConfig(enabled=True, precision_mode=ag.PrecisionMode.BFLOAT16,
+                       loss_scaler=ag.LossScaler.none())
+    ag_step = _ag_mlp(x, y, ws, bs, 1e-3, amp=cfg)
+    res["loss_autograd_gpu"] = float(ag_step().numpy())
+    res["autograd_gpu_ms"] = time_cupy(ag_step, 2, iters)
+    del ag_step
+    _free()
+    t_step = _torch_mlp(x, y, ws, bs, 1e-3, autocast=torch.bfloat16)
+    res["loss_torch"] = float(t_step().item())
+    res["torch_ms"] = time_torch(t_step, 2, iters)
+    del t_step
+    _free()
+    res["ratio_vs_torch"] = _ratio(res["autograd_gpu_ms"], res["torch_ms"])
+
+
+# ---------------------------------------------------------------------------------------------
+# chain of tiny ops
+
+
+def _ag_chain(n_ops):
+    import autograd_gpu as ag
+
+    def chain(x):
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            y = x
+            for i in range(n_ops):
+                k = i % 4
+                if k == 0:
+                    y = y * 1.01
+                elif k == 1:
+                    y = y + 0.01
+                elif k == 2:
+                    y = ag.tanh(y)
+                else:
+                    y = y - 0.005
+            s = y.sum()
+        (gx,) = tape.gradient(s, [x])
+        return s, gx
+
+    return chain
+
+
+def _torch_chain_fn(n_ops):
+    import torch
+
+    def chain(x):
+        y = x
+        for i in range(n_ops):
+            k = i % 4
+            if k == 0:
+                y = y * 1.01
+            elif k == 1:
+                y = y + 0.01
+            elif k == 2:
+                y = torch.tanh(y)
+            else:
+                y = y - 0.005
+        return y.sum()
+
+    return chain
+
+
+def part_chain(res, quick, precision):
+    import cupy as cp
+    import numpy as np
+    import torch
+
+    import autograd_gpu as ag
+
+    n = 1000
+    iters = 10 if quick else 20
+    res["n_ops"] = n
+    x0 = np.linspace(-1, 1, 16).astype(np.float32)
+    chain = _ag_chain(n)
+    x = ag.Tensor.from_array(x0, device="cuda:0")
+    s_eager, g_eager = chain(x)
+    g_ref = g_eager.numpy()
+    ms = time_cupy(lambda: chain(x), 3, iters)
+    res["autograd_gpu_eager_us_per_op"] = ms * 1e3 / n
+
+    tchain = _torch_chain_fn(n)
+    tx = torch.from_dlpack(cp.asarray(x0)).clone().requires_grad_()
+
+    def t_step():
+        s = tchain(tx)
+        s.backward()
+        tx.grad = None
+
+    res["torch_eager_us_per_op"] = time_torch(t_step, 3, iters) * 1e3 / n
+    s = tchain(tx)
+    s.backward()
+    res["grad_max_abs_diff_vs_torch"] = float(np.abs(tx.grad.cpu().numpy() - g_ref).max())
+    tx.grad = None
+    res["eager_ratio_vs_torch"] = _ratio(res["autograd_gpu_eager_us_per_op"],
+                                         res["torch_eager_us_per_op"])
+    res["eager_target_us_per_op"] = 15.0
+    _write_partial(res)
+
+    # CUDA graph: autograd_gpu
+    try:
+        gstep = ag.cuda.graphed(chain, warmup=2)
+        for _ in range(3):
+            out = gstep(x)
+        res["graph_grad_max_abs_diff_vs_eager"] = float(np.abs(out[1].numpy() - g_ref).max())
+        res["autograd_gpu_graph_us_per_op"] = time_cupy(lambda: gstep(x), 3, iters) * 1e3 / n
+        res["graph_target_us_per_op"] = 3.0
+    except Exception as exc:
+        res["autograd_gpu_graph_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    _write_partial(res)
+
+    # CUDA graph: PyTorch
+    try:
+        sx = torch.from_dlpack(cp.asarray(x0)).clone().requires_grad_()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                tchain(sx).backward()
+                sx.grad = None
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            tchain(sx).backward()
+        res["torch_graph_us_per_op"] = time_torch(graph.replay, 3, iters) * 1e3 / n
+    except Exception as exc:
+        res["torch_graph_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    res["graph_ratio_vs_torch"] = _ratio(res.get("autograd_gpu_graph_us_per_op"),
+                                         res.get("torch_graph_us_per_op"))
+
+
+# ---------------------------------------------------------------------------------------------
+# fused kernels against the xp paths and PyTorch
+
+
+def part_kernels(res, quick, precision):
+    """softmax, log_softmax, layer_norm and cross_entropy, forward + backward through the public
+    API (8192 x 4096), with the fused kernels, without them (AUTOGRAD_GPU_KERNELS off for the
+    backend), and in PyTorch."""
+    import cupy as cp
+    import torch
+    import torch.nn.functional as tF
+
+    import autograd_gpu as ag
+    from autograd_gpu import dtypes as _dt
+    from autograd_gpu.backend import backend_for
+
+    table = backend_for("cuda:0")._kernel_table()
+    N, C = (1024, 1024) if quick else (8192, 4096)
+    res["shape"] = [N, C]
+    iters = 10
+    rs = cp.random.RandomState(2)
+    x32 = rs.standard_normal((N, C), dtype=cp.float32)
+    g32 = rs.standard_normal((N, C), dtype=cp.float32)
+    labels = rs.randint(0, C, size=N).astype(cp.int64)
+    L = ag.Tensor.from_array(labels)
+    ops = {
+        "softmax": (lambda X: ag.softmax(X, axis=-1), lambda t: torch.softmax(t, -1), True),
+        "log_softmax": (lambda X: ag.log_softmax(X, axis=-1),
+                        lambda t: torch.log_softmax(t, -1), True),
+        "layer_norm": (lambda X: ag.layer_norm(X, C), lambda t: tF.layer_norm(t, (C,)), True),
+        "cross_entropy": (lambda X: ag.cross_entropy(X, L, reduction="none"),
+                          None, False),
+    }
+    tl = torch.from_dlpack(labels).clone()
+    for dname, dt, tdt in (("float32", cp.float32, torch.float32),
+                           ("bfloat16", _dt.bfloat16, torch.bfloat16)):
+        xa = x32.astype(dt)
+        X = ag.Tensor.from_array(xa)
+        for name, (fn, tfn, full_g) in ops.items():
+            key = f"{name}_{dname}"
+            G = ag.Tensor.from_array(g32.astype(dt) if full_g else
+                                     cp.ones((N,), dtype=cp.float32).astype(dt))
+
+            def step(fn=fn, G=G):
+                with ag.GradientTape() as tape:
+                    tape.watch(X)
+                    y = fn(X)
+                return tape.gradient(y, [X], output_gradients=G)
+
+            try:
+                for flag, tag in ((True, "fused"), (False, "xp")):
+                    table.enabled = flag
+                    table._ok.clear()
+                    res[f"{key}_{tag}_ms"] = time_cupy(step, 2, iters)
+            except Exception as exc:
+                res[f"{key}_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            finally:
+                table.enabled = True
+                table._ok.clear()
+            try:
+                xt = torch.from_dlpack(xa.astype(cp.float32)).to(tdt).requires_grad_()
+                if name == "cross_entropy":
+                    gt = torch.ones(N, device="cuda", dtype=tdt)
+
+                    def tstep(xt=xt, gt=gt):
+                        tF.cross_entropy(xt, tl, reduction="none").backward(gt)
+                        xt.grad = None
+                else:
+                    gt = torch.from_dlpack(g32).to(tdt)
+
+                    def tstep(xt=xt, gt=gt, tfn=tfn):
+                        tfn(xt).backward(gt)
+                        xt.grad = None
+
+                res[f"{key}_torch_ms"] = time_torch(tstep, 2, iters)
+            except Exception as exc:
+                res[f"{key}_torch_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            res[f"{key}_fused_vs_torch"] = _ratio(res.get(f"{key}_fused_ms"),
+                                                  res.get(f"{key}_torch_ms"))
+            res[f"{key}_fused_vs_xp"] = _ratio(res.get(f"{key}_fused_ms"),
+                                               res.get(f"{key}_xp_ms"))
+            _write_partial(res)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpointing
+
+
+def part_checkpoint(res, quick, precision):
+    import cupy as cp
+    import torch
+
+    import autograd_gpu as ag
+
+    if not hasattr(ag, "CheckpointConfig"):
+        res["skipped"] = "autograd_gpu has no CheckpointConfig"
+        return
+    B, W, L = (256, 512, 48) if quick else (1024, 1024, 48)
+    res["shape"] = {"batch": B, "width": W, "layers": L}
+    iters = 5
+    rs = cp.random.RandomState(1)
+    x = rs.standard_normal((B, W), dtype=cp.float32)
+    ws = [rs.standard_normal((W, W), dtype=cp.float32) * (1.0 / math.sqrt(W)) for _ in range(L)]
+    X = ag.Tensor.from_array(x)
+    Ws = [ag.Variable(ag.Tensor.from_array(w)) for w in ws]
+    pool = cp.get_default_memory_pool()
+
+    def make(cfg):
+        def step():
+            tape = ag.GradientTape(checkpoint=cfg) if cfg is not None else ag.GradientTape()
+            with tape:
+                h = X
+                for w in Ws:
+                    h = ag.tanh(h @ w)
+                loss = (h * h).sum()
+            return tape.gradient(loss, Ws)
+
+        return step
+
+    strategies = [("none", None),
+                  ("block_every_4", ag.CheckpointConfig(strategy="block", checkpoint_every_n=4)),
+                  ("selective", ag.CheckpointConfig(strategy="selective"))]
+    base_grad = None
+    for name, cfg in strategies:
+        try:
+            step = make(cfg)
+            g = step()
+            cp.cuda.Device().synchronize()
+            gl = float(g[-1].numpy().astype("float64").sum())
+            if base_grad is None:
+                base_grad = gl
+            _free()
+            base = pool.total_bytes()
+            step()
+            cp.cuda.Device().synchronize()
+            peak = pool.total_bytes() - base
+            res[f"autograd_gpu_{name}_ms"] = time_cupy(step, 1, iters)
+            res[f"autograd_gpu_{name}_pool_peak_mb"] = peak / 2**20
+            res[f"autograd_gpu_{name}_grad_check"] = abs(gl - base_grad) / max(abs(base_grad),
+                                                                              1e-30)
+        except Exception as exc:
+            res[f"autograd_gpu_{name}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        _write_partial(res)
+    X = Ws = None  # free the autograd_gpu side before the PyTorch peer
+    _free()
+    from torch.utils.checkpoint import checkpoint_sequential
+
+    tx = torch.from_dlpack(x).clone()
+    tws = [torch.from_dlpack(w).clone().requires_grad_() for w in ws]
+
+    class Layer(torch.nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.w = w
+
+        def forward(self, h):
+            return torch.tanh(h @ self.w)
+
+    seq = torch.nn.Sequential(*[Layer(w) for w in tws])
+    for name, segs in (("none", None), ("checkpoint_sequential_12", 12)):
+        def tstep(segs=segs):
+            for w in tws:
+                w.grad = None
+            h = seq(tx) if segs is None else checkpoint_sequential(seq, segs, tx,
+                                                                   use_reentrant=False)
+            (h * h).sum().backward()
+
+        try:
+            tstep()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            tstep()
+            torch.cuda.synchronize()
+            res[f"torch_{name}_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            res[f"torch_{name}_ms"] = time_torch(tstep, 1, iters)
+        except Exception as exc:
+            res[f"torch_{name}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+
+_PARTIAL_PATH = None
+
+
+def _write_partial(res):
+    if _PARTIAL_PATH:
+        with open(_PARTIAL_PATH, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+
+def run_child(part, precision, quick, out_path):
+    global _PARTIAL_PATH
+    _PARTIAL_PATH = out_path
+    res = {"part": part, "precision": precision, "ok": False}
+    t0 = time.time()
+    try:
+        fn = {"mlp_fp32": part_mlp, "mlp_tf32": part_mlp, "chain": part_chain,
+              "kernels": part_kernels, "checkpoint": part_checkpoint, "amp_bf16": part_amp}[part]
+        fn(res, quick, precision)
+        res["ok"] = True
+    except Exception as exc:
+        res["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        res["traceback"] = traceback.format_exc()[-4000:]
+    res["wall_s"] = time.time() - t0
+    _write_partial(res)
+    print(json.dumps({k: v for k, v in res.items() if k != "traceback"}, default=str),
+          flush=True)
+    return 0 if res["ok"] else 1
+
+
+def device_info():
+    info = {}
+    try:
+        import cupy as cp
+
+        props = cp.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+        info["cupy"] = cp.__version__
+        info["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
+    except Exception as exc:
+        info["cupy_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except Exception as exc:
+        info["torch_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="gpu_bench.json")
+    ap.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
+    ap.add_argument("--parts", default=",".join(p for p, _, _ in PARTS))
+    ap.add_argument("--part", help=argparse.SUPPRESS)  # child mode
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    ap.add_argument("--budget", type=float, default=190.0,
+                    help="seconds for the whole suite; parts that would not fit are skipped")
+    args = ap.parse_args(argv)
+    if args.part:
+        return run_child(args.part, args.precision, args.quick, args.out)
+
+    t_start = time.time()
+    report = {"suite": "autograd_gpu GPU benchmark", "quick": args.quick,
+              "device": device_info(), "parts": {}}
+    wanted = set(args.parts.split(","))
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    for part, precision, limit in PARTS:
+        if part not in wanted:
+            continue
+        left = args.budget - (time.time() - t_start)
+        if left < 20:
+            report["parts"][part] = {"skipped": f"suite budget spent ({left:.0f} s left)"}
+            continue
+        limit = min(limit, left)
+        child_out = os.path.join(out_dir, f".gpu_suite_{part}.json")
+        if os.path.exists(child_out):
+            os.remove(child_out)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                    else "")
+        env.pop("CUPY_TF32", None)
+        if precision == "tf32":
+            env["CUPY_TF32"] = "1"
+        cmd = [sys.executable, os.path.abspath(__file__), "--part", part, "--precision",
+               precision, "--out", child_out] + (["--quick"] if args.quick else [])
+        t0 = time.time()
+        try:
+            r = subprocess.run(cmd, env=env, timeout=limit, capture_output=True, text=True)
+            rc, tail = r.returncode, (r.stdout + r.stderr)[-3000:]
+        except subprocess.TimeoutExpired as exc:
+            rc = "timeout"
+            out = (exc.stdout or b"") + (exc.stderr or b"")
+            tail = (out.decode(errors="replace") if isinstance(out, bytes) else out)[-3000:]
+        res = {}
+        if os.path.exists(child_out):
+            try:
+                with open(child_out) as f:
+                    res = json.load(f)
+            except Exception as exc:
+                res = {"read_error": str(exc)}
+            os.remove(child_out)
+        res["returncode"] = rc
+        res["seconds"] = round(time.time() - t0, 1)
+        if rc != 0:
+            res["output_tail"] = tail
+        report["parts"][part] = res
+        report["elapsed_s"] = round(time.time() - t_start, 1)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        print(f"[gpu_suite] {part}: rc={rc} in {res['seconds']} s", flush=True)
+    print(summary(report), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    return 0
+
+
+def _fmt(v, nd=2):
+    return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def summary(report) -> str:
+    p = report["parts"]
+    lines = [f"device: {report['device'].get('gpu', '?')}"]
+    for k in ("mlp_fp32", "mlp_tf32", "amp_bf16"):
+        r = p.get(k, {})
+        lines.append(f"{k:10s} autograd_gpu {_fmt(r.get('autograd_gpu_ms'))} ms  torch "
+                     f"{_fmt(r.get('torch_ms'))} ms  cupy {_fmt(r.get('cupy_handwritten_ms'))} ms"
+                     f"  ratio {_fmt(r.get('ratio_vs_torch'), 3)}"
+                     + (f"  ERROR {r.get('error')}" if r.get("error") else ""))
+    c = p.get("chain", {})
+    lines.append(f"chain eager {_fmt(c.get('autograd_gpu_eager_us_per_op'))} us/op  torch "
+                 f"{_fmt(c.get('torch_eager_us_per_op'))} us/op; graph "
+                 f"{_fmt(c.get('autograd_gpu_graph_us_per_op'))} us/op  torch graph "
+                 f"{_fmt(c.get('torch_graph_us_per_op'))} us/op"
+                 + (f"  ERROR {c.get('error') or c.get('autograd_gpu_graph_error')}"
+                    if c.get("error") or c.get("autograd_gpu_graph_error") else ""))
+    kk = p.get("kernels", {})
+    lines.append("kernels (fused/xp/torch ms) " + ", ".join(
+        f"{n[:-9]}={_fmt(kk.get(n))}/{_fmt(kk.get(n[:-9] + '_xp_ms'))}/"
+        f"{_fmt(kk.get(n[:-9] + '_torch_ms'))}" for n in kk if n.endswith("_fused_ms")))
+    k = p.get("checkpoint", {})
+    lines.append("checkpoint " + ", ".join(f"{n}={_fmt(v)}" for n, v in k.items()
+                                           if n.endswith("_ms") or n.endswith("_mb")))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

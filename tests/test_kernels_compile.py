@@ -1,0 +1,543 @@
+"""CPU checks of the fused CUDA kernels: every kernels/*.cu compiles with nvcc for sm_80 and
+sm_90 (skipped without nvcc), the kernel table is consistent, and the CPU twin of the dropout
+generator reproduces Philox4x32-10's published known-answer vectors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autograd_gpu.backend import kernel_impls as ki
+from autograd_gpu.backend.kernels import KERNELS, kernel_dir, kernel_source
+
+KDIR = Path(str(kernel_dir()))
+SOURCES = sorted(p.stem for p in KDIR.glob("*.cu"))
+NVCC = shutil.which("nvcc")
+
+
+def test_every_source_is_known_to_the_loader():
+    assert set(SOURCES) == set(ki._TEMPLATES), "kernel files vs kernel_impls._TEMPLATES"
+    for name, (stem, factory) in KERNELS.items():
+        assert stem in SOURCES, f"{name}: no kernels/{stem}.cu"
+        assert callable(getattr(ki, factory, None)), f"{name}: no factory {factory}"
+
+
+@pytest.mark.parametrize("stem", SOURCES)
+def test_source_splices_the_common_header(stem):
+    src = kernel_source(stem)
+    assert '#include "common.cuh"' not in src
+    assert "struct Acc" in src  # the header's text is in the NVRTC source
+    for name in ki._TEMPLATES[stem] + ki._PLAIN.get(stem, ()):
+        assert f" {name}(" in src, f"{stem}.cu does not define {name}"
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+@pytest.mark.parametrize("stem", SOURCES)
+def test_kernel_compiles_for_sm80_and_sm90(stem, tmp_path):
+    cmd = [NVCC, "-std=c++17", "-DAG_COMPILE_CHECK", f"-I{KDIR}",
+           "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+           "-fatbin", "-o", str(tmp_path / f"{stem}.fatbin"), str(KDIR / f"{stem}.cu")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"nvcc failed for {stem}.cu:\n{r.stderr[-4000:]}"
+    assert (tmp_path / f"{stem}.fatbin").stat().st_size > 0
+
+
+# Random123's known-answer vectors for philox4x32-10: (counter, key) -> output
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("ctr,key,want", KAT)
+def test_philox_known_answers(ctr, key, want):
+    got = ki.philox4x32_10(np.array([ctr], dtype=np.uint32), key)[0]
+    assert [int(v) for v in got] == list(want)
+
+
+def test_philox_stream_layout_and_dropout_rate():
+    seed, offset = 0x1234_5678_9ABC_DEF0, 7
+    w = ki.philox_words(10, seed, offset)
+    block1 = ki.philox4x32_10(
+        np.array([[1, 0, offset, 0]], dtype=np.uint32), (seed & 0xFFFFFFFF, seed >> 32))[0]
+    assert np.array_equal(w[4:8], block1)  # word i is lane i % 4 of block i // 4
+    keep = ki.dropout_keep_numpy((200, 500), 0.3, seed=3)
+    assert abs(keep.mean() - 0.7) < 0.01
+    assert np.array_equal(keep, ki.dropout_keep_numpy((200, 500), 0.3, seed=3))
+    assert not np.array_equal(keep, ki.dropout_keep_numpy((200, 500), 0.3, seed=4))
+    assert not np.array_equal(keep, ki.dropout_keep_numpy((200, 500), 0.3, seed=3, offset=1))
+    u = ki.philox_uniform((1000,), seed=1)
+    assert u.dtype == np.float32 and u.min() >= 0.0 and u.max() < 1.0
+
+
+def test_kernel_wrappers_reject_unsupported_dtypes():
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
+        ki._ctype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch-argument check without a GPU: every wrapper is run with numpy arrays and a stand-in for
+# the compiled kernel that compares each argument with the kernel's C signature (count, scalar
+# types, pointer element types). A mismatch here would be garbage on the device.
+
+_SCALARS = {"long long": np.int64, "int": np.int32, "float": np.float32, "double": np.float64,
+            "unsigned long long": np.uint64}
+
+
+def _signature(stem, name):
+    import re
+
+    src = kernel_source(stem)
+    m = re.search(r"__global__ void " + re.escape(name) + r"\((.*?)\)\s*\{", src, re.S)
+    assert m, f"{name} not found in {stem}.cu"
+    params = []
+    for p in m.group(1).split(","):
+        p = " ".join(p.replace("__restrict__", "").replace("const ", "").split())
+        mt = re.fullmatch(r"MT_DECL\((\w+)\)", p)
+        if mt:
+            params += ["unsigned long long"] * ki.MT_SLOTS
+            continue
+        if "*" in p:
+            params.append(("ptr", p.split("*")[0].strip()))
+        else:
+            params.append(" ".join(p.split()[:-1]))
+    # MT_DECL expands to MT_SLOTS comma-separated params; the naive split above cut them apart
+    out = []
+    for p in params:
+        if isinstance(p, str) and p.startswith("MT_DECL"):
+            continue
+        out.append(p)
+    return out
+
+
+def _elem_ok(base, arr, dtype):
+    acc = np.float64 if dtype == np.float64 else np.float32
+    want = {"T": [dtype], "typename Acc<T>::t": [acc], "long long": [np.int64],
+            "float": [np.float32], "unsigned char": [np.uint8, np.bool_],
+            "unsigned int": [np.uint32]}[base]
+    return arr.dtype in [np.dtype(w) for w in want]
+
+
+class _FakeKernel:
+    calls: list = []
+
+    def __init__(self, stem, name, dtype):
+        self.stem, self.name, self.dtype = stem, name, dtype
+
+    def __call__(self, grid, block, args):
+        sig = _signature(self.stem, self.name)
+        assert len(args) == len(sig), f"{self.name}: {len(args)} args, signature has {len(sig)}"
+        for i, (a, p) in enumerate(zip(args, sig)):
+            if isinstance(p, tuple):
+                assert isinstance(a, np.ndarray), f"{self.name} arg {i}: expected an array"
+                assert a.flags.c_contiguous, f"{self.name} arg {i}: not contiguous"
+                assert _elem_ok(p[1], a, self.dtype), \
+                    f"{self.name} arg {i}: {p[1]}* got {a.dtype} (T={self.dtype})"
+            else:
+                assert type(a) is _SCALARS[p], f"{self.name} arg {i}: {p} got {type(a)}"
+        assert 1 <= len(grid) <= 3 and all(int(g) >= 1 for g in grid), grid
+        assert grid[0] < 2**31 and all(g < 65536 for g in grid[1:]), grid
+        assert len(block) == 1 and 32 <= block[0] <= 1024 and block[0] % 32 == 0, block
+        _FakeKernel.calls.append(self.name)
+
+
+class _FakeBk:
+    xp = np
+    index = 0
+    name = "fake"
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    def k(bk, stem, name, dtype=None):
+        return _FakeKernel(stem, name, None if dtype is None else np.dtype(dtype))
+
+    monkeypatch.setattr(ki, "_k", k)
+    monkeypatch.setattr(ki, "_ptr", lambda a: np.uint64(0 if a is None else 1))
+    _FakeKernel.calls = []
+    return _FakeBk()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # np.empty outputs: garbage values
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ki._dt.bfloat16, np.float64])
+def test_launch_arguments_match_kernel_signatures(fake_launch, dtype):
+    bk = fake_launch
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 7)).astype(dtype)
+    g = rng.standard_normal((3, 5, 7)).astype(dtype)
+    for log in (0, 1):
+        y = ki._softmax_fwd(bk, x, log)
+        ki._softmax_bwd(bk, g, y, log)
+        ki._softmax_bwd(bk, np.stack([g, g]), y, log)  # batched cotangent
+    labels = rng.integers(0, 7, size=(3, 5))
+    loss, lse, dlog = ki.cross_entropy(bk, x, labels)
+    assert loss.shape == (3, 5) and lse.shape == (3, 5) and dlog.shape == x.shape
+    ki.cross_entropy(bk, x, labels, ignore_index=-100, label_smoothing=0.1, want_dlogits=False)
+    ki.cross_entropy_grad(bk, loss, dlog)
+    ki.cross_entropy_dlogits(bk, x, labels, lse[..., None], label_smoothing=0.1)
+    ki.layer_norm_grad_y(bk, g, x, lse[..., None])
+    ki.layer_norm_grad_y(bk, np.stack([g, g]), x, lse)
+    gam = rng.standard_normal(7).astype(dtype)
+    for gm, bt in ((gam, gam), (None, None)):
+        y, mu, rs = ki.layer_norm(bk, x, gm, bt, 1e-5)
+        assert mu.shape == (3, 5)
+        ki.layer_norm_grad(bk, g, x, gm, mu, rs)
+    for act in ("relu", "gelu", "tanh"):
+        ki.bias_act(bk, x, gam, act)
+        dx, db = ki.bias_act_grad(bk, g, x, gam, act)
+        assert db.shape == gam.shape
+        ki.bias_act_grad(bk, g, x, None, act)
+    t = np.zeros((6, 7), dtype=dtype)
+    ki.deterministic_scatter_add(bk, t, np.array([1, -1, 1]), np.ones((3, 7), dtype))
+    ki.deterministic_scatter_add(bk, t, (np.array([0, 2]), np.array([1, 1])), np.ones(2, dtype))
+    ki.deterministic_scatter_add(bk, t, t > 0, np.ones(int((t > 0).sum()), dtype))
+    ki.dropout(bk, x, 0.25, 123, 4)
+    ki.dropout_mask(bk, (4, 4), 0.25, 123, 0, dtype)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in [(3,), (4, 5)] * 6]
+    ki.global_norm(bk, arrays)
+    ki.clip_by_global_norm(bk, arrays, 1.0)
+    ki.scale(bk, arrays, 0.5, inplace=True)
+    ki.unscale_and_check(bk, arrays, 0.25)
+    want = {"softmax_fwd", "softmax_bwd", "ce_fwd", "ce_bwd", "ce_dlogits", "ln_fwd", "ln_bwd_dx",
+            "ln_bwd_y",
+            "ln_bwd_params", "bias_act_fwd", "bias_act_bwd", "segment_sum", "dropout_fwd",
+            "l2norm_partial", "mt_scale", "unscale_check"}
+    assert want <= set(_FakeKernel.calls)
+
+
+def test_optimizer_launch_arguments(fake_launch):
+    bk = fake_launch
+    rng = np.random.default_rng(1)
+    shapes = [(3,), (4, 5)] * 5
+    p = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    g = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    b = [np.zeros(s, np.float32) for s in shapes]
+    ki.sgd_momentum_(bk, p, g, b, 0.1, momentum=0.9, first=True)
+    ki.sgd_momentum_(bk, p, g, None, 0.1)
+    ki.adam_(bk, p, g, b, [np.zeros(s, np.float32) for s in shapes], 3, 1e-3, adamw=True)
+    assert _FakeKernel.calls.count("sgd_momentum") == 4 and _FakeKernel.calls.count("adam") == 2
+    with pytest.raises(TypeError, match="float32"):
+        ki.adam_(bk, [x.astype(np.float64) for x in p], g, b, b, 1)
+
+
+def test_optimizer_kernel_entries_take_the_optimizer_contract(fake_launch):
+    bk = fake_launch
+    p, g = np.ones(5, np.float32), np.ones(5, np.float32)
+    b, v = np.zeros(5, np.float32), np.zeros(5, np.float32)
+    sgd = ki.make_sgd_momentum(bk)
+    assert sgd(p, g, b, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+               first=True) is p
+    adam = ki.make_adam(bk)
+    adam(p, g, b, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+         decoupled=True, step=1)
+    adam([p, p], [g, g], [b, b], [v, v], lr=1e-3, step=2)
+    assert _FakeKernel.calls == ["sgd_momentum", "adam", "adam"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ops' kernel branches, run on the CPU: a NumPy backend whose "kernels" are the NumPy
+# references of kernel_impls (same contracts). Forward values, dtypes and first-order gradients
+# must equal the plain NumPy path; this checks the wiring (shapes, saved values, dtypes) that the
+# GPU then runs with the real kernels.
+
+
+def _ref_backend():
+    from autograd_gpu.backend.numpy_backend import NumpyBackend
+
+    class RefBackend(NumpyBackend):
+        def has_kernel(self, name):
+            return name in ki.NUMPY_REFERENCES
+
+        def kernel(self, name):
+            return ki.NUMPY_REFERENCES[name]
+
+    return RefBackend()
+
+
+_WIRED = ["softmax", "log_softmax", "cross_entropy", "layer_norm"]
+
+
+def _through(op, bk, inputs, params, u, cast):
+    import autograd_gpu as ag
+    from autograd_gpu.ops.registry import apply
+    from autograd_gpu.tensor import Tensor
+
+    ts = [Tensor(a.astype(cast) if a.dtype == np.float64 else a, bk)
+          if isinstance(a, np.ndarray) else a for a in inputs]
+    diff = [t for t in ts if isinstance(t, Tensor) and t.dtype.kind in "fV"]
+    with ag.GradientTape() as tape:
+        tape.watch(diff)
+        y = apply(op, *ts, **params)
+    gs = tape.gradient(y, diff, output_gradients=Tensor(u.astype(y.dtype), bk))
+    return y.numpy(), [g.numpy() for g in gs]
+
+
+@pytest.mark.parametrize("name", _WIRED)
+@pytest.mark.parametrize("cast", [np.float64, np.float32, ki._dt.bfloat16])
+def test_kernel_branches_match_the_numpy_path(name, cast):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from autograd_gpu.backend import NUMPY
+    from autograd_gpu.ops.registry import REGISTRY
+
+    op = REGISTRY[name]
+    ref_bk = _ref_backend()
+    tol = {np.float64: 1e-12, np.float32: 2e-6, ki._dt.bfloat16: 2e-2}[cast]
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def check(data):
+        inputs, params = op.sample(data.draw)
+        inputs = list(inputs)
+        y0 = op.forward(NUMPY, *inputs, **params)[0]
+        u = np.random.default_rng(0).standard_normal(np.shape(y0))
+        ya, ga = _through(op, NUMPY, inputs, params, u, cast)
+        yb, gb = _through(op, ref_bk, inputs, params, u, cast)
+        assert ya.dtype == yb.dtype and ya.shape == yb.shape
+        np.testing.assert_allclose(yb.astype(np.float64), ya.astype(np.float64), rtol=tol,
+                                   atol=tol)
+        for a, b in zip(ga, gb):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_allclose(b.astype(np.float64), a.astype(np.float64), rtol=tol,
+                                       atol=4 * tol)
+
+    check()
+
+
+def test_cuda_module_without_a_gpu():
+    import autograd_gpu as ag
+    from autograd_gpu.backend.cupy_backend import cupy_status
+
+    if cupy_status()[0]:
+        pytest.skip("a GPU is usable here")
+    assert ag.cuda.is_available() is False and ag.cuda.device_count() == 0
+    calls = []
+    step = ag.cuda.graphed(lambda x: calls.append(x) or x * 2, warmup=1)
+    x = ag.Tensor.from_array(np.ones(3, np.float32), device="cpu")
+    assert np.array_equal(step(x).numpy(), [2, 2, 2])  # warm-up runs eagerly anywhere
+    with pytest.raises(ag.DeviceError, match="no usable GPU"):
+        step(x)  # capture needs a GPU
+    with pytest.raises(ag.ArgumentError, match="warmup"):
+        ag.cuda.graphed(lambda x: x, warmup=0)
+
+
+def test_kernel_table_probes_compiles_and_honours_the_switch(monkeypatch):
+    from autograd_gpu.backend import kernels as kmod
+
+    class Bk:
+        index = 0
+
+    calls = []
+    monkeypatch.setattr(ki, "ensure_compiled", lambda stem, idx: calls.append(stem))
+    table = kmod.KernelTable(Bk())
+    assert table.has("softmax_lastdim") and table.has("softmax_lastdim")
+    assert calls == ["softmax"]  # probed once, then cached
+    assert not table.has("no_such_kernel")
+
+    def broken(stem, idx):
+        raise RuntimeError("nvrtc: error")
+
+    monkeypatch.setattr(ki, "ensure_compiled", broken)
+    table = kmod.KernelTable(Bk())
+    with pytest.warns(RuntimeWarning, match="unavailable.*nvrtc: error"):
+        assert not table.has("layer_norm")
+    monkeypatch.setenv("AUTOGRAD_GPU_KERNELS", "0")
+    assert not kmod.KernelTable(Bk()).has("softmax_lastdim")
+
+
+# ---------------------------------------------------------------------------------------------
+# The multi-tensor bookkeeping (groups of MT_SLOTS, slot offsets, partial buffers), checked on
+# the CPU: pointers become indices into a table of numpy arrays and each kernel's grid-level
+# semantics is emulated in numpy, block by block as the CUDA code partitions the work.
+
+
+class _Emu:
+    def __init__(self):
+        self.arrays = {}
+
+    def ptr(self, a):
+        if a is None:
+            return np.uint64(0)
+        key = len(self.arrays) + 1
+        self.arrays[key] = a
+        return np.uint64(key)
+
+    def pick(self, args, list_no, t):
+        return self.arrays[int(args[list_no * ki.MT_SLOTS + t])]
+
+    def kernel(self, bk, stem, name, dtype=None):
+        emu = self
+
+        def run(grid, block, args):
+            bx, nt = grid
+            nthreads = bx * block[0]
+            nl = {"l2norm_partial": 1, "mt_scale": 2, "unscale_check": 1, "sgd_momentum": 3,
+                  "adam": 4}[name]
+            sizes = [int(s) for s in args[nl * ki.MT_SLOTS:(nl + 1) * ki.MT_SLOTS]]
+            rest = args[(nl + 1) * ki.MT_SLOTS:]
+            for t in range(nt):
+                n = sizes[t]
+                x = emu.pick(args, 0, t).reshape(-1)
+                assert x.size == n, (name, t, x.size, n)
+                if name == "l2norm_partial":
+                    part, base = rest
+                    for b in range(bx):  # block b covers i = b*T + k*nthreads + tid
+                        idx = np.concatenate([np.arange(b * block[0] + s, n, nthreads)
+                                              for s in range(block[0])]) if n else []
+                        v = x[np.asarray(idx, dtype=np.int64)].astype(part.dtype)
+                        part[int(base) + t * bx + b] = (v * v).sum()
+                elif name == "mt_scale":
+                    coef, max_norm, mode = rest
+                    f = float(coef.reshape(()))
+                    if mode == 1:
+                        f = min(1.0, float(max_norm) / (f + 1e-6))
+                    emu.pick(args, 1, t).reshape(-1)[:] = (x.astype(np.float64) * f).astype(
+                        x.dtype)
+                elif name == "unscale_check":
+                    inv, found = rest
+                    if not np.isfinite(x.astype(np.float64)).all():
+                        found[...] = 1.0
+                    x[:] = (x.astype(np.float64) * float(inv.reshape(()))).astype(x.dtype)
+                elif name == "sgd_momentum":
+                    lr, mom, damp, wd, nest, first = (float(v) for v in rest)
+                    g = emu.pick(args, 1, t).reshape(-1)
+                    d = g + wd * x
+                    if mom:
+                        buf = emu.pick(args, 2, t).reshape(-1)
+                        buf[:] = d if first else mom * buf + (1 - damp) * d
+                        d = d + mom * buf if nest else buf
+                    x[:] = x - lr * d
+                elif name == "adam":
+                    lr, b1, b2, eps, wd, adamw, step = rest
+                    g = emu.pick(args, 1, t).reshape(-1).astype(np.float64)
+                    m, v = emu.pick(args, 2, t).reshape(-1), emu.pick(args, 3, t).reshape(-1)
+                    s = float(step.reshape(()))
+                    p = x.astype(np.float64)
+                    if adamw:
+                        p = p * (1 - lr * wd)
+                    else:
+                        g = g + wd * p
+                    m[:] = b1 * m + (1 - b1) * g
+                    v[:] = b2 * v + (1 - b2) * g * g
+                    x[:] = p - (lr / (1 - b1**s)) * m / (np.sqrt(v) / np.sqrt(1 - b2**s) + eps)
+            for t in range(nt, ki.MT_SLOTS):  # unused slots are null
+                assert int(args[t]) == 0
+
+        return run
+
+
+@pytest.fixture
+def emu(monkeypatch):
+    e = _Emu()
+    monkeypatch.setattr(ki, "_k", e.kernel)
+    monkeypatch.setattr(ki, "_ptr", e.ptr)
+    return _FakeBk()
+
+
+def _arrays(dtypes, n=19, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(rng.integers(0, 4), rng.integers(1, 700)) for _ in range(n)]
+    return [rng.standard_normal(s).astype(dtypes[i % len(dtypes)]) for i, s in enumerate(shapes)]
+
+
+@pytest.mark.parametrize("dtypes", [[np.float32], [np.float32, np.float16, ki._dt.bfloat16],
+                                    [np.float64, np.float32]])
+def test_multi_tensor_bookkeeping(emu, dtypes):
+    bk = emu
+    arrs = _arrays(dtypes)
+    ref = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in arrs))
+    norm = ki.global_norm(bk, arrs)
+    assert abs(float(norm) - ref) <= 1e-5 * ref
+    assert norm.dtype == (np.float64 if np.float64 in dtypes else np.float32)
+    clipped, _ = ki.clip_by_global_norm(bk, arrs, 1.0)
+    for a, c in zip(arrs, clipped):
+        np.testing.assert_allclose(c.astype(np.float64), a.astype(np.float64) / (ref + 1e-6),
+                                   rtol=1e-2, atol=1e-6)
+    before = [a.copy() for a in arrs]
+    found = ki.unscale_and_check(bk, arrs, 0.5)
+    assert float(found) == 0.0
+    for a, b in zip(arrs, before):
+        np.testing.assert_array_equal(a, (b.astype(np.float64) * 0.5).astype(b.dtype))
+    big = max(range(len(arrs)), key=lambda i: arrs[i].size)
+    arrs[big].reshape(-1)[-1] = np.inf
+    assert float(ki.unscale_and_check(bk, arrs, 1.0)) == 1.0
+
+
+def test_optimizer_bookkeeping(emu):
+    bk = emu
+    ps = _arrays([np.float32], n=13, seed=1)
+    gs = _arrays([np.float32], n=13, seed=1)
+    gs = [g * 0.5 + 1 for g in gs]
+    bufs = [np.zeros_like(p) for p in ps]
+    ref = [p.astype(np.float64) - 0.1 * g for p, g in zip(ps, gs)]
+    ki.sgd_momentum_(bk, ps, gs, bufs, 0.1, momentum=0.9, first=True)
+    for p, r, b, g in zip(ps, ref, bufs, gs):
+        np.testing.assert_allclose(p, r, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(b, g)
+    m = [np.zeros_like(p) for p in ps]
+    v = [np.zeros_like(p) for p in ps]
+    start = [p.copy() for p in ps]
+    ki.adam_(bk, ps, gs, m, v, 1, lr=0.01)
+    for p, s0, g in zip(ps, start, gs):  # the first Adam step moves each entry by ~lr
+        np.testing.assert_allclose(p, s0 - 0.01 * np.sign(g), rtol=1e-4, atol=1e-5)
+
+
+def _segment_sum_emulated(grid, block, args):
+    """segment_sum.cu, thread (p, j) by thread, in numpy."""
+    sorted_idx, order, values, target, K, D, M = args
+    K, D, M = int(K), int(D), int(M)
+    tf = target.reshape(-1)
+    for p in range(K):
+        row = int(sorted_idx[p])
+        if p > 0 and int(sorted_idx[p - 1]) == row:
+            continue
+        if not 0 <= row < M:
+            continue
+        q = p
+        acc = np.zeros(D, dtype=np.float64)
+        while q < K and int(sorted_idx[q]) == row:
+            acc += values[int(order[q]) * D:(int(order[q]) + 1) * D]
+            q += 1
+        tf[row * D:(row + 1) * D] = (tf[row * D:(row + 1) * D] + acc).astype(tf.dtype)
+
+
+def test_scatter_add_bookkeeping(monkeypatch):
+    monkeypatch.setattr(ki, "_k", lambda bk, stem, name, dtype=None: _segment_sum_emulated)
+    bk = _FakeBk()
+    rng = np.random.default_rng(3)
+    cases = [
+        ((7, 3), rng.integers(-7, 7, size=20), (20, 3)),               # rows, negative indices
+        ((5,), np.array([4, 4, 0, -1]), (4,)),                         # 1-D target
+        ((6, 2, 3), rng.integers(0, 6, size=(4, 5)), (4, 5, 2, 3)),    # multi-dim index
+        ((6, 5), (np.array([0, 5, 0]), np.array([1, 1, 1])), (3,)),    # tuple of arrays
+        ((6, 5), (slice(1, 3), np.array([2, 2, 0])), (2, 3)),          # slice + array
+        ((4, 4), rng.random((4, 4)) > 0.5, None),                      # boolean mask
+    ]
+    for shape, index, vshape in cases:
+        if vshape is None:
+            vshape = (int(index.sum()),)
+        vals = rng.standard_normal(vshape)
+        got = np.zeros(shape)
+        ki.deterministic_scatter_add(bk, got, index, vals)
+        want = np.zeros(shape)
+        np.add.at(want, index, vals)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(index))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ki.deterministic_scatter_add(bk, np.zeros((4, 3)).T, np.array([0]), np.ones(4))
+def test_dropout_branch_uses_the_philox_mask():
+    import autograd_gpu as ag
+    from autograd_gpu.tensor import Tensor
+
+    bk = _ref_backend()
+    x = Tensor(np.ones((7, 9), np.float32), bk)
+    y = ag.dropout(x, p=0.25, seed=99)
+    keep = ki.dropout_keep_numpy((7, 9), 0.25, 99)
+    if y._bk.has_kernel("dropout_mask"):
+        np.testing.assert_allclose(y.numpy(), np.where(keep, 1 / 0.75, 0.0), rtol=1e-6)

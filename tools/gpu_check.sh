@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# GPU verification in one go: the @pytest.mark.gpu tests, then bench/gpu_suite.py; everything
+# lands under $OUT (default /tmp/autograd_gpu_check): gpu_report.json (summary of both), gpu_tests.log,
+# gpu_bench.json, gpu_bench.log, env.txt. Each stage has its own time limit, so one hang does not
+# lose the rest; the report is written even when a stage fails. Needs no install:
+#   OUT=/some/dir tools/gpu_check.sh        (uses python3, or $PYTHON; PYTHONPATH=repo root)
+# Limits (seconds) can be overridden: TEST_TIMEOUT (default 200), BENCH_BUDGET (190); the whole
+# run stays under about 7 minutes.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-/tmp/autograd_gpu_check}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export PYTHONDONTWRITEBYTECODE=1
+TEST_TIMEOUT=${TEST_TIMEOUT:-200}
+BENCH_BUDGET=${BENCH_BUDGET:-190}
+T0=$(date +%s)
+
+{
+  echo "date: $(date -u +%FT%TZ)"; echo "python: $($PY --version 2>&1)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm \
+    --format=csv 2>&1 | head -5
+  timeout 60 "$PY" - <<'PYEOF' 2>&1
+import importlib
+for m in ("numpy", "ml_dtypes", "cupy", "torch", "hypothesis", "pytest"):
+    try:
+        print(m, importlib.import_module(m).__version__)
+    except Exception as e:
+        print(m, "MISSING", type(e).__name__, e)
+from autograd_gpu.backend.cupy_backend import cupy_status
+print("cupy_status", cupy_status())
+PYEOF
+} > "$OUT/env.txt" 2>&1
+
+# 1. GPU tests (verbose: every result is in the log as it happens, even if the stage is killed)
+PT_EXTRA=()
+if "$PY" -c "import pytest_timeout" 2>/dev/null; then PT_EXTRA=(--timeout=120); fi
+timeout -k 10 "$TEST_TIMEOUT" "$PY" -m pytest -m gpu tests -v -p no:cacheprovider \
+  -o addopts="" -rfE --tb=short --continue-on-collection-errors "${PT_EXTRA[@]}" > "$OUT/gpu_tests.log" 2>&1
+TEST_RC=$?
+T1=$(date +%s)
+
+# 2. benchmark suite (each part in its own child with its own limit; JSON written per part)
+timeout -k 10 $((BENCH_BUDGET + 30)) "$PY" bench/gpu_suite.py --out "$OUT/gpu_bench.json" \
+  --budget "$BENCH_BUDGET" > "$OUT/gpu_bench.log" 2>&1
+BENCH_RC=$?
+T2=$(date +%s)
+
+# 3. the report
+timeout 60 "$PY" - "$OUT" "$TEST_RC" "$BENCH_RC" $((T1 - T0)) $((T2 - T1)) <<'PYEOF'
+import json, os, re, sys
+out, test_rc, bench_rc, t_tests, t_bench = sys.argv[1], *map(int, sys.argv[2:])
+def read(name):
+    try:
+        with open(os.path.join(out, name), errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+log = read("gpu_tests.log")
+results = {}
+for m in re.finditer(r"^(tests/\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", log, re.M):
+    results[m.group(1)] = m.group(2)
+counts = {}
+for v in results.values():
+    counts[v] = counts.get(v, 0) + 1
+failed = sorted(k for k, v in results.items() if v in ("FAILED", "ERROR"))
+# short failure reasons from the -rfE summary
+reasons = {}
+for m in re.finditer(r"^(FAILED|ERROR) (tests/\S+)(?: - (.*))?$", log, re.M):
+    reasons[m.group(2)] = (m.group(3) or "")[:400]
+tail = None
+for tail in re.finditer(r"^=+ .*\d+ (passed|failed|skipped|errors?|deselected).* =+\s*$", log,
+                        re.M):
+    pass
+try:
+    bench = json.loads(read("gpu_bench.json") or "{}")
+except Exception as e:
+    bench = {"read_error": str(e)}
+report = {
+    "tests": {"returncode": test_rc, "timed_out": test_rc in (124, 137), "seconds": t_tests,
+              "counts": counts, "failed": failed[:200],
+              "failure_reasons": {k: reasons.get(k, "") for k in failed[:200]},
+              "summary_line": tail.group(0).strip() if tail else None},
+    "bench": {"returncode": bench_rc, "seconds": t_bench, "results": bench},
+    "env": read("env.txt")[-4000:],
+}
+with open(os.path.join(out, "gpu_report.json"), "w") as f:
+    json.dump(report, f, indent=1, default=str)
+print(json.dumps({"tests": {k: report["tests"][k] for k in
+                            ("returncode", "seconds", "counts", "summary_line")},
+                  "bench_rc": bench_rc}, default=str))
+PYEOF
+echo "--- tests: rc=$TEST_RC in $((T1 - T0)) s; bench: rc=$BENCH_RC in $((T2 - T1)) s"
+grep -E "^(FAILED|ERROR) " "$OUT/gpu_tests.log" | head -40
+tail -8 "$OUT/gpu_bench.log"
+echo "report: $OUT/gpu_report.json"
