@@ -170,7 +170,7 @@ class GraphedStep:
                     stream.end_capture()
                 except Exception:
                     pass
-                raise RuntimeError(
+                raise DeviceError(
                     "ag.cuda.graphed: capturing the step failed; a captured step must not "
                     "synchronise with the host (float(), .numpy(), .item()) or copy new data "
                     f"from the host ({type(exc).__name__}: {exc})") from exc
