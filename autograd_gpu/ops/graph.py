@@ -51,8 +51,8 @@ class Node:
         self.out_meta = out_meta  # (shape, dtype) of the output
         self.site = None  # forward call site, filled under detect_anomaly
         self.extra = None  # room for checkpointing/AMP bookkeeping
-        # per input: does it lead to a tracked value (wants a gradient)
-        self.needs = needs if needs is not None else tuple(p is not None for p in parents)
+        # per input, truthy when it leads to a tracked value (wants a gradient)
+        self.needs = needs if needs is not None else parents
 
     @property
     def saved_map(self) -> tuple:

@@ -255,7 +255,6 @@ def _apply_observed(op, inputs, params):
     arrs = []
     parents = []
     in_meta = []
-    needs = []
     found = None
     gen = 0
     for x in inputs:
@@ -282,18 +281,15 @@ def _apply_observed(op, inputs, params):
                     if p.gen >= gen:
                         gen = p.gen + 1
                     parents.append(p)
-                    needs.append(True)
                     in_meta.append(p.out_meta)  # the same (shape, dtype), no new tuple
                 else:
                     parents.append(None)
-                    needs.append(False)
                     in_meta.append((a.shape, a.dtype))
         elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
             arrs.append(x)
             if recording:
                 in_meta.append(((), None))
                 parents.append(None)
-                needs.append(False)
         else:
             _unwrap(op, inputs)  # raises the ArgumentError
     if bk is None:
@@ -313,8 +309,11 @@ def _apply_observed(op, inputs, params):
         out = new
     if found:
         result = TrackedTensor(out, bk)
-        result._node = _record(op, arrs, params, out, saved, found, recording, tuple(parents),
-                               tuple(in_meta), tuple(needs), gen, st.hooks)
+        parents = tuple(parents)
+        # needs: rules only test needs[i] for truth, and a parent node is truthy where an
+        # input wants a gradient, so the parents tuple serves (no second tuple per node)
+        result._node = _record(op, arrs, params, out, saved, found, recording, parents,
+                               tuple(in_meta), parents, gen, st.hooks)
         result._tapes = found
     else:
         result = Tensor(out, bk)
