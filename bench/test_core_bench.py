@@ -210,3 +210,39 @@ def test_mlp_step_interleaved_with_numpy():
     print(f"\ninterleaved mlp step: autograd_gpu {best['ours'] * 1e3:.1f} ms, numpy "
           f"{best['numpy'] * 1e3:.1f} ms, ratio of bests {best['ours'] / best['numpy']:.3f}x, "
           f"of medians {med['ours'] / med['numpy']:.3f}x")
+
+
+def test_chain_interleaved_with_torch():
+    """Sequential benchmarks drift on a shared VM; this alternates ours and PyTorch's step
+    30 times and compares the best of each (printed with -s)."""
+    import time
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    x0, c0 = _chain_inputs()
+    c, ct = ag.Tensor.from_array(c0), torch.from_numpy(c0)
+
+    def ours():
+        tape = ag.GradientTape()
+        x = tape.watch(ag.Tensor.from_array(x0))
+        y = x
+        for _ in range(REPS):
+            y = y + ag.tanh(ag.sin(y)) * c
+        return tape.gradient(y, [x])[0].numpy()
+
+    def theirs():
+        x = torch.from_numpy(x0).requires_grad_(True)
+        y = x
+        for _ in range(REPS):
+            y = y + torch.tanh(torch.sin(y)) * ct
+        return torch.autograd.grad(y, [x], torch.ones_like(y))[0].numpy()
+
+    best = {"ours": 1e9, "torch": 1e9}
+    for _ in range(30):
+        for name, fn in (("ours", ours), ("torch", theirs)):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    np.testing.assert_allclose(ours(), theirs(), rtol=1e-4)
+    print(f"\ninterleaved chain: autograd_gpu {best['ours'] / N_OPS * 1e6:.2f} us/op, torch "
+          f"{best['torch'] / N_OPS * 1e6:.2f} us/op, ratio {best['ours'] / best['torch']:.2f}x")
