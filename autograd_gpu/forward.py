@@ -19,7 +19,7 @@ import numbers
 from .errors import ArgumentError, ShapeError, TapeError, describe
 from .ops.context import STATE, new_id
 from .ops.registry import call_jvp, raw, saved_tensors, tensors
-from .tape import GradientTape
+from .tape import GradientTape, check_sources, check_unconnected
 from .tensor import Tensor
 
 __all__ = ["ForwardAccumulator", "replay_jvp"]
@@ -132,9 +132,7 @@ class ForwardAccumulator:
 
         A tensor that does not depend on the primals has no tangent: None, or zeros with
         ``unconnected_gradients="zero"``."""
-        if unconnected_gradients not in ("none", "zero", None):
-            raise ArgumentError("ForwardAccumulator.jvp: argument 'unconnected_gradients' "
-                                f"expected 'none' or 'zero', got {unconnected_gradients!r}")
+        check_unconnected(unconnected_gradients, "ForwardAccumulator.jvp")
         if isinstance(y, (list, tuple)):
             return type(y)(self.jvp(t, unconnected_gradients) for t in y)
         if not isinstance(y, Tensor):
@@ -408,14 +406,8 @@ def _forward_gradient(self, source, target, tangent=None, unconnected_gradients=
     self._check_usable("forward_gradient")
     srcs, s_single = _as_tensor_list(source, "source", where)
     tgts, t_single = _as_tensor_list(target, "target", where)
-    if unconnected_gradients not in ("none", "zero", None):
-        raise ArgumentError(f"{where}: argument 'unconnected_gradients' expected 'none' or "
-                            f"'zero', got {unconnected_gradients!r}")
-    for i, s in enumerate(srcs):
-        if s._node is None:
-            raise TapeError(f"{where}: source {i} ({describe(s)}) is not tracked by any tape; "
-                            "call tape.watch(x) on it before computing with it")
-    zero = unconnected_gradients == "zero"
+    zero = check_unconnected(unconnected_gradients, where)
+    check_sources(srcs, where)
     if tangent is not None:
         tl = [tangent] if s_single else list(tangent) if isinstance(tangent, (list, tuple)) \
             else None
@@ -440,7 +432,7 @@ def _forward_gradient(self, source, target, tangent=None, unconnected_gradients=
         for t_i, tgt in enumerate(tgts):
             row = []
             for s_i, src in enumerate(srcs):
-                row.append(assemble_forward(parts[s_i][t_i], tgt, src, zero, differentiable))
+                row.append(assemble_jacobian(parts[s_i][t_i], tgt, src, zero, differentiable))
             table.append(row[0] if s_single else row)
         out = table[0] if t_single else table
     if not self.persistent:
@@ -448,19 +440,26 @@ def _forward_gradient(self, source, target, tangent=None, unconnected_gradients=
     return out
 
 
-def assemble_forward(block, tgt, src, zero, differentiable):
-    """(n,) + target shape tangents -> the Jacobian, target shape + source shape."""
+def assemble_jacobian(block, tgt, src, zero, differentiable, forward=True):
+    """A Jacobian block (target shape + source shape) from a batched sweep's result: forward
+    mode gives (n,) + target shape tangents (transposed here), reverse mode gives (m,) + source
+    shape cotangents (reshaped only)."""
     bk = src._bk
     shape = tgt.shape + src.shape
     if block is None:
-        return Tensor(bk.xp.zeros(shape, dtype=tgt.dtype), bk) if zero else None
+        return Tensor(bk.xp.zeros(shape, dtype=tgt.dtype if forward else src.dtype), bk) \
+            if zero else None
     n, m = src.size, tgt.size
     if differentiable:
         from .ops import api as A
 
-        return A.reshape(A.transpose(A.reshape(block, (n, m)), (1, 0)), shape)
+        if forward:
+            block = A.transpose(A.reshape(block, (n, m)), (1, 0))
+        return A.reshape(block, shape)
     arr = block._data if isinstance(block, Tensor) else block
-    return Tensor(arr.reshape(n, m).T.reshape(shape), bk)
+    if forward:
+        arr = arr.reshape(n, m).T
+    return Tensor(arr.reshape(shape), bk)
 
 
 GradientTape.forward_gradient = _forward_gradient

@@ -25,16 +25,16 @@ import numbers
 import threading
 from dataclasses import dataclass
 
-from .errors import ArgumentError, ShapeError, TapeError, describe
+from .errors import ArgumentError, ShapeError, describe
 from .forward import (
     _as_tensor_list,
-    assemble_forward,
+    assemble_jacobian,
     forward_jacobian_parts,
     relevant_nodes,
 )
 from .ops.context import STATE
 from .options import OptionEnum
-from .tape import _TAPE_INIT_HOOKS, GradientTape
+from .tape import _TAPE_INIT_HOOKS, GradientTape, check_sources, check_unconnected
 from .tensor import Tensor
 
 __all__ = ["SchedulingStrategy", "SchedulerConfig", "Schedule", "HybridScheduler",
@@ -341,33 +341,6 @@ def reverse_jacobian_parts(tape, sources, targets, chunk=None, differentiable=Fa
     return table
 
 
-def _assemble_reverse(block, tgt, src, zero, differentiable):
-    bk = src._bk
-    shape = tgt.shape + src.shape
-    if block is None:
-        return Tensor(bk.xp.zeros(shape, dtype=src.dtype), bk) if zero else None
-    if differentiable:
-        from .ops import api as A
-
-        return A.reshape(block, shape)
-    arr = block._data if isinstance(block, Tensor) else block
-    return Tensor(arr.reshape(shape), bk)
-
-
-def _check_sources(tape, srcs, where):
-    for i, s in enumerate(srcs):
-        if s._node is None:
-            raise TapeError(f"{where}: source {i} ({describe(s)}) is not tracked by any tape; "
-                            "call tape.watch(x) on it before computing with it")
-
-
-def _check_unconnected(value, where):
-    if value not in ("none", "zero", None):
-        raise ArgumentError(f"{where}: argument 'unconnected_gradients' expected 'none' or "
-                            f"'zero', got {value!r}")
-    return value == "zero"
-
-
 def _jacobian(self, target, source, mode="auto", unconnected_gradients="none",
               chunk_size=None):
     """d target / d source, shape target.shape + source.shape.
@@ -379,8 +352,8 @@ def _jacobian(self, target, source, mode="auto", unconnected_gradients="none",
     self._check_usable("jacobian")
     srcs, s_single = _as_tensor_list(source, "source", where)
     tgts, t_single = _as_tensor_list(target, "target", where)
-    zero = _check_unconnected(unconnected_gradients, where)
-    _check_sources(self, srcs, where)
+    zero = check_unconnected(unconnected_gradients, where)
+    check_sources(srcs, where)
     sched = HybridScheduler(self.scheduler_config)
     req = SchedulingStrategy.parse(mode, where, "mode")
     if chunk_size is not None:
@@ -401,12 +374,13 @@ def _jacobian(self, target, source, mode="auto", unconnected_gradients="none",
     if plan.mode == "forward":
         parts = forward_jacobian_parts(self, srcs, tgts, plan.chunk_size, differentiable, nodes)
         for t_i, tgt in enumerate(tgts):
-            table.append([assemble_forward(parts[s_i][t_i], tgt, src, zero, differentiable)
+            table.append([assemble_jacobian(parts[s_i][t_i], tgt, src, zero, differentiable)
                           for s_i, src in enumerate(srcs)])
     else:
         parts = reverse_jacobian_parts(self, srcs, tgts, plan.chunk_size, differentiable)
         for t_i, tgt in enumerate(tgts):
-            table.append([_assemble_reverse(parts[t_i][s_i], tgt, src, zero, differentiable)
+            table.append([assemble_jacobian(parts[t_i][s_i], tgt, src, zero, differentiable,
+                                               forward=False)
                           for s_i, src in enumerate(srcs)])
     if not self.persistent:
         self._finish()
@@ -424,8 +398,8 @@ def _batch_jacobian(self, target, source, mode="auto", unconnected_gradients="no
     if not isinstance(target, Tensor) or not isinstance(source, Tensor):
         raise ArgumentError(f"{where}: arguments 'target' and 'source' expected Tensors, got "
                             f"{describe(target)} and {describe(source)}")
-    zero = _check_unconnected(unconnected_gradients, where)
-    _check_sources(self, [source], where)
+    zero = check_unconnected(unconnected_gradients, where)
+    check_sources([source], where)
     if target.ndim < 1 or source.ndim < 1 or target.shape[0] != source.shape[0]:
         raise ShapeError(f"{where}: expected target and source with the same leading batch "
                          f"axis, got target {target.shape} and source {source.shape}")

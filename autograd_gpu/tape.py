@@ -214,11 +214,7 @@ class GradientTape:
         self._check_usable("gradient")
         tlist, _ = _as_list(targets, "targets")
         slist, _ = _as_list(sources, "sources")
-        if unconnected_gradients not in ("none", "zero", None):
-            raise ArgumentError(
-                "GradientTape.gradient: argument 'unconnected_gradients' expected 'none' or "
-                f"'zero', got {unconnected_gradients!r}"
-            )
+        check_unconnected(unconnected_gradients, "GradientTape.gradient")
         if output_gradients is None:
             ogs = [None] * len(tlist)
         else:
@@ -246,16 +242,7 @@ class GradientTape:
             if self._amp is not None:
                 seed = self._amp.scale_seed(seed)
             seeds.append((t, seed))
-        for i, s in enumerate(slist):
-            if not isinstance(s, Tensor):
-                raise ArgumentError(
-                    f"GradientTape.gradient: sources[{i}] expected a Tensor, got {describe(s)}"
-                )
-            if s._node is None:
-                raise TapeError(
-                    f"GradientTape.gradient: sources[{i}] ({describe(s)}) is not tracked by any "
-                    "tape; call tape.watch(x) on it (or make it a Variable) before using it"
-                )
+        check_sources(slist, "GradientTape.gradient")
         results = self.backward(seeds, [s._node for s in slist], batch_nd=0)
         out = []
         for s, g in zip(slist, results):
@@ -378,6 +365,26 @@ class GradientTape:
     def __repr__(self) -> str:
         state = "used" if self._used else ("recording" if self.is_recording else "idle")
         return f"GradientTape(id={self.id}, nodes={len(self._nodes)}, {state})"
+
+
+def check_unconnected(value, where: str) -> bool:
+    """Validate an ``unconnected_gradients`` argument; True means "zero"."""
+    if value not in ("none", "zero", None):
+        raise ArgumentError(f"{where}: argument 'unconnected_gradients' expected 'none' or "
+                            f"'zero', got {value!r}")
+    return value == "zero"
+
+
+def check_sources(sources, where: str) -> None:
+    """Every source must be a Tensor some tape tracks (else its gradient could only be None)."""
+    for i, s in enumerate(sources):
+        if not isinstance(s, Tensor):
+            raise ArgumentError(f"{where}: sources[{i}] expected a Tensor, got {describe(s)}")
+        if s._node is None:
+            raise TapeError(
+                f"{where}: sources[{i}] ({describe(s)}) is not tracked by any tape; call "
+                "tape.watch(x) on it (or make it a Variable) before computing with it"
+            )
 
 
 def _hooked_vjp(hooks, node, F, g, saved, needs):
