@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numbers
 
-from .errors import ArgumentError, ShapeError, TapeError, describe
+from . import dtypes as _dt
+from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
 from .ops.context import STATE, new_id
 from .ops.registry import call_jvp, raw, saved_tensors, tensors
 from .tape import GradientTape, check_sources, check_unconnected
@@ -54,6 +55,9 @@ def coerce_tangent(t, primal, batch_nd, where, what="tangents"):
         lead = f"{batch_nd} batch axes + " if batch_nd else ""
         raise ShapeError(f"{where}: argument '{what}' expected shape {lead}{primal.shape} (the "
                          f"primal's), got {shape}")
+    if not _dt.is_floating(primal.dtype):
+        raise DTypeError(f"{where}: the primal for '{what}' has dtype {_dt.name(primal.dtype)}; "
+                         "integer and bool tensors are never differentiable")
     if arr.dtype != primal.dtype:
         arr = arr.astype(primal.dtype)
     return t if isinstance(t, Tensor) and t._data is arr else Tensor(arr, bk)

@@ -43,8 +43,11 @@ class GradientTape:
 
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True, *,
                  checkpoint=None, amp=None, scheduler=None, deterministic=None):
+        if not isinstance(persistent, bool):
+            raise ArgumentError(f"GradientTape: argument 'persistent' expected a bool, "
+                                f"got {persistent!r}")
         self.id = new_id()
-        self.persistent = bool(persistent)
+        self.persistent = persistent
         self.watch_accessed_variables = bool(watch_accessed_variables)
         self._nodes: list[Node] = []
         self._used = False

@@ -13,7 +13,7 @@ import numpy as np
 from . import dtypes as _dt
 from .backend import NUMPY, backend_for, backend_of_array, default_backend
 from .backend.base import Device
-from .errors import ArgumentError, DeviceError, ShapeError
+from .errors import ArgumentError, DeviceError, DTypeError, ShapeError
 
 _EMPTY = frozenset()
 
@@ -77,26 +77,28 @@ class Tensor:
                     ) from exc
                 if want is None and array.dtype == np.float64:
                     want = _dt.float32
-        if array.dtype == object:
-            raise ArgumentError(
-                "Tensor.from_array: argument 'array' expected numbers, got dtype=object "
-                "(ragged lists or non-numeric items)"
+        if array.dtype.kind not in "biuf" and array.dtype != _dt.bfloat16:
+            raise DTypeError(
+                "Tensor.from_array: argument 'array' expected real numbers (bool, int, float, "
+                f"bfloat16), got dtype={array.dtype}"
             )
         bk = _backend(device)
         return Tensor(bk.asarray(array, want), bk)
 
     @staticmethod
-    def _filled(shape, value, dtype, device):
+    def _filled(shape, value, dtype, device, op="Tensor.full"):
+        if not isinstance(value, numbers.Number) or isinstance(value, complex):
+            raise ArgumentError(f"{op}: argument 'value' expected a real number, got {value!r}")
         bk = _backend(device)
-        return Tensor(bk.xp.full(_shape(shape), value, dtype=_dt.as_dtype(dtype)), bk)
+        return Tensor(bk.xp.full(_shape(shape, op), value, dtype=_dt.as_dtype(dtype)), bk)
 
     @staticmethod
     def zeros(shape, dtype="float32", device=None) -> "Tensor":
-        return Tensor._filled(shape, 0, dtype, device)
+        return Tensor._filled(shape, 0, dtype, device, "Tensor.zeros")
 
     @staticmethod
     def ones(shape, dtype="float32", device=None) -> "Tensor":
-        return Tensor._filled(shape, 1, dtype, device)
+        return Tensor._filled(shape, 1, dtype, device, "Tensor.ones")
 
     @staticmethod
     def full(shape, value, dtype="float32", device=None) -> "Tensor":
@@ -104,7 +106,7 @@ class Tensor:
 
     @staticmethod
     def scalar(value, dtype="float32", device=None) -> "Tensor":
-        return Tensor._filled((), value, dtype, device)
+        return Tensor._filled((), value, dtype, device, "Tensor.scalar")
 
     from_scalar = scalar
 
@@ -119,21 +121,27 @@ class Tensor:
     @staticmethod
     def randn(shape, seed=None, dtype="float32", device=None) -> "Tensor":
         """Standard normal samples. The same seed gives the same values on every device."""
-        rng = np.random.default_rng(seed)
-        arr = rng.standard_normal(_shape(shape)).astype(_dt.as_dtype(dtype))
+        rng = np.random.default_rng(_seed(seed, "Tensor.randn"))
+        arr = rng.standard_normal(_shape(shape, "Tensor.randn")).astype(_dt.as_dtype(dtype))
         bk = _backend(device)
         return Tensor(bk.asarray(arr), bk)
 
     @staticmethod
     def rand(shape, seed=None, dtype="float32", device=None) -> "Tensor":
         """Uniform samples in [0, 1)."""
-        rng = np.random.default_rng(seed)
-        arr = rng.random(_shape(shape)).astype(_dt.as_dtype(dtype))
+        rng = np.random.default_rng(_seed(seed, "Tensor.rand"))
+        arr = rng.random(_shape(shape, "Tensor.rand")).astype(_dt.as_dtype(dtype))
         bk = _backend(device)
         return Tensor(bk.asarray(arr), bk)
 
     @staticmethod
     def arange(start, stop=None, step=1, dtype=None, device=None) -> "Tensor":
+        for name, v in (("start", start), ("stop", stop), ("step", step)):
+            if v is not None and (not isinstance(v, numbers.Real) or isinstance(v, bool)):
+                raise ArgumentError(f"Tensor.arange: argument '{name}' expected a real number, "
+                                    f"got {v!r}")
+        if step == 0:
+            raise ArgumentError("Tensor.arange: argument 'step' expected a non-zero number, got 0")
         bk = _backend(device)
         if stop is None:
             start, stop = 0, start
@@ -271,16 +279,26 @@ def tracked(data, bk, node, tapes) -> TrackedTensor:
     return t
 
 
-def _shape(shape) -> tuple:
+def _shape(shape, op: str = "Tensor", allow_minus_one: bool = False) -> tuple:
+    """A shape as a tuple of ints; anything else (floats, strings, negative sizes) raises."""
     if isinstance(shape, numbers.Integral):
-        return (int(shape),)
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError as exc:
-        raise ShapeError(f"shape: expected an int or a sequence of ints, got {shape!r}") from exc
-    if any(s < 0 for s in out):
-        raise ShapeError(f"shape: expected non-negative sizes, got {out}")
+        shape = (shape,)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise ShapeError(f"{op}: argument 'shape' expected an int or a sequence of ints, "
+                         f"got {shape!r}")
+    shape = tuple(shape)
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape):
+        raise ShapeError(f"{op}: argument 'shape' expected integer sizes, got {shape!r}")
+    out = tuple(int(s) for s in shape)
+    if any(s < 0 and not (allow_minus_one and s == -1) for s in out):
+        raise ShapeError(f"{op}: argument 'shape' expected non-negative sizes, got {out}")
     return out
+
+
+def _seed(seed, op):
+    if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ArgumentError(f"{op}: argument 'seed' expected None or an int >= 0, got {seed!r}")
+    return seed
 
 
 def is_scalar(x) -> bool:

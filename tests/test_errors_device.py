@@ -146,3 +146,34 @@ def test_array_protocol_and_repr():
     np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
     assert "Tensor" in repr(t) and "float64" in repr(t)
     assert len(t) == 2 and float(t[1]) == 2.0 if hasattr(ag, "getitem") else True
+
+
+@pytest.mark.parametrize("call, err, pattern", [
+    (lambda: ag.Tensor.ones((2.9,)), ag.ShapeError, r"Tensor.ones.*integer sizes"),
+    (lambda: ag.Tensor.ones("ab"), ag.ShapeError, r"Tensor.ones.*'shape'"),
+    (lambda: ag.Tensor.zeros((-1, 2)), ag.ShapeError, r"Tensor.zeros.*non-negative"),
+    (lambda: T(np.ones(4)).reshape("a"), ag.ShapeError, r"reshape"),
+    (lambda: T(np.ones((2, 2))).transpose((0, 5)), ag.ShapeError, r"transpose.*axes"),
+    (lambda: T(np.ones(2)).sum(axis=1.5), ag.ShapeError, r"sum.*axis"),
+    (lambda: ag.Tensor.from_array("abc"), ag.DTypeError, r"from_array.*real numbers"),
+    (lambda: ag.Tensor.from_array(np.array([1 + 2j])), ag.DTypeError, r"complex"),
+    (lambda: ag.Tensor.arange(0, 5, 0), ag.ArgumentError, r"arange.*step"),
+    (lambda: ag.Tensor.arange("a"), ag.ArgumentError, r"arange.*start"),
+    (lambda: ag.Tensor.full((2,), "a"), ag.ArgumentError, r"full.*value"),
+    (lambda: ag.Tensor.randn((2,), seed="a"), ag.ArgumentError, r"randn.*seed"),
+    (lambda: ag.GradientTape(persistent="yes"), ag.ArgumentError, r"persistent"),
+])
+def test_constructor_and_shape_arguments_are_validated(call, err, pattern):
+    with pytest.raises(err, match=pattern):
+        call()
+
+
+def test_forward_mode_refuses_integer_primals():
+    i = ag.Tensor.from_array(np.arange(3))
+    with pytest.raises(ag.DTypeError, match="never differentiable"):
+        ag.ForwardAccumulator(i, ag.Tensor.from_array(np.full(3, 0.5)))
+
+
+def test_shape_errors_name_each_argument():
+    with pytest.raises(ag.ShapeError, match=r"matmul: .*argument 0: shape \(2, 2\); argument 1"):
+        T(np.ones((2, 2))) @ T(np.ones(3))

@@ -58,7 +58,13 @@ def norm_axis(axis, ndim, op="op"):
 
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    if isinstance(axis, numbers.Integral):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise ShapeError(f"{op}: argument 'axis' expected None, an int or a tuple of ints, "
+                         f"got {axis!r}")
     out = []
     for a in axes:
         if not isinstance(a, numbers.Integral) or not -ndim <= a < max(ndim, 1):

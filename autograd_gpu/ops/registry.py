@@ -189,11 +189,17 @@ def _forward(op, bk, arrs, params):
     except AutogradError:
         raise
     except (ValueError, IndexError) as exc:
-        shapes = ", ".join(str(getattr(a, "shape", a)) for a in arrs)
-        raise ShapeError(f"{op.name}: inputs with shapes ({shapes}) and {params}: {exc}") from exc
+        got = "; ".join(f"argument {i}: shape {tuple(a.shape)}" if hasattr(a, "shape") else
+                        f"argument {i}: {a!r}" for i, a in enumerate(arrs))
+        extra = f" with {params}" if params else ""
+        raise ShapeError(f"{op.name}: expected inputs whose shapes fit together{extra}, got "
+                         f"{got} (NumPy/CuPy: {exc})") from exc
     except TypeError as exc:
-        kinds = ", ".join(str(getattr(a, "dtype", type(a).__name__)) for a in arrs)
-        raise DTypeError(f"{op.name}: inputs of dtypes ({kinds}) and {params}: {exc}") from exc
+        got = "; ".join(f"argument {i}: dtype {getattr(a, 'dtype', type(a).__name__)}"
+                        for i, a in enumerate(arrs))
+        extra = f" with {params}" if params else ""
+        raise DTypeError(f"{op.name}: expected inputs of dtypes it supports{extra}, got {got} "
+                         f"(NumPy/CuPy: {exc})") from exc
     if type(out) is not bk.array_type:  # numpy ufuncs return scalars for 0-d inputs
         new = bk.xp.asarray(out)
         saved = tuple(new if s is out else s for s in saved)

@@ -99,12 +99,12 @@ def _t(x, op):
 
 def reshape(x, shape):
     """x with a new shape (one entry may be -1)."""
-    import numbers
 
     from ..errors import ShapeError
+    from ..tensor import _shape
 
     x = _t(x, "reshape")
-    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    shape = _shape(shape, "reshape", allow_minus_one=True)
     size = x.size
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: argument 'shape' may hold at most one -1, got {shape}")
@@ -138,11 +138,21 @@ def broadcast_to(x, shape):
 
 def transpose(x, axes=None):
     """x with axes permuted (default: reversed)."""
+    import numbers
+
     from ..errors import ShapeError
 
     x = _t(x, "transpose")
     nd = x.ndim
-    axes = tuple(range(nd))[::-1] if axes is None else tuple(int(a) % max(nd, 1) for a in axes)
+    if axes is None:
+        axes = tuple(range(nd))[::-1]
+    else:
+        axes = tuple(axes)
+        if not all(isinstance(a, numbers.Integral) and -nd <= a < nd for a in axes):
+            raise ShapeError(
+                f"transpose: argument 'axes' expected ints in [{-nd}, {nd}), got {axes}"
+            )
+        axes = tuple(int(a) % nd for a in axes)
     if sorted(axes) != list(range(nd)):
         raise ShapeError(
             f"transpose: argument 'axes' expected a permutation of range({nd}), got {axes}"
