@@ -295,6 +295,12 @@ def _op_names(value, what) -> frozenset:
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
         raise ArgumentError(f"AmpConfig: argument '{what}' expected op names (str), got {bad!r}")
+    from .ops.registry import REGISTRY
+
+    unknown = sorted(n for n in names if n not in REGISTRY)
+    if unknown:  # a name no primitive has would silently never match
+        raise ArgumentError(f"AmpConfig: argument '{what}' expected names of primitives (e.g. "
+                            f"'matmul', 'conv2d', 'softmax'), got unknown {unknown}")
     return names
 
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import traceback
 
-from .errors import AnomalyError
+from .errors import AnomalyError, ArgumentError
 from .ops.context import pop_hook, push_hook
 from .tensor import Tensor
 
@@ -97,6 +97,9 @@ class _AnomalyHook:
 @contextlib.contextmanager
 def detect_anomaly(check_forward: bool = True, check_backward: bool = True):
     """Context in which a NaN or inf produced by any op raises AnomalyError at once."""
+    for name, v in (("check_forward", check_forward), ("check_backward", check_backward)):
+        if not isinstance(v, bool):
+            raise ArgumentError(f"detect_anomaly: argument '{name}' expected a bool, got {v!r}")
     hook = _AnomalyHook(check_forward, check_backward)
     push_hook(hook)
     try:

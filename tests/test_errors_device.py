@@ -177,3 +177,17 @@ def test_forward_mode_refuses_integer_primals():
 def test_shape_errors_name_each_argument():
     with pytest.raises(ag.ShapeError, match=r"matmul: .*argument 0: shape \(2, 2\); argument 1"):
         T(np.ones((2, 2))) @ T(np.ones(3))
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: ag.BenchmarkConfig(num_iterations=-1), r"BenchmarkConfig.*num_iterations"),
+    (lambda: ag.BenchmarkConfig(num_warmup=-5), r"BenchmarkConfig.*num_warmup"),
+    (lambda: ag.PerformanceBenchmark({"a": 1}), r"PerformanceBenchmark.*config"),
+    (lambda: ag.PerformanceBenchmark().run("a", "f"), r"run.*callable"),
+    (lambda: ag.AmpConfig(autocast_ops=("bogusop",)), r"AmpConfig.*bogusop"),
+    (lambda: ag.detect_anomaly("x").__enter__(), r"detect_anomaly.*check_forward"),
+    (lambda: ag.nn.Linear(3, 2)("x"), r"Linear.*Tensor"),
+])
+def test_user_layer_arguments_are_validated(call, pattern):
+    with pytest.raises(ag.ArgumentError, match=pattern):
+        call()

@@ -15,6 +15,7 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import ArgumentError, AutogradError, ShapeError, describe
 from ..ops import api as _api
+from ..tensor import Tensor
 from .module import Module, Parameter
 
 _RNG = np.random.default_rng()
@@ -89,6 +90,8 @@ class Linear(Module):
                      if bias else None)
 
     def forward(self, x):
+        if not isinstance(x, Tensor):
+            raise ArgumentError(f"Linear: argument 'x' expected a Tensor, got {describe(x)}")
         if x.shape[-1] != self.in_features:
             raise ShapeError(
                 f"Linear: argument 'x' expected last dimension {self.in_features}, "

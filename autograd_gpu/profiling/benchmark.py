@@ -45,6 +45,17 @@ class BenchmarkConfig:
     ops_per_iteration: float = 1.0
     device: str | None = None
 
+    def __post_init__(self):
+        for name in ("num_warmup", "num_iterations"):
+            v = getattr(self, name)
+            low = 0 if name == "num_warmup" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ArgumentError(f"BenchmarkConfig: argument '{name}' expected an int >= "
+                                    f"{low}, got {v!r}")
+        if not isinstance(self.ops_per_iteration, (int, float)) or self.ops_per_iteration <= 0:
+            raise ArgumentError("BenchmarkConfig: argument 'ops_per_iteration' expected a "
+                                f"number > 0, got {self.ops_per_iteration!r}")
+
 
 @dataclass
 class BenchmarkResult:
@@ -175,6 +186,9 @@ class PerformanceBenchmark:
     """
 
     def __init__(self, config: BenchmarkConfig | None = None):
+        if config is not None and not isinstance(config, BenchmarkConfig):
+            raise ArgumentError("PerformanceBenchmark: argument 'config' expected a "
+                                f"BenchmarkConfig, got {type(config).__name__}")
         self.config = config if config is not None else BenchmarkConfig()
         self.device = str(Device(self.config.device or default_device()))
         self._bk = backend_for(self.device)
@@ -241,6 +255,9 @@ class PerformanceBenchmark:
     def run(self, name: str, fn, *args, **kwargs) -> BenchmarkResult:
         """Call ``fn(*args, **kwargs)`` ``num_warmup`` times untimed, then ``num_iterations``
         times timed one by one; returns the statistics."""
+        if not callable(fn):
+            raise ArgumentError(f"PerformanceBenchmark.run: argument 'fn' expected a callable, "
+                                f"got {type(fn).__name__}")
         for _ in range(int(self.config.num_warmup)):
             fn(*args, **kwargs)
         self._bk.synchronize()
