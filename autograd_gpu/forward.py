@@ -343,6 +343,37 @@ def replay_jvp(tape, sources, seeds, targets, batch_shape=(), nodes=None) -> lis
         tape._resume(was)
 
 
+def identity_chunks(t, chunk, differentiable, allow_empty=False):
+    """The identity over ``t``'s elements as seed batches of shape (k,) + t.shape: returns the
+    chunk sizes and a generator of the arrays. One chunk when ``chunk`` is None or the result
+    must stay differentiable. An empty ``t`` gives one empty chunk if ``allow_empty``."""
+    n = t.size
+    c = max(1, n if (chunk is None or differentiable) else min(int(chunk), n))
+    sizes = [min(n, k0 + c) - k0 for k0 in range(0, n, c)] or ([0] if allow_empty else [])
+    xp = t._bk.xp
+
+    def gen():
+        k0 = 0
+        for k in sizes:
+            yield xp.eye(k, n, k=k0, dtype=t.dtype).reshape((k,) + t.shape)
+            k0 += k
+
+    return sizes, gen()
+
+
+def join_chunks(parts, sizes, like, differentiable):
+    """Concatenate per-chunk sweep results along the batch axis; a chunk with no path (None)
+    becomes zeros of its size shaped like ``like``. None when no chunk had a path."""
+    if not parts or all(r is None for r in parts):
+        return None
+    if differentiable:
+        return parts[0]  # a single chunk
+    xp = like._bk.xp
+    arrs = [r._data if r is not None else xp.zeros((k,) + like.shape, dtype=like.dtype)
+            for r, k in zip(parts, sizes)]
+    return arrs[0] if len(arrs) == 1 else xp.concatenate(arrs, axis=0)
+
+
 def forward_jacobian_parts(tape, sources, targets, chunk=None, differentiable=False,
                            nodes=None):
     """Forward-mode Jacobian blocks: for each source, each target's tangents under an identity
@@ -350,33 +381,16 @@ def forward_jacobian_parts(tape, sources, targets, chunk=None, differentiable=Fa
     Chunked over the source's elements when ``chunk`` is smaller."""
     results = []
     for s in sources:
-        bk = s._bk
-        xp = bk.xp
-        n = s.size
-        c = max(1, n if (chunk is None or differentiable) else min(int(chunk), n))
+        sizes, seeds_iter = identity_chunks(s, chunk, differentiable, allow_empty=True)
         per_target = [[] for _ in targets]
-        for k0 in range(0, max(n, 1), c):
-            k1 = min(n, k0 + c)
-            eye = xp.eye(k1 - k0, n, k=k0, dtype=s.dtype)
-            seed = Tensor(eye.reshape((k1 - k0,) + s.shape), bk)
+        for eye in seeds_iter:
+            seed = Tensor(eye, s._bk)
             seeds = [seed if o is s else None for o in sources]
-            res = replay_jvp(tape, sources, seeds, targets, (k1 - k0,), nodes)
+            res = replay_jvp(tape, sources, seeds, targets, (eye.shape[0],), nodes)
             for lst, r in zip(per_target, res):
                 lst.append(r)
-        blocks = []
-        for tgt, lst in zip(targets, per_target):
-            if all(r is None for r in lst):
-                blocks.append(None)
-            elif differentiable:
-                blocks.append(lst[0])
-            else:
-                arrs = [r._data if r is not None else
-                        xp.zeros((1,) + tgt.shape, dtype=tgt.dtype) for r in lst]
-                if any(r is None for r in lst):  # a chunk with no path: zeros of its size
-                    sizes = _chunk_sizes(n, c)
-                    arrs = [a if a.shape[0] == k else xp.zeros((k,) + tgt.shape, dtype=tgt.dtype)
-                            for a, k in zip(arrs, sizes)]
-                blocks.append(arrs[0] if len(arrs) == 1 else xp.concatenate(arrs, axis=0))
+        blocks = [join_chunks(lst, sizes, tgt, differentiable) for tgt, lst in
+                  zip(targets, per_target)]
         results.append(blocks)
     return results
 
@@ -386,10 +400,6 @@ def _numel(shape) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def _chunk_sizes(n, c):
-    return [min(n, k + c) - k for k in range(0, max(n, 1), c)]
 
 
 # ---------------------------------------------------------------------------------------------

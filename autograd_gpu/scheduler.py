@@ -30,6 +30,8 @@ from .forward import (
     _as_tensor_list,
     assemble_jacobian,
     forward_jacobian_parts,
+    identity_chunks,
+    join_chunks,
     relevant_nodes,
 )
 from .ops.context import STATE
@@ -309,32 +311,14 @@ def reverse_jacobian_parts(tape, sources, targets, chunk=None, differentiable=Fa
     tape.persistent = True  # chunks sweep the same graph several times
     try:
         for tgt in targets:
-            bk = tgt._bk
-            xp = bk.xp
-            m = tgt.size
-            c = max(1, m if (chunk is None or differentiable) else min(int(chunk), m))
+            sizes, seeds_iter = identity_chunks(tgt, chunk, differentiable)
             per_source = [[] for _ in sources]
-            for k0 in range(0, max(m, 1), c):
-                k1 = min(m, k0 + c)
-                if m == 0:
-                    break
-                eye = xp.eye(k1 - k0, m, k=k0, dtype=tgt.dtype).reshape((k1 - k0,) + tgt.shape)
+            for eye in seeds_iter:
                 res = tape.backward([(tgt, eye)], [s._node for s in sources], batch_nd=1)
                 for lst, r in zip(per_source, res):
                     lst.append(r)
-            row = []
-            for src, lst in zip(sources, per_source):
-                if not lst or all(r is None for r in lst):
-                    row.append(None)
-                elif differentiable:
-                    row.append(lst[0])
-                else:
-                    arrs = []
-                    for k0, r in zip(range(0, m, c), lst):
-                        k = min(m, k0 + c) - k0
-                        arrs.append(r._data if r is not None else
-                                    xp.zeros((k,) + src.shape, dtype=src.dtype))
-                    row.append(arrs[0] if len(arrs) == 1 else xp.concatenate(arrs, axis=0))
+            row = [join_chunks(lst, sizes, src, differentiable) for src, lst in
+                   zip(sources, per_source)]
             table.append(row)
     finally:
         tape.persistent = was_persistent
