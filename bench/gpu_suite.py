@@ -39,7 +39,7 @@ ROOT = os.path.dirname(HERE)
 
 # (part, precision, time limit in seconds)
 PARTS = [("chain", "fp32", 50), ("mlp_fp32", "fp32", 50), ("mlp_tf32", "tf32", 40),
-         ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40), ("checkpoint", "fp32", 35)]
+         ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40), ("checkpoint", "fp32", 90)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,95 +490,77 @@ def part_kernels(res, quick, precision):
 
 
 def part_checkpoint(res, quick, precision):
+    """Issue 5's model on the GPU: 48 tanh layers (Linear with bias), batch 8192, width 2048.
+    autograd_gpu rows come from bench/test_checkpoint_bench.checkpoint_suite (peak activation
+    memory = peak pool use of a step minus the same step's peak at batch 1, from a CuPy memory
+    hook; time = best of 3 steps). PyTorch eager with and without checkpoint_sequential is
+    measured the same way (max_memory_allocated), in the same process."""
     import cupy as cp
     import torch
 
-    import autograd_gpu as ag
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from test_checkpoint_bench import checkpoint_suite, make_model
 
-    if not hasattr(ag, "CheckpointConfig"):
-        res["skipped"] = "autograd_gpu has no CheckpointConfig"
-        return
-    B, W, L = (256, 512, 48) if quick else (1024, 1024, 48)
+    B, W, L = (1024, 512, 48) if quick else (8192, 2048, 48)
     res["shape"] = {"batch": B, "width": W, "layers": L}
-    iters = 5
-    rs = cp.random.RandomState(1)
-    x = rs.standard_normal((B, W), dtype=cp.float32)
-    ws = [rs.standard_normal((W, W), dtype=cp.float32) * (1.0 / math.sqrt(W)) for _ in range(L)]
-    X = ag.Tensor.from_array(x)
-    Ws = [ag.Variable(ag.Tensor.from_array(w)) for w in ws]
-    pool = cp.get_default_memory_pool()
-
-    def make(cfg):
-        def step():
-            tape = ag.GradientTape(checkpoint=cfg) if cfg is not None else ag.GradientTape()
-            with tape:
-                h = X
-                for w in Ws:
-                    h = ag.tanh(h @ w)
-                loss = (h * h).sum()
-            return tape.gradient(loss, Ws)
-
-        return step
-
-    strategies = [("none", None),
-                  ("block_every_4", ag.CheckpointConfig(strategy="block", checkpoint_every_n=4)),
-                  ("selective", ag.CheckpointConfig(strategy="selective"))]
-    base_grad = None
-    for name, cfg in strategies:
-        try:
-            step = make(cfg)
-            g = step()
-            cp.cuda.Device().synchronize()
-            gl = float(g[-1].numpy().astype("float64").sum())
-            if base_grad is None:
-                base_grad = gl
-            _free()
-            base = pool.total_bytes()
-            step()
-            cp.cuda.Device().synchronize()
-            peak = pool.total_bytes() - base
-            res[f"autograd_gpu_{name}_ms"] = time_cupy(step, 1, iters)
-            res[f"autograd_gpu_{name}_pool_peak_mb"] = peak / 2**20
-            res[f"autograd_gpu_{name}_grad_check"] = abs(gl - base_grad) / max(abs(base_grad),
-                                                                              1e-30)
-        except Exception as exc:
-            res[f"autograd_gpu_{name}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
-        _write_partial(res)
-    X = Ws = None  # free the autograd_gpu side before the PyTorch peer
+    rows = checkpoint_suite(depth=L, width=W, batch=B, device="cuda:0", reps=3)
+    res["autograd_gpu"] = rows
+    _write_partial(res)
+    Ws, bs = make_model(L, W, "float32", "cuda:0")
+    tws = [torch.from_dlpack(w.data).clone().requires_grad_() for w in Ws]
+    tbs = [torch.from_dlpack(b.data).clone().requires_grad_() for b in bs]
+    del Ws, bs
     _free()
-    from torch.utils.checkpoint import checkpoint_sequential
-
-    tx = torch.from_dlpack(x).clone()
-    tws = [torch.from_dlpack(w).clone().requires_grad_() for w in ws]
+    rs = cp.random.RandomState(1)
+    x = torch.from_dlpack(rs.standard_normal((B, W), dtype=cp.float32))
 
     class Layer(torch.nn.Module):
-        def __init__(self, w):
+        def __init__(self, w, b):
             super().__init__()
-            self.w = w
+            self.w, self.b = w, b
 
         def forward(self, h):
-            return torch.tanh(h @ self.w)
+            return torch.tanh(h @ self.w + self.b)
 
-    seq = torch.nn.Sequential(*[Layer(w) for w in tws])
-    for name, segs in (("none", None), ("checkpoint_sequential_12", 12)):
-        def tstep(segs=segs):
-            for w in tws:
-                w.grad = None
-            h = seq(tx) if segs is None else checkpoint_sequential(seq, segs, tx,
-                                                                   use_reentrant=False)
-            (h * h).sum().backward()
+    from torch.utils.checkpoint import checkpoint_sequential
 
+    seq = torch.nn.Sequential(*[Layer(w, b) for w, b in zip(tws, tbs)])
+    params = tws + tbs
+
+    def make(xin, segs):
+        def tstep():
+            h = seq(xin) if segs is None else checkpoint_sequential(seq, segs, xin,
+                                                                    use_reentrant=False)
+            return torch.autograd.grad((h * h).sum(), params)
+        return tstep
+
+    def peak(step):
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        g = step()
+        torch.cuda.synchronize()
+        del g
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+    trows = []
+    for name, segs in (("none", None), ("checkpoint_sequential_7", 7),
+                       ("checkpoint_sequential_12", 12)):
         try:
-            tstep()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            tstep()
-            torch.cuda.synchronize()
-            res[f"torch_{name}_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-            res[f"torch_{name}_ms"] = time_torch(tstep, 1, iters)
+            act = peak(make(x, segs)) - peak(make(x[:1], segs))
+            step = make(x, segs)
+            ms = time_torch(step, 1, 3)
+            trows.append({"name": name, "act_mb": act, "ms": ms})
         except Exception as exc:
-            res[f"torch_{name}_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            trows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
+    if trows and "act_mb" in trows[0]:
+        for r in trows:
+            if "act_mb" in r:
+                r["saved_pct"] = 100.0 * (1.0 - r["act_mb"] / trows[0]["act_mb"])
+                r["overhead_pct"] = 100.0 * (r["ms"] / trows[0]["ms"] - 1.0)
+    res["torch"] = trows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,8 +709,10 @@ def summary(report) -> str:
         f"{n[:-9]}={_fmt(kk.get(n))}/{_fmt(kk.get(n[:-9] + '_xp_ms'))}/"
         f"{_fmt(kk.get(n[:-9] + '_torch_ms'))}" for n in kk if n.endswith("_fused_ms")))
     k = p.get("checkpoint", {})
-    lines.append("checkpoint " + ", ".join(f"{n}={_fmt(v)}" for n, v in k.items()
-                                           if n.endswith("_ms") or n.endswith("_mb")))
+    for side in ("autograd_gpu", "torch"):
+        lines.append(f"checkpoint {side} (saved% / time+%): " + ", ".join(
+            f"{r['name']}={_fmt(r.get('saved_pct'), 0)}/{_fmt(r.get('overhead_pct'), 0)}"
+            if "error" not in r else f"{r['name']}=ERROR" for r in k.get(side, [])))
     return "\n".join(lines)
 
 

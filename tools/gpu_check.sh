@@ -5,7 +5,8 @@
 # lose the rest; the report is written even when a stage fails. Needs no install:
 #   OUT=/some/dir tools/gpu_check.sh        (uses python3, or $PYTHON; PYTHONPATH=repo root)
 # Limits (seconds) can be overridden: TEST_TIMEOUT (default 200), BENCH_BUDGET (190); the whole
-# run stays under about 7 minutes.
+# run stays under about 7 minutes. PROFILE=1 adds bench/gpu_profile.py (gpu_profile.txt);
+# BENCH_PARTS=chain,checkpoint runs only those parts of the suite.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,21 +36,44 @@ print("cupy_status", cupy_status())
 PYEOF
 } > "$OUT/env.txt" 2>&1
 
-# 1. GPU tests (verbose: every result is in the log as it happens, even if the stage is killed)
+# 1. GPU tests, in $SHARDS parallel pytest processes on the one GPU (NVRTC/JIT compiles on a bare
+# machine dominate, and they are CPU-bound). Each shard logs verbosely as it goes, so a killed
+# shard still leaves its results; the logs are joined into gpu_tests.log.
+SHARDS=${SHARDS:-4}
 PT_EXTRA=()
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then PT_EXTRA=(--timeout=120); fi
-timeout -k 10 "$TEST_TIMEOUT" "$PY" -m pytest -m gpu tests -v -p no:cacheprovider \
-  -o addopts="" -rfE --tb=short --continue-on-collection-errors "${PT_EXTRA[@]}" > "$OUT/gpu_tests.log" 2>&1
-TEST_RC=$?
+timeout 60 "$PY" -m pytest -m gpu tests --collect-only -q -p no:cacheprovider -o addopts="" \
+  2>/dev/null | grep '::' > "$OUT/.ids" || true
+pids=()
+for ((i = 0; i < SHARDS; i++)); do
+  awk -v n="$SHARDS" -v i="$i" 'NR % n == i' "$OUT/.ids" > "$OUT/.ids$i"
+  [ -s "$OUT/.ids$i" ] || continue
+  timeout -k 10 "$TEST_TIMEOUT" "$PY" -m pytest -v -p no:cacheprovider -o addopts="" -rfE \
+    --tb=short "${PT_EXTRA[@]}" $(cat "$OUT/.ids$i") > "$OUT/.log$i" 2>&1 &
+  pids+=($!)
+done
+TEST_RC=0
+for p in "${pids[@]}"; do wait "$p" || TEST_RC=$?; done
+[ -s "$OUT/.ids" ] || TEST_RC=99   # collection failed
+cat "$OUT"/.log* > "$OUT/gpu_tests.log" 2>/dev/null
+rm -f "$OUT"/.ids* "$OUT"/.log*
 T1=$(date +%s)
 
 # 2. benchmark suite (each part in its own child with its own limit; JSON written per part)
 timeout -k 10 $((BENCH_BUDGET + 30)) "$PY" bench/gpu_suite.py --out "$OUT/gpu_bench.json" \
-  --budget "$BENCH_BUDGET" > "$OUT/gpu_bench.log" 2>&1
+  --budget "$BENCH_BUDGET" ${BENCH_PARTS:+--parts "$BENCH_PARTS"} > "$OUT/gpu_bench.log" 2>&1
 BENCH_RC=$?
 T2=$(date +%s)
 
-# 3. the report
+# 3. optional (PROFILE=1): kernel-level tables of the MLP step against PyTorch (gpu_profile.txt)
+if [ "${PROFILE:-0}" = 1 ]; then
+  timeout -k 10 "${PROFILE_TIMEOUT:-150}" "$PY" bench/gpu_profile.py --out "$OUT" \
+    > "$OUT/gpu_profile.log" 2>&1 || echo "profile: rc=$?"
+  { echo; echo "===== log"; cat "$OUT/gpu_profile.log"; } >> "$OUT/gpu_profile.txt"
+  rm -f "$OUT/gpu_profile.log"
+fi
+
+# 4. the report
 timeout 60 "$PY" - "$OUT" "$TEST_RC" "$BENCH_RC" $((T1 - T0)) $((T2 - T1)) <<'PYEOF'
 import json, os, re, sys
 out, test_rc, bench_rc, t_tests, t_bench = sys.argv[1], *map(int, sys.argv[2:])
@@ -71,10 +95,8 @@ failed = sorted(k for k, v in results.items() if v in ("FAILED", "ERROR"))
 reasons = {}
 for m in re.finditer(r"^(FAILED|ERROR) (tests/\S+)(?: - (.*))?$", log, re.M):
     reasons[m.group(2)] = (m.group(3) or "")[:400]
-tail = None
-for tail in re.finditer(r"^=+ .*\d+ (passed|failed|skipped|errors?|deselected).* =+\s*$", log,
-                        re.M):
-    pass
+tails = [m.group(0).strip() for m in re.finditer(
+    r"^=+ .*\d+ (passed|failed|skipped|errors?|deselected).* =+\s*$", log, re.M)]
 try:
     bench = json.loads(read("gpu_bench.json") or "{}")
 except Exception as e:
@@ -83,14 +105,14 @@ report = {
     "tests": {"returncode": test_rc, "timed_out": test_rc in (124, 137), "seconds": t_tests,
               "counts": counts, "failed": failed[:200],
               "failure_reasons": {k: reasons.get(k, "") for k in failed[:200]},
-              "summary_line": tail.group(0).strip() if tail else None},
+              "shard_summaries": tails},
     "bench": {"returncode": bench_rc, "seconds": t_bench, "results": bench},
     "env": read("env.txt")[-4000:],
 }
 with open(os.path.join(out, "gpu_report.json"), "w") as f:
     json.dump(report, f, indent=1, default=str)
 print(json.dumps({"tests": {k: report["tests"][k] for k in
-                            ("returncode", "seconds", "counts", "summary_line")},
+                            ("returncode", "seconds", "counts", "shard_summaries")},
                   "bench_rc": bench_rc}, default=str))
 PYEOF
 echo "--- tests: rc=$TEST_RC in $((T1 - T0)) s; bench: rc=$BENCH_RC in $((T2 - T1)) s"
