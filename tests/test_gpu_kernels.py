@@ -431,3 +431,27 @@ def test_adam_matches_reference(bk, ki, adamw):
     for d, r in zip(ds, rp):
         if r.size:
             _close(d, r, np.float32, "adam param", k=20)
+
+
+@pytest.mark.parametrize("src, dst", [(np.float32, _dt.bfloat16), (_dt.bfloat16, np.float32),
+                                      (np.float32, np.float16), (np.float16, np.float32)])
+def test_cast_kernel_matches_numpy_bit_for_bit(bk, ki, src, dst):
+    """The vectorised cast against NumPy/ml_dtypes: bit for bit (NaN as NaN), on an odd size
+    (the element-wise tail), through astype (the op) and directly; an unaligned view is
+    declined (None) and astype still gives the right bits."""
+    import autograd_gpu as ag
+
+    rng = np.random.default_rng(4)
+    h = (rng.standard_normal(300_001) * 100).astype(np.float32).astype(src)
+    h[:5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    d = bk.asarray(h)
+    cast = bk.kernel("cast")
+    y = cast(d, dst)
+    assert y is not None and y.dtype == np.dtype(dst)
+    ref = h.astype(dst)
+    assert ki._same_bits(bk.to_numpy(y), ref)
+    t = ag.astype(ag.Tensor.from_array(h, device="cuda:0"), dst)
+    assert ki._same_bits(t.numpy(), ref)
+    view = d[1:]  # 2- or 4-byte offset: not 16-byte aligned
+    assert cast(view, dst) is None
+    assert ki._same_bits(bk.to_numpy(bk.astype(view, dst)), ref[1:])

@@ -119,7 +119,8 @@ def _signature(stem, name):
 def _elem_ok(base, arr, dtype):
     acc = np.float64 if dtype == np.float64 else np.float32
     want = {"T": [dtype], "typename Acc<T>::t": [acc], "long long": [np.int64],
-            "float": [np.float32], "unsigned char": [np.uint8, np.bool_],
+            "float": [np.float32], "double": [np.float64], "__half": [np.float16],
+            "__nv_bfloat16": [ki._dt.bfloat16], "unsigned char": [np.uint8, np.bool_],
             "unsigned int": [np.uint32]}[base]
     return arr.dtype in [np.dtype(w) for w in want]
 
@@ -204,10 +205,13 @@ def test_launch_arguments_match_kernel_signatures(fake_launch, dtype):
     ki.clip_by_global_norm(bk, arrays, 1.0)
     ki.scale(bk, arrays, 0.5, inplace=True)
     ki.unscale_and_check(bk, arrays, 0.25)
+    for (src, dst) in ki._CAST_NAMES:
+        assert ki.cast_(bk, x.astype(src), dst).dtype == dst
     want = {"softmax_fwd", "softmax_bwd", "ce_fwd", "ce_bwd", "ce_dlogits", "ln_fwd", "ln_bwd_dx",
             "ln_bwd_y",
             "ln_bwd_params", "bias_act_fwd", "bias_act_bwd", "segment_sum", "dropout_fwd",
-            "l2norm_partial", "mt_scale", "unscale_check"}
+            "l2norm_partial", "mt_scale", "unscale_check", "cast_f32_bf16", "cast_bf16_f32",
+            "cast_f32_f16", "cast_f16_f32"}
     assert want <= set(_FakeKernel.calls)
 
 

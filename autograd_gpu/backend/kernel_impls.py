@@ -43,6 +43,11 @@ Per-op kernels
                                                   bool; the same (seed, offset) gives the same
                                                   mask (see ``philox_uniform``, its CPU twin)
   dropout_mask(shape, p, seed, offset=0, dtype=float32) -> m   m = keep / (1 - p)
+  cast(x, dtype) -> y or None                     x.astype(dtype) for C-contiguous, 16-byte
+                                                  aligned x between float32 and float16 or
+                                                  bfloat16 (None for anything else: the caller
+                                                  uses astype); each direction checks itself
+                                                  bit for bit against NumPy on first use
 
 Multi-tensor helpers (plain functions taking the backend first): ``global_norm(bk, arrays)``,
 ``clip_by_global_norm(bk, arrays, max_norm)``, ``scale(bk, arrays, coef)``,
@@ -79,8 +84,10 @@ _TEMPLATES = {
     "multi_tensor": ("l2norm_partial", "mt_scale", "unscale_check"),
     "dropout": ("dropout_fwd",),
     "optim": (),
+    "cast": (),
 }
-_PLAIN = {"dropout": ("philox_words",), "optim": ("sgd_momentum", "adam")}
+_PLAIN = {"dropout": ("philox_words",), "optim": ("sgd_momentum", "adam"),
+          "cast": ("cast_f32_bf16", "cast_bf16_f32", "cast_f32_f16", "cast_f16_f32")}
 
 _lock = threading.Lock()
 _modules: dict = {}
@@ -693,11 +700,11 @@ def scale(bk, arrays, coef, inplace=False, _mode=0, _max_norm=0.0):
     else:
         arrays = [_contig(xp, a) for a in arrays]
         outs = [xp.empty_like(a) for a in arrays]
-    c = _device_scalar(xp, coef)
+    c = _device_scalar(xp, coef, np.float64)
     for dt, idx in _groups(arrays):
         _k(bk, "multi_tensor", "mt_scale", dt)(
             (_blocks(arrays, idx), len(idx)), (256,),
-            tuple(_slots([arrays, outs], idx)) + (c, np.float32(_max_norm), np.int32(_mode)))
+            tuple(_slots([arrays, outs], idx)) + (c, np.float64(_max_norm), np.int32(_mode)))
     return outs
 
 
@@ -966,3 +973,74 @@ NUMPY_REFERENCES = {
     "dropout_mask": _ref_dropout_mask,
     "scatter_add": _ref_scatter_add,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype conversion (the casts of mixed precision)
+
+_CAST_NAMES = {
+    (np.dtype(np.float32), _dt.bfloat16): "cast_f32_bf16",
+    (_dt.bfloat16, np.dtype(np.float32)): "cast_bf16_f32",
+    (np.dtype(np.float32), np.dtype(np.float16)): "cast_f32_f16",
+    (np.dtype(np.float16), np.dtype(np.float32)): "cast_f16_f32",
+}
+
+
+def _cast_probe(src):
+    """Values that exercise rounding (ties, subnormals, overflow, NaN, signed zero) and the
+    element-wise tail (1031 = 4 * 257 + 3 elements)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1031) * np.exp2(rng.integers(-30, 30, 1031))
+    x[:12] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-40, 65504.0, 65520.0, 3.4e38,
+              1.0 + 2.0**-8, 1.0 + 3 * 2.0**-9]
+    with np.errstate(over="ignore"):  # overflow to inf is part of the probe
+        return x.astype(np.float32).astype(src)
+
+
+def _same_bits(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    nan = np.isnan(a.astype(np.float32))
+    if not np.array_equal(nan, np.isnan(b.astype(np.float32))):
+        return False
+    ia = a.view(np.uint16 if a.itemsize == 2 else np.uint32)
+    ib = b.view(np.uint16 if b.itemsize == 2 else np.uint32)
+    return bool(np.array_equal(ia[~nan], ib[~nan]))
+
+
+def cast_(bk, x, dst):
+    """The cast kernel for contiguous, 16-byte aligned ``x`` (no checks; see ``make_cast``)."""
+    dst = np.dtype(dst)
+    name = _CAST_NAMES[(np.dtype(x.dtype), dst)]
+    y = bk.xp.empty(x.shape, dtype=dst)
+    n = x.size
+    _k(bk, "cast", name)((_grid((n + 3) // 4, 256, 4096),), (256,), (x, y, _i64(n)))
+    return y
+
+
+def make_cast(bk, src=None):
+    xp = bk.xp
+    state: dict = {}  # (src, dst) -> True (verified) / False (disabled)
+
+    def cast(x, dtype):
+        dst = np.dtype(dtype)
+        key = (np.dtype(x.dtype), dst)
+        name = _CAST_NAMES.get(key)
+        if name is None or not x.flags.c_contiguous or x.data.ptr % 16:
+            return None
+        ok = state.get(key)
+        if ok is None:
+            if xp.cuda.runtime.streamIsCapturing(xp.cuda.get_current_stream().ptr):
+                return None  # the check copies to the host: not inside a CUDA-graph capture
+            h = _cast_probe(key[0])
+            got = xp.asnumpy(cast_(bk, xp.asarray(h), dst))
+            with np.errstate(over="ignore"):
+                ok = state[key] = _same_bits(got, h.astype(dst))
+            if not ok:
+                import warnings
+
+                warnings.warn(f"autograd_gpu: the {name} kernel disagrees with NumPy's rounding "
+                              "on its self-check; that cast uses astype instead", RuntimeWarning,
+                              stacklevel=2)
+        return cast_(bk, x, dst) if ok else None
+
+    return cast

@@ -36,6 +36,8 @@ KERNELS: dict[str, tuple[str, str]] = {
     "unscale_and_check": ("multi_tensor", "make_unscale_and_check"),
     "sgd_momentum": ("optim", "make_sgd_momentum"),
     "adam": ("optim", "make_adam"),
+    # ops/elementwise.py (astype): mixed-precision casts
+    "cast": ("cast", "make_cast"),
 }
 
 _INCLUDE = '#include "common.cuh"'

@@ -26,17 +26,18 @@ __global__ void l2norm_partial(MT_DECL(x), MT_DECL(n), typename Acc<T>::t* __res
 }
 
 template <typename T>
-__global__ void mt_scale(MT_DECL(x), MT_DECL(out), MT_DECL(n), const float* __restrict__ coef,
-                         float max_norm, int mode) {
+__global__ void mt_scale(MT_DECL(x), MT_DECL(out), MT_DECL(n), const double* __restrict__ coef,
+                         double max_norm, int mode) {
     typedef typename Acc<T>::t A;
     int t = blockIdx.y;
     const T* xt = (const T*)MT_PICK(x, t);
     T* ot = (T*)MT_PICK(out, t);
     long long nt = (long long)MT_PICK(n, t);
-    float f = coef[0];
+    // the factor in double: float64 tensors get a float64-exact factor, the others round once
+    double f = coef[0];
     if (mode == 1) {
-        f = max_norm / (f + 1e-6f);
-        f = f < 1.0f ? f : 1.0f;
+        f = max_norm / (f + 1e-6);
+        f = f < 1.0 ? f : 1.0;
     }
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < nt;
          i += (long long)gridDim.x * blockDim.x)
@@ -64,8 +65,8 @@ __global__ void unscale_check(MT_DECL(x), MT_DECL(n), const float* __restrict__ 
 #ifdef AG_COMPILE_CHECK
 #define INST(T) \
     template __global__ void l2norm_partial<T>(MT_DECL(x), MT_DECL(n), Acc<T>::t*, long long); \
-    template __global__ void mt_scale<T>(MT_DECL(x), MT_DECL(o), MT_DECL(n), const float*, \
-                                         float, int); \
+    template __global__ void mt_scale<T>(MT_DECL(x), MT_DECL(o), MT_DECL(n), const double*, \
+                                         double, int); \
     template __global__ void unscale_check<T>(MT_DECL(x), MT_DECL(n), const float*, float*);
 INST(float) INST(double) INST(__half) INST(__nv_bfloat16)
 #endif
