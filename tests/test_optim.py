@@ -21,12 +21,12 @@ W0 = [1.0, -2.0, 0.5]
 GRADS = [[0.1, 0.2, -0.3], [0.4, -0.1, 0.0], [-0.2, 0.3, 0.5]]
 
 
-def run(opt_cls, steps=3, **kw):
-    p = P(W0)
+def run(opt_cls, steps=3, dtype=np.float64, **kw):
+    p = ag.nn.Parameter(np.array(W0, dtype=dtype))
     opt = opt_cls([p], **kw)
     out = []
     for g in GRADS[:steps]:
-        assert opt.step([G(g)]) is True
+        assert opt.step([ag.Tensor.from_array(np.array(g, dtype=dtype))]) is True
         out.append(p.numpy().copy())
     return out
 
@@ -242,10 +242,14 @@ def test_fused_kernel_hook_is_called_and_matches_xp_path(monkeypatch):
     kernels = {"sgd_momentum": sgd_momentum, "adam": adam}
     monkeypatch.setattr(NUMPY, "has_kernel", lambda name: name in kernels, raising=False)
     monkeypatch.setattr(NUMPY, "kernel", lambda name: kernels[name], raising=False)
-    np.testing.assert_allclose(run(optim.SGD, lr=0.1, momentum=0.9, nesterov=True),
-                               sgd_reference(0.1, momentum=0.9, nesterov=True), rtol=1e-14)
-    np.testing.assert_allclose(run(optim.AdamW, lr=0.01, weight_decay=0.1),
-                               adam_reference(0.01, wd=0.1, decoupled=True), rtol=1e-13)
+    # the fused kernels take float32 parameters; float64 ones keep the xp path
+    f32 = np.float32
+    np.testing.assert_allclose(run(optim.SGD, lr=0.1, momentum=0.9, nesterov=True, dtype=f32),
+                               sgd_reference(0.1, momentum=0.9, nesterov=True), rtol=1e-6)
+    np.testing.assert_allclose(run(optim.AdamW, lr=0.01, weight_decay=0.1, dtype=f32),
+                               adam_reference(0.01, wd=0.1, decoupled=True), rtol=1e-6)
+    assert calls == ["sgd"] * 3 + ["adam"] * 3
+    np.testing.assert_allclose(run(optim.Adam, lr=0.01), adam_reference(0.01), rtol=1e-13)
     assert calls == ["sgd"] * 3 + ["adam"] * 3
 
 
@@ -295,16 +299,18 @@ def test_accumulated_micro_batches_equal_full_batch_gradient():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls, kw", [(optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True,
                                                       weight_decay=0.01)),
+                                     (optim.SGD, dict(lr=0.1)),
                                      (optim.Adam, dict(lr=0.01, weight_decay=0.1)),
                                      (optim.AdamW, dict(lr=0.01, weight_decay=0.1))])
-def test_optimizers_on_gpu_match_cpu(cls, kw):
-    """float32 parameters on cuda (the fused kernels when the backend has them) against the
+def test_optimizers_on_gpu_match_cpu(cls, kw, dtype):
+    """Parameters on cuda (float32: the fused kernels; float64: the xp path) against the
     NumPy path."""
     rng = np.random.default_rng(0)
-    w0 = rng.standard_normal((33, 17)).astype(np.float32)
-    gs = [rng.standard_normal((33, 17)).astype(np.float32) for _ in range(3)]
+    w0 = rng.standard_normal((33, 17)).astype(dtype)
+    gs = [rng.standard_normal((33, 17)).astype(dtype) for _ in range(3)]
     results = []
     for dev in ("cpu", "cuda"):
         p = ag.nn.Parameter(w0, device=dev)

@@ -236,13 +236,17 @@ class SGD(Optimizer):
         bk, xp, st = p._bk, p._bk.xp, self.state[i]
         wd, mom = self.weight_decay, self.momentum
         wdt = self._work_dtype(p)
-        if mom and wdt == p.dtype and bk.has_kernel("sgd_momentum"):
-            first = "momentum_buffer" not in st
-            if first:
-                st["momentum_buffer"] = xp.zeros(p.shape, dtype=wdt)
-            bk.kernel("sgd_momentum")(_own(p), g.astype(wdt, copy=False), st["momentum_buffer"],
+        if _fused_ok(p) and bk.has_kernel("sgd_momentum"):
+            # one fused pass (plain SGD too: w -= lr * g would be two kernels)
+            buf = first = None
+            if mom:
+                first = "momentum_buffer" not in st
+                if first:
+                    st["momentum_buffer"] = xp.zeros(p.shape, dtype=wdt)
+                buf = st["momentum_buffer"]
+            bk.kernel("sgd_momentum")(_own(p), g.astype(wdt, copy=False), buf,
                                       lr=self.lr, momentum=mom, dampening=self.dampening,
-                                      weight_decay=wd, nesterov=self.nesterov, first=first)
+                                      weight_decay=wd, nesterov=self.nesterov, first=bool(first))
             return
         in_place = wdt == p.dtype
         w = _own(p) if in_place else p._data.astype(wdt)
@@ -260,6 +264,12 @@ class SGD(Optimizer):
         w -= self.lr * g
         if not in_place:
             p._data = w.astype(p.dtype)
+
+
+def _fused_ok(p) -> bool:
+    """The fused optimizer kernels (kernels/optim.cu) update float32, C-contiguous parameters
+    in place; other dtypes (float64, half-precision with float32 state) take the array path."""
+    return p.dtype == _dt.float32 and p._data.flags.c_contiguous
 
 
 def _own(p):
@@ -308,7 +318,7 @@ class Adam(Optimizer):
             st["exp_avg"] = xp.zeros(p.shape, dtype=wdt)
             st["exp_avg_sq"] = xp.zeros(p.shape, dtype=wdt)
         m, v = st["exp_avg"], st["exp_avg_sq"]
-        if wdt == p.dtype and bk.has_kernel("adam"):
+        if _fused_ok(p) and bk.has_kernel("adam"):
             bk.kernel("adam")(_own(p), g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
                               beta2=b2, eps=self.eps, weight_decay=wd,
                               decoupled=self._decoupled, step=t)
