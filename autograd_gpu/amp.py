@@ -37,6 +37,8 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import dtypes as _dt
 from .errors import ArgumentError, describe
 from .ops.elementwise import AsType
@@ -382,6 +384,18 @@ class _CastCache:
     def __len__(self) -> int:
         return len(self._d)
 
+    def clear(self) -> None:
+        """Drop every cast (the tape released its graph). The entries hold their sources' arrays,
+        and an optimizer updates a parameter in place only when nothing else holds its array."""
+        self._d.clear()
+
+
+def _promotes_to(dtypes, want) -> bool:
+    try:
+        return np.result_type(*dtypes) == want
+    except TypeError:  # bfloat16 with float16: no NumPy promotion (DTypePromotionError)
+        return False
+
 
 class _Autocast:
     """The 'forward' hook that casts an op's floating inputs (see the module docstring)."""
@@ -410,6 +424,12 @@ class _Autocast:
                   if isinstance(a, Tensor) and a._data.dtype in _dt.FLOATING}
         want = self.target(op.name, dtypes) if dtypes else None
         if want is None:
+            return call(args, params)
+        if dtypes != {want} and op.broadcasting and op.name not in self.fp32_ops \
+                and _promotes_to(dtypes, want):
+            # an elementwise op on mixed floats computes in the promoted dtype by itself, in
+            # one kernel that converts as it reads: no separate cast pass over the low input
+            # (the tape casts that input's cotangent back to its dtype, as a cast's vjp would)
             return call(args, params)
         if dtypes != {want}:
             keep64 = op.name in self.fp32_ops  # float32 ops only lift the low precisions

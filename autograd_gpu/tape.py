@@ -364,6 +364,8 @@ class GradientTape:
         for node in self._nodes:
             node.drop_tape(tid)
         self._nodes.clear()
+        if self._amp is not None:
+            self._amp.autocast.cache.clear()
 
     def __repr__(self) -> str:
         state = "used" if self._used else ("recording" if self.is_recording else "idle")

@@ -332,6 +332,48 @@ def test_cast_cache_casts_a_weight_once_per_tape():
     np.testing.assert_allclose(g.numpy(), ref, rtol=1e-2)
 
 
+@pytest.mark.parametrize("mode", ["bfloat16", "float16"])
+def test_mixed_elementwise_ops_promote_without_a_cast_node(mode):
+    """(x @ w) + b with a low-precision product and a float32 bias: the add reads both as they
+    are (no astype node for the product), returns float32, and the gradients equal those of the
+    explicit-cast formulation bit for bit."""
+    x, w1, _ = _data()
+    b = ag.Variable(np.linspace(-1, 1, 4).astype(np.float32))
+    cfg = ag.AmpConfig(precision_mode=mode, loss_scaler=ag.LossScaler.none())
+    with ag.GradientTape(amp=cfg) as tape:
+        y = x @ w1 + b
+        loss = (y * y).sum()
+    assert y.dtype == np.float32
+    casts = [n for n in tape._nodes if n.op.name == "astype"]
+    assert len(casts) == 1  # w1 down for the matmul (x is not tracked); nothing up for the add
+    g = tape.gradient(loss, [w1, b])
+    low = ag.dtypes.as_dtype(mode)
+    with ag.GradientTape() as ref:
+        ref.watch([w1, b])
+        z = ag.astype(ag.astype(x, low) @ ag.astype(w1, low), "float32") + b
+        loss2 = (z * z).sum()
+    g2 = ref.gradient(loss2, [w1, b])
+    for a, c in zip(g, g2):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a.numpy(), c.numpy())
+
+
+def test_released_tape_drops_its_casts_so_updates_stay_in_place():
+    """After gradient() (non-persistent) the cast cache lets go of the weights' arrays, so an
+    optimizer step inside the tape's scope still updates them in place (no weight copy)."""
+    x, w1, _ = _data()
+    cfg = ag.AmpConfig(loss_scaler=ag.LossScaler.none())
+    opt = ag.optim.SGD([w1], lr=0.1)
+    with ag.GradientTape(amp=cfg) as tape:
+        loss = (x @ w1).sum()
+    assert len(tape._amp.autocast.cache) == 2
+    grads = tape.gradient(loss, [w1])
+    assert len(tape._amp.autocast.cache) == 0
+    before = id(w1.data)  # (holding the array itself would force the copy)
+    opt.step(grads)
+    assert id(w1.data) == before
+
+
 def test_cast_cache_is_weak_and_sees_reassignment():
     x, w1, _ = _data()
     cfg = ag.AmpConfig(loss_scaler=ag.LossScaler.none())
