@@ -16,6 +16,9 @@ Rules for a graphed step (the usual ones for CUDA graphs):
 * No host synchronisation inside the step (``float(loss)``, ``.numpy()``, ``.item()``), and no
   host-to-device copies of new data: CUDA cannot capture them, and capture fails with an error.
 * Python control flow is frozen at capture: branches taken during capture are replayed.
+* Matmuls (float16/bfloat16/float32/float64) are captured through direct cuBLAS calls with a
+  workspace owned by the graph (CuPy itself refuses cuBLAS calls during capture); ``einsum`` and
+  integer matmuls still go through CuPy and cannot be captured.
 
 Memory used inside the captured step comes from a private CuPy pool owned by the graph, so
 nothing outside the step can be handed a buffer that a replay will overwrite.
@@ -115,6 +118,7 @@ class GraphedStep:
         self._static_in = None
         self._in_sig = None
         self._out = None
+        self._cublas = None
         functools.update_wrapper(self, fn)
 
     @property
@@ -161,7 +165,12 @@ class GraphedStep:
         stream.wait_event(cur.record())
         pool = cp.cuda.MemoryPool()
         out = None
-        with cp.cuda.using_allocator(pool.malloc), stream:
+        from .backend import cublas
+
+        # matmuls inside the capture call cuBLAS directly, bound to this stream and to a
+        # workspace that lives as long as the graph (CuPy refuses cuBLAS calls in a capture)
+        binding = cublas.Binding(stream.ptr)
+        with cp.cuda.using_allocator(pool.malloc), stream, cublas.capturing(binding):
             stream.begin_capture()
             try:
                 out = self.fn(*s_args, **s_kwargs)
@@ -176,6 +185,7 @@ class GraphedStep:
                     f"from the host ({type(exc).__name__}: {exc})") from exc
             graph = stream.end_capture()
         self.graph, self._pool, self._stream = graph, pool, stream
+        self._cublas = binding  # keeps the workspace the graph's GEMMs use alive
         self._static_in = [static[id(t)] for t in ts]
         self._in_sig = sig
         self._out = out

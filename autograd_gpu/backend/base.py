@@ -58,6 +58,11 @@ class Backend(Protocol):
     xp: Any  # the array module
     device: Device
 
+    def matmul(self, a, b): ...  # xp.matmul, or cuBLAS directly where CuPy cannot (capture)
+    def sum(self, x, axis=None, keepdims=False, dtype=None): ...  # xp.sum (GPU: a GEMV path)
+    def relu_grad(self, g, x): ...  # g where x > 0 else 0
+    def act_grad(self, act, g, y): ...  # tanh/sigmoid vjp from the output y
+    def astype(self, x, dtype): ...  # x.astype(dtype, copy=False) (GPU: a vectorised kernel)
     def asarray(self, obj, dtype=None): ...
     def to_numpy(self, arr): ...
     def is_array(self, obj) -> bool: ...

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 from ..errors import DeviceError
 from .base import Device
+from .numpy_backend import NumpyBackend
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,6 +40,40 @@ def device_count() -> int:
     return int(cupy.cuda.runtime.getDeviceCount())
 
 
+_SUM_ROWS_MIN = 1 << 18  # below this CuPy's reduction is as fast and saves a GEMM launch
+_CAST_MIN = 1 << 16  # elements; smaller casts are launch-bound either way
+_DIRECT_GEMM = os.environ.get("AUTOGRAD_GPU_GEMM", "cupy").strip().lower() == "cublas"
+
+
+def gpu_matmul(a, b):
+    """``cupy.matmul``, except while ag.cuda.graphed captures a step (CuPy refuses cuBLAS calls
+    during capture) or when ``AUTOGRAD_GPU_GEMM=cublas``: then cuBLAS directly (backend/cublas)."""
+    import cupy
+
+    from . import cublas
+
+    if (_DIRECT_GEMM or cublas.active_binding() is not None) and cublas.supports(
+            cupy.result_type(a.dtype, b.dtype)) and a.ndim and b.ndim:
+        return cublas.matmul(a, b)
+    return cupy.matmul(a, b)
+
+
+@functools.cache
+def _elementwise(name):
+    """Small fused CuPy kernels for hot two-kernel patterns (compiled on first use, cached)."""
+    import cupy
+
+    if name == "relu_grad":
+        return cupy.ElementwiseKernel("T g, T x", "T y", "y = x > (T)0 ? g : (T)0",
+                                      "ag_relu_grad")
+    if name == "tanh":
+        return cupy.ElementwiseKernel("T g, T t", "T y", "y = g - g * t * t", "ag_tanh_grad")
+    if name == "sigmoid":
+        return cupy.ElementwiseKernel("T g, T s", "T y", "y = g * (s - s * s)",
+                                      "ag_sigmoid_grad")
+    raise KeyError(name)
+
+
 def _bf16():
     from ..dtypes import bfloat16
 
@@ -63,6 +99,46 @@ class CupyBackend:
         self.device = Device(f"cuda:{index}")
         self.array_type = cupy.ndarray
         self._kernels = None
+
+    matmul = staticmethod(gpu_matmul)
+
+    def sum(self, x, axis=None, keepdims=False, dtype=None):
+        """``cupy.sum``; a large C-contiguous float array summed over its leading axes (a bias
+        gradient) goes through cuBLAS as ones @ x instead (see ``cublas.sum_rows``)."""
+        from . import cublas
+
+        k = len(axis) if isinstance(axis, tuple) else 0
+        if (0 < k < x.ndim and x.size >= _SUM_ROWS_MIN and x.flags.c_contiguous
+                and cublas.supports(x.dtype)
+                and sorted(a % x.ndim for a in axis) == list(range(k))):
+            rows = 1
+            for n in x.shape[:k]:
+                rows *= n
+            y = cublas.sum_rows(x.reshape(rows, -1))
+            y = y.reshape(((1,) * k if keepdims else ()) + x.shape[k:])
+            return y if dtype is None or y.dtype == dtype else y.astype(dtype)
+        return self.xp.sum(x, axis=axis, keepdims=keepdims, dtype=dtype)
+
+    def astype(self, x, dtype):
+        """``x.astype(dtype, copy=False)``; large float32 <-> float16/bfloat16 conversions go
+        through the vectorised cast kernel (kernels/cast.cu), about twice as fast."""
+        if x.size >= _CAST_MIN and x.dtype != dtype and self.has_kernel("cast"):
+            y = self.kernel("cast")(x, dtype)
+            if y is not None:
+                return y
+        return x.astype(dtype, copy=False)
+
+    def act_grad(self, act, g, y):
+        """tanh: g (1 - y^2); sigmoid: g y (1 - y), in one pass for float32/float64."""
+        if g.dtype == y.dtype and g.dtype.char in "fd":
+            return _elementwise(act)(g, y)
+        return NumpyBackend.act_grad(act, g, y)  # the same array expressions, on cupy arrays
+
+    def relu_grad(self, g, x):
+        """g where x > 0 else 0, in one pass for float32/float64 (else a mask and a product)."""
+        if g.dtype == x.dtype and g.dtype.char in "fd":
+            return _elementwise("relu_grad")(g, x)
+        return NumpyBackend.relu_grad(g, x)
 
     def asarray(self, obj, dtype=None):
         with self.xp.cuda.Device(self.index):

@@ -10,6 +10,8 @@ from .base import Device
 class NumpyBackend:
     name = "numpy"
     xp = np
+    matmul = staticmethod(np.matmul)
+    sum = staticmethod(np.sum)
 
     def __init__(self):
         self.device = Device("cpu")
@@ -23,6 +25,21 @@ class NumpyBackend:
 
     def is_array(self, obj) -> bool:
         return isinstance(obj, np.ndarray)
+
+    @staticmethod
+    def astype(x, dtype):
+        return x.astype(dtype, copy=False)
+
+    @staticmethod
+    def act_grad(act, g, y):
+        """An activation's vjp from its output: tanh g (1 - y^2), sigmoid g y (1 - y)."""
+        if act == "tanh":
+            return g - g * y * y  # no Python-scalar operand: NumPy's weak-scalar path is slow
+        return g * (y - y * y)
+
+    @staticmethod
+    def relu_grad(g, x):
+        return g * (x > 0)  # a boolean mask: twice as fast as sign() or where() in NumPy
 
     def has_kernel(self, name: str) -> bool:
         return False

@@ -83,12 +83,16 @@ def _bmm(xp, a, b):
     """a @ b over a leading group axis. NumPy's stacked matmul can miss BLAS (8x slower than a
     2-d product measured here), so groups go one 2-d product at a time on the CPU (and for
     bfloat16 on CuPy, whose strided-batched matmul rejects it)."""
-    if a.shape[0] == 1:
-        out = xp.matmul(a[0], b[0])[None]
-    elif xp.__name__ == "numpy" or a.dtype.kind == "V":  # CuPy's batched GEMM lacks bfloat16
-        out = xp.stack([xp.matmul(a[i], b[i]) for i in range(a.shape[0])])
+    if xp.__name__ == "numpy":
+        mm = xp.matmul
     else:
-        out = xp.matmul(a, b)
+        from ..backend.cupy_backend import gpu_matmul as mm  # capturable in ag.cuda.graphed
+    if a.shape[0] == 1:
+        out = mm(a[0], b[0])[None]
+    elif xp.__name__ == "numpy" or a.dtype.kind == "V":  # CuPy's batched GEMM lacks bfloat16
+        out = xp.stack([mm(a[i], b[i]) for i in range(a.shape[0])])
+    else:
+        out = mm(a, b)
     # ml_dtypes' bfloat16 matmul returns float32 on the CPU: keep the operands' dtype
     return out.astype(xp.result_type(a.dtype, b.dtype), copy=False)
 

@@ -59,8 +59,8 @@ class Sum:
 
     def forward(bk, x, *, axis, keepdims=False):
         acc = _acc(x)
-        y = bk.xp.sum(x, axis=axis, keepdims=keepdims, dtype=acc)
-        return (y.astype(x.dtype) if acc else y), (x.shape,)
+        y = bk.sum(x, axis=axis, keepdims=keepdims, dtype=acc)
+        return (y.astype(x.dtype, copy=False) if acc else y), (x.shape,)
 
     def vjp(F, g, saved, needs, *, axis, keepdims=False):
         return (_expand_back(F, g, saved[0], axis, keepdims),)
