@@ -390,6 +390,10 @@ class _CastCache:
         self._d.clear()
 
 
+def _backend(args):
+    return next(a._bk for a in args if isinstance(a, Tensor))
+
+
 def _promotes_to(dtypes, want) -> bool:
     try:
         return np.result_type(*dtypes) == want
@@ -426,7 +430,7 @@ class _Autocast:
         if want is None:
             return call(args, params)
         if dtypes != {want} and op.broadcasting and op.name not in self.fp32_ops \
-                and _promotes_to(dtypes, want):
+                and _promotes_to(dtypes, want) and _backend(args).mixed_floats_ok(dtypes):
             # an elementwise op on mixed floats computes in the promoted dtype by itself, in
             # one kernel that converts as it reads: no separate cast pass over the low input
             # (the tape casts that input's cotangent back to its dtype, as a cast's vjp would)

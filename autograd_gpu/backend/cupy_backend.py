@@ -99,6 +99,7 @@ class CupyBackend:
         self.device = Device(f"cuda:{index}")
         self.array_type = cupy.ndarray
         self._kernels = None
+        self._mixed: dict = {}
 
     matmul = staticmethod(gpu_matmul)
 
@@ -118,6 +119,25 @@ class CupyBackend:
             y = y.reshape(((1,) * k if keepdims else ()) + x.shape[k:])
             return y if dtype is None or y.dtype == dtype else y.astype(dtype)
         return self.xp.sum(x, axis=axis, keepdims=keepdims, dtype=dtype)
+
+    def mixed_floats_ok(self, dtypes) -> bool:
+        """Whether CuPy's ufuncs take this mix of float dtypes (bfloat16 with float32, say)
+        directly, promoting as NumPy does; tried once per mix on a one-element array."""
+        key = frozenset(dtypes)
+        ok = self._mixed.get(key)
+        if ok is None:
+            import numpy as np
+
+            xp = self.xp
+            try:
+                arrs = [xp.zeros((1,), dtype=d) for d in key]
+                want = np.result_type(*key)
+                ok = all(f(*arrs[:2]).dtype == want for f in (xp.add, xp.multiply)) \
+                    if len(arrs) == 2 else False
+            except Exception:
+                ok = False
+            self._mixed[key] = ok
+        return ok
 
     def astype(self, x, dtype):
         """``x.astype(dtype, copy=False)``; large float32 <-> float16/bfloat16 conversions go

@@ -27,6 +27,10 @@ class NumpyBackend:
         return isinstance(obj, np.ndarray)
 
     @staticmethod
+    def mixed_floats_ok(dtypes) -> bool:
+        return True  # NumPy (with ml_dtypes) promotes float mixes inside its ufunc loops
+
+    @staticmethod
     def astype(x, dtype):
         return x.astype(dtype, copy=False)
 
