@@ -144,6 +144,52 @@ def main(argv=None):
         return "\n".join(lines)
 
     _section(out, "elementwise and reductions on (batch, width) float32", elementwise)
+
+    def chain_host():
+        """Where the host time of the eager 1,000-op chain goes (16-element arrays: launch
+        bound), and what one CuPy launch costs on this host."""
+        import cProfile
+        import io
+        import pstats
+
+        import numpy as np
+
+        n = 1000
+        chain = S._ag_chain(n)
+        xx = ag.Tensor.from_array(np.linspace(-1, 1, 16).astype(np.float32), device="cuda:0")
+        for _ in range(3):
+            chain(xx)
+        cp.cuda.Device().synchronize()
+        t = time.perf_counter()
+        for _ in range(5):
+            chain(xx)
+        cp.cuda.Device().synchronize()
+        lines = [f"eager chain: {(time.perf_counter() - t) / 5 / n * 1e6:.2f} us/op (host clock)"]
+        a = cp.asarray(np.ones(16, np.float32))
+        ek = cp.ElementwiseKernel("T g, T t", "T y", "y = g - g * t * t", "prof_ek")
+        for name, fn in [("cupy a * 1.01", lambda: a * 1.01), ("cupy a + a", lambda: a + a),
+                         ("cupy tanh(a)", lambda: cp.tanh(a)),
+                         ("ElementwiseKernel(a, a)", lambda: ek(a, a)),
+                         ("cupy.empty(16)", lambda: cp.empty(16, cp.float32)),
+                         ("torch a * 1.01", lambda: ta * 1.01)]:
+            ta = torch.from_dlpack(a)
+            for _ in range(200):
+                fn()
+            cp.cuda.Device().synchronize()
+            t = time.perf_counter()
+            for _ in range(5000):
+                fn()
+            cp.cuda.Device().synchronize()
+            lines.append(f"{name:<26} {(time.perf_counter() - t) / 5000 * 1e6:6.2f} us/call")
+        pr = cProfile.Profile()
+        pr.enable()
+        chain(xx)
+        pr.disable()
+        buf = io.StringIO()
+        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(30)
+        return "\n".join(lines) + "\n" + buf.getvalue()[-6000:]
+
+    _section(out, "eager chain: host time", chain_host)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_profile.txt"), "w") as f:
         f.write("\n".join(out))

@@ -318,6 +318,8 @@ class Tanh:
         return y, (y,)
 
     def vjp(F, g, saved, needs):
+        if F.is_raw:  # first order: straight to the backend (no primitive call around it)
+            return (F.bk.act_grad("tanh", g, saved[0]),)
         return (F.tanh_grad(g, saved[0]),)
 
     def jvp(F, ts, saved):
@@ -337,6 +339,8 @@ class Sigmoid:
         return y, (y,)
 
     def vjp(F, g, saved, needs):
+        if F.is_raw:  # first order: straight to the backend (no primitive call around it)
+            return (F.bk.act_grad("sigmoid", g, saved[0]),)
         return (F.sigmoid_grad(g, saved[0]),)
 
     def jvp(F, ts, saved):
@@ -401,6 +405,8 @@ class Relu:
         return y, (y,)
 
     def vjp(F, g, saved, needs):
+        if F.is_raw:  # first order: straight to the backend (no primitive call around it)
+            return (F.bk.relu_grad(g, saved[0]),)
         return (F.relu_grad(g, saved[0]),)
 
     def jvp(F, ts, saved):
