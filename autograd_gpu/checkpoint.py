@@ -32,28 +32,53 @@ Strategies (``CheckpointStrategy``; strings such as ``"block"`` are accepted):
 * AUTO: keep peak activation memory under ``memory_budget_mb`` at little recomputation.
 
 AUTO, and why. The memory must be freed during the forward (otherwise the peak is NONE's), but
-the length of the recorded chain is unknown until the forward ends, so AUTO plans as it goes:
+the length of the recorded chain is unknown until the forward ends, so AUTO plans as it goes, in
+greedy segments (sizes below in units of one activation):
 
-1. While everything fits (the bytes kept by saved values plus a reserve for the step in flight
-   stay under the budget), AUTO keeps everything: no recomputation at all for a big budget.
-2. When the next node would not fit, it switches to anchors: every kept node drops its saved
-   values and every ``stride``-th node output still alive becomes an anchor. Anchors get at most
-   half of the budget left after the reserve; when they would exceed it the stride doubles and
-   every other anchor is freed (online doubling: the final spacing is within 2x of the spacing an
-   offline planner with the same anchor memory would pick).
-3. In the reverse sweep a restore between two anchors uses the memory left (budget - reserve -
-   anchors) as ``f`` slots for temporary checkpoints, placed by the dynamic program of optimal
-   checkpointing for a chain (T(1, f) = 1, T(n, 0) = n(n+1)/2, T(n, f) = min_j j + T(n-j, f-1) +
-   T(j, f): advance j steps, keep a checkpoint, reverse the tail with one slot fewer, then the head
-   with the slot back; the same recursion revolve solves in closed form, but a DP also handles
-   the case where slots run out part way and is easy to audit). When the whole segment's saved
-   values fit, it is restored in one replay instead (each op recomputed once).
+1. The open segment keeps its saved values while the anchors, the segment's saved values, the
+   new node's and a reserve for the step in flight stay under the budget. A big budget keeps
+   everything: no recomputation at all.
+2. When the next node does not fit, the segment closes: its nodes drop their saved values, and
+   the values a replay of the segment starts from become anchors (on a chain, the first value
+   the segment kept, such as the output of the tanh that opens it, which the segment already
+   paid for). The node starts the next segment. In the sweep one replay from its anchors
+   restores a whole segment, and the last segment, never closed, is not replayed at all: each op
+   is recomputed at most once.
+3. Why greedy: restoring segment j holds the anchors below it and the segment's own values, so
+   with M units left after the reserve, segment j can hold about M - j units and a chain of L
+   units fits when M^2 / 2 >= L. The peak is about sqrt(2L) units (plus the reserve) instead of
+   the 2 sqrt(L) of evenly spaced anchors; no schedule that recomputes each op at most once does
+   better on a chain, since every segment is as long as the memory at its place allows.
+4. An anchor is held by the first node that reads it (or by its own node), so the sweep frees it
+   as soon as it has passed every node that replays from it: by the time it restores the
+   segment that produced a value, the next segment's anchor on that value is gone. A node whose
+   input no replay of its segment can rebuild restores its saved values from what it keeps (a
+   tanh from its anchored output, without running anything); one that saves a constant (a
+   dropout's mask) keeps its saved values.
+5. The reserve is what no saved value accounts for: in the sweep, the cotangent in flight and the
+   rule's temporaries (tanh: g - g * y * y, three output-sized arrays at once) or, during a
+   restore, that cotangent and the replay's current input and output; in the forward, an op's
+   inputs and output. AUTO takes max(3 x output, output + inputs) of each op, plus the saved
+   values of the node after one restored by a replay (the tape releases them only after that
+   restore), the largest seen so far, and counts its own bookkeeping (``_BOOK`` bytes a node).
+6. Only when not even one node fits next to the anchors (the chain is longer than about M^2 / 2
+   units) does AUTO fall back: every later node drops its saved values, anchors are spaced
+   ``stride`` ops apart within half of the memory left (the stride doubles and every other
+   anchor is freed when they would exceed it), and a restore whose segment does not fit in one
+   replay uses the memory left (budget - reserve - anchors still held) as ``f`` slots for
+   temporary checkpoints, placed by the dynamic program of optimal checkpointing for a chain
+   (T(1, f) = 1, T(n, 0) = n(n+1)/2, T(n, f) = min_j j + T(n-j, f-1) + T(j, f): advance j steps,
+   keep a checkpoint, reverse the tail with one slot fewer, then the head with the slot back;
+   the same recursion revolve solves in closed form, but a DP also handles the case where slots
+   run out part way and is easy to audit). Ops are then recomputed several times.
 
 The trade-off: optimal offline schedules (revolve, Checkmate) need the whole graph before the
-forward runs; AUTO sees it op by op, so its anchors are near-optimal rather than optimal, but it
-never holds more than the budget in the forward either. A budget below the working set of one
-step (an op's output, saved values, inputs and a cotangent in flight) is impossible: the tape
-raises ``CheckpointBudgetError`` when such an op is recorded, naming the op and the minimum.
+forward runs; AUTO sees it op by op, so it cannot balance segments against the end of the chain
+(its first segments are the longest, and weight gradients, which the sweep allocates as it goes,
+come on top of them at the end of the sweep), but it never holds more than the budget in the
+forward either. A budget below the working set of one step (an op's output, saved values, inputs
+and a cotangent in flight) is impossible: the tape raises ``CheckpointBudgetError`` when such an
+op is recorded, naming the op and the minimum.
 
 Also ``checkpoint(fn, *args)``: an explicit recomputed segment, recorded as one node whose
 forward runs ``fn`` without recording and whose vjp re-runs ``fn`` under a fresh tape.
@@ -78,6 +103,7 @@ __all__ = ["CheckpointConfig", "CheckpointStrategy", "CheckpointBudgetError", "c
            "checkpoint_stats"]
 
 _MB = 1024.0 * 1024.0
+_BOOK = 320  # AUTO: bytes of bookkeeping a recorded node costs (its _Rec, weak references)
 
 
 class CheckpointStrategy(OptionEnum):
@@ -157,7 +183,8 @@ _PARENT = _Parent()
 class _Rec:
     """``node.extra`` of a node recorded by a checkpointing tape."""
 
-    __slots__ = ("plan", "pos", "ext", "value", "wout", "keep", "counted", "nbytes")
+    __slots__ = ("plan", "pos", "ext", "value", "wout", "keep", "counted", "nbytes", "hold",
+                 "anch")
 
     def __init__(self, plan, pos, ext, out):
         self.plan = plan
@@ -171,6 +198,8 @@ class _Rec:
         self.keep = True  # saved values retained (False: dropped, restorable)
         self.counted = False  # AUTO: output bytes already charged to the budget
         self.nbytes = int(getattr(out, "nbytes", 0))
+        self.hold = ()  # AUTO: anchors of its parents' outputs this node keeps alive
+        self.anch = False  # AUTO: the output is an anchor (in ``value`` or a consumer's hold)
 
     def output(self):
         if self.value is not None:
@@ -180,6 +209,17 @@ class _Rec:
 
     def restore(self, node) -> None:
         self.plan.restore(node)
+
+
+def _anchored(p) -> bool:
+    """Whether node ``p``'s output is an anchor (AUTO)."""
+    r = p.extra
+    return type(r) is _Rec and r.anch
+
+
+def _alive(p) -> bool:
+    r = p.extra
+    return type(r) is _Rec and r.output() is not None
 
 
 def _size(shape) -> int:
@@ -212,13 +252,20 @@ class _Plan:
         # AUTO
         self.budget = (cfg.memory_budget_mb or 0.0) * _MB
         self.mode = "retain"
-        self.held = 0  # bytes kept by retained saved values (retain mode)
+        self.held = 0  # bytes kept by the open segment's saved values (retain mode)
+        self.book = 0  # the plan's own bookkeeping (_BOOK bytes a node) and data_bytes
+        self.data: dict = {}  # id -> bytes: inputs from outside the graph as large as an output
+        self.data_bytes = 0
+        self.start = self.pos  # the first position of this recording
         self.reserve = 0  # the largest working set of one step seen so far
-        self.anchors: list = []  # weakrefs to anchored nodes, in order
+        self.anchors: list = []  # (weakref to the holder, weakref to the node, bytes)
         self.anchor_bytes = 0
-        self.stride = 1
+        self.pinned: list = []  # (weakref, bytes): nodes that keep saved values no replay of
+        # their segment could rebuild (a dropout's mask whose input is gone)
+        self.pin_bytes = 0
+        self.stride = 1  # the fallback's anchor spacing, in ops
         self.last_anchor = -(1 << 60)
-        self.nodes: list = []  # AUTO: weakrefs to every node (switching to anchors)
+        self.nodes: list = []  # AUTO: weakrefs to the nodes of the open segment
 
     def restart(self) -> None:
         """Forget the recording state (the tape released its nodes). Nodes recorded before, if
@@ -227,6 +274,7 @@ class _Plan:
         self.__init__(self.cfg, self.tid, self.persistent)
         self.bk, self.stats = bk, stats
         self.pos, self.last_known = pos, pos - 1  # positions stay unique across restarts
+        self.start = pos
 
     # ---- recording ---------------------------------------------------------------------------
     def record(self, node, arrs, out) -> None:
@@ -293,31 +341,69 @@ class _Plan:
     def _auto_record(self, node, rec, out, ext, droppable) -> bool:
         parents = {p for p, e in zip(node.parents, ext) if e is _PARENT}  # x * x reads x once
         in_bytes = sum(p.extra.nbytes for p in parents)
-        work = 5 * rec.nbytes + droppable + in_bytes
+        # the working set of one step that no saved value accounts for. The sweep holds the
+        # cotangent in flight and the rule's temporaries (tanh: g - g * y * y, three
+        # output-sized arrays at once) or, while it restores a node, that cotangent and the
+        # replay's latest output and its input; the forward holds the op's inputs and output.
+        work = max(3 * rec.nbytes, rec.nbytes + in_bytes)
+        for code in node.saved_map:
+            if code >= 0 and ext[code] is _PARENT:
+                p = node.parents[code]
+                pr = p.extra
+                if OUTPUT not in p.saved_map and (not pr.keep or self._droppable(p, pr.ext)):
+                    # p (a dropout: it saves a mask) may be restored by a replay while the
+                    # sweep still holds this node's saved values (the tape releases them after
+                    # the next node's restore), p's output among them
+                    work = max(work, 3 * pr.nbytes + droppable)
         if work > self.reserve:
             self.reserve = work
-        if self.reserve > self.budget:
+        self.book += _BOOK
+        for e in ext:
+            # an input from outside the graph as large as the activations (the batch, not a
+            # weight): it stays alive through the step, so it counts against the budget
+            if e is not _PARENT and _nbytes(e) >= rec.nbytes > 0 and id(e) not in self.data:
+                self.data[id(e)] = _nbytes(e)
+                self.data_bytes += _nbytes(e)
+                self.book += _nbytes(e)
+        if self.reserve + droppable + self.book > self.budget:
             raise CheckpointBudgetError(
                 f"checkpoint AUTO: memory_budget_mb={self.cfg.memory_budget_mb} MB is below the "
                 f"working set of op '{node.op.name}' (output {node.out_meta[0]} "
-                f"{node.out_meta[1]}): {self.reserve / _MB:.3f} MB for its output, saved values, "
-                "inputs and a cotangent in flight. No schedule can go below that; raise the "
-                "budget or shrink the batch"
+                f"{node.out_meta[1]}): {(self.reserve + droppable) / _MB:.3f} MB for its "
+                "output, saved values, inputs and a cotangent in flight, plus "
+                f"{self.book / _MB:.3f} MB for the batch the graph reads and the bookkeeping of "
+                "the ops recorded. No schedule can go below that; raise the budget or shrink "
+                "the batch"
             )
-        self.nodes.append(weakref.ref(node))
         if self.mode == "retain":
             new = self._new_bytes(node, rec, ext)
-            if self.held + new + self.reserve <= self.budget:
-                self.held += new
-                self._charge(node, rec, ext)
+            if self._fits(new):
+                self._keep(node, rec, ext, new)
                 return True
-            self._to_anchors()
+            if self.nodes:
+                self._close_segment(node, ext)
+                new = self._new_bytes(node, rec, ext)
+                if self._fits(new):
+                    self._keep(node, rec, ext, new)
+                    return True
+            self._to_fallback()  # not even this one node fits next to the anchors
         if rec.pos - self.last_anchor >= self.stride and \
                 self.anchor_bytes + rec.nbytes <= self._anchor_cap():
-            self._anchor(node, rec, out)
+            self._anchor(node, out)
         elif rec.pos - self.last_anchor >= 2 * self.stride and rec.nbytes <= self._anchor_cap():
-            self._anchor(node, rec, out)  # full: make room by doubling the stride
+            self._anchor(node, out)  # full: make room by doubling the stride
+        while self.anchors and self.anchor_bytes > self._anchor_cap():
+            self._thin()
         return False
+
+    def _fits(self, new) -> bool:
+        return self.anchor_bytes + self.pin_bytes + self.held + new + self.reserve + \
+            self.book <= self.budget
+
+    def _keep(self, node, rec, ext, new) -> None:
+        self.held += new
+        self._charge(node, rec, ext)
+        self.nodes.append(weakref.ref(node))
 
     def _new_bytes(self, node, rec, ext) -> int:
         total = 0
@@ -338,72 +424,146 @@ class _Plan:
             elif code >= 0 and ext[code] is _PARENT:
                 node.parents[code].extra.counted = True
 
-    def _anchor_cap(self) -> float:
-        return max(0.0, (self.budget - self.reserve) / 2.0)
+    def _close_segment(self, cur, ext) -> None:
+        """``cur`` does not fit next to the open segment: the segment's nodes drop their saved
+        values (the sweep restores them with one replay) and the values that replay starts from
+        become anchors. ``cur`` starts the next segment."""
+        seg = []
+        for ref in self.nodes:
+            n = ref()
+            if n is not None and type(n.extra) is _Rec and n.extra.plan is self:
+                seg.append(n)
+        self.nodes = []
+        members = set(seg)
+        read = set()  # segment nodes whose output a later segment node reads
+        for n in seg:
+            for p, e in zip(n.parents, n.extra.ext):
+                if e is _PARENT and p in members:
+                    read.add(p)
+        avail: set = set()  # outputs the replay of the segment computes or finds
+        pinned: set = set()
+        for n in seg:
+            r = n.extra
+            missing = [p for p, e in zip(n.parents, r.ext)
+                       if e is _PARENT and p not in avail and not _anchored(p)]
+            if missing and all(_alive(p) for p in missing):
+                for p in missing:  # the replay starts from them; n keeps them alive
+                    self._anchor(p, p.extra.output(), holder=n)
+                missing = []
+            if not missing:
+                avail.add(n)
+                continue
+            # an input of n is gone (the tanh that starts the segment read a sum nobody keeps):
+            # n's restore must not need n's forward, and its consumers start from its output
+            codes = n.saved_map
+            droppable = self._droppable(n, r.ext) if r.keep else 0
+            if droppable and CONST in codes:  # a mask: n keeps its saved values
+                pinned.add(n)
+                self.pin_bytes += droppable
+                self.pinned.append((weakref.ref(n), droppable))
+            elif droppable:
+                for code in codes:  # what it saves stays known: its output, its saved inputs
+                    if code == OUTPUT:
+                        self._anchor(n, r.output())
+                    elif code >= 0 and r.ext[code] is _PARENT:
+                        p = n.parents[code]
+                        if p not in avail and not _anchored(p):
+                            self._anchor(p, p.extra.output(), holder=n)
+            if n in read and not r.anch:
+                self._anchor(n, r.output())
+            if r.anch:
+                avail.add(n)
+        for n in seg:
+            r = n.extra
+            if r.keep and n not in pinned and self._droppable(n, r.ext):
+                r.keep = False
+                n.saved = None
+                self.stats["dropped"] += 1
+            for p, e in zip(n.parents, r.ext):  # outputs charged to the segment are released
+                pr = p.extra if e is _PARENT else None
+                if type(pr) is _Rec and not pr.anch:
+                    pr.counted = False
+            if not r.anch:
+                r.counted = False
+        self.held = 0
+        # the next segment's first op: when its own restore would need its inputs (it saves a
+        # mask, or neither its output nor the inputs it reads), keep them now; otherwise what
+        # it saves will serve as the anchors when its segment closes
+        codes = cur.saved_map
+        lazy = CONST not in codes and (OUTPUT in codes or all(
+            i in codes for i, e in enumerate(ext) if e is _PARENT))
+        if not lazy:
+            for p, e in zip(cur.parents, ext):
+                if e is _PARENT and not _anchored(p) and _alive(p):
+                    self._anchor(p, p.extra.output(), holder=cur)
 
-    def _anchor(self, node, rec, out) -> None:
-        rec.value = out
+    def _anchor_cap(self) -> float:
+        return max(0.0, (self.budget - self.reserve - self.pin_bytes - self.book) / 2.0)
+
+    def _anchor(self, node, out, holder=None) -> None:
+        """Keep ``node``'s output for replays: in its own record, or in ``holder``'s (a
+        consumer, so the sweep frees it as soon as it has passed every node that reads it)."""
+        rec = node.extra
+        if rec.anch or out is None:
+            return
+        if holder is None or holder is node or rec.wout is None:
+            rec.value = out
+            holder = node
+        else:
+            holder.extra.hold += (out,)
+        rec.anch = True
+        rec.counted = True
         self.anchor_bytes += rec.nbytes
-        self.anchors.append(weakref.ref(node))
-        self.last_anchor = rec.pos
+        self.anchors.append((weakref.ref(holder), weakref.ref(node), rec.nbytes))
+        if rec.pos > self.last_anchor:
+            self.last_anchor = rec.pos
         self.stats["anchors"] += 1
-        while self.anchor_bytes > self._anchor_cap() and self.anchors:
+
+    def _to_fallback(self) -> None:
+        """Not even one node fits next to the anchors: from here on every node drops its saved
+        values, anchors are spaced ``stride`` ops apart within half of the memory left, and the
+        sweep's restores place temporary checkpoints (the DP)."""
+        self.mode = "anchor"
+        self.nodes = []
+        pos = sorted(n.extra.pos for n in self._anchor_nodes())
+        self.stride = max(1, min((b - a for a, b in zip(pos, pos[1:])), default=1))
+        while self.anchors and self.anchor_bytes > self._anchor_cap():
             self._thin()
+
+    def _anchor_nodes(self) -> list:
+        out = []
+        for _, nref, _ in self.anchors:
+            n = nref()
+            if n is not None and type(n.extra) is _Rec and n.extra.anch:
+                out.append(n)
+        return out
 
     def _thin(self) -> None:
         """Double the anchor stride and free the anchors that no longer fit the spacing."""
         self.stride *= 2
+        live = []
+        for entry in self.anchors:
+            h, n = entry[0](), entry[1]()
+            if h is not None and n is not None and type(n.extra) is _Rec and n.extra.anch:
+                live.append((n.extra.pos, entry, h, n))
+        live.sort(key=lambda t: t[0])
         kept, last, total = [], -(1 << 60), 0
-        for ref in self.anchors:
-            n = ref()
-            r = None if n is None else n.extra
-            if r is None or r.value is None:
-                continue
-            if r.pos - last >= self.stride and total + r.nbytes <= self._anchor_cap():
-                kept.append(ref)
-                last = r.pos
+        for pos, entry, h, n in live:
+            r = n.extra
+            if pos - last >= self.stride and total + r.nbytes <= self._anchor_cap():
+                kept.append(entry)
+                last = pos
                 total += r.nbytes
-            else:
+                continue
+            v = r.output()
+            r.anch = False
+            if h is n:
                 r.value = None
+            elif type(h.extra) is _Rec:
+                h.extra.hold = tuple(x for x in h.extra.hold if x is not v)
         self.anchors, self.anchor_bytes = kept, total
         self.last_anchor = last
         self.stats["anchors"] = len(kept)
-
-    def _to_anchors(self) -> None:
-        """Retained nodes so far drop their saved values; outputs still alive become anchors."""
-        self.mode = "anchor"
-        live = []
-        for ref in self.nodes:
-            n = ref()
-            if n is not None and type(n.extra) is _Rec and n.extra.plan is self:
-                live.append(n)
-        while True:  # pick the stride first, while every retained output is still alive
-            picks, last, total = [], -(1 << 60), 0
-            for n in live:
-                r = n.extra
-                if r.pos - last >= self.stride and r.output() is not None:
-                    picks.append(n)
-                    last = r.pos
-                    total += r.nbytes
-            if total <= self._anchor_cap():
-                break
-            if self.stride > len(live):  # not even one anchor fits: replay from the inputs
-                picks, last, total = [], -(1 << 60), 0
-                break
-            self.stride *= 2
-        for n in picks:
-            r = n.extra
-            r.value = r.output()
-            self.anchors.append(weakref.ref(n))
-        self.anchor_bytes, self.last_anchor = total, last
-        self.stats["anchors"] = len(picks)
-        for n in live:
-            r = n.extra
-            if r.keep and self._droppable(n, r.ext):
-                r.keep = False
-                n.saved = None
-                self.stats["dropped"] += 1
-        self.held = 0
 
     # ---- the reverse sweep -------------------------------------------------------------------
     def restore(self, target) -> None:
@@ -414,7 +574,12 @@ class _Plan:
         if self.temp:
             for n in [n for n in self.temp if n.extra is None or n.extra.pos >= rec.pos]:
                 del self.temp[n]
-        if self.strategy is CheckpointStrategy.AUTO:
+        saved = self._direct(target)
+        if saved is not None:  # every saved value is at hand (an anchor, a kept input)
+            target.saved = saved
+            if self.persistent:
+                self.restored.append(weakref.ref(target))
+        elif self.strategy is CheckpointStrategy.AUTO:
             self._restore_auto(target)
         else:
             self._run(self._needed(target), target, restore_all=True)
@@ -431,6 +596,26 @@ class _Plan:
             else:
                 keep.append(ref)
         self.restored = keep
+
+    def _direct(self, n):
+        """The saved values of ``n`` when all of them are known without running anything (its
+        output is an anchor, its saved inputs are kept), else None."""
+        r = n.extra
+        vals = []
+        for code in n.saved_map:
+            if code == OUTPUT:
+                v = r.output()
+            elif code == CONST:
+                return None
+            elif r.ext[code] is _PARENT:
+                v = self._known(n.parents[code])
+            else:
+                vals.append(r.ext[code])
+                continue
+            if v is None:
+                return None
+            vals.append(v)
+        return tuple(vals)
 
     def _known(self, p):
         r = p.extra
@@ -479,7 +664,6 @@ class _Plan:
                     uses[p] = uses.get(p, 0) + 1
         vals: dict = {}
         stats = self.stats
-        out = None
         for n in order:
             r = n.extra
             args = []
@@ -493,6 +677,7 @@ class _Plan:
             want_out = uses.get(n, 0) > 0 or (keep_last and n is last)
             fill = n.saved is None and (n is target or (restore_all and not r.keep and n.tapes))
             codes = n.saved_map
+            out = None
             if fill and not want_out and all(c >= 0 for c in codes):
                 saved = tuple(args[c] for c in codes)  # saved values are inputs: no forward
             else:
@@ -507,6 +692,9 @@ class _Plan:
                     self.restored.append(weakref.ref(n))
             if want_out:
                 vals[n] = out
+            # drop this step's references now: the next op's forward runs without them (a
+            # replay holds one op's inputs and output at a time, besides what it restores)
+            out = saved = args = None
             for p, e in zip(n.parents, r.ext):
                 if e is _PARENT and p in uses:
                     uses[p] -= 1
@@ -520,14 +708,16 @@ class _Plan:
             n = len(order)
             if n == 1:
                 break
-            free = self.budget - self.reserve - self._held_anchor_bytes() - \
+            # the sweep has released the bookkeeping of the nodes after the target
+            book = self.data_bytes + _BOOK * max(0, target.extra.pos - self.start + 1)
+            free = self.budget - self.reserve - book - self._held_anchor_bytes() - \
                 sum(_nbytes(v) for v in self.temp.values())
-            seg = _segment_bytes(order)
+            seg = _segment_bytes(order, self._known)
             if seg <= free:  # the whole segment fits: restore it in one replay
                 self._run(order, target, restore_all=True)
                 return
             slot = max(x.extra.nbytes for x in order[:-1]) or 1
-            f = int(free // slot)
+            f = int((free - _segment_bytes([target], self._known)) // slot)
             if f <= 0:
                 break
             j = _split(n, f)
@@ -536,18 +726,25 @@ class _Plan:
         self._run(order, target)
 
     def _held_anchor_bytes(self) -> int:
+        """Bytes anchors and pinned nodes still hold: the sweep releases a node's bookkeeping
+        (``node.extra``) once it has processed it, so anchors past the target are gone."""
         total = 0
-        for ref in self.anchors:
+        for href, _, nb in self.anchors:
+            h = href()
+            if h is not None and h.extra is not None:
+                total += nb
+        for ref, nb in self.pinned:
             n = ref()
-            if n is not None and n.extra is not None and n.extra.value is not None:
-                total += n.extra.nbytes
+            if n is not None and n.extra is not None and n.saved is not None:
+                total += nb
         return total
 
 
-def _segment_bytes(order) -> int:
+def _segment_bytes(order, known) -> int:
     """Bytes that restoring the saved values of every dropped node in ``order`` adds, from
     metadata (the arrays are gone): each graph value once (a tanh's output is also the next
-    matmul's saved input), constants (masks) as output-sized."""
+    matmul's saved input), constants (masks) as output-sized; values already held (anchors,
+    ``known``) add nothing."""
     seen: set = set()
     total = 0
     for n in order:
@@ -561,7 +758,7 @@ def _segment_bytes(order) -> int:
                 key, nb = (n, i), r.nbytes
             elif r.ext[code] is _PARENT:
                 p = n.parents[code]
-                key, nb = p, p.extra.nbytes
+                key, nb = p, (0 if known(p) is not None else p.extra.nbytes)
             else:
                 continue
             if key not in seen:

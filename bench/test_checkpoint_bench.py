@@ -120,6 +120,7 @@ def strategies(none_act_mb: float) -> list:
         ("selective", C("selective")),  # matmul outputs kept, bias add and tanh replayed
         ("full", C("full")),
         ("auto_50pct", C("auto", memory_budget_mb=0.50 * none_act_mb)),
+        ("auto_30pct", C("auto", memory_budget_mb=0.30 * none_act_mb)),  # one replay per op
         ("auto_25pct", C("auto", memory_budget_mb=0.25 * none_act_mb)),
     ]
 
@@ -139,17 +140,22 @@ def checkpoint_suite(depth=DEPTH, width=WIDTH, batch=BATCH, dtype="float32", dev
         if names is not None and name not in names:
             continue
         step = make_step(Ws, bs, x0, cfg, device)
-        grads = [g.numpy() for g in step()]
-        ref = grads if ref is None else ref
-        act = none_act if cfg is None else peak(step) - overhead
-        ms = _time_ms(step, reps, device)
+        try:
+            grads = [g.numpy() for g in step()]
+            ref = grads if ref is None else ref
+            act = none_act if cfg is None else peak(step) - overhead
+            ms = _time_ms(step, reps, device)
+        except Exception as exc:  # e.g. a budget this model cannot meet: report, go on
+            rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
         rows.append({"name": name, "act_mb": act, "ms": ms, "budget_mb": getattr(
             cfg, "memory_budget_mb", None), "replayed_ops": step.stats.get("replayed_ops", 0),
             "grads_equal": all(np.array_equal(a, b) for a, b in zip(grads, ref))})
     base = rows[0]
     for r in rows:
-        r["saved_pct"] = 100.0 * (1.0 - r["act_mb"] / base["act_mb"])
-        r["overhead_pct"] = 100.0 * (r["ms"] / base["ms"] - 1.0)
+        if "error" not in r:
+            r["saved_pct"] = 100.0 * (1.0 - r["act_mb"] / base["act_mb"])
+            r["overhead_pct"] = 100.0 * (r["ms"] / base["ms"] - 1.0)
     return rows
 
 
@@ -157,6 +163,9 @@ def format_rows(rows, title) -> str:
     lines = [title, f"{'strategy':<12}{'act MB':>9}{'saved':>8}{'ms':>9}{'time +':>8}"
              f"{'replayed':>10}  grads==NONE"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"{r['name']:<12} {r['error']}")
+            continue
         lines.append(f"{r['name']:<12}{r['act_mb']:>9.2f}{r['saved_pct']:>7.1f}%{r['ms']:>9.1f}"
                      f"{r['overhead_pct']:>7.1f}%{r['replayed_ops']:>10}  {r['grads_equal']}")
     return "\n".join(lines)
@@ -218,6 +227,8 @@ def test_checkpoint_strategy(benchmark, model, name):
                                 saved_pct=100.0 * (1 - act / none_act))
     if name.startswith("auto"):
         assert act <= cfg.memory_budget_mb  # the budget holds (measured, not estimated)
+        if name == "auto_30pct":  # greedy segments: each recorded op replayed at most once
+            assert 0 < step.stats["replayed_ops"] <= step.stats["recorded"]
     elif name.startswith("block"):
         assert act < 0.75 * none_act
     # selective keeps each matmul's output besides NONE's tanh outputs: on a tanh MLP it saves
