@@ -369,6 +369,27 @@ def part_chain(res, quick, precision):
     res["eager_target_us_per_op"] = 15.0
     _write_partial(res)
 
+    # host cost of one launch (16 elements: launch bound), for the eager numbers above
+    from autograd_gpu.backend import backend_for
+
+    gbk = backend_for("cuda:0")
+    a = cp.asarray(x0)
+    ta = torch.from_dlpack(a)
+    launches = {"cupy_a_times_python_float": lambda: a * 1.01,
+                "cupy_a_plus_a": lambda: a + a,
+                "autograd_gpu_scalar_kernel": lambda: gbk.scalar_op("mul", a, 1.01),
+                "torch_a_times_python_float": lambda: ta * 1.01}
+    for name, fn in launches.items():
+        for _ in range(100):
+            fn()
+        cp.cuda.Device().synchronize()
+        t0 = time.perf_counter()
+        for _ in range(3000):
+            fn()
+        cp.cuda.Device().synchronize()
+        res[f"launch_us_{name}"] = (time.perf_counter() - t0) / 3000 * 1e6
+    _write_partial(res)
+
     # CUDA graph: autograd_gpu
     try:
         gstep = ag.cuda.graphed(chain, warmup=2)
@@ -704,6 +725,8 @@ def summary(report) -> str:
                  f"{_fmt(c.get('torch_graph_us_per_op'))} us/op"
                  + (f"  ERROR {c.get('error') or c.get('autograd_gpu_graph_error')}"
                     if c.get("error") or c.get("autograd_gpu_graph_error") else ""))
+    lines.append("launch us: " + ", ".join(f"{n[10:]}={_fmt(v)}" for n, v in c.items()
+                                           if n.startswith("launch_us_")))
     kk = p.get("kernels", {})
     lines.append("kernels (fused/xp/torch ms) " + ", ".join(
         f"{n[:-9]}={_fmt(kk.get(n))}/{_fmt(kk.get(n[:-9] + '_xp_ms'))}/"

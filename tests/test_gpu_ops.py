@@ -183,3 +183,23 @@ def test_fused_ops_in_low_precision(dtype):
     (gref,) = tape.gradient(loss64, [xc64])
     assert gx.dtype == np.dtype(dtype)
     assert _rel(gx.numpy(), gref.numpy()) <= 4 * tol
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_arithmetic_with_python_numbers_matches_numpy(dtype):
+    """Array-with-number arithmetic (the typed scalar kernels on CuPy) against NumPy: both
+    operand orders, forward values bit for bit with NumPy's NEP 50 dtype rule, and gradients."""
+    rng = np.random.default_rng(11)
+    h = (rng.uniform(0.5, 2.0, (37, 5)) * rng.choice([-1, 1], (37, 5))).astype(dtype)
+    cases = [lambda x: x + 0.25, lambda x: 3 + x, lambda x: x - 1.5, lambda x: 2.0 - x,
+             lambda x: x * 1.01, lambda x: -3 * x, lambda x: x / 7.0, lambda x: 1.5 / x]
+    for i, f in enumerate(cases):
+        ref = f(h)
+        xg = ag.Tensor.from_array(h, device="cuda:0")
+        got = f(xg)
+        assert got.dtype == ref.dtype, i
+        np.testing.assert_array_equal(got.numpy(), ref, err_msg=f"case {i}")
+        gc, gg = (ag.grad(lambda v: f(v).sum())(ag.Tensor.from_array(h, device=d)).numpy()
+                  for d in ("cpu", "cuda:0"))
+        np.testing.assert_allclose(gg, gc, rtol=1e-3 if dtype == "float16" else 1e-6,
+                                   err_msg=f"grad case {i}")

@@ -26,6 +26,8 @@ class NumpyBackend:
     def is_array(self, obj) -> bool:
         return isinstance(obj, np.ndarray)
 
+    scalar_kernels = False  # NumPy's ufuncs are the reference (see CupyBackend.scalar_op)
+
     @staticmethod
     def mixed_floats_ok(dtypes) -> bool:
         return True  # NumPy (with ml_dtypes) promotes float mixes inside its ufunc loops

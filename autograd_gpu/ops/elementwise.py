@@ -46,6 +46,10 @@ class Add:
     """y = a + b"""
 
     def forward(bk, a, b):
+        if bk.scalar_kernels:
+            y = bk.scalar_op("add", a, b)
+            if y is not None:
+                return y, ()
         return bk.xp.add(a, b), ()
 
     def vjp(F, g, saved, needs):
@@ -63,6 +67,10 @@ class Sub:
     """y = a - b"""
 
     def forward(bk, a, b):
+        if bk.scalar_kernels:
+            y = bk.scalar_op("sub", a, b)
+            if y is not None:
+                return y, ()
         return bk.xp.subtract(a, b), ()
 
     def vjp(F, g, saved, needs):
@@ -80,12 +88,21 @@ class Mul:
     """y = a * b"""
 
     def forward(bk, a, b):
+        if bk.scalar_kernels:
+            y = bk.scalar_op("mul", a, b)
+            if y is not None:
+                return y, (a, b)
         return bk.xp.multiply(a, b), (a, b)
 
     def vjp(F, g, saved, needs):
         a, b = saved
         if a is b and needs[0] and needs[1]:  # x * x: one product, not two and a sum
             return g * (a + a), None
+        if F.is_raw and F.bk.scalar_kernels:  # g times a Python number: one typed kernel
+            ga = F.bk.scalar_op("mul", g, b) if needs[0] else None
+            gb = F.bk.scalar_op("mul", g, a) if needs[1] else None
+            return (g * b if ga is None and needs[0] else ga), \
+                (g * a if gb is None and needs[1] else gb)
         return (g * b if needs[0] else None), (g * a if needs[1] else None)
 
     def jvp(F, ts, saved):
@@ -100,12 +117,16 @@ class Div:
     """y = a / b"""
 
     def forward(bk, a, b):
-        y = bk.xp.true_divide(a, b)
+        y = bk.scalar_op("div", a, b) if bk.scalar_kernels else None
+        if y is None:
+            y = bk.xp.true_divide(a, b)
         return y, (b, y)
 
     def vjp(F, g, saved, needs):
         b, y = saved
-        ga = g / b
+        ga = F.bk.scalar_op("div", g, b) if F.is_raw and F.bk.scalar_kernels else None
+        if ga is None:
+            ga = g / b
         return (ga if needs[0] else None), (-ga * y if needs[1] else None)
 
     def jvp(F, ts, saved):
