@@ -455,3 +455,41 @@ def test_cast_kernel_matches_numpy_bit_for_bit(bk, ki, src, dst):
     view = d[1:]  # 2- or 4-byte offset: not 16-byte aligned
     assert cast(view, dst) is None
     assert ki._same_bits(bk.to_numpy(bk.astype(view, dst)), ref[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, _dt.bfloat16])
+def test_vectorised_relu_and_bias_add_match_numpy(bk, dtype):
+    """relu, relu's backward and the bias add on the vectorised kernels, against NumPy as
+    numbers (NaN as NaN), directly and through the ops; declined cases return None and the ops
+    still give NumPy's values."""
+    import autograd_gpu as ag
+
+    rng = np.random.default_rng(9)
+    h = (rng.standard_normal((257, 512)) * 3).astype(dtype)
+    h.flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    gh = rng.standard_normal((257, 512)).astype(dtype)
+    bh = rng.standard_normal(512).astype(dtype)
+    x, g, b = bk.asarray(h), bk.asarray(gh), bk.asarray(bh)
+
+    def same(dev, ref):
+        got = np.asarray(bk.to_numpy(dev), dtype=np.float64)
+        assert np.array_equal(got, np.asarray(ref, dtype=np.float64), equal_nan=True)
+
+    f64 = h.astype(np.float64)
+    same(bk.kernel("relu")(x), np.maximum(f64, 0))
+    same(bk.kernel("relu_grad")(g, x), np.where(f64 > 0, gh.astype(np.float64), 0))
+    same(bk.kernel("add_rowvec")(x, b), (h + bh))
+    # through the ops (forward and backward)
+    xt = ag.Variable(ag.Tensor.from_array(h, device="cuda:0"))
+    bt = ag.Variable(ag.Tensor.from_array(bh, device="cuda:0"))
+    with ag.GradientTape() as tape:
+        y = ag.relu(xt + bt)
+    same(y.data, np.maximum(h + bh, 0))
+    gx, gb = tape.gradient(y, [xt, bt], output_gradients=[ag.Tensor.from_array(
+        gh, device="cuda:0")])
+    same(gx.data, np.where((h + bh).astype(np.float64) > 0, gh.astype(np.float64), 0))
+    # declined: unaligned, odd width, mixed dtypes
+    assert bk.kernel("relu")(x.reshape(-1)[1:]) is None
+    assert bk.kernel("add_rowvec")(x[:, :510], b[:510].copy()) is None
+    assert bk.kernel("add_rowvec")(x[:, :511], b[:511]) is None
+    same(bk.relu(x.reshape(-1)[1:]), np.maximum(f64.reshape(-1)[1:], 0))

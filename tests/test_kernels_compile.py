@@ -207,11 +207,16 @@ def test_launch_arguments_match_kernel_signatures(fake_launch, dtype):
     ki.unscale_and_check(bk, arrays, 0.25)
     for (src, dst) in ki._CAST_NAMES:
         assert ki.cast_(bk, x.astype(src), dst).dtype == dst
+    n = x.size
+    ki._ew_launch(bk, "relu_fwd", x.dtype, (x, np.empty_like(x), np.int64(n)), n)
+    ki._ew_launch(bk, "relu_bwd", x.dtype, (g, x, np.empty_like(x), np.int64(n)), n)
+    ki._ew_launch(bk, "add_rowvec", x.dtype, (x, gam, np.empty_like(x), np.int64(n),
+                                              np.int64(7)), n)
     want = {"softmax_fwd", "softmax_bwd", "ce_fwd", "ce_bwd", "ce_dlogits", "ln_fwd", "ln_bwd_dx",
             "ln_bwd_y",
             "ln_bwd_params", "bias_act_fwd", "bias_act_bwd", "segment_sum", "dropout_fwd",
             "l2norm_partial", "mt_scale", "unscale_check", "cast_f32_bf16", "cast_bf16_f32",
-            "cast_f32_f16", "cast_f16_f32"}
+            "cast_f32_f16", "cast_f16_f32", "relu_fwd", "relu_bwd", "add_rowvec"}
     assert want <= set(_FakeKernel.calls)
 
 

@@ -60,6 +60,8 @@ class Backend(Protocol):
 
     def matmul(self, a, b): ...  # xp.matmul, or cuBLAS directly where CuPy cannot (capture)
     def sum(self, x, axis=None, keepdims=False, dtype=None): ...  # xp.sum (GPU: a GEMV path)
+    def add(self, a, b): ...  # xp.add (GPU: scalar and bias-row fast paths)
+    def relu(self, x): ...  # maximum(x, 0)
     def relu_grad(self, g, x): ...  # g where x > 0 else 0
     def act_grad(self, act, g, y): ...  # tanh/sigmoid vjp from the output y
     def astype(self, x, dtype): ...  # x.astype(dtype, copy=False) (GPU: a vectorised kernel)

@@ -42,6 +42,7 @@ def device_count() -> int:
 
 _SUM_ROWS_MIN = 1 << 18  # below this CuPy's reduction is as fast and saves a GEMM launch
 _CAST_MIN = 1 << 16  # elements; smaller casts are launch-bound either way
+_VEC_MIN = 1 << 16  # the same for the vectorised elementwise kernels
 _DIRECT_GEMM = os.environ.get("AUTOGRAD_GPU_GEMM", "cupy").strip().lower() == "cublas"
 
 
@@ -184,8 +185,33 @@ class CupyBackend:
             return None
         return _elementwise(kind)(x, x.dtype.type(s))
 
+    def _vec(self, name, *arrays):
+        """The vectorised kernel ``name`` (kernels/elementwise.cu) on large arrays, or None."""
+        if arrays[0].size >= _VEC_MIN and self.has_kernel(name):
+            return self.kernel(name)(*arrays)
+        return None
+
+    def relu(self, x):
+        y = self._vec("relu", x)
+        return self.xp.maximum(x, 0) if y is None else y
+
+    def add(self, a, b):
+        """a + b: a Python number through the typed scalar kernel, a large array plus a row
+        vector over its last axis (a bias) through the vectorised kernel, else cupy.add."""
+        y = self.scalar_op("add", a, b)
+        if y is None and type(a) is self.array_type and type(b) is self.array_type:
+            if b.ndim == 1 and a.ndim > 1:
+                y = self._vec("add_rowvec", a, b)
+            elif a.ndim == 1 and b.ndim > 1:
+                y = self._vec("add_rowvec", b, a)
+        return self.xp.add(a, b) if y is None else y
+
     def relu_grad(self, g, x):
-        """g where x > 0 else 0, in one pass for float32/float64 (else a mask and a product)."""
+        """g where x > 0 else 0 in one pass: the vectorised kernel for large contiguous arrays,
+        else a CuPy kernel for float32/float64, else a mask and a product."""
+        y = self._vec("relu_grad", g, x)
+        if y is not None:
+            return y
         if g.dtype == x.dtype and g.dtype.char in "fd":
             return _elementwise("relu_grad")(g, x)
         return NumpyBackend.relu_grad(g, x)

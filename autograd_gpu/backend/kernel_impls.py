@@ -43,6 +43,10 @@ Per-op kernels
                                                   bool; the same (seed, offset) gives the same
                                                   mask (see ``philox_uniform``, its CPU twin)
   dropout_mask(shape, p, seed, offset=0, dtype=float32) -> m   m = keep / (1 - p)
+  relu(x) -> y or None                            maximum(x, 0)      } C-contiguous arrays aligned
+  relu_grad(g, x) -> dx or None                   g where x > 0 else 0 } to 4 elements, same
+  add_rowvec(x, b) -> y or None                   x + b, b over the last } dtype (None otherwise);
+                                                  axis, its length % 4 == 0 } self-checked
   cast(x, dtype) -> y or None                     x.astype(dtype) for C-contiguous, 16-byte
                                                   aligned x between float32 and float16 or
                                                   bfloat16 (None for anything else: the caller
@@ -85,6 +89,7 @@ _TEMPLATES = {
     "dropout": ("dropout_fwd",),
     "optim": (),
     "cast": (),
+    "elementwise": ("relu_fwd", "relu_bwd", "add_rowvec"),
 }
 _PLAIN = {"dropout": ("philox_words",), "optim": ("sgd_momentum", "adam"),
           "cast": ("cast_f32_bf16", "cast_bf16_f32", "cast_f32_f16", "cast_f16_f32")}
@@ -1017,30 +1022,144 @@ def cast_(bk, x, dst):
     return y
 
 
+def _vec_ok(*arrays) -> bool:
+    """C-contiguous and aligned for 4-element vector loads."""
+    return all(a.flags.c_contiguous and a.data.ptr % (4 * a.itemsize) == 0 for a in arrays)
+
+
+class _SelfCheck:
+    """First use of a kernel per key: run it and its reference on a probe on the device and
+    compare on the host; a kernel that disagrees is reported once and not used again (its op
+    keeps the reference path). Skipped while a stream captures (no host copies allowed there):
+    the kernel then waits for an eager call."""
+
+    def __init__(self, xp, what):
+        self.xp, self.what, self.state = xp, what, {}
+
+    def ok(self, key, check) -> bool:
+        ok = self.state.get(key)
+        if ok is None:
+            xp = self.xp
+            if xp.cuda.runtime.streamIsCapturing(xp.cuda.get_current_stream().ptr):
+                return False
+            ok = self.state[key] = bool(check())
+            if not ok:
+                import warnings
+
+                warnings.warn(f"autograd_gpu: the {self.what} kernel ({key}) disagrees with its "
+                              "reference on its self-check; that case uses the reference path",
+                              RuntimeWarning, stacklevel=3)
+        return ok
+
+
+def _probe_values(dtype, n=4099):
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal(n) * 3
+    h[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-30]
+    with np.errstate(over="ignore"):
+        return h.astype(np.float32).astype(dtype)
+
+
+def _equal_values(a, b) -> bool:
+    """Equal as numbers (NaN where the other is NaN; 0.0 equals -0.0)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+
+
+def _ew_launch(bk, name, dtype, args, n):
+    _k(bk, "elementwise", name, dtype)((_grid((n + 3) // 4, 256, 8192),), (256,), args)
+
+
+def make_relu(bk, src=None):
+    xp = bk.xp
+    chk = _SelfCheck(xp, "relu")
+
+    def run(x):
+        y = xp.empty_like(x)
+        _ew_launch(bk, "relu_fwd", x.dtype, (x, y, _i64(x.size)), x.size)
+        return y
+
+    def relu(x):
+        if not _vec_ok(x):
+            return None
+        d = x.dtype
+
+        def check():
+            p = xp.asarray(_probe_values(d))
+            return _equal_values(xp.asnumpy(run(p)), xp.asnumpy(xp.maximum(p, 0)))
+
+        return run(x) if chk.ok(d.str, check) else None
+
+    return relu
+
+
+def make_relu_grad(bk, src=None):
+    xp = bk.xp
+    chk = _SelfCheck(xp, "relu_grad")
+
+    def run(g, x):
+        y = xp.empty_like(g)
+        _ew_launch(bk, "relu_bwd", g.dtype, (g, x, y, _i64(g.size)), g.size)
+        return y
+
+    def relu_grad(g, x):
+        if g.shape != x.shape or g.dtype != x.dtype or not _vec_ok(g, x):
+            return None
+        d = g.dtype
+
+        def check():
+            p = xp.asarray(_probe_values(d))
+            q = xp.asarray(np.nan_to_num(_probe_values(d)[::-1].copy()))  # finite cotangents
+            return _equal_values(xp.asnumpy(run(q, p)), xp.asnumpy(xp.where(p > 0, q, 0)))
+
+        return run(g, x) if chk.ok(d.str, check) else None
+
+    return relu_grad
+
+
+def make_add_rowvec(bk, src=None):
+    xp = bk.xp
+    chk = _SelfCheck(xp, "add_rowvec")
+
+    def run(x, b):
+        y = xp.empty_like(x)
+        C = b.shape[0]
+        _ew_launch(bk, "add_rowvec", x.dtype, (x, b, y, _i64(x.size), _i64(C)), x.size)
+        return y
+
+    def add_rowvec(x, b):
+        if (b.ndim != 1 or x.ndim < 1 or x.shape[-1] != b.shape[0] or b.shape[0] % 4
+                or x.dtype != b.dtype or not _vec_ok(x, b)):
+            return None
+        d = x.dtype
+
+        def check():
+            p = xp.asarray(_probe_values(d, 4096).reshape(64, 64))
+            v = xp.asarray(_probe_values(d, 64)[::-1].copy())
+            return _equal_values(xp.asnumpy(run(p, v)), xp.asnumpy(p + v))
+
+        return run(x, b) if chk.ok(d.str, check) else None
+
+    return add_rowvec
+
+
 def make_cast(bk, src=None):
     xp = bk.xp
-    state: dict = {}  # (src, dst) -> True (verified) / False (disabled)
+    chk = _SelfCheck(xp, "cast")
 
     def cast(x, dtype):
         dst = np.dtype(dtype)
         key = (np.dtype(x.dtype), dst)
-        name = _CAST_NAMES.get(key)
-        if name is None or not x.flags.c_contiguous or x.data.ptr % 16:
+        if key not in _CAST_NAMES or not x.flags.c_contiguous or x.data.ptr % 16:
             return None
-        ok = state.get(key)
-        if ok is None:
-            if xp.cuda.runtime.streamIsCapturing(xp.cuda.get_current_stream().ptr):
-                return None  # the check copies to the host: not inside a CUDA-graph capture
+
+        def check():
             h = _cast_probe(key[0])
             got = xp.asnumpy(cast_(bk, xp.asarray(h), dst))
             with np.errstate(over="ignore"):
-                ok = state[key] = _same_bits(got, h.astype(dst))
-            if not ok:
-                import warnings
+                return _same_bits(got, h.astype(dst))
 
-                warnings.warn(f"autograd_gpu: the {name} kernel disagrees with NumPy's rounding "
-                              "on its self-check; that cast uses astype instead", RuntimeWarning,
-                              stacklevel=2)
-        return cast_(bk, x, dst) if ok else None
+        return cast_(bk, x, dst) if chk.ok(_CAST_NAMES[key], check) else None
 
     return cast

@@ -36,7 +36,10 @@ KERNELS: dict[str, tuple[str, str]] = {
     "unscale_and_check": ("multi_tensor", "make_unscale_and_check"),
     "sgd_momentum": ("optim", "make_sgd_momentum"),
     "adam": ("optim", "make_adam"),
-    # ops/elementwise.py (astype): mixed-precision casts
+    # ops/elementwise.py: vectorised relu, relu backward, bias add; mixed-precision casts
+    "relu": ("elementwise", "make_relu"),
+    "relu_grad": ("elementwise", "make_relu_grad"),
+    "add_rowvec": ("elementwise", "make_add_rowvec"),
     "cast": ("cast", "make_cast"),
 }
 

@@ -26,6 +26,12 @@ class NumpyBackend:
     def is_array(self, obj) -> bool:
         return isinstance(obj, np.ndarray)
 
+    add = staticmethod(np.add)
+
+    @staticmethod
+    def relu(x):
+        return np.maximum(x, 0)
+
     scalar_kernels = False  # NumPy's ufuncs are the reference (see CupyBackend.scalar_op)
 
     @staticmethod
