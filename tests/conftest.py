@@ -6,12 +6,15 @@ os.environ.setdefault("AUTOGRAD_GPU_DEVICE", "cpu")  # GPU tests ask for cuda ex
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile(
-    "ci", max_examples=12, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
-)
-settings.load_profile("ci")
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# "ci" (the default): the same examples on every run, so main's result does not depend on luck;
+# "explore" (HYPOTHESIS_PROFILE=explore): fresh random examples, many more of them, to hunt for
+# new counterexamples (a find becomes a fixed regression test).
+settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
+                          suppress_health_check=_QUIET)
+settings.register_profile("explore", max_examples=150, deadline=None,
+                          suppress_health_check=_QUIET)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def gpu_usable() -> bool:

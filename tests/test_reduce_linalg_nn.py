@@ -721,3 +721,25 @@ def test_low_precision_on_cpu_accumulates_in_float32(dtype):
         for got, ref in ((y, y_ref), (g, g_ref)):
             err = np.max(np.abs(got.numpy().astype(np.float64) - ref)) / np.max(np.abs(ref))
             assert err <= 3e-2, (name, err)
+
+
+def test_layer_norm_bfloat16_gradient_on_an_ill_conditioned_row():
+    """Two nearly equal values (rstd = 64 in bfloat16): the first-order rule runs in float32,
+    so the gradient still sums to zero over the row and matches float64 to bfloat16 precision
+    (computed in bfloat16 it came out as [-0.68, 0.43])."""
+    from autograd_gpu.dtypes import bfloat16
+
+    x = np.array([[1.84375, 1.875]])
+    u = np.array([[-1.24591095, -0.73226735]])
+
+    def grad(dtype):
+        t = ag.Tensor.from_array(x.astype(dtype))
+        with ag.GradientTape() as tape:
+            tape.watch(t)
+            y = ag.layer_norm(t, 2)
+        return tape.gradient(y, [t], output_gradients=ag.Tensor.from_array(
+            u.astype(dtype)))[0].numpy().astype(np.float64)
+
+    g16, g64 = grad(bfloat16), grad(np.float64)
+    assert abs(g16.sum()) < 1e-6
+    np.testing.assert_allclose(g16, g64, rtol=0.03)

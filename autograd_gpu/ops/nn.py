@@ -255,6 +255,10 @@ class LayerNorm:
             return (dx.reshape(g.shape),)
         if not F.is_raw:
             rstd = _rstd(F, x, n_axes, eps)
+        elif g.dtype.itemsize == 2:  # 16-bit floats: the rule in float32, as the kernel runs it
+            f32 = "float32"  # (in bfloat16 the two means cancel badly when rstd is large)
+            dx = _ln_rule(F, g.astype(f32), y.astype(f32), rstd.astype(f32), n_axes)
+            return (dx.astype(g.dtype),)
         return (_ln_rule(F, g, y, rstd, n_axes),)
 
     def jvp(F, ts, saved, *, n_axes, eps=1e-5):
