@@ -16,6 +16,8 @@ Rules for a graphed step (the usual ones for CUDA graphs):
 * No host synchronisation inside the step (``float(loss)``, ``.numpy()``, ``.item()``), and no
   host-to-device copies of new data: CUDA cannot capture them, and capture fails with an error.
 * Python control flow is frozen at capture: branches taken during capture are replayed.
+* Random ops (dropout) cannot be captured: their seed is drawn on the host, so replays would
+  repeat one mask. Capturing a step that runs one raises ``ArgumentError``.
 * Matmuls (float16/bfloat16/float32/float64) are captured through direct cuBLAS calls with a
   workspace owned by the graph (CuPy itself refuses cuBLAS calls during capture); ``einsum`` and
   integer matmuls still go through CuPy and cannot be captured.
@@ -31,6 +33,7 @@ import functools
 from .backend.cupy_backend import cupy_status
 from .backend.cupy_backend import device_count as _device_count
 from .errors import ArgumentError, DeviceError
+from .ops.context import pop_hook, push_hook
 from .tensor import Tensor
 
 __all__ = ["GraphedStep", "device_count", "empty_cache", "graphed", "is_available",
@@ -85,6 +88,19 @@ def empty_cache() -> None:
     cp = _cupy()
     cp.get_default_memory_pool().free_all_blocks()
     cp.get_default_pinned_memory_pool().free_all_blocks()
+
+
+def _refuse_random_ops(phase, op, args, params, call):
+    """Hook active while a step is captured. A random op draws its seed on the host when it
+    runs, so a captured graph would replay the same random numbers on every call (the same
+    dropout mask each step): refuse loudly instead."""
+    if phase == "forward" and "seed" in op.params:
+        raise ArgumentError(
+            f"ag.cuda.graphed: the step runs the random op '{op.name}', whose seed is drawn on "
+            "the host; every replay of the captured graph would reuse the same random numbers. "
+            "Graph a step without it (an evaluation step, or dropout p=0 / training=False), or "
+            "run this step eagerly")
+    return call(args, params)
 
 
 def _flatten(obj, out):
@@ -172,6 +188,7 @@ class GraphedStep:
         binding = cublas.Binding(stream.ptr)
         with cp.cuda.using_allocator(pool.malloc), stream, cublas.capturing(binding):
             stream.begin_capture()
+            push_hook(_refuse_random_ops)
             try:
                 out = self.fn(*s_args, **s_kwargs)
             except BaseException as exc:
@@ -179,10 +196,14 @@ class GraphedStep:
                     stream.end_capture()
                 except Exception:
                     pass
+                if isinstance(exc, ArgumentError):
+                    raise
                 raise DeviceError(
                     "ag.cuda.graphed: capturing the step failed; a captured step must not "
                     "synchronise with the host (float(), .numpy(), .item()) or copy new data "
                     f"from the host ({type(exc).__name__}: {exc})") from exc
+            finally:
+                pop_hook(_refuse_random_ops)
             graph = stream.end_capture()
         self.graph, self._pool, self._stream = graph, pool, stream
         self._cublas = binding  # keeps the workspace the graph's GEMMs use alive

@@ -191,3 +191,23 @@ def test_shape_errors_name_each_argument():
 def test_user_layer_arguments_are_validated(call, pattern):
     with pytest.raises(ag.ArgumentError, match=pattern):
         call()
+
+
+def test_cuda_graph_capture_refuses_random_ops():
+    """The hook ag.cuda.graphed holds during a capture: a random op (its seed drawn on the
+    host, so every replay would repeat one mask) raises ArgumentError naming it; other ops and
+    dropout that does nothing (p=0, training=False) pass."""
+    from autograd_gpu.cuda import _refuse_random_ops
+    from autograd_gpu.ops.context import pop_hook, push_hook
+
+    x = ag.Tensor.from_array(np.ones((4, 3), np.float32))
+    push_hook(_refuse_random_ops)
+    try:
+        y = ag.tanh(x) * 2.0
+        ag.dropout(y, 0.0)
+        ag.dropout(y, 0.5, training=False)
+        with pytest.raises(ag.ArgumentError, match="random op 'dropout'"):
+            ag.dropout(y, 0.5)
+    finally:
+        pop_hook(_refuse_random_ops)
+    ag.dropout(y, 0.5)  # outside a capture: fine

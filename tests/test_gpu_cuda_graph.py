@@ -249,3 +249,16 @@ def test_graphed_step_with_large_bias_gradient():
     (le, be), (lg, bg) = run(False), run(True)
     np.testing.assert_allclose(lg, le, rtol=1e-5)
     np.testing.assert_allclose(bg, be, rtol=1e-5, atol=1e-6)
+
+
+def test_capturing_a_step_with_dropout_raises():
+    x0 = np.ones((8, 4), np.float32)
+
+    def step(x):
+        return ag.dropout(x, 0.5).sum()
+
+    g = ag.cuda.graphed(step, warmup=1)
+    g(ag.Tensor.from_array(x0, device="cuda:0"))  # the eager warm-up call runs
+    with pytest.raises(ag.ArgumentError, match="random op 'dropout'"):
+        g(ag.Tensor.from_array(x0, device="cuda:0"))
+    assert not g.captured
