@@ -18,6 +18,9 @@ Rules for a graphed step (the usual ones for CUDA graphs):
 * Python control flow is frozen at capture: branches taken during capture are replayed.
 * Random ops (dropout) cannot be captured: their seed is drawn on the host, so replays would
   repeat one mask. Capturing a step that runs one raises ``ArgumentError``.
+* Host-side counters are not advanced by replays (``opt.step_count``, a loss scaler's
+  counters). The fused Adam/AdamW kernels read the step count from a device counter that the
+  step increments, so their bias correction does advance on every replay.
 * Matmuls (float16/bfloat16/float32/float64) are captured through direct cuBLAS calls with a
   workspace owned by the graph (CuPy itself refuses cuBLAS calls during capture); ``einsum`` and
   integer matmuls still go through CuPy and cannot be captured.

@@ -262,3 +262,28 @@ def test_capturing_a_step_with_dropout_raises():
     with pytest.raises(ag.ArgumentError, match="random op 'dropout'"):
         g(ag.Tensor.from_array(x0, device="cuda:0"))
     assert not g.captured
+
+
+def test_graphed_adam_step_advances_the_bias_correction():
+    """Adam's fused kernel reads the step count from a device counter the step increments: six
+    graphed steps equal six eager ones (a host step count would be frozen at capture)."""
+    rng = np.random.default_rng(8)
+    w0 = rng.standard_normal((64, 32)).astype(np.float32)
+    xs = [rng.standard_normal((16, 64)).astype(np.float32) for _ in range(6)]
+
+    def run(graph):
+        w = ag.Variable(ag.Tensor.from_array(w0, device="cuda:0"))
+        opt = ag.optim.Adam([w], lr=1e-2)
+
+        def step(x):
+            with ag.GradientTape() as tape:
+                loss = (ag.tanh(x @ w) ** 2).mean()
+            opt.step(tape.gradient(loss, [w]))
+            return loss
+
+        fn = ag.cuda.graphed(step, warmup=2) if graph else step
+        for x in xs:
+            fn(ag.Tensor.from_array(x, device="cuda:0"))
+        return w.numpy()
+
+    np.testing.assert_allclose(run(True), run(False), rtol=1e-5, atol=1e-6)

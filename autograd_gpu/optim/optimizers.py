@@ -198,6 +198,7 @@ class Optimizer:
         for k, v in hyper.items():
             setattr(self, k, v)
         self.step_count = int(sd.get("step_count", 0))
+        self.__dict__.pop("_dev_steps", None)  # device step counters restart from step_count
         self.skipped_steps = int(sd.get("skipped_steps", 0))
 
     def __repr__(self) -> str:
@@ -321,7 +322,7 @@ class Adam(Optimizer):
         if _fused_ok(p) and bk.has_kernel("adam"):
             bk.kernel("adam")(_own(p), g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
                               beta2=b2, eps=self.eps, weight_decay=wd,
-                              decoupled=self._decoupled, step=t)
+                              decoupled=self._decoupled, step=self._device_step(bk))
             return
         in_place = wdt == p.dtype
         w = _own(p) if in_place else p._data.astype(wdt)
@@ -338,6 +339,25 @@ class Adam(Optimizer):
         w -= (lr / (1.0 - b1**t)) * m / denom
         if not in_place:
             p._data = w.astype(p.dtype)
+
+
+    def _device_step(self, bk):
+        """The step count as a 0-d float32 array on ``bk``'s device, incremented there once per
+        step. The fused kernel reads it from device memory, so a step captured by
+        ag.cuda.graphed advances the bias correction on every replay (a host int would be
+        frozen into the graph; ``step_count`` itself, a host int, is not advanced by replays).
+        Restarted from ``step_count`` after load_state_dict; exact up to 2**24 steps."""
+        steps = self.__dict__.setdefault("_dev_steps", {})
+        d = steps.get(bk)
+        if d is not None and d[1] == self.step_count:
+            return d[0]  # already advanced for this step (another parameter)
+        if d is not None and d[1] == self.step_count - 1:
+            arr = d[0]
+            arr += 1  # on the device: replayed by a captured graph
+        else:
+            arr = bk.xp.full((), float(self.step_count), dtype=np.float32)
+        steps[bk] = (arr, self.step_count)
+        return arr
 
 
 class AdamW(Adam):
