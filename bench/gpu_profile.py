@@ -166,21 +166,14 @@ def main(argv=None):
         cp.cuda.Device().synchronize()
         lines = [f"eager chain: {(time.perf_counter() - t) / 5 / n * 1e6:.2f} us/op (host clock)"]
         a = cp.asarray(np.ones(16, np.float32))
+        ta = torch.from_dlpack(a)
         ek = cp.ElementwiseKernel("T g, T t", "T y", "y = g - g * t * t", "prof_ek")
         for name, fn in [("cupy a * 1.01", lambda: a * 1.01), ("cupy a + a", lambda: a + a),
                          ("cupy tanh(a)", lambda: cp.tanh(a)),
                          ("ElementwiseKernel(a, a)", lambda: ek(a, a)),
                          ("cupy.empty(16)", lambda: cp.empty(16, cp.float32)),
                          ("torch a * 1.01", lambda: ta * 1.01)]:
-            ta = torch.from_dlpack(a)
-            for _ in range(200):
-                fn()
-            cp.cuda.Device().synchronize()
-            t = time.perf_counter()
-            for _ in range(5000):
-                fn()
-            cp.cuda.Device().synchronize()
-            lines.append(f"{name:<26} {(time.perf_counter() - t) / 5000 * 1e6:6.2f} us/call")
+            lines.append(f"{name:<26} {S.host_us_per_call(fn, 5000, 200):6.2f} us/call")
         pr = cProfile.Profile()
         pr.enable()
         chain(xx)

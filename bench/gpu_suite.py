@@ -46,6 +46,21 @@ PARTS = [("chain", "fp32", 50), ("mlp_fp32", "fp32", 50), ("mlp_tf32", "tf32", 4
 # timing
 
 
+def host_us_per_call(fn, calls=3000, warmup=100):
+    """Wall-clock microseconds per call of a launch-bound ``fn`` (the device is synchronised
+    before and after the timed calls, so queued work is counted once)."""
+    import cupy as cp
+
+    for _ in range(warmup):
+        fn()
+    cp.cuda.Device().synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    cp.cuda.Device().synchronize()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def _median(xs):
     xs = sorted(xs)
     n = len(xs)
@@ -289,6 +304,16 @@ def part_amp(res, quick, precision):
 # chain of tiny ops
 
 
+def _chain_op(y, i, tanh):
+    """Op i of the chain (the same sequence for every framework)."""
+    k = i % 4
+    if k == 0:
+        return y * 1.01
+    if k == 1:
+        return y + 0.01
+    return tanh(y) if k == 2 else y - 0.005
+
+
 def _ag_chain(n_ops):
     import autograd_gpu as ag
 
@@ -297,15 +322,7 @@ def _ag_chain(n_ops):
             tape.watch(x)
             y = x
             for i in range(n_ops):
-                k = i % 4
-                if k == 0:
-                    y = y * 1.01
-                elif k == 1:
-                    y = y + 0.01
-                elif k == 2:
-                    y = ag.tanh(y)
-                else:
-                    y = y - 0.005
+                y = _chain_op(y, i, ag.tanh)
             s = y.sum()
         (gx,) = tape.gradient(s, [x])
         return s, gx
@@ -319,15 +336,7 @@ def _torch_chain_fn(n_ops):
     def chain(x):
         y = x
         for i in range(n_ops):
-            k = i % 4
-            if k == 0:
-                y = y * 1.01
-            elif k == 1:
-                y = y + 0.01
-            elif k == 2:
-                y = torch.tanh(y)
-            else:
-                y = y - 0.005
+            y = _chain_op(y, i, torch.tanh)
         return y.sum()
 
     return chain
@@ -380,14 +389,7 @@ def part_chain(res, quick, precision):
                 "autograd_gpu_scalar_kernel": lambda: gbk.scalar_op("mul", a, 1.01),
                 "torch_a_times_python_float": lambda: ta * 1.01}
     for name, fn in launches.items():
-        for _ in range(100):
-            fn()
-        cp.cuda.Device().synchronize()
-        t0 = time.perf_counter()
-        for _ in range(3000):
-            fn()
-        cp.cuda.Device().synchronize()
-        res[f"launch_us_{name}"] = (time.perf_counter() - t0) / 3000 * 1e6
+        res[f"launch_us_{name}"] = host_us_per_call(fn)
     _write_partial(res)
 
     # CUDA graph: autograd_gpu

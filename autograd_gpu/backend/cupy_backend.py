@@ -7,6 +7,7 @@ import os
 import warnings
 
 from ..errors import DeviceError
+from . import cublas
 from .base import Device
 from .numpy_backend import NumpyBackend
 
@@ -50,8 +51,6 @@ def gpu_matmul(a, b):
     """``cupy.matmul``, except while ag.cuda.graphed captures a step (CuPy refuses cuBLAS calls
     during capture) or when ``AUTOGRAD_GPU_GEMM=cublas``: then cuBLAS directly (backend/cublas)."""
     import cupy
-
-    from . import cublas
 
     if (_DIRECT_GEMM or cublas.active_binding() is not None) and cublas.supports(
             cupy.result_type(a.dtype, b.dtype)) and a.ndim and b.ndim:
@@ -118,8 +117,6 @@ class CupyBackend:
     def sum(self, x, axis=None, keepdims=False, dtype=None):
         """``cupy.sum``; a large C-contiguous float array summed over its leading axes (a bias
         gradient) goes through cuBLAS as ones @ x instead (see ``cublas.sum_rows``)."""
-        from . import cublas
-
         k = len(axis) if isinstance(axis, tuple) else 0
         if (0 < k < x.ndim and x.size >= _SUM_ROWS_MIN and x.flags.c_contiguous
                 and cublas.supports(x.dtype)

@@ -1071,77 +1071,56 @@ def _ew_launch(bk, name, dtype, args, n):
     _k(bk, "elementwise", name, dtype)((_grid((n + 3) // 4, 256, 8192),), (256,), args)
 
 
-def make_relu(bk, src=None):
-    xp = bk.xp
-    chk = _SelfCheck(xp, "relu")
+def _vec_kernel(kernel, accepts, extra, probes, reference):
+    """A factory for one kernel of elementwise.cu: ``f(*arrays)`` returns the kernel's result
+    (an array shaped like the first argument), or None when ``accepts(*arrays)`` is false or the
+    kernel failed its self-check against ``reference`` on ``probes(dtype)`` for that dtype."""
 
-    def run(x):
-        y = xp.empty_like(x)
-        _ew_launch(bk, "relu_fwd", x.dtype, (x, y, _i64(x.size)), x.size)
-        return y
+    def make(bk, src=None):
+        xp = bk.xp
+        chk = _SelfCheck(xp, kernel)
 
-    def relu(x):
-        if not _vec_ok(x):
-            return None
-        d = x.dtype
+        def run(*arrays):
+            a = arrays[0]
+            y = xp.empty_like(a)
+            _ew_launch(bk, kernel, a.dtype, (*arrays, y, _i64(a.size), *extra(*arrays)), a.size)
+            return y
 
-        def check():
-            p = xp.asarray(_probe_values(d))
-            return _equal_values(xp.asnumpy(run(p)), xp.asnumpy(xp.maximum(p, 0)))
+        def f(*arrays):
+            if not (accepts(*arrays) and _vec_ok(*arrays)):
+                return None
+            d = arrays[0].dtype
 
-        return run(x) if chk.ok(d.str, check) else None
+            def check():
+                ps = [xp.asarray(p) for p in probes(d)]
+                return _equal_values(xp.asnumpy(run(*ps)), xp.asnumpy(reference(xp, *ps)))
 
-    return relu
+            return run(*arrays) if chk.ok(d.str, check) else None
 
+        return f
 
-def make_relu_grad(bk, src=None):
-    xp = bk.xp
-    chk = _SelfCheck(xp, "relu_grad")
-
-    def run(g, x):
-        y = xp.empty_like(g)
-        _ew_launch(bk, "relu_bwd", g.dtype, (g, x, y, _i64(g.size)), g.size)
-        return y
-
-    def relu_grad(g, x):
-        if g.shape != x.shape or g.dtype != x.dtype or not _vec_ok(g, x):
-            return None
-        d = g.dtype
-
-        def check():
-            p = xp.asarray(_probe_values(d))
-            q = xp.asarray(np.nan_to_num(_probe_values(d)[::-1].copy()))  # finite cotangents
-            return _equal_values(xp.asnumpy(run(q, p)), xp.asnumpy(xp.where(p > 0, q, 0)))
-
-        return run(g, x) if chk.ok(d.str, check) else None
-
-    return relu_grad
+    return make
 
 
-def make_add_rowvec(bk, src=None):
-    xp = bk.xp
-    chk = _SelfCheck(xp, "add_rowvec")
+def _same_kind(*arrays) -> bool:
+    a = arrays[0]
+    return all(b.shape == a.shape and b.dtype == a.dtype for b in arrays[1:])
 
-    def run(x, b):
-        y = xp.empty_like(x)
-        C = b.shape[0]
-        _ew_launch(bk, "add_rowvec", x.dtype, (x, b, y, _i64(x.size), _i64(C)), x.size)
-        return y
 
-    def add_rowvec(x, b):
-        if (b.ndim != 1 or x.ndim < 1 or x.shape[-1] != b.shape[0] or b.shape[0] % 4
-                or x.dtype != b.dtype or not _vec_ok(x, b)):
-            return None
-        d = x.dtype
-
-        def check():
-            p = xp.asarray(_probe_values(d, 4096).reshape(64, 64))
-            v = xp.asarray(_probe_values(d, 64)[::-1].copy())
-            return _equal_values(xp.asnumpy(run(p, v)), xp.asnumpy(p + v))
-
-        return run(x, b) if chk.ok(d.str, check) else None
-
-    return add_rowvec
+make_relu = _vec_kernel(
+    "relu_fwd", _same_kind, lambda x: (), lambda d: [_probe_values(d)],
+    lambda xp, x: xp.maximum(x, 0))
+make_relu_grad = _vec_kernel(  # finite cotangents: the kernel writes 0, not 0 * inf
+    "relu_bwd", _same_kind, lambda g, x: (),
+    lambda d: [np.nan_to_num(_probe_values(d)[::-1].copy()), _probe_values(d)],
+    lambda xp, g, x: xp.where(x > 0, g, 0))
+make_add_rowvec = _vec_kernel(
+    "add_rowvec",
+    lambda x, b: (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0]
+                  and b.shape[0] % 4 == 0 and x.dtype == b.dtype),
+    lambda x, b: (_i64(b.shape[0]),),
+    lambda d: [_probe_values(d, 4096).reshape(64, 64), _probe_values(d, 64)[::-1].copy()],
+    lambda xp, x, b: x + b)
 
 
 def make_cast(bk, src=None):

@@ -94,11 +94,9 @@ class Mul:
         a, b = saved
         if a is b and needs[0] and needs[1]:  # x * x: one product, not two and a sum
             return g * (a + a), None
-        if F.is_raw and F.bk.scalar_kernels:  # g times a Python number: one typed kernel
-            ga = F.bk.scalar_op("mul", g, b) if needs[0] else None
-            gb = F.bk.scalar_op("mul", g, a) if needs[1] else None
-            return (g * b if ga is None and needs[0] else ga), \
-                (g * a if gb is None and needs[1] else gb)
+        if F.is_raw and F.bk.scalar_kernels:  # GPU: the forward's typed-scalar path
+            mul = F.mul
+            return (mul(g, b) if needs[0] else None), (mul(g, a) if needs[1] else None)
         return (g * b if needs[0] else None), (g * a if needs[1] else None)
 
     def jvp(F, ts, saved):
@@ -120,9 +118,7 @@ class Div:
 
     def vjp(F, g, saved, needs):
         b, y = saved
-        ga = F.bk.scalar_op("div", g, b) if F.is_raw and F.bk.scalar_kernels else None
-        if ga is None:
-            ga = g / b
+        ga = F.div(g, b) if F.is_raw and F.bk.scalar_kernels else g / b
         return (ga if needs[0] else None), (-ga * y if needs[1] else None)
 
     def jvp(F, ts, saved):
@@ -462,55 +458,35 @@ def _act_grad_sample(draw):
     return (draw(S.arrays(shape)), draw(S.arrays(shape, -0.99, 0.99))), {}
 
 
-@defop("tanh_grad", broadcasting=True)
-class TanhGrad:
-    """y = g (1 - t^2): tanh's vjp and jvp from its output t, as one primitive (one kernel on
-    the GPU instead of three). ``g`` may carry leading batch axes that ``t`` lacks."""
+def _act_grad_op(name, act, dh, doc):
+    """An activation's vjp from its output y as one primitive: out = g h(y) (one kernel on the
+    GPU instead of two or three). Linear in g (its derivative is this op again); d out / dy =
+    g h'(y), given by ``dh(g, y)``. ``g`` may carry leading batch axes that ``y`` lacks."""
 
-    def forward(bk, g, t):
-        return bk.act_grad("tanh", g, t), (g, t)
-
-    def vjp(F, gg, saved, needs):
-        g, t = saved
-        dg = F.tanh_grad(gg, t) if needs[0] else None
-        dt = (gg * g * t * -2.0) if needs[1] else None
-        return dg, dt
-
-    def jvp(F, ts, saved):
-        g, t = saved
-        tg, tt = ts
-        out = F.tanh_grad(tg, t) if tg is not None else None
-        if tt is not None:
-            d = g * t * tt * -2.0
-            out = d if out is None else out + d
-        return out
-
-    sample = _act_grad_sample
-
-
-@defop("sigmoid_grad", broadcasting=True)
-class SigmoidGrad:
-    """y = g s (1 - s): sigmoid's vjp and jvp from its output s, as one primitive."""
-
-    def forward(bk, g, s):
-        return bk.act_grad("sigmoid", g, s), (g, s)
+    def forward(bk, g, y):
+        return bk.act_grad(act, g, y), (g, y)
 
     def vjp(F, gg, saved, needs):
-        g, s = saved
-        dg = F.sigmoid_grad(gg, s) if needs[0] else None
-        dt = (gg * g * (1.0 - 2.0 * s)) if needs[1] else None
-        return dg, dt
+        g, y = saved
+        return ((getattr(F, name)(gg, y) if needs[0] else None),
+                (gg * dh(g, y) if needs[1] else None))
 
     def jvp(F, ts, saved):
-        g, s = saved
-        tg, tt = ts
-        out = F.sigmoid_grad(tg, s) if tg is not None else None
-        if tt is not None:
-            d = g * (1.0 - 2.0 * s) * tt
-            out = d if out is None else out + d
-        return out
+        g, y = saved
+        tg, ty = ts
+        return tsum(None if tg is None else getattr(F, name)(tg, y),
+                    None if ty is None else dh(g, y) * ty)
 
-    sample = _act_grad_sample
+    impl = type(name.title().replace("_", ""), (), {
+        "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
+        "sample": staticmethod(_act_grad_sample), "__doc__": doc})
+    return defop(name, broadcasting=True)(impl)
+
+
+TanhGrad = _act_grad_op("tanh_grad", "tanh", lambda g, t: g * t * -2.0,
+                        "y = g (1 - t^2): tanh's vjp and jvp from its output t")
+SigmoidGrad = _act_grad_op("sigmoid_grad", "sigmoid", lambda g, s: g * (1.0 - 2.0 * s),
+                           "y = g s (1 - s): sigmoid's vjp and jvp from its output s")
 
 
 @defop("leaky_relu", params=("negative_slope",))

@@ -92,6 +92,7 @@ class Optimizer:
         _check_hyper(who, lr=lr)
         self.lr = float(lr)
         self.step_count = 0
+        self._dev_steps: dict = {}  # backend -> (0-d device step counter, step_count it holds)
         self.skipped_steps = 0
         # per-parameter state: a dict of backend arrays (created lazily at the first step)
         self.state: list[dict] = [{} for _ in self.params]
@@ -198,7 +199,7 @@ class Optimizer:
         for k, v in hyper.items():
             setattr(self, k, v)
         self.step_count = int(sd.get("step_count", 0))
-        self.__dict__.pop("_dev_steps", None)  # device step counters restart from step_count
+        self._dev_steps.clear()  # device step counters restart from step_count
         self.skipped_steps = int(sd.get("skipped_steps", 0))
 
     def __repr__(self) -> str:
@@ -347,7 +348,7 @@ class Adam(Optimizer):
         ag.cuda.graphed advances the bias correction on every replay (a host int would be
         frozen into the graph; ``step_count`` itself, a host int, is not advanced by replays).
         Restarted from ``step_count`` after load_state_dict; exact up to 2**24 steps."""
-        steps = self.__dict__.setdefault("_dev_steps", {})
+        steps = self._dev_steps
         d = steps.get(bk)
         if d is not None and d[1] == self.step_count:
             return d[0]  # already advanced for this step (another parameter)
