@@ -303,20 +303,18 @@ class GradientTape:
                     continue
                 if node in want_set:
                     found[node] = g
-                op = node.op
-                if node.saved is None and node.extra is not None:
-                    node.extra.restore(node)  # checkpointing: recompute the released values
-                if node.saved is None:
-                    raise TapeError(
-                        f"GradientTape.gradient: the saved values of op '{op.name}' were already "
-                        "released by another tape's gradient(); use persistent=True on the tape "
-                        "that ran first"
-                    )
-                saved = saved_tensors(node, bk) if differentiable else node.saved
+                saved = node.saved
+                if saved is None:
+                    saved = self._restore(node)
+                if differentiable:
+                    saved = saved_tensors(node, bk)
+                parents = node.parents
                 if hooks:
-                    gis = _hooked_vjp(hooks, node, F, g, saved, node.needs)
+                    gis = _hooked_vjp(hooks, node, F, g, saved, parents)
+                elif node.params:
+                    gis = node.op.vjp(F, g, saved, parents, **node.params)
                 else:
-                    gis = op.vjp(F, g, saved, node.needs, **node.params)
+                    gis = node.op.vjp(F, g, saved, parents)
                 if release:
                     if len(node.tapes) == 1:  # only this tape: free the saved values now
                         node.tapes = _EMPTY
@@ -324,9 +322,11 @@ class GradientTape:
                         node.extra = None  # checkpoint bookkeeping goes with the saved values
                     else:
                         node.drop_tape(tid)
-                for p, gi, (shape, dtype) in zip(node.parents, gis, node.in_meta):
+                for p, gi in zip(parents, gis):
                     if p is None or gi is None:
                         continue
+                    # a tracked input's (shape, dtype) is its parent's output meta
+                    shape, dtype = p.out_meta
                     gshape = gi.shape
                     if (gshape[batch_nd:] if batch_nd else gshape) != shape:
                         gi = sum_to(F, gi, shape, batch_nd)
@@ -335,8 +335,10 @@ class GradientTape:
                         gi = F.astype(gi, dtype=dtype)
                     if (p.op is None or tid not in p.tapes) and p not in want_set:
                         continue  # a leaf or another tape's node that nobody asked for
-                    prev = grads.get(p)
-                    grads[p] = gi if prev is None else prev + gi
+                    if p in grads:
+                        grads[p] = grads[p] + gi
+                    else:
+                        grads[p] = gi
             for node in want:
                 if node not in found and node in grads:
                     found[node] = grads[node]
@@ -353,6 +355,20 @@ class GradientTape:
             self._resume(was)
             for h in swept:
                 pop_hook(h)
+
+    @staticmethod
+    def _restore(node):
+        """The saved values of a node whose values were released: recomputed by checkpointing,
+        or a TapeError when another tape's sweep freed them."""
+        if node.extra is not None:
+            node.extra.restore(node)  # checkpointing: recompute the released values
+        if node.saved is None:
+            raise TapeError(
+                f"GradientTape.gradient: the saved values of op '{node.op.name}' were already "
+                "released by another tape's gradient(); use persistent=True on the tape "
+                "that ran first"
+            )
+        return node.saved
 
     def _finish(self):
         self._release_all()

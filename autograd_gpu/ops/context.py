@@ -3,6 +3,8 @@ forward-mode accumulators, and interceptors (profiler, autocast, anomaly and det
 
 Higher layers register themselves here, so imports only point down. ``active`` is the single flag
 the fast path reads: false means no tape, no accumulator and no hook, so apply records nothing.
+``mode`` is None then, and otherwise a plain snapshot of the four containers: reading a
+threading.local attribute costs about three times a plain one, and apply reads several per op.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ def new_id() -> int:
     return next(_ids)
 
 
+class Mode:
+    """What observes ops in this thread now (the containers themselves, not copies: tapes and
+    hooks that change them in place need no refresh; replacing one needs ``refresh``)."""
+
+    __slots__ = ("recording", "autowatch", "accumulators", "hooks")
+
+    def __init__(self, st):
+        self.recording = st.recording
+        self.autowatch = st.autowatch
+        self.accumulators = st.accumulators
+        self.hooks = st.hooks
+
+
 class ThreadState(threading.local):
     def __init__(self):
         self.recording: dict[int, object] = {}  # tape id -> tape, tapes recording in this thread
@@ -25,9 +40,11 @@ class ThreadState(threading.local):
         self.accumulators: list = []  # active ForwardAccumulators, innermost last
         self.hooks: list = []  # interceptors: hook(phase, op, args, params, call) -> result
         self.active = False
+        self.mode = None
 
     def refresh(self) -> None:
         self.active = bool(self.recording or self.accumulators or self.hooks)
+        self.mode = Mode(self) if self.active else None
 
 
 STATE = ThreadState()

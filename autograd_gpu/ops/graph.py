@@ -32,27 +32,32 @@ def _codes(saved, ids) -> tuple:
 class Node:
     __slots__ = (
         "op", "params", "parents", "in_meta", "saved", "_smap", "_ids", "tapes", "gen",
-        "out_meta", "site", "extra", "needs", "__weakref__",
+        "out_meta", "site", "extra", "__weakref__",
     )
 
-    def __init__(self, op, params, parents, in_meta, saved, saved_map, tapes, gen, out_meta,
-                 needs=None, ids=None):
+    # positional only, few arguments: one is built per recorded op (the hot path)
+    def __init__(self, op, params, parents, in_meta, saved, tapes, gen, out_meta, ids):
         self.op = op  # Op record, or None for a leaf
         self.params = params  # dict of the op's keyword parameters
-        self.parents = parents  # tuple: parent Node or None (constant input), one per input
+        # tuple: parent Node or None (constant input), one per input. A parent is truthy, so the
+        # tuple is also the ``needs`` rules receive (an input leads to a tracked value).
+        self.parents = parents
         self.in_meta = in_meta  # tuple of (shape, dtype) per input
         self.saved = saved  # tuple of arrays/values, None once released
         # saved_map: per saved value CONST, OUTPUT or an input index. Computed on first use from
         # ``ids`` (id() of each input and, last, of the output, taken while all were alive).
-        self._smap = saved_map
+        self._smap = None if saved else ()
         self._ids = ids
         self.tapes = tapes  # frozenset: ids of tapes that still propagate through this node
         self.gen = gen  # 1 + max(parent generations); leaves are 0
         self.out_meta = out_meta  # (shape, dtype) of the output
         self.site = None  # forward call site, filled under detect_anomaly
         self.extra = None  # room for checkpointing/AMP bookkeeping
-        # per input, truthy when it leads to a tracked value (wants a gradient)
-        self.needs = needs if needs is not None else parents
+
+    @property
+    def needs(self) -> tuple:
+        """Per input, truthy when it leads to a tracked value (wants a gradient)."""
+        return self.parents
 
     @property
     def saved_map(self) -> tuple:
@@ -64,7 +69,7 @@ class Node:
 
     @staticmethod
     def leaf(shape=(), dtype=None) -> "Node":
-        return Node(None, None, (), (), (), (), frozenset(), 0, (shape, dtype))
+        return Node(None, None, (), (), (), frozenset(), 0, (shape, dtype), None)
 
     @property
     def is_leaf(self) -> bool:

@@ -32,7 +32,7 @@ import numbers
 
 from ..errors import ArgumentError, AutogradError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
-from .context import STATE
+from .context import STATE, Mode
 from .graph import CONST, OUTPUT, Node
 
 REGISTRY: dict[str, "Op"] = {}
@@ -210,12 +210,12 @@ def _forward(op, bk, arrs, params):
 def apply(op: Op, *inputs, **params) -> Tensor:
     """Run ``op`` on ``inputs`` (Tensors or Python numbers). Records on every recording tape that
     tracks an input, propagates forward-mode tangents, and runs the active hooks."""
-    st = STATE
-    if st.active:
+    st = STATE.mode
+    if st is not None:
         hooks = st.hooks
         if hooks:
             return _run_hooks(hooks, len(hooks) - 1, op, inputs, params)
-        return _apply_observed(op, inputs, params)
+        return _apply_observed(op, inputs, params, st)
     # fast path: nothing can observe this call
     bk = None
     arrs = []
@@ -251,29 +251,30 @@ def _run_hooks(hooks, i, op, inputs, params):
                     lambda inp, prm: _run_hooks(hooks, i - 1, op, inp, prm))
 
 
-def _apply_observed(op, inputs, params):
+def _apply_observed(op, inputs, params, st=None):
     """apply with tapes, accumulators or hooks active: one pass over the inputs collects the
-    arrays, the recording tapes that track them and the graph edges."""
-    st = STATE
+    arrays, the recording tapes that track them and the graph edges. ``st``: STATE.mode."""
+    if st is None:
+        st = STATE.mode or _IDLE
     recording = st.recording if op.differentiable else None
-    autowatch = st.autowatch
     bk = None
     arrs = []
-    parents = []
-    in_meta = []
     found = None
-    gen = 0
-    for x in inputs:
-        tx = type(x)
-        if tx in _TENSOR_TYPES or isinstance(x, Tensor):
-            xb = x._bk
-            if xb is not bk:
-                if bk is not None:
-                    _unwrap(op, inputs)  # raises the DeviceError
-                bk = xb
-            a = x._data
-            arrs.append(a)
-            if recording:
+    if recording:
+        autowatch = st.autowatch
+        parents = []
+        in_meta = []
+        gen = 0
+        for x in inputs:
+            tx = type(x)
+            if tx is TrackedTensor or tx is Tensor or isinstance(x, Tensor):
+                xb = x._bk
+                if xb is not bk:
+                    if bk is not None:
+                        _unwrap(op, inputs)  # raises the DeviceError
+                    bk = xb
+                a = x._data
+                arrs.append(a)
                 if autowatch and tx is not Tensor and getattr(x, "trainable", False):
                     for tape in autowatch:
                         tape._autowatch(x)
@@ -291,20 +292,31 @@ def _apply_observed(op, inputs, params):
                 else:
                     parents.append(None)
                     in_meta.append((a.shape, a.dtype))
-        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
-            arrs.append(x)
-            if recording:
+            elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
+                arrs.append(x)
                 in_meta.append(((), None))
                 parents.append(None)
-        else:
-            _unwrap(op, inputs)  # raises the ArgumentError
+            else:
+                _unwrap(op, inputs)  # raises the ArgumentError
+        if found is not None:
+            for tid in found:
+                if tid not in recording:
+                    found = frozenset(t for t in found if t in recording) or None
+                    break
+    else:
+        for x in inputs:
+            if isinstance(x, Tensor):
+                if x._bk is not bk:
+                    if bk is not None:
+                        _unwrap(op, inputs)  # raises the DeviceError
+                    bk = x._bk
+                arrs.append(x._data)
+            elif type(x) in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
+                arrs.append(x)
+            else:
+                _unwrap(op, inputs)  # raises the ArgumentError
     if bk is None:
         bk = _unwrap(op, inputs)[0]
-    if found is not None:
-        for tid in found:
-            if tid not in recording:
-                found = frozenset(t for t in found if t in recording) or None
-                break
     try:
         out, saved = op.forward(bk, *arrs, **params)
     except (ValueError, IndexError, TypeError):
@@ -314,40 +326,48 @@ def _apply_observed(op, inputs, params):
         saved = tuple(new if s is out else s for s in saved)
         out = new
     if found:
-        result = TrackedTensor(out, bk)
+        # which saved values are inputs or the output is worked out lazily (only differentiable
+        # sweeps and checkpointing need it) from the ids of the arrays, all alive now
+        if not saved:
+            ids = None
+        elif len(arrs) == 1:
+            ids = (id(arrs[0]), id(out))
+        elif len(arrs) == 2:
+            ids = (id(arrs[0]), id(arrs[1]), id(out))
+        else:
+            ids = (*map(id, arrs), id(out))
         parents = tuple(parents)
-        # needs: rules only test needs[i] for truth, and a parent node is truthy where an
-        # input wants a gradient, so the parents tuple serves (no second tuple per node)
-        result._node = _record(op, arrs, params, out, saved, found, recording, parents,
-                               tuple(in_meta), parents, gen, st.hooks)
+        node = Node(op, params, parents, tuple(in_meta), saved, found, gen or 1,
+                    (out.shape, out.dtype), ids)
+        for tid in found:
+            nodes = recording[tid]
+            nodes.append(node)
+            if type(nodes) is not list:  # a checkpointing tape's node list (see checkpoint.py)
+                node.saved_map  # noqa: B018 - fix the codes while the inputs are alive
+                nodes.recorded(node, arrs, out)
+        result = _new_tensor(TrackedTensor)
+        result._data = out
+        result._bk = bk
+        result._node = node
         result._tapes = found
+        result._fw = None
+        if st.hooks:
+            for h in st.hooks:
+                rec = getattr(h, "on_record", None)
+                if rec is not None:
+                    rec(node)
     else:
         result = Tensor(out, bk)
-    accumulators = st.accumulators
-    if accumulators and op.differentiable:
-        for acc in accumulators:
+    if st.accumulators and op.differentiable:
+        for acc in st.accumulators:
             acc.propagate(op, bk, inputs, arrs, params, out, saved, result)
     return result
 
 
-def _record(op, arrs, params, out, saved, tapes, recording, parents, in_meta, needs, gen,
-            hooks):
-    # which saved values are inputs/the output is worked out lazily (only differentiable sweeps
-    # and checkpointing need it) from the ids of the arrays, all alive now
-    node = Node(op, params, parents, in_meta, saved, None if saved else (), tapes, gen or 1,
-                (out.shape, out.dtype), needs, (*map(id, arrs), id(out)) if saved else None)
-    for tid in tapes:
-        nodes = recording[tid]
-        nodes.append(node)
-        if type(nodes) is not list:  # a checkpointing tape's node list (see checkpoint.py)
-            node.saved_map  # noqa: B018 - fix the codes while the inputs are alive
-            nodes.recorded(node, arrs, out)
-    if hooks:
-        for h in hooks:
-            rec = getattr(h, "on_record", None)
-            if rec is not None:
-                rec(node)
-    return node
+# what a hook's own call sees when nothing observes any more (never filled: nobody holds it)
+_IDLE = Mode.__new__(Mode)
+_IDLE.recording, _IDLE.autowatch, _IDLE.accumulators, _IDLE.hooks = {}, [], [], []
+_new_tensor = object.__new__  # a TrackedTensor without __init__'s defaults (every slot set)
 
 
 # ---------------------------------------------------------------------------------------------
