@@ -55,12 +55,15 @@ greedy segments (sizes below in units of one activation):
    input no replay of its segment can rebuild restores its saved values from what it keeps (a
    tanh from its anchored output, without running anything); one that saves a constant (a
    dropout's mask) keeps its saved values.
-5. The reserve is what no saved value accounts for: in the sweep, the cotangent in flight and the
-   rule's temporaries (tanh: g - g * y * y, three output-sized arrays at once) or, during a
-   restore, that cotangent and the replay's current input and output; in the forward, an op's
-   inputs and output. AUTO takes max(3 x output, output + inputs) of each op, plus the saved
-   values of the node after one restored by a replay (the tape releases them only after that
-   restore), the largest seen so far, and counts its own bookkeeping (``_BOOK`` bytes a node).
+5. The reserve is what no saved value accounts for: in the sweep, the cotangent in flight and
+   what the rule allocates (two output-sized arrays at once: ``act_grad`` writes its steps into
+   one) or, during a restore, that cotangent and the replay's current input and output (three,
+   the most; while a step is in flight the replay has not yet made the last value it restores,
+   and that unit covers an output the caller still holds, such as the last activation); in the
+   forward, an op's inputs and output. AUTO takes max(3 x output, output + inputs) of each op,
+   plus the saved values of the node after one restored by a replay (the tape releases them only
+   after that restore), the largest seen so far, and counts its own bookkeeping (``_BOOK`` bytes
+   a node).
 6. Only when not even one node fits next to the anchors (the chain is longer than about M^2 / 2
    units) does AUTO fall back: every later node drops its saved values, anchors are spaced
    ``stride`` ops apart within half of the memory left (the stride doubles and every other
@@ -341,10 +344,11 @@ class _Plan:
     def _auto_record(self, node, rec, out, ext, droppable) -> bool:
         parents = {p for p, e in zip(node.parents, ext) if e is _PARENT}  # x * x reads x once
         in_bytes = sum(p.extra.nbytes for p in parents)
-        # the working set of one step that no saved value accounts for. The sweep holds the
-        # cotangent in flight and the rule's temporaries (tanh: g - g * y * y, three
-        # output-sized arrays at once) or, while it restores a node, that cotangent and the
-        # replay's latest output and its input; the forward holds the op's inputs and output.
+        # the working set of one step that no saved value accounts for. While the sweep
+        # restores a node it holds that node's cotangent and the replay's latest output and its
+        # input (three output-sized arrays, the most); a rule holds the cotangent and its result
+        # (two: act_grad writes its steps into one array); the forward, the op's inputs and
+        # output (module docstring, point 5)
         work = max(3 * rec.nbytes, rec.nbytes + in_bytes)
         for code in node.saved_map:
             if code >= 0 and ext[code] is _PARENT:

@@ -315,6 +315,7 @@ class GradientTape:
                     gis = node.op.vjp(F, g, saved, parents, **node.params)
                 else:
                     gis = node.op.vjp(F, g, saved, parents)
+                g = saved = None  # not held while the sums below allocate
                 if release:
                     if len(node.tapes) == 1:  # only this tape: free the saved values now
                         node.tapes = _EMPTY
@@ -339,6 +340,7 @@ class GradientTape:
                         grads[p] = grads[p] + gi
                     else:
                         grads[p] = gi
+                gis = gi = None  # not held through the next node's restore and rule
             for node in want:
                 if node not in found and node in grads:
                     found[node] = grads[node]

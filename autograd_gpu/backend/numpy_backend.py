@@ -44,10 +44,25 @@ class NumpyBackend:
 
     @staticmethod
     def act_grad(act, g, y):
-        """An activation's vjp from its output: tanh g (1 - y^2), sigmoid g y (1 - y)."""
+        """An activation's vjp from its output: tanh g - g y y, sigmoid g (y - y y), with no
+        Python-scalar operand (NumPy's weak-scalar path is slow).
+
+        Later steps write into the array the first step allocated (the same operations in the
+        same order: the same bits), so the rule holds one output-sized temporary besides g and y
+        where the plain expressions held two; on a checkpointed tanh chain that extra array was
+        the sweep's peak. CupyBackend sends its 16-bit arrays here too: they take the plain
+        expressions (the forms its GPU tests ran), as do NumPy scalars (no out=)."""
         if act == "tanh":
-            return g - g * y * y  # no Python-scalar operand: NumPy's weak-scalar path is slow
-        return g * (y - y * y)
+            t = g * y  # the broadcast shape and promoted dtype of the whole expression
+            if type(t) is not np.ndarray:
+                return g - t * y
+            np.multiply(t, y, out=t)
+            return np.subtract(g, t, out=t)
+        t = y * y
+        if type(t) is not np.ndarray or g.shape != t.shape or g.dtype != t.dtype:
+            return g * (y - t)  # g has a batch axis or another dtype, or a scalar: no room in t
+        np.subtract(y, t, out=t)
+        return np.multiply(g, t, out=t)
 
     @staticmethod
     def relu_grad(g, x):
