@@ -388,6 +388,18 @@ def part_chain(res, quick, precision):
                 "cupy_a_plus_a": lambda: a + a,
                 "autograd_gpu_scalar_kernel": lambda: gbk.scalar_op("mul", a, 1.01),
                 "torch_a_times_python_float": lambda: ta * 1.01}
+    # what a launch through RawKernel would cost instead (the floor a hand-rolled dispatch of
+    # tiny elementwise ops could reach): with its output allocated per call, and without
+    raw = cp.RawKernel(r"""extern "C" __global__ void scale(const float* x, float* y, float s,
+        long long n) { long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+        if (i < n) y[i] = x[i] * s; }""", "scale")
+    if a.dtype == cp.float32:
+        out = cp.empty_like(a)
+        n_el = np.int64(a.size)
+        s32 = np.float32(1.01)
+        launches["rawkernel_preallocated"] = lambda: raw((1,), (128,), (a, out, s32, n_el))
+        launches["rawkernel_with_empty_like"] = lambda: raw(
+            (1,), (128,), (a, cp.empty_like(a), s32, n_el))
     for name, fn in launches.items():
         res[f"launch_us_{name}"] = host_us_per_call(fn)
     _write_partial(res)
