@@ -22,11 +22,18 @@ Strategies (``CheckpointStrategy``; strings such as ``"block"`` are accepted):
   saved values that are graph values (a tanh's output, a matmul's input) are the replay starts;
   where they leave more than ``2 * checkpoint_every_n`` ops without one (a kept dropout saves
   only its mask), the kept node also keeps its output, so no replay is longer than that.
-* SELECTIVE: keep the saved values, and the output, of ops whose cost estimate
-  (``op.estimate_cost``, in flops) is at least ``min_compute_cost`` per output element (a matmul
-  with an inner dimension of 50 or more at the default 100, a conv; elementwise ops cost 1 to 12);
-  drop the cheap ones, which are replayed from the kept outputs without re-running an expensive
-  op.
+* SELECTIVE: keep the saved values of ops whose cost estimate (``op.estimate_cost``, in flops) is
+  at least ``min_compute_cost`` per output element (a matmul with an inner dimension of 50 or
+  more at the default 100, a conv; elementwise ops cost 1 to 12) and drop the cheap ones, which
+  are replayed without re-running an expensive op. An expensive op's output is held (an anchor)
+  only while a dropped cheap node may replay from it: a dropped node whose saved values are its
+  own output gets them back for free when a later kept node saves that output (a tanh before a
+  matmul), and at the next expensive op every anchor that no dropped node needs any more is let
+  go. So a plain MLP keeps what NONE keeps and replays nothing, while a dropout's mask or a GELU's
+  input is rebuilt from the anchor. A cheap value whose replay would need more than
+  ``_SEL_MAX_STARTS`` anchors (a long residual stream) is anchored itself, with its saved values.
+  (A cheap op recorded after that next expensive op that reads a released output directly, and
+  is dropped, replays the expensive op if the output has died by then: correct, only slower.)
 * FULL: keep only the inputs; the first restore replays the whole recorded forward. This bounds
   the memory held between the forward and the backward, not the peak of the backward.
 * AUTO: keep peak activation memory under ``memory_budget_mb`` at little recomputation.
@@ -107,6 +114,8 @@ __all__ = ["CheckpointConfig", "CheckpointStrategy", "CheckpointBudgetError", "c
 
 _MB = 1024.0 * 1024.0
 _BOOK = 320  # AUTO: bytes of bookkeeping a recorded node costs (its _Rec, weak references)
+_SEL_MAX_STARTS = 8  # SELECTIVE: anchors one replay may start from before a value is anchored
+_NO_STARTS = frozenset()  # one shared empty set (each frozenset() call builds a new one)
 
 
 class CheckpointStrategy(OptionEnum):
@@ -187,7 +196,7 @@ class _Rec:
     """``node.extra`` of a node recorded by a checkpointing tape."""
 
     __slots__ = ("plan", "pos", "ext", "value", "wout", "keep", "counted", "nbytes", "hold",
-                 "anch")
+                 "anch", "starts", "need")
 
     def __init__(self, plan, pos, ext, out):
         self.plan = plan
@@ -203,6 +212,10 @@ class _Rec:
         self.nbytes = int(getattr(out, "nbytes", 0))
         self.hold = ()  # AUTO: anchors of its parents' outputs this node keeps alive
         self.anch = False  # AUTO: the output is an anchor (in ``value`` or a consumer's hold)
+        # SELECTIVE: the anchors (their _Recs) a replay of this output starts from, and, on an
+        # anchor, how many dropped nodes may replay from it
+        self.starts = _NO_STARTS
+        self.need = 0
 
     def output(self):
         if self.value is not None:
@@ -269,6 +282,7 @@ class _Plan:
         self.stride = 1  # the fallback's anchor spacing, in ops
         self.last_anchor = -(1 << 60)
         self.nodes: list = []  # AUTO: weakrefs to the nodes of the open segment
+        self.sel_anchors: list = []  # SELECTIVE: _Recs of the anchors held for now
 
     def restart(self) -> None:
         """Forget the recording state (the tape released its nodes). Nodes recorded before, if
@@ -301,10 +315,7 @@ class _Plan:
             if keep:
                 self._bound_segment(node, rec, out, ext, 2 * n)
         elif s is CheckpointStrategy.SELECTIVE:
-            cost = node.op.estimate_cost(node.out_meta, node.in_meta, node.params)
-            keep = cost >= self.cfg.min_compute_cost * max(1, _size(node.out_meta[0]))
-            if keep and OUTPUT not in node.saved_map:
-                rec.value = out  # consumers replay from here without re-running this op
+            keep = self._selective_record(node, rec, arrs, out, ext, droppable)
         elif s is CheckpointStrategy.FULL:
             keep = False
         else:
@@ -313,6 +324,71 @@ class _Plan:
             rec.keep = False
             node.saved = None
             self.stats["dropped"] += 1
+
+    # ---- SELECTIVE ---------------------------------------------------------------------------
+    def _selective_record(self, node, rec, arrs, out, ext, droppable) -> bool:
+        cost = node.op.estimate_cost(node.out_meta, node.in_meta, node.params)
+        if cost >= self.cfg.min_compute_cost * max(1, _size(node.out_meta[0])):
+            if node.saved:
+                self._undrop_parents(node, arrs, ext)
+            self._release_unneeded()
+            if OUTPUT in node.saved_map:  # its saved values hold the output: a replay start
+                rec.starts = frozenset((rec,))
+            else:
+                self._sel_anchor(rec, out)
+            return True
+        starts = _NO_STARTS
+        for p, e in zip(node.parents, ext):
+            if e is _PARENT:
+                ps = p.extra.starts
+                if ps and ps is not starts:  # a chain shares one set
+                    starts = ps if not starts else starts | ps
+        if len(starts) > _SEL_MAX_STARTS:
+            # keeps its saved values too: their replay would need all those anchors
+            if node.saved:
+                self._undrop_parents(node, arrs, ext)
+            self._sel_anchor(rec, out)
+            return True
+        rec.starts = starts
+        if droppable:  # record() drops it: each anchor it may replay from must stay
+            for a in starts:
+                a.need += 1
+        return False
+
+    def _sel_anchor(self, rec, out) -> None:
+        rec.value = out
+        rec.starts = frozenset((rec,))
+        self.sel_anchors.append(rec)
+        self.stats["anchors"] += 1
+
+    def _undrop_parents(self, node, arrs, ext) -> None:
+        """A dropped parent whose only saved value is its output gets it back when this kept
+        node saves that same array: holding it costs nothing more, and its restore then needs
+        no replay (so neither the anchors it would have replayed from)."""
+        for p, e, a in zip(node.parents, ext, arrs):
+            if e is not _PARENT or p.saved is not None:
+                continue
+            r = p.extra
+            if r.keep or not all(c == OUTPUT for c in p.saved_map):
+                continue
+            if any(v is a for v in node.saved):
+                p.saved = (a,) * len(p.saved_map)
+                r.keep = True
+                self.stats["dropped"] -= 1
+                for anchor in r.starts:
+                    anchor.need -= 1
+
+    def _release_unneeded(self) -> None:
+        """Let go of the anchors that no dropped node may replay from any more (their outputs
+        stay known while something else holds them)."""
+        left = []
+        for r in self.sel_anchors:
+            if r.need > 0:
+                left.append(r)
+            else:
+                r.value = None
+                self.stats["anchors"] -= 1
+        self.sel_anchors = left
 
     def _bound_segment(self, node, rec, out, ext, limit) -> None:
         """Keep replays short: a kept node whose saved values leave no graph value known within

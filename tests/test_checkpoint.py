@@ -211,6 +211,95 @@ def test_selective_replays_only_cheap_ops(model, x_small, reference):
     assert "matmul" not in by_op and by_op["tanh"] == DEPTH
 
 
+def _selective_step(layer, depth, x0, cfg, seed=7):
+    """A forward + backward of ``depth`` x ``layer(h, w, b)``; (grads, stats, tracemalloc peak
+    MB of the step, after a warm-up)."""
+    rng = np.random.default_rng(seed)
+    Ws = [ag.Variable(rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH)) for _ in range(depth)]
+    bs = [ag.Variable(0.1 * rng.standard_normal(WIDTH)) for _ in range(depth)]
+
+    def run():
+        x = ag.Tensor.from_array(x0)
+        with ag.GradientTape(checkpoint=cfg) as tape:
+            h = x
+            for w, b in zip(Ws, bs):
+                h = layer(h, w, b)
+            loss = (h * h).sum()
+        grads = tape.gradient(loss, Ws + bs)
+        return [g.numpy() for g in grads], checkpoint_stats(tape)
+
+    run()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        grads, stats = run()
+        peak = (tracemalloc.get_traced_memory()[1] - base) / MB
+    finally:
+        tracemalloc.stop()
+    return grads, stats, peak
+
+
+SELECTIVE_LAYERS = {
+    # the tanh's output is the next matmul's saved input: nothing to drop, nothing to replay
+    "tanh-mlp": lambda h, w, b: ag.tanh(h @ w + b),
+    # gelu saves its input (the bias add's output), rebuilt from the anchored matmul output
+    "gelu-ffn": lambda h, w, b: ag.gelu(h @ w + b),
+    # a residual stream: every value's replay reaches back through all earlier branches
+    "residual": lambda h, w, b: h + ag.tanh(h @ w + b),
+}
+
+
+# matmul (2 x 16 flops per output element) is expensive; tanh (4), gelu (12) and adds are cheap
+SELECTIVE_CFG = CheckpointConfig("selective", min_compute_cost=20)
+
+
+@pytest.mark.parametrize("kind", sorted(SELECTIVE_LAYERS))
+def test_selective_holds_no_more_than_none_and_never_replays_a_matmul(kind):
+    x0 = np.random.default_rng(2).standard_normal((2048, WIDTH))
+    layer = SELECTIVE_LAYERS[kind]
+    grads0, _, peak0 = _selective_step(layer, 30, x0, None)
+    grads, stats, peak = _selective_step(layer, 30, x0, SELECTIVE_CFG)
+    assert all(np.array_equal(g, g0) for g, g0 in zip(grads, grads0))
+    assert "matmul" not in stats["replayed_by_op"]
+    # (it used to keep every matmul output on top: 1.9x NONE's peak on the tanh MLP)
+    assert peak <= 1.1 * peak0, (peak, peak0)
+    if kind == "tanh-mlp":  # only the last tanh (before h * h) stays dropped, and the caller
+        # still holds its output: nothing is replayed; one anchor in case the caller had not
+        assert stats["replayed_ops"] == 0 and stats["dropped"] == 2 and stats["anchors"] == 1
+    else:  # the gelu's input, or the tanh output no later node saves: replayed per layer
+        assert stats["replayed_by_op"]["add"] >= 30 and stats["anchors"] >= 30
+
+
+def test_selective_bounds_the_starts_of_a_residual_stream():
+    """Each residual add's replay would reach back through every earlier branch; a value whose
+    replay needs more than _SEL_MAX_STARTS anchors is anchored itself, so the bookkeeping stays
+    bounded on deep residual networks."""
+    from autograd_gpu.checkpoint import _SEL_MAX_STARTS
+
+    x = ag.Tensor.from_array(np.random.default_rng(3).standard_normal((8, WIDTH)))
+    rng = np.random.default_rng(4)
+    with ag.GradientTape(checkpoint=SELECTIVE_CFG) as tape:
+        tape.watch(x)
+        h = x
+        for _ in range(40):
+            w = ag.Tensor.from_array(rng.standard_normal((WIDTH, WIDTH)) / 4)
+            h = h + ag.tanh(h @ w)
+        widest = max(len(n.extra.starts) for n in tape._nodes)
+        loss = (h * h).sum()
+    assert widest <= _SEL_MAX_STARTS == 8  # unbounded, the stream's last value would need 40
+    (g,) = tape.gradient(loss, [x])
+    with ag.GradientTape() as ref:
+        ref.watch(x)
+        h = x
+        rng = np.random.default_rng(4)
+        for _ in range(40):
+            w = ag.Tensor.from_array(rng.standard_normal((WIDTH, WIDTH)) / 4)
+            h = h + ag.tanh(h @ w)
+        loss = (h * h).sum()
+    assert np.array_equal(g.numpy(), ref.gradient(loss, [x])[0].numpy())
+
+
 def test_block_keeps_every_nth_op(model, x_small):
     x = ag.Tensor.from_array(x_small)
     with ag.GradientTape(checkpoint=CheckpointConfig("block", checkpoint_every_n=3)) as tape:
