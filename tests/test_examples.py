@@ -109,7 +109,11 @@ def test_checkpoint_deep_mlp():
     mod = load_example("checkpoint_deep_mlp", "CheckpointConfig")
     rows = mod.main(["--small", "--iterations", "1"])
     assert all(r["bitwise_equal"] for r in rows.values())
-    assert rows["auto (1/4 budget)"]["peak_mb"] < rows["none"]["peak_mb"]
+    auto = next(r for name, r in rows.items() if name.startswith("auto"))
+    block = next(r for name, r in rows.items() if name.startswith("block"))
+    assert auto["peak_mb"] < 0.8 * rows["none"]["peak_mb"]
+    assert block["peak_mb"] < 0.8 * rows["none"]["peak_mb"]
+    assert rows["selective"]["peak_mb"] < 1.1 * rows["none"]["peak_mb"]
 
 
 def test_amp_training():
