@@ -31,7 +31,7 @@ def _codes(saved, ids) -> tuple:
 
 class Node:
     __slots__ = (
-        "op", "params", "parents", "in_meta", "saved", "_smap", "_ids", "tapes", "gen",
+        "op", "params", "parents", "_in_meta", "saved", "_smap", "_ids", "tapes", "gen",
         "out_meta", "site", "extra", "__weakref__",
     )
 
@@ -42,7 +42,9 @@ class Node:
         # tuple: parent Node or None (constant input), one per input. A parent is truthy, so the
         # tuple is also the ``needs`` rules receive (an input leads to a tracked value).
         self.parents = parents
-        self.in_meta = in_meta  # tuple of (shape, dtype) per input
+        # tuple of (shape, dtype) per input; None when every input is tracked (then it is the
+        # parents' out_meta: one GC-tracked tuple less per node, see in_meta)
+        self._in_meta = in_meta
         self.saved = saved  # tuple of arrays/values, None once released
         # saved_map: per saved value CONST, OUTPUT or an input index. Computed on first use from
         # ``ids`` (id() of each input and, last, of the output, taken while all were alive).
@@ -53,6 +55,12 @@ class Node:
         self.out_meta = out_meta  # (shape, dtype) of the output
         self.site = None  # forward call site, filled under detect_anomaly
         self.extra = None  # room for checkpointing/AMP bookkeeping
+
+    @property
+    def in_meta(self) -> tuple:
+        """(shape, dtype) per input (``((), None)`` for a Python number)."""
+        m = self._in_meta
+        return m if m is not None else tuple(p.out_meta for p in self.parents)
 
     @property
     def needs(self) -> tuple:
@@ -69,7 +77,7 @@ class Node:
 
     @staticmethod
     def leaf(shape=(), dtype=None) -> "Node":
-        return Node(None, None, (), (), (), frozenset(), 0, (shape, dtype), None)
+        return Node(None, None, (), None, (), frozenset(), 0, (shape, dtype), None)
 
     @property
     def is_leaf(self) -> bool:

@@ -263,7 +263,7 @@ def _apply_observed(op, inputs, params, st=None):
     if recording:
         autowatch = st.autowatch
         parents = []
-        in_meta = []
+        const = False  # an input no tape tracks (its meta is stored; tracked ones are shared)
         gen = 0
         for x in inputs:
             tx = type(x)
@@ -288,14 +288,13 @@ def _apply_observed(op, inputs, params, st=None):
                     if p.gen >= gen:
                         gen = p.gen + 1
                     parents.append(p)
-                    in_meta.append(p.out_meta)  # the same (shape, dtype), no new tuple
                 else:
                     parents.append(None)
-                    in_meta.append((a.shape, a.dtype))
+                    const = True
             elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
                 arrs.append(x)
-                in_meta.append(((), None))
                 parents.append(None)
+                const = True
             else:
                 _unwrap(op, inputs)  # raises the ArgumentError
         if found is not None:
@@ -337,8 +336,21 @@ def _apply_observed(op, inputs, params, st=None):
         else:
             ids = (*map(id, arrs), id(out))
         parents = tuple(parents)
-        node = Node(op, params, parents, tuple(in_meta), saved, found, gen or 1,
-                    (out.shape, out.dtype), ids)
+        # Few GC-tracked tuples per node: on a long graph the collector's passes over them
+        # cost more than building them. A tracked input's meta is its parent's out_meta (the
+        # node derives in_meta from the parents when every input is tracked), and the output
+        # shares a parent's out_meta when its shape and dtype are the same (elementwise ops).
+        in_meta = None
+        if const:
+            in_meta = tuple(p.out_meta if p is not None else
+                            (a.shape, a.dtype) if isinstance(x, Tensor) else ((), None)
+                            for p, x, a in zip(parents, inputs, arrs))
+        shape, dtype = out.shape, out.dtype
+        p = parents[0] or parents[-1]
+        out_meta = p.out_meta if p is not None else None
+        if out_meta is None or out_meta[1] is not dtype or out_meta[0] != shape:
+            out_meta = (shape, dtype)
+        node = Node(op, params, parents, in_meta, saved, found, gen or 1, out_meta, ids)
         for tid in found:
             nodes = recording[tid]
             nodes.append(node)
