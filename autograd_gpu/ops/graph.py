@@ -8,6 +8,8 @@ tensor <-> node cycles exist, so graphs die by reference counting.
 
 from __future__ import annotations
 
+import os
+
 # saved_map codes
 CONST = -1  # a constant (a mask, a shape, a Python number): not differentiated through
 OUTPUT = -2  # the op's own output
@@ -29,32 +31,10 @@ def _codes(saved, ids) -> tuple:
     return tuple(codes)
 
 
-class Node:
-    __slots__ = (
-        "op", "params", "parents", "_in_meta", "saved", "_smap", "_ids", "tapes", "gen",
-        "out_meta", "site", "extra", "__weakref__",
-    )
+class _NodeBehaviour:
+    """A node's methods and properties, one definition for both node types below."""
 
-    # positional only, few arguments: one is built per recorded op (the hot path)
-    def __init__(self, op, params, parents, in_meta, saved, tapes, gen, out_meta, ids):
-        self.op = op  # Op record, or None for a leaf
-        self.params = params  # dict of the op's keyword parameters
-        # tuple: parent Node or None (constant input), one per input. A parent is truthy, so the
-        # tuple is also the ``needs`` rules receive (an input leads to a tracked value).
-        self.parents = parents
-        # tuple of (shape, dtype) per input; None when every input is tracked (then it is the
-        # parents' out_meta: one GC-tracked tuple less per node, see in_meta)
-        self._in_meta = in_meta
-        self.saved = saved  # tuple of arrays/values, None once released
-        # saved_map: per saved value CONST, OUTPUT or an input index. Computed on first use from
-        # ``ids`` (id() of each input and, last, of the output, taken while all were alive).
-        self._smap = None if saved else ()
-        self._ids = ids
-        self.tapes = tapes  # frozenset: ids of tapes that still propagate through this node
-        self.gen = gen  # 1 + max(parent generations); leaves are 0
-        self.out_meta = out_meta  # (shape, dtype) of the output
-        self.site = None  # forward call site, filled under detect_anomaly
-        self.extra = None  # room for checkpointing/AMP bookkeeping
+    __slots__ = ()
 
     @property
     def in_meta(self) -> tuple:
@@ -99,3 +79,52 @@ class Node:
     def __repr__(self) -> str:
         name = "leaf" if self.op is None else self.op.name
         return f"Node({name}, gen={self.gen}, tapes={sorted(self.tapes)})"
+
+
+class PyNode(_NodeBehaviour):
+    """The node in pure Python: the fallback for ``autograd_gpu._native.Node``, which has the
+    same attributes and constructor in C and is not tracked by the cyclic GC (see _native.c)."""
+
+    __slots__ = (
+        "op", "params", "parents", "_in_meta", "saved", "_smap", "_ids", "tapes", "gen",
+        "out_meta", "site", "extra", "__weakref__",
+    )
+
+    # positional only, few arguments: one is built per recorded op (the hot path)
+    def __init__(self, op, params, parents, in_meta, saved, tapes, gen, out_meta, ids):
+        self.op = op  # Op record, or None for a leaf
+        self.params = params  # dict of the op's keyword parameters
+        # tuple: parent Node or None (constant input), one per input. A parent is truthy, so the
+        # tuple is also the ``needs`` rules receive (an input leads to a tracked value).
+        self.parents = parents
+        # tuple of (shape, dtype) per input; None when every input is tracked (then it is the
+        # parents' out_meta: one GC-tracked tuple less per node, see in_meta)
+        self._in_meta = in_meta
+        self.saved = saved  # tuple of arrays/values, None once released
+        # saved_map: per saved value CONST, OUTPUT or an input index. Computed on first use from
+        # ``ids`` (id() of each input and, last, of the output, taken while all were alive).
+        self._smap = None if saved else ()
+        self._ids = ids
+        self.tapes = tapes  # frozenset: ids of tapes that still propagate through this node
+        self.gen = gen  # 1 + max(parent generations); leaves are 0
+        self.out_meta = out_meta  # (shape, dtype) of the output
+        self.site = None  # forward call site, filled under detect_anomaly
+        self.extra = None  # room for checkpointing/AMP bookkeeping
+
+
+def _node_type():
+    """The compiled node with the behaviour attached, or PyNode (no compiler at install time,
+    a source checkout, or AUTOGRAD_GPU_PURE_PYTHON=1)."""
+    if os.environ.get("AUTOGRAD_GPU_PURE_PYTHON", "") not in ("", "0"):
+        return PyNode
+    try:
+        from .._native import Node as native
+    except ImportError:
+        return PyNode
+    for name, attr in vars(_NodeBehaviour).items():
+        if name not in ("__module__", "__doc__", "__slots__", "__qualname__"):
+            setattr(native, name, attr)
+    return native
+
+
+Node = _node_type()

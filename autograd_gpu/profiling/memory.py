@@ -341,7 +341,6 @@ class GradientMemoryProfiler:
         docstring). Runs the garbage collector first."""
         self._require("detect_leaks")
         gc.collect()
-        from ..ops.graph import Node
         from ..tape import GradientTape
 
         items: list = []
@@ -370,8 +369,8 @@ class GradientMemoryProfiler:
             if issubclass(type(obj), GradientTape) and not obj._used:
                 live_ids.add(obj.id)
         orphan_nodes, orphan_bytes, seen = 0, 0, set()
-        for obj in gc.get_objects():
-            if type(obj) is Node and obj.saved is not None and obj.op is not None:
+        for obj in _live_nodes():
+            if obj.saved is not None and obj.op is not None:
                 if obj.tapes and not (obj.tapes & live_ids):
                     b = 0
                     for s in obj.saved:
@@ -456,6 +455,33 @@ def _format_table(table: dict) -> list:
     total = sum(r["kept_bytes"] for r in table.values())
     out.append(f"  {'total':<16}{sum(r['nodes'] for r in table.values()):>7}"
                f"{total / _MB:>10.3f}")
+    return out
+
+
+def _live_nodes() -> list:
+    """Every graph node a live tensor or tape can reach. Nodes themselves may be invisible to
+    gc.get_objects() (the compiled node is not GC-tracked: autograd_gpu/_native.c), so they are
+    found from the tensors and tapes, which are, walking parents iteratively."""
+    from ..tape import GradientTape
+    from ..tensor import Tensor
+
+    seen: set = set()
+    stack = []
+    for obj in gc.get_objects():
+        t = type(obj)
+        if issubclass(t, Tensor):
+            if obj._node is not None:
+                stack.append(obj._node)
+        elif issubclass(t, GradientTape):
+            stack.extend(obj._nodes)
+    out = []
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        out.append(n)
+        stack.extend(p for p in n.parents if p is not None and p not in seen)
     return out
 
 
