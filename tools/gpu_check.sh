@@ -20,6 +20,15 @@ TEST_TIMEOUT=${TEST_TIMEOUT:-200}
 BENCH_BUDGET=${BENCH_BUDGET:-190}
 T0=$(date +%s)
 
+# The compiled graph node (autograd_gpu/_native.c; *.so files are git-ignored, so a copied
+# working tree has none): build it in place when a C compiler is there, else the pure-Python node
+# is used. env.txt says which.
+timeout 120 "$PY" - > "$OUT/native_build.log" 2>&1 <<'PYEOF'
+from setuptools import Extension, setup
+setup(name="autograd_gpu_native", script_args=["build_ext", "--inplace"],
+      ext_modules=[Extension("autograd_gpu._native", ["autograd_gpu/_native.c"])])
+PYEOF
+
 {
   echo "date: $(date -u +%FT%TZ)"; echo "python: $($PY --version 2>&1)"
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm \
@@ -33,6 +42,8 @@ for m in ("numpy", "ml_dtypes", "cupy", "torch", "hypothesis", "pytest"):
         print(m, "MISSING", type(e).__name__, e)
 from autograd_gpu.backend.cupy_backend import cupy_status
 print("cupy_status", cupy_status())
+from autograd_gpu.ops import graph
+print("graph node:", "compiled" if graph.Node is not graph.PyNode else "pure Python")
 PYEOF
 } > "$OUT/env.txt" 2>&1
 
