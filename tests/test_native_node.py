@@ -94,3 +94,25 @@ def test_pure_python_fallback_runs_the_tape_tests():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_watched_variables_and_their_nodes_copy_and_pickle():
+    """copy.deepcopy of a model (an EMA copy, a target network) copies its Variables, and a
+    Variable a tape has read carries a leaf node."""
+    import copy
+    import pickle
+
+    v = ag.Variable(np.arange(3.0))
+    with ag.GradientTape() as tape:
+        loss = (v * v).sum()
+    tape.gradient(loss, [v])
+    for v2 in (copy.deepcopy(v), pickle.loads(pickle.dumps(v))):
+        assert np.array_equal(v2.numpy(), v.numpy())
+        assert v2._node is not v._node and v2._node.out_meta == v._node.out_meta
+    for cls in NODE_TYPES:
+        n = cls(None, {"a": 1}, (), None, (np.ones(2),), frozenset({3}), 0, ((2,), None), None)
+        n.extra = "kept"
+        m = copy.deepcopy(n)
+        assert (m.params, m.tapes, m.gen, m.out_meta, m.extra) == (
+            {"a": 1}, frozenset({3}), 0, ((2,), None), "kept")
+        assert np.array_equal(m.saved[0], n.saved[0]) and m.saved[0] is not n.saved[0]

@@ -80,6 +80,19 @@ class _NodeBehaviour:
         name = "leaf" if self.op is None else self.op.name
         return f"Node({name}, gen={self.gen}, tapes={sorted(self.tapes)})"
 
+    def __reduce__(self):
+        # copy.deepcopy / pickle of a watched Variable or a model holding one (the compiled
+        # type has no instance dict for the default protocol to read)
+        return (_rebuild, (self.op, self.params, self.parents, self._in_meta, self.saved,
+                           self.tapes, self.gen, self.out_meta, self._ids, self._smap,
+                           self.site, self.extra))
+
+
+def _rebuild(op, params, parents, in_meta, saved, tapes, gen, out_meta, ids, smap, site, extra):
+    n = Node(op, params, parents, in_meta, saved, tapes, gen, out_meta, ids)
+    n._smap, n.site, n.extra = smap, site, extra
+    return n
+
 
 class PyNode(_NodeBehaviour):
     """The node in pure Python: the fallback for ``autograd_gpu._native.Node``, which has the
