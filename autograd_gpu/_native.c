@@ -147,11 +147,403 @@ static PyType_Spec node_spec = {
     .slots = node_slots,
 };
 
+/* ---------------------------------------------------------------------------------------------
+ * record(op, inputs, params, mode): registry._apply_observed's common case in C.
+ *
+ * It handles one case only: tapes record, no hook and no forward accumulator is active, every
+ * input is a plain Tensor or TrackedTensor on one backend (or a Python float/int), some input is
+ * tracked and every tape tracking one is recording now. Anything else (and a forward that raises
+ * ValueError/IndexError/TypeError, which the Python path re-runs to translate) returns
+ * NotImplemented *before any side effect*, and registry.apply takes the Python path, which stays
+ * the reference: the same node, the same output, tested both ways. Tensor slots are read and
+ * written at the offsets of their member descriptors (found once by configure()).
+ */
+
+static struct {
+    PyTypeObject *node_type;   /* the Node heap type above */
+    PyTypeObject *tensor_type;
+    PyTypeObject *tracked_type;
+    PyObject *fix_out;         /* registry._fix_out(bk, out, saved) -> (out, saved) */
+    Py_ssize_t off_data, off_bk, off_node, off_tapes, off_fw;
+    PyObject *s_recording, *s_accumulators, *s_hooks, *s_differentiable, *s_forward,
+        *s_array_type, *s_shape, *s_dtype, *s_saved_map, *s_recorded;
+    PyObject *scalar_meta;     /* ((), None) */
+    PyObject *empty;           /* () */
+    int ready;
+} R;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+#define MAX_INPUTS 8
+
+static int
+slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL) {
+        return -1;
+    }
+    if (!PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
+        Py_DECREF(d);
+        PyErr_Format(PyExc_TypeError, "configure: %s.%s is not a slot", tp->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    *off = m->offset;
+    Py_DECREF(d);
+    return 0;
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *node_type, *tensor_type, *tracked_type, *fix_out;
+    if (!PyArg_ParseTuple(args, "O!O!O!O:configure", &PyType_Type, &node_type, &PyType_Type,
+                          &tensor_type, &PyType_Type, &tracked_type, &fix_out)) {
+        return NULL;
+    }
+    if (((PyTypeObject *)node_type)->tp_basicsize != sizeof(NodeObject) ||
+        ((PyTypeObject *)tracked_type)->tp_basicsize !=
+            ((PyTypeObject *)tensor_type)->tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "configure: unexpected node or tensor layout");
+        return NULL;
+    }
+    if (slot_offset((PyTypeObject *)tensor_type, "_data", &R.off_data) < 0 ||
+        slot_offset((PyTypeObject *)tensor_type, "_bk", &R.off_bk) < 0 ||
+        slot_offset((PyTypeObject *)tensor_type, "_node", &R.off_node) < 0 ||
+        slot_offset((PyTypeObject *)tensor_type, "_tapes", &R.off_tapes) < 0 ||
+        slot_offset((PyTypeObject *)tensor_type, "_fw", &R.off_fw) < 0) {
+        return NULL;
+    }
+#define INTERN(field, text) \
+    if (R.field == NULL && (R.field = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    INTERN(s_recording, "recording")
+    INTERN(s_accumulators, "accumulators")
+    INTERN(s_hooks, "hooks")
+    INTERN(s_differentiable, "differentiable")
+    INTERN(s_forward, "forward")
+    INTERN(s_array_type, "array_type")
+    INTERN(s_shape, "shape")
+    INTERN(s_dtype, "dtype")
+    INTERN(s_saved_map, "saved_map")
+    INTERN(s_recorded, "recorded")
+#undef INTERN
+    if (R.empty == NULL && (R.empty = PyTuple_New(0)) == NULL) {
+        return NULL;
+    }
+    if (R.scalar_meta == NULL && (R.scalar_meta = PyTuple_Pack(2, R.empty, Py_None)) == NULL) {
+        return NULL;
+    }
+    Py_INCREF(node_type);
+    Py_INCREF(tensor_type);
+    Py_INCREF(tracked_type);
+    Py_INCREF(fix_out);
+    Py_XSETREF(R.node_type, (PyTypeObject *)node_type);
+    Py_XSETREF(R.tensor_type, (PyTypeObject *)tensor_type);
+    Py_XSETREF(R.tracked_type, (PyTypeObject *)tracked_type);
+    Py_XSETREF(R.fix_out, fix_out);
+    R.ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* mode.<name> is an empty list (or absent hooks/accumulators): 1; non-empty: 0; error: -1 */
+static int
+empty_list_attr(PyObject *mode, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(mode, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int empty = PyList_Check(v) ? PyList_GET_SIZE(v) == 0 : !PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return empty;
+}
+
+static PyObject *
+record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !R.ready || !PyTuple_Check(args[1]) || !PyDict_Check(args[2])) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *op = args[0], *inputs = args[1], *params = args[2], *mode = args[3];
+    Py_ssize_t n = PyTuple_GET_SIZE(inputs);
+    if (n == 0 || n > MAX_INPUTS) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *result = NULL, *recording = NULL, *found = NULL, *fwd = NULL, *res = NULL;
+    PyObject *out = NULL, *saved = NULL, *ids = NULL, *parents = NULL, *in_meta = NULL;
+    PyObject *out_meta = NULL, *shape = NULL, *dtype = NULL, *gen_obj = NULL;
+    PyObject *array_type = NULL;
+    NodeObject *node = NULL;
+    PyObject *stack[MAX_INPUTS + 1];
+    PyObject *arrs[MAX_INPUTS], *pars[MAX_INPUTS];
+    int fallback = 1;
+
+    /* preconditions, with no side effect */
+    int e = empty_list_attr(mode, R.s_hooks);
+    if (e != 1) goto done;
+    e = empty_list_attr(mode, R.s_accumulators);
+    if (e != 1) goto done;
+    PyObject *diff = PyObject_GetAttr(op, R.s_differentiable);
+    if (diff == NULL) goto done;
+    int is_diff = diff == Py_True;
+    Py_DECREF(diff);
+    if (!is_diff) goto done;
+    recording = PyObject_GetAttr(mode, R.s_recording);
+    if (recording == NULL || !PyDict_Check(recording)) goto done;
+
+    PyObject *bk = NULL;
+    Py_ssize_t gen = 0;
+    int constant = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(inputs, i);
+        PyTypeObject *tx = Py_TYPE(x);
+        if (tx == R.tensor_type || tx == R.tracked_type) {
+            PyObject *xb = SLOT(x, R.off_bk), *a = SLOT(x, R.off_data);
+            PyObject *tp = SLOT(x, R.off_tapes);
+            if (xb == NULL || a == NULL || tp == NULL || !PyFrozenSet_Check(tp)) goto done;
+            if (bk == NULL) {
+                bk = xb;
+            } else if (xb != bk) {
+                goto done;  /* mixed devices: the Python path raises the DeviceError */
+            }
+            arrs[i] = a;
+            if (PySet_GET_SIZE(tp) > 0) {
+                PyObject *p = SLOT(x, R.off_node);
+                if (p == NULL || Py_TYPE(p) != R.node_type) goto done;
+                if (found == NULL) {
+                    Py_INCREF(tp);
+                    found = tp;
+                } else if (tp != found) {
+                    int same = PyObject_RichCompareBool(tp, found, Py_EQ);
+                    if (same < 0) goto done;
+                    if (!same) {
+                        PyObject *u = PyNumber_Or(found, tp);
+                        if (u == NULL) goto done;
+                        Py_SETREF(found, u);
+                    }
+                }
+                Py_ssize_t pg = PyLong_AsSsize_t(((NodeObject *)p)->gen);
+                if (pg == -1 && PyErr_Occurred()) goto done;
+                if (pg >= gen) gen = pg + 1;
+                pars[i] = p;
+            } else {
+                pars[i] = Py_None;
+                constant = 1;
+            }
+        } else if (tx == &PyFloat_Type || tx == &PyLong_Type) {
+            arrs[i] = x;
+            pars[i] = Py_None;
+            constant = 1;
+        } else {
+            goto done;
+        }
+    }
+    if (found == NULL || bk == NULL) goto done;
+    {   /* every tape tracking an input must be recording now */
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        while (_PySet_NextEntry(found, &pos, &key, &hash)) {
+            int c = PyDict_Contains(recording, key);
+            if (c != 1) goto done;
+        }
+    }
+
+    /* the forward */
+    fwd = PyObject_GetAttr(op, R.s_forward);
+    if (fwd == NULL) goto done;
+    stack[0] = bk;
+    for (Py_ssize_t i = 0; i < n; i++) stack[i + 1] = arrs[i];
+    res = PyObject_VectorcallDict(fwd, stack, n + 1, PyDict_GET_SIZE(params) ? params : NULL);
+    if (res == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError) ||
+            PyErr_ExceptionMatches(PyExc_IndexError) ||
+            PyErr_ExceptionMatches(PyExc_TypeError)) {
+            goto done;  /* the Python path re-runs it and translates the error */
+        }
+        fallback = 0;
+        goto done;
+    }
+    fallback = 0;  /* from here on: finish or raise */
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+        PyErr_SetString(PyExc_TypeError, "op forward must return (output, saved values)");
+        goto done;
+    }
+    array_type = PyObject_GetAttr(bk, R.s_array_type);
+    if (array_type == NULL) goto done;
+    if ((PyObject *)Py_TYPE(PyTuple_GET_ITEM(res, 0)) != array_type) {
+        /* numpy ufuncs return scalars for 0-d inputs: registry._fix_out makes it an array */
+        PyObject *fixed = PyObject_CallFunctionObjArgs(R.fix_out, bk, PyTuple_GET_ITEM(res, 0),
+                                                       PyTuple_GET_ITEM(res, 1), NULL);
+        if (fixed == NULL) goto done;
+        Py_SETREF(res, fixed);
+    }
+    out = PyTuple_GET_ITEM(res, 0);
+    saved = PyTuple_GET_ITEM(res, 1);
+    int has_saved = PyObject_IsTrue(saved);
+    if (has_saved < 0) goto done;
+    if (has_saved) {  /* ids of the inputs and the output, for the lazy saved_map */
+        ids = PyTuple_New(n + 1);
+        if (ids == NULL) goto done;
+        for (Py_ssize_t i = 0; i <= n; i++) {
+            PyObject *v = PyLong_FromVoidPtr(i < n ? arrs[i] : out);
+            if (v == NULL) goto done;
+            PyTuple_SET_ITEM(ids, i, v);
+        }
+    }
+    parents = PyTuple_New(n);
+    if (parents == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(pars[i]);
+        PyTuple_SET_ITEM(parents, i, pars[i]);
+    }
+    if (constant) {  /* metas stored only when a constant is among the inputs */
+        in_meta = PyTuple_New(n);
+        if (in_meta == NULL) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *m;
+            if (pars[i] != Py_None) {
+                m = ((NodeObject *)pars[i])->out_meta;
+                Py_INCREF(m);
+            } else if (arrs[i] == PyTuple_GET_ITEM(inputs, i)) {  /* a Python number */
+                m = R.scalar_meta;
+                Py_INCREF(m);
+            } else {
+                PyObject *sh = PyObject_GetAttr(arrs[i], R.s_shape);
+                PyObject *dt = sh ? PyObject_GetAttr(arrs[i], R.s_dtype) : NULL;
+                m = dt ? PyTuple_Pack(2, sh, dt) : NULL;
+                Py_XDECREF(sh);
+                Py_XDECREF(dt);
+                if (m == NULL) goto done;
+            }
+            PyTuple_SET_ITEM(in_meta, i, m);
+        }
+    }
+    shape = PyObject_GetAttr(out, R.s_shape);
+    dtype = shape ? PyObject_GetAttr(out, R.s_dtype) : NULL;
+    if (dtype == NULL) goto done;
+    {   /* share a parent's out_meta when shape and dtype are the same */
+        PyObject *p = pars[0] != Py_None ? pars[0] : pars[n - 1];
+        if (p != Py_None) {
+            PyObject *m = ((NodeObject *)p)->out_meta;
+            if (m && PyTuple_Check(m) && PyTuple_GET_SIZE(m) == 2 &&
+                PyTuple_GET_ITEM(m, 1) == dtype) {
+                int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(m, 0), shape, Py_EQ);
+                if (eq < 0) goto done;
+                if (eq) {
+                    Py_INCREF(m);
+                    out_meta = m;
+                }
+            }
+        }
+        if (out_meta == NULL && (out_meta = PyTuple_Pack(2, shape, dtype)) == NULL) goto done;
+    }
+    gen_obj = PyLong_FromSsize_t(gen ? gen : 1);
+    if (gen_obj == NULL) goto done;
+
+    node = (NodeObject *)R.node_type->tp_alloc(R.node_type, 0);
+    if (node == NULL) goto done;
+    Py_INCREF(op);
+    node->op = op;
+    Py_INCREF(params);
+    node->params = params;
+    node->parents = parents;
+    parents = NULL;
+    node->in_meta = in_meta ? in_meta : Py_NewRef(Py_None);
+    in_meta = NULL;
+    Py_INCREF(saved);
+    node->saved = saved;
+    node->smap = Py_NewRef(has_saved ? Py_None : R.empty);
+    node->ids = ids ? ids : Py_NewRef(Py_None);
+    ids = NULL;
+    Py_INCREF(found);
+    node->tapes = found;
+    node->gen = gen_obj;
+    gen_obj = NULL;
+    node->out_meta = out_meta;
+    out_meta = NULL;
+    node->site = Py_NewRef(Py_None);
+    node->extra = Py_NewRef(Py_None);
+
+    {   /* append to each recording tape's node list */
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        while (_PySet_NextEntry(found, &pos, &key, &hash)) {
+            PyObject *nodes = PyDict_GetItemWithError(recording, key);
+            if (nodes == NULL || !PyList_Check(nodes)) {
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_RuntimeError, "record: a tape's node list vanished");
+                }
+                goto done;
+            }
+            if (PyList_Append(nodes, (PyObject *)node) < 0) goto done;
+            if (!PyList_CheckExact(nodes)) {
+                /* a checkpointing tape (checkpoint.py): fix the saved-value codes while the
+                 * inputs are alive, then let its planner see the node */
+                PyObject *codes = PyObject_GetAttr((PyObject *)node, R.s_saved_map);
+                if (codes == NULL) goto done;
+                Py_DECREF(codes);
+                PyObject *alist = PyList_New(n);
+                if (alist == NULL) goto done;
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    Py_INCREF(arrs[i]);
+                    PyList_SET_ITEM(alist, i, arrs[i]);
+                }
+                PyObject *r = PyObject_CallMethodObjArgs(nodes, R.s_recorded, (PyObject *)node,
+                                                         alist, out, NULL);
+                Py_DECREF(alist);
+                if (r == NULL) goto done;
+                Py_DECREF(r);
+            }
+        }
+    }
+
+    result = R.tracked_type->tp_alloc(R.tracked_type, 0);
+    if (result == NULL) goto done;
+    SLOT(result, R.off_data) = Py_NewRef(out);
+    SLOT(result, R.off_bk) = Py_NewRef(bk);
+    SLOT(result, R.off_node) = Py_NewRef((PyObject *)node);
+    SLOT(result, R.off_tapes) = Py_NewRef(found);
+    SLOT(result, R.off_fw) = Py_NewRef(Py_None);
+
+done:
+    if (result == NULL && fallback) {
+        PyErr_Clear();
+        result = Py_NewRef(Py_NotImplemented);
+    }
+    Py_XDECREF(recording);
+    Py_XDECREF(found);
+    Py_XDECREF(fwd);
+    Py_XDECREF(res);
+    Py_XDECREF(ids);
+    Py_XDECREF(parents);
+    Py_XDECREF(in_meta);
+    Py_XDECREF(out_meta);
+    Py_XDECREF(shape);
+    Py_XDECREF(dtype);
+    Py_XDECREF(gen_obj);
+    Py_XDECREF(array_type);
+    Py_XDECREF((PyObject *)node);
+    return result;
+}
+
+static PyMethodDef native_methods[] = {
+    {"configure", (PyCFunction)configure, METH_VARARGS,
+     "configure(Node, Tensor, TrackedTensor, fix_out): enable record()."},
+    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
+     "record(op, inputs, params, mode) -> TrackedTensor, or NotImplemented (Python path)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "autograd_gpu._native",
     .m_doc = "Optional compiled parts of autograd_gpu (pure-Python fallbacks exist for each).",
     .m_size = -1,
+    .m_methods = native_methods,
 };
 
 PyMODINIT_FUNC

@@ -116,3 +116,84 @@ def test_watched_variables_and_their_nodes_copy_and_pickle():
         assert (m.params, m.tapes, m.gen, m.out_meta, m.extra) == (
             {"a": 1}, frozenset({3}), 0, ((2,), None), "kept")
         assert np.array_equal(m.saved[0], n.saved[0]) and m.saved[0] is not n.saved[0]
+
+
+# ---- the compiled recording path (_native.record) against the Python one ----------------------
+
+def _record_both(fn, *arrays):
+    """Run fn on tracked copies of ``arrays`` twice: through apply (the compiled path when it
+    is in use) and with registry._record switched off (the Python path). Returns, per run, the
+    output and the tape's nodes."""
+    from autograd_gpu.ops import registry
+
+    runs = []
+    for native_path in (True, False):
+        saved = registry._record
+        if not native_path:
+            registry._record = None
+        try:
+            xs = [ag.Tensor.from_array(a) for a in arrays]
+            with ag.GradientTape(persistent=True) as tape:
+                for x in xs[:-1]:  # the last one stays an untracked constant
+                    tape.watch(x)
+                out = fn(*xs)
+            runs.append((out, list(tape._nodes)))
+        finally:
+            registry._record = saved
+    return runs
+
+
+RECORD_CASES = {
+    "unary": (lambda x, c: ag.tanh(ag.sin(x)), [np.linspace(-1, 1, 6), np.ones(6)]),
+    "binary, scalar": (lambda x, c: (x * 2.0 - 1) / 3, [np.arange(4.0), np.ones(4)]),
+    "binary, constant tensor": (lambda x, c: x * c + c, [np.arange(4.0), np.full(4, 0.5)]),
+    "broadcast": (lambda x, y, c: x + y * c, [np.ones((3, 4)), np.arange(4.0), np.full(4, 2.0)]),
+    "0-d output": (lambda x, c: (x * x).sum() * 2.0, [np.arange(3.0), np.ones(1)]),
+    "x * x": (lambda x, c: x * x, [np.arange(3.0) + 1, np.ones(3)]),
+    "matmul": (lambda w, x, c: ag.relu(x @ w + c), [np.eye(3), np.ones((2, 3)), np.ones(3)]),
+    "float32": (lambda x, c: ag.tanh(x) * c, [np.ones(5, np.float32), np.ones(5, np.float32)]),
+}
+
+
+@native
+@pytest.mark.parametrize("case", sorted(RECORD_CASES))
+def test_compiled_recording_builds_what_the_python_path_builds(case):
+    fn, arrays = RECORD_CASES[case]
+    (out_c, nodes_c), (out_p, nodes_p) = _record_both(fn, *arrays)
+    assert type(out_c) is type(out_p) and out_c.dtype == out_p.dtype
+    assert np.array_equal(out_c.numpy(), out_p.numpy())
+    assert len(nodes_c) == len(nodes_p) > 0
+    for a, b in zip(nodes_c, nodes_p):
+        assert a.op is b.op and a.params == b.params and a.gen == b.gen
+        assert a.in_meta == b.in_meta and a.out_meta == b.out_meta
+        assert [p is None for p in a.parents] == [p is None for p in b.parents]
+        assert a.saved_map == b.saved_map and len(a.saved) == len(b.saved)
+        assert len(a.tapes) == len(b.tapes) == 1
+
+
+@native
+def test_compiled_recording_declines_what_it_does_not_handle():
+    from autograd_gpu import _native
+    from autograd_gpu.ops.context import STATE
+    from autograd_gpu.ops.registry import REGISTRY
+
+    add, mul = REGISTRY["add"], REGISTRY["mul"]
+    v = ag.Variable(np.ones(3))
+    x = ag.Tensor.from_array(np.ones(3))
+    with ag.GradientTape() as tape:
+        tape.watch(x)
+        mode = STATE.mode
+        n0 = len(tape._nodes)
+        # a Variable (autowatch), a list, a forward that raises (shapes), too many inputs
+        assert _native.record(add, (x, v), {}, mode) is NotImplemented
+        assert _native.record(add, (x, [1.0]), {}, mode) is NotImplemented
+        bad = ag.Tensor.from_array(np.ones(4))
+        assert _native.record(mul, (x, bad), {}, mode) is NotImplemented
+        assert _native.record(add, (x,) * 9, {}, mode) is NotImplemented
+        assert len(tape._nodes) == n0  # declined before any side effect
+        with pytest.raises(ag.ShapeError):  # and the Python path gives the translated error
+            x * bad
+        y = _native.record(add, (x, 1.0), {}, mode)
+        assert y is not NotImplemented and len(tape._nodes) == n0 + 1
+    with ag.GradientTape():  # x is tracked only by a tape that no longer records
+        assert _native.record(add, (x, x), {}, STATE.mode) is NotImplemented

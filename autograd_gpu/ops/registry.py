@@ -33,7 +33,7 @@ import numbers
 from ..errors import ArgumentError, AutogradError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
 from .context import STATE, Mode
-from .graph import CONST, OUTPUT, Node
+from .graph import CONST, OUTPUT, Node, PyNode
 
 REGISTRY: dict[str, "Op"] = {}
 
@@ -200,10 +200,8 @@ def _forward(op, bk, arrs, params):
         extra = f" with {params}" if params else ""
         raise DTypeError(f"{op.name}: expected inputs of dtypes it supports{extra}, got {got} "
                          f"(NumPy/CuPy: {exc})") from exc
-    if type(out) is not bk.array_type:  # numpy ufuncs return scalars for 0-d inputs
-        new = bk.xp.asarray(out)
-        saved = tuple(new if s is out else s for s in saved)
-        out = new
+    if type(out) is not bk.array_type:
+        out, saved = _fix_out(bk, out, saved)
     return out, saved
 
 
@@ -215,6 +213,10 @@ def apply(op: Op, *inputs, **params) -> Tensor:
         hooks = st.hooks
         if hooks:
             return _run_hooks(hooks, len(hooks) - 1, op, inputs, params)
+        if _record is not None:  # the common recording case in C (_native.c), when compiled
+            r = _record(op, inputs, params, st)
+            if r is not NotImplemented:
+                return r
         return _apply_observed(op, inputs, params, st)
     # fast path: nothing can observe this call
     bk = None
@@ -320,10 +322,8 @@ def _apply_observed(op, inputs, params, st=None):
         out, saved = op.forward(bk, *arrs, **params)
     except (ValueError, IndexError, TypeError):
         out, saved = _forward(op, bk, arrs, params)  # re-run for a translated error
-    if type(out) is not bk.array_type:  # numpy ufuncs return scalars for 0-d inputs
-        new = bk.xp.asarray(out)
-        saved = tuple(new if s is out else s for s in saved)
-        out = new
+    if type(out) is not bk.array_type:
+        out, saved = _fix_out(bk, out, saved)
     if found:
         # which saved values are inputs or the output is worked out lazily (only differentiable
         # sweeps and checkpointing need it) from the ids of the arrays, all alive now
@@ -377,6 +377,26 @@ def _apply_observed(op, inputs, params, st=None):
 
 
 # what a hook's own call sees when nothing observes any more (never filled: nobody holds it)
+def _fix_out(bk, out, saved):
+    """numpy ufuncs return scalars for 0-d inputs: the output as an array, and the saved values
+    that were that scalar replaced by it (identity is how saved outputs are recognised)."""
+    new = bk.xp.asarray(out)
+    return new, tuple(new if s is out else s for s in saved)
+
+
+def _native_record():
+    """``_native.record`` configured for this build, or None (not compiled, or the pure-Python
+    node in use: AUTOGRAD_GPU_PURE_PYTHON=1)."""
+    if Node is PyNode:
+        return None
+    from .. import _native
+
+    _native.configure(Node, Tensor, TrackedTensor, _fix_out)
+    return _native.record
+
+
+_record = _native_record()
+
 _IDLE = Mode.__new__(Mode)
 _IDLE.recording, _IDLE.autowatch, _IDLE.accumulators, _IDLE.hooks = {}, [], [], []
 _new_tensor = object.__new__  # a TrackedTensor without __init__'s defaults (every slot set)
