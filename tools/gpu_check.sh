@@ -23,11 +23,7 @@ T0=$(date +%s)
 # The compiled graph node (autograd_gpu/_native.c; *.so files are git-ignored, so a copied
 # working tree has none): build it in place when a C compiler is there, else the pure-Python node
 # is used. env.txt says which.
-timeout 120 "$PY" - > "$OUT/native_build.log" 2>&1 <<'PYEOF'
-from setuptools import Extension, setup
-setup(name="autograd_gpu_native", script_args=["build_ext", "--inplace"],
-      ext_modules=[Extension("autograd_gpu._native", ["autograd_gpu/_native.c"])])
-PYEOF
+timeout 120 "$PY" setup.py -q build_ext --inplace > "$OUT/native_build.log" 2>&1
 
 {
   echo "date: $(date -u +%FT%TZ)"; echo "python: $($PY --version 2>&1)"
