@@ -35,6 +35,13 @@ typedef struct {
     PyObject *weakreflist;
 } NodeObject;
 
+static void
+set_field(PyObject **field, PyObject *value)
+{
+    Py_INCREF(value);
+    Py_XSETREF(*field, value);
+}
+
 static int
 node_init(NodeObject *self, PyObject *args, PyObject *kwds)
 {
@@ -59,29 +66,18 @@ node_init(NodeObject *self, PyObject *args, PyObject *kwds)
     if (has_saved) {
         Py_INCREF(smap);
     }
-    Py_INCREF(op);
-    Py_INCREF(params);
-    Py_INCREF(parents);
-    Py_INCREF(in_meta);
-    Py_INCREF(saved);
-    Py_INCREF(ids);
-    Py_INCREF(tapes);
-    Py_INCREF(gen);
-    Py_INCREF(out_meta);
-    Py_INCREF(Py_None);
-    Py_INCREF(Py_None);
-    Py_XSETREF(self->op, op);
-    Py_XSETREF(self->params, params);
-    Py_XSETREF(self->parents, parents);
-    Py_XSETREF(self->in_meta, in_meta);
-    Py_XSETREF(self->saved, saved);
-    Py_XSETREF(self->smap, smap);
-    Py_XSETREF(self->ids, ids);
-    Py_XSETREF(self->tapes, tapes);
-    Py_XSETREF(self->gen, gen);
-    Py_XSETREF(self->out_meta, out_meta);
-    Py_XSETREF(self->site, Py_None);
-    Py_XSETREF(self->extra, Py_None);
+    set_field(&self->op, op);
+    set_field(&self->params, params);
+    set_field(&self->parents, parents);
+    set_field(&self->in_meta, in_meta);
+    set_field(&self->saved, saved);
+    Py_XSETREF(self->smap, smap);  /* already a new reference */
+    set_field(&self->ids, ids);
+    set_field(&self->tapes, tapes);
+    set_field(&self->gen, gen);
+    set_field(&self->out_meta, out_meta);
+    set_field(&self->site, Py_None);
+    set_field(&self->extra, Py_None);
     return 0;
 }
 
