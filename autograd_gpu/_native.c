@@ -273,7 +273,10 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *array_type = NULL;
     NodeObject *node = NULL;
     PyObject *stack[MAX_INPUTS + 1];
+    /* strong references while the forward runs (it may release the GIL, and another thread
+     * may re-watch a shared input meanwhile) */
     PyObject *arrs[MAX_INPUTS], *pars[MAX_INPUTS];
+    Py_ssize_t held = 0;  /* arrs[:held] and pars[:held] are owned */
     int fallback = 1;
 
     /* preconditions, with no side effect */
@@ -304,7 +307,6 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             } else if (xb != bk) {
                 goto done;  /* mixed devices: the Python path raises the DeviceError */
             }
-            arrs[i] = a;
             if (PySet_GET_SIZE(tp) > 0) {
                 PyObject *p = SLOT(x, R.off_node);
                 if (p == NULL || Py_TYPE(p) != R.node_type) goto done;
@@ -323,15 +325,18 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_ssize_t pg = PyLong_AsSsize_t(((NodeObject *)p)->gen);
                 if (pg == -1 && PyErr_Occurred()) goto done;
                 if (pg >= gen) gen = pg + 1;
-                pars[i] = p;
+                pars[i] = Py_NewRef(p);
             } else {
-                pars[i] = Py_None;
+                pars[i] = Py_NewRef(Py_None);
                 constant = 1;
             }
+            arrs[i] = Py_NewRef(a);
+            held = i + 1;
         } else if (tx == &PyFloat_Type || tx == &PyLong_Type) {
-            arrs[i] = x;
-            pars[i] = Py_None;
+            arrs[i] = Py_NewRef(x);
+            pars[i] = Py_NewRef(Py_None);
             constant = 1;
+            held = i + 1;
         } else {
             goto done;
         }
@@ -523,6 +528,10 @@ done:
     Py_XDECREF(gen_obj);
     Py_XDECREF(array_type);
     Py_XDECREF((PyObject *)node);
+    for (Py_ssize_t i = 0; i < held; i++) {
+        Py_DECREF(arrs[i]);
+        Py_DECREF(pars[i]);
+    }
     return result;
 }
 

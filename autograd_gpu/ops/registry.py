@@ -376,7 +376,6 @@ def _apply_observed(op, inputs, params, st=None):
     return result
 
 
-# what a hook's own call sees when nothing observes any more (never filled: nobody holds it)
 def _fix_out(bk, out, saved):
     """numpy ufuncs return scalars for 0-d inputs: the output as an array, and the saved values
     that were that scalar replaced by it (identity is how saved outputs are recognised)."""
@@ -397,6 +396,7 @@ def _native_record():
 
 _record = _native_record()
 
+# what a hook's own call sees when nothing observes any more (never filled: nobody holds it)
 _IDLE = Mode.__new__(Mode)
 _IDLE.recording, _IDLE.autowatch, _IDLE.accumulators, _IDLE.hooks = {}, [], [], []
 _new_tensor = object.__new__  # a TrackedTensor without __init__'s defaults (every slot set)
