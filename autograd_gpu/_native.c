@@ -482,20 +482,23 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             if (PyList_Append(nodes, (PyObject *)node) < 0) goto done;
             if (!PyList_CheckExact(nodes)) {
+                Py_INCREF(nodes);  /* the planner below runs Python code */
                 /* a checkpointing tape (checkpoint.py): fix the saved-value codes while the
                  * inputs are alive, then let its planner see the node */
+                PyObject *r = NULL;
                 PyObject *codes = PyObject_GetAttr((PyObject *)node, R.s_saved_map);
-                if (codes == NULL) goto done;
-                Py_DECREF(codes);
-                PyObject *alist = PyList_New(n);
-                if (alist == NULL) goto done;
-                for (Py_ssize_t i = 0; i < n; i++) {
-                    Py_INCREF(arrs[i]);
-                    PyList_SET_ITEM(alist, i, arrs[i]);
+                PyObject *alist = codes ? PyList_New(n) : NULL;
+                if (alist != NULL) {
+                    for (Py_ssize_t i = 0; i < n; i++) {
+                        Py_INCREF(arrs[i]);
+                        PyList_SET_ITEM(alist, i, arrs[i]);
+                    }
+                    r = PyObject_CallMethodObjArgs(nodes, R.s_recorded, (PyObject *)node, alist,
+                                                   out, NULL);
                 }
-                PyObject *r = PyObject_CallMethodObjArgs(nodes, R.s_recorded, (PyObject *)node,
-                                                         alist, out, NULL);
-                Py_DECREF(alist);
+                Py_XDECREF(codes);
+                Py_XDECREF(alist);
+                Py_DECREF(nodes);
                 if (r == NULL) goto done;
                 Py_DECREF(r);
             }
