@@ -3,7 +3,9 @@
 A node holds strong references to its parents' nodes (not to their tensors), the saved values its
 rules need, and the ids of the tapes that recorded it. Outputs are not referenced at all: a tensor
 is (array, node), so the sweep rebuilds any output it needs from the saved array and the node. No
-tensor <-> node cycles exist, so graphs die by reference counting.
+tensor <-> node cycles exist, so graphs die by reference counting. That is also why the node can
+be a compiled type the cyclic GC does not track (``autograd_gpu._native.Node``, with the data in C
+and the methods below attached); ``PyNode`` is its pure-Python twin.
 """
 
 from __future__ import annotations
