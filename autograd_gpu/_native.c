@@ -146,9 +146,10 @@ static PyType_Spec node_spec = {
 /* ---------------------------------------------------------------------------------------------
  * record(op, inputs, params, mode): registry._apply_observed's common case in C.
  *
- * It handles one case only: tapes record, no hook and no forward accumulator is active, every
- * input is a plain Tensor or TrackedTensor on one backend (or a Python float/int), some input is
- * tracked and every tape tracking one is recording now. Anything else (and a forward that raises
+ * It handles one case only (called by registry.apply once hooks are ruled out): tapes record,
+ * no forward accumulator is active, every input is a plain Tensor or TrackedTensor on one
+ * backend (or a Python float/int), some input is tracked and every tape tracking one is
+ * recording now. Anything else (and a forward that raises
  * ValueError/IndexError/TypeError, which the Python path re-runs to translate) returns
  * NotImplemented *before any side effect*, and registry.apply takes the Python path, which stays
  * the reference: the same node, the same output, tested both ways. Tensor slots are read and
@@ -161,7 +162,7 @@ static struct {
     PyTypeObject *tracked_type;
     PyObject *fix_out;         /* registry._fix_out(bk, out, saved) -> (out, saved) */
     Py_ssize_t off_data, off_bk, off_node, off_tapes, off_fw;
-    PyObject *s_recording, *s_accumulators, *s_hooks, *s_differentiable, *s_forward,
+    PyObject *s_recording, *s_accumulators, *s_differentiable, *s_forward,
         *s_array_type, *s_shape, *s_dtype, *s_saved_map, *s_recorded;
     PyObject *scalar_meta;     /* ((), None) */
     PyObject *empty;           /* () */
@@ -215,7 +216,6 @@ configure(PyObject *module, PyObject *args)
     if (R.field == NULL && (R.field = PyUnicode_InternFromString(text)) == NULL) return NULL;
     INTERN(s_recording, "recording")
     INTERN(s_accumulators, "accumulators")
-    INTERN(s_hooks, "hooks")
     INTERN(s_differentiable, "differentiable")
     INTERN(s_forward, "forward")
     INTERN(s_array_type, "array_type")
@@ -242,7 +242,7 @@ configure(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* mode.<name> is an empty list (or absent hooks/accumulators): 1; non-empty: 0; error: -1 */
+/* mode.<name> is an empty list (or otherwise false): 1; non-empty: 0; error: -1 */
 static int
 empty_list_attr(PyObject *mode, PyObject *name)
 {
@@ -267,6 +267,13 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (n == 0 || n > MAX_INPUTS) {
         Py_RETURN_NOTIMPLEMENTED;
     }
+    for (Py_ssize_t i = 0; i < n; i++) {  /* decline a Variable or a list before any lookup */
+        PyTypeObject *tx = Py_TYPE(PyTuple_GET_ITEM(inputs, i));
+        if (tx != R.tensor_type && tx != R.tracked_type && tx != &PyFloat_Type &&
+            tx != &PyLong_Type) {
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
     PyObject *result = NULL, *recording = NULL, *found = NULL, *fwd = NULL, *res = NULL;
     PyObject *out = NULL, *saved = NULL, *ids = NULL, *parents = NULL, *in_meta = NULL;
     PyObject *out_meta = NULL, *shape = NULL, *dtype = NULL, *gen_obj = NULL;
@@ -279,10 +286,9 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t held = 0;  /* arrs[:held] and pars[:held] are owned */
     int fallback = 1;
 
-    /* preconditions, with no side effect */
-    int e = empty_list_attr(mode, R.s_hooks);
-    if (e != 1) goto done;
-    e = empty_list_attr(mode, R.s_accumulators);
+    /* preconditions, with no side effect (registry.apply has already routed calls with hooks
+     * to the hooks, so they are not checked again here) */
+    int e = empty_list_attr(mode, R.s_accumulators);
     if (e != 1) goto done;
     PyObject *diff = PyObject_GetAttr(op, R.s_differentiable);
     if (diff == NULL) goto done;

@@ -37,7 +37,7 @@ def test_node_types_hold_the_same_data_and_behave_alike(cls):
             ((3,), a.dtype), (id(a), id(np.ones(1)), id(out)))
     assert (n.op, n.params, n.parents, n.gen, n.site, n.extra) == (
         "op", {"k": 1}, (parent, None), 1, None, None)
-    assert n.needs is n.parents and n.in_meta is metas
+    assert n.in_meta is metas
     both = cls("op", {}, (parent, parent), None, (), frozenset({1}), 1, parent.out_meta, None)
     assert both.in_meta == (parent.out_meta, parent.out_meta)  # derived: every input tracked
     assert n.saved_map == (0, OUTPUT, CONST)  # by identity; a Python number is a constant

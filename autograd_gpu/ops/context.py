@@ -1,10 +1,10 @@
 """Per-thread execution state consulted by ``registry.apply``: the tapes recording now, the
 forward-mode accumulators, and interceptors (profiler, autocast, anomaly and determinism checks).
 
-Higher layers register themselves here, so imports only point down. ``active`` is the single flag
-the fast path reads: false means no tape, no accumulator and no hook, so apply records nothing.
-``mode`` is None then, and otherwise a plain snapshot of the four containers: reading a
-threading.local attribute costs about three times a plain one, and apply reads several per op.
+Higher layers register themselves here, so imports only point down. ``mode`` is the single
+attribute the fast path reads: None means no tape, no accumulator and no hook, so apply records
+nothing; otherwise it is a plain snapshot of the four containers (reading a threading.local
+attribute costs about three times a plain one, and the recording path reads several per op).
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ class ThreadState(threading.local):
         self.autowatch: list = []  # context tapes that watch the Variables read inside them
         self.accumulators: list = []  # active ForwardAccumulators, innermost last
         self.hooks: list = []  # interceptors: hook(phase, op, args, params, call) -> result
-        self.active = False
         self.mode = None
 
     def refresh(self) -> None:
-        self.active = bool(self.recording or self.accumulators or self.hooks)
-        self.mode = Mode(self) if self.active else None
+        active = self.recording or self.accumulators or self.hooks
+        self.mode = Mode(self) if active else None
 
 
 STATE = ThreadState()

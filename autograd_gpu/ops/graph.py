@@ -45,11 +45,6 @@ class _NodeBehaviour:
         return m if m is not None else tuple(p.out_meta for p in self.parents)
 
     @property
-    def needs(self) -> tuple:
-        """Per input, truthy when it leads to a tracked value (wants a gradient)."""
-        return self.parents
-
-    @property
     def saved_map(self) -> tuple:
         m = self._smap
         if m is None:
