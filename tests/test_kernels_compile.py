@@ -26,6 +26,21 @@ def test_every_source_is_known_to_the_loader():
         assert callable(getattr(ki, factory, None)), f"{name}: no factory {factory}"
 
 
+def test_plain_kernel_functions_are_handed_out_bound_to_the_backend():
+    import functools
+
+    from autograd_gpu.backend.kernels import KernelTable
+
+    bk = object()  # get() binds without compiling anything
+    table = KernelTable(bk)
+    plain = [(n, a) for n, (_, a) in KERNELS.items() if not a.startswith("make_")]
+    assert plain
+    for name, attr in plain:
+        fn = table.get(name)
+        assert isinstance(fn, functools.partial) and fn.func is getattr(ki, attr)
+        assert fn.args == (bk,) and table.get(name) is fn  # cached
+
+
 @pytest.mark.parametrize("stem", SOURCES)
 def test_source_splices_the_common_header(stem):
     src = kernel_source(stem)

@@ -301,18 +301,6 @@ def cross_entropy_grad(bk, g, dlogits):
     return dx
 
 
-def make_cross_entropy(bk, src=None):
-    return functools.partial(cross_entropy, bk)
-
-
-def make_cross_entropy_grad(bk, src=None):
-    return functools.partial(cross_entropy_grad, bk)
-
-
-def make_cross_entropy_dlogits(bk, src=None):
-    return functools.partial(cross_entropy_dlogits, bk)
-
-
 # ---------------------------------------------------------------------------------------------
 # layer norm
 
@@ -400,18 +388,6 @@ def layer_norm_grad_y(bk, g, y, rstd):
     return dx
 
 
-def make_layer_norm_grad_y(bk, src=None):
-    return functools.partial(layer_norm_grad_y, bk)
-
-
-def make_layer_norm(bk, src=None):
-    return functools.partial(layer_norm, bk)
-
-
-def make_layer_norm_grad(bk, src=None):
-    return functools.partial(layer_norm_grad, bk)
-
-
 # ---------------------------------------------------------------------------------------------
 # bias + activation
 
@@ -461,14 +437,6 @@ def bias_act_grad(bk, g, x, b, act="relu"):
     return dz, db
 
 
-def make_bias_act(bk, src=None):
-    return functools.partial(bias_act, bk)
-
-
-def make_bias_act_grad(bk, src=None):
-    return functools.partial(bias_act_grad, bk)
-
-
 # ---------------------------------------------------------------------------------------------
 # deterministic scatter-add (sort-based segment sum)
 
@@ -513,10 +481,6 @@ def deterministic_scatter_add(bk, target, index, values):
         (_grid(total, 256, 1 << 20),), (256,),
         (sorted_idx, order, vals, flat_target, _i64(K), _i64(D), _i64(M)))
     return target
-
-
-def make_scatter_add(bk, src=None):
-    return functools.partial(deterministic_scatter_add, bk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,14 +577,6 @@ def philox_words_device(bk, n, seed, offset=0):
         _k(bk, "dropout", "philox_words")(
             (_grid(groups),), (256,), (out, _i64(groups), _seed(seed), _seed(offset)))
     return out[:n]
-
-
-def make_dropout(bk, src=None):
-    return functools.partial(dropout, bk)
-
-
-def make_dropout_mask(bk, src=None):
-    return functools.partial(dropout_mask, bk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,15 +734,6 @@ def adam_(bk, params, grads, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta
              + (np.float32(lr), np.float32(beta1), np.float32(beta2), np.float32(eps),
                 np.float32(weight_decay), np.int32(bool(adamw)), s))
     return params
-
-
-def _bound(fn):
-    return lambda bk, src=None: functools.partial(fn, bk)
-
-
-make_global_norm = _bound(global_norm)
-make_clip_by_global_norm = _bound(clip_by_global_norm)
-make_unscale_and_check = _bound(unscale_and_check)
 
 
 def _as_list(x):

@@ -1,12 +1,15 @@
 """Fused CUDA kernels from ``autograd_gpu/kernels/*.cu``, compiled with NVRTC and cached.
 
-``KERNELS`` maps a kernel name to (source file stem, factory in ``kernel_impls``); the factory
-takes the backend and returns the callable that ``bk.kernel(name)`` hands out. Call signatures
-are documented in ``kernel_impls``; each kernel's reference is its op's xp (numpy) path.
+``KERNELS`` maps a kernel name to (source file stem, name in ``kernel_impls``): a ``make_*``
+factory, called with the backend and the stem, returns the callable that ``bk.kernel(name)``
+hands out; any other name is a function taking the backend first, handed out bound to it. Call
+signatures are documented in ``kernel_impls``; each kernel's reference is its op's xp (numpy)
+path.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from importlib import resources
@@ -17,23 +20,23 @@ KERNELS: dict[str, tuple[str, str]] = {
     "log_softmax_lastdim": ("softmax", "make_log_softmax"),
     "softmax_lastdim_grad": ("softmax", "make_softmax_grad"),
     "log_softmax_lastdim_grad": ("softmax", "make_log_softmax_grad"),
-    "cross_entropy": ("cross_entropy", "make_cross_entropy"),
-    "cross_entropy_grad": ("cross_entropy", "make_cross_entropy_grad"),
-    "cross_entropy_dlogits": ("cross_entropy", "make_cross_entropy_dlogits"),
-    "layer_norm": ("layer_norm", "make_layer_norm"),
-    "layer_norm_grad": ("layer_norm", "make_layer_norm_grad"),
-    "layer_norm_grad_y": ("layer_norm", "make_layer_norm_grad_y"),
-    "bias_act": ("bias_act", "make_bias_act"),
-    "bias_act_grad": ("bias_act", "make_bias_act_grad"),
+    "cross_entropy": ("cross_entropy", "cross_entropy"),
+    "cross_entropy_grad": ("cross_entropy", "cross_entropy_grad"),
+    "cross_entropy_dlogits": ("cross_entropy", "cross_entropy_dlogits"),
+    "layer_norm": ("layer_norm", "layer_norm"),
+    "layer_norm_grad": ("layer_norm", "layer_norm_grad"),
+    "layer_norm_grad_y": ("layer_norm", "layer_norm_grad_y"),
+    "bias_act": ("bias_act", "bias_act"),
+    "bias_act_grad": ("bias_act", "bias_act_grad"),
     # ops/indexing.py, ops/conv.py (embedding): deterministic scatter-add
-    "scatter_add": ("segment_sum", "make_scatter_add"),
+    "scatter_add": ("segment_sum", "deterministic_scatter_add"),
     # ops/random.py
-    "dropout": ("dropout", "make_dropout"),
-    "dropout_mask": ("dropout", "make_dropout_mask"),
+    "dropout": ("dropout", "dropout"),
+    "dropout_mask": ("dropout", "dropout_mask"),
     # clipping, amp, optim (multi-tensor)
-    "global_norm": ("multi_tensor", "make_global_norm"),
-    "clip_by_global_norm": ("multi_tensor", "make_clip_by_global_norm"),
-    "unscale_and_check": ("multi_tensor", "make_unscale_and_check"),
+    "global_norm": ("multi_tensor", "global_norm"),
+    "clip_by_global_norm": ("multi_tensor", "clip_by_global_norm"),
+    "unscale_and_check": ("multi_tensor", "unscale_and_check"),
     "sgd_momentum": ("optim", "make_sgd_momentum"),
     "adam": ("optim", "make_adam"),
     # ops/elementwise.py: vectorised relu, relu backward, bias add; mixed-precision casts
@@ -106,7 +109,9 @@ class KernelTable:
 
             if name not in KERNELS:
                 raise KeyError(f"no fused kernel named {name!r}; known: {sorted(KERNELS)}")
-            stem, factory = KERNELS[name]
-            fn = getattr(kernel_impls, factory)(self.bk, stem)
+            stem, attr = KERNELS[name]
+            impl = getattr(kernel_impls, attr)
+            fn = impl(self.bk, stem) if attr.startswith("make_") else functools.partial(
+                impl, self.bk)
             self._cache[name] = fn
         return fn

@@ -27,6 +27,17 @@ __device__ __forceinline__ U4 philox4x32_10(U4 c, unsigned int k0, unsigned int 
     return c;
 }
 
+// the four words of group gi (elements 4 gi .. 4 gi + 3) for (seed, offset)
+__device__ __forceinline__ U4 philox_group(long long gi, unsigned long long seed,
+                                           unsigned long long offset) {
+    U4 c;
+    c.x = (unsigned int)gi;
+    c.y = (unsigned int)((unsigned long long)gi >> 32);
+    c.z = (unsigned int)offset;
+    c.w = (unsigned int)(offset >> 32);
+    return philox4x32_10(c, (unsigned int)seed, (unsigned int)(seed >> 32));
+}
+
 __device__ __forceinline__ unsigned int pick(U4 r, int j) {
     return j == 0 ? r.x : j == 1 ? r.y : j == 2 ? r.z : r.w;
 }
@@ -40,15 +51,9 @@ __global__ void dropout_fwd(const T* __restrict__ x, T* __restrict__ y,
     long long groups = (n + 3) / 4;
     A scale = p < 1.0 ? A(1) / (A(1) - (A)p) : A(0);
     float pf = (float)p;  // the threshold is compared in float32 (as the numpy twin does)
-    unsigned int k0 = (unsigned int)seed, k1 = (unsigned int)(seed >> 32);
     for (long long gi = blockIdx.x * (long long)blockDim.x + threadIdx.x; gi < groups;
          gi += (long long)gridDim.x * blockDim.x) {
-        U4 c;
-        c.x = (unsigned int)gi;
-        c.y = (unsigned int)((unsigned long long)gi >> 32);
-        c.z = (unsigned int)offset;
-        c.w = (unsigned int)(offset >> 32);
-        U4 r = philox4x32_10(c, k0, k1);
+        U4 r = philox_group(gi, seed, offset);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             long long i = gi * 4 + j;
@@ -70,12 +75,7 @@ extern "C" __global__ void philox_words(unsigned int* __restrict__ out, long lon
                                         unsigned long long seed, unsigned long long offset) {
     for (long long gi = blockIdx.x * (long long)blockDim.x + threadIdx.x; gi < groups;
          gi += (long long)gridDim.x * blockDim.x) {
-        U4 c;
-        c.x = (unsigned int)gi;
-        c.y = (unsigned int)((unsigned long long)gi >> 32);
-        c.z = (unsigned int)offset;
-        c.w = (unsigned int)(offset >> 32);
-        U4 r = philox4x32_10(c, (unsigned int)seed, (unsigned int)(seed >> 32));
+        U4 r = philox_group(gi, seed, offset);
         out[4 * gi] = r.x;
         out[4 * gi + 1] = r.y;
         out[4 * gi + 2] = r.z;
