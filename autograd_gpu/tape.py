@@ -14,6 +14,8 @@ import contextlib
 import weakref
 
 from . import dtypes as _dt
+from .backend import NUMPY
+from .backend.host_pool import POOL as HOST_POOL
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
 from .ops.context import STATE, Suspend, new_id, pop_hook, push_hook
 from .ops.graph import Node
@@ -275,11 +277,14 @@ class GradientTape:
         swept = [h for h in self._hooks if all(h is not x for x in st.hooks)]
         for h in swept:  # a tape's hooks also watch its sweep after it stopped recording
             push_hook(h)
+        pooled = None
         try:
             differentiable = bool(st.recording or st.accumulators)
             bk = seeds[0][0]._bk if seeds else None
             if bk is None:
                 return [None] * len(want)
+            if bk is NUMPY:  # arrays made here come from (and die into) the host pool
+                pooled = HOST_POOL.enter()
             F = tensors(bk) if differentiable else raw(bk)
             release = not self.persistent
             want_set = set(want)
@@ -354,6 +359,7 @@ class GradientTape:
                 out.append(g)
             return out
         finally:
+            HOST_POOL.leave(pooled)
             self._resume(was)
             for h in swept:
                 pop_hook(h)

@@ -226,3 +226,24 @@ def test_gpu_pool_delta_and_nvml():
         else:
             assert snap.device_used_bytes > 8 * 2**20
         assert "CuPy pool" in p.report()
+
+
+def test_cpu_pool_total_counts_the_host_pools_cached_blocks(prof):
+    """On the CPU, pool_total_bytes is the traced bytes plus the blocks the host memory pool
+    keeps for the next sweep (which tracemalloc no longer sees); the report says so."""
+    pool = ag.host_memory_pool()
+    if not pool.enabled:
+        pytest.skip("host memory pool not compiled or turned off")
+    pool.free_all_blocks()
+    rng = np.random.default_rng(0)
+    w = ag.Variable(rng.standard_normal((512, 512)))
+    x = ag.Tensor.from_array(rng.standard_normal((512, 512)))
+    with ag.GradientTape() as tape:
+        loss = ag.tanh(x @ w).sum()
+    grads = tape.gradient(loss, [w])
+    del grads  # its 2 MiB block goes back to the pool
+    snap = prof.record_checkpoint("after")
+    assert pool.cached_bytes() >= 512 * 512 * 8
+    assert snap.pool_total_bytes == snap.current_bytes + pool.cached_bytes()
+    assert "host pool:" in prof.report()
+    pool.free_all_blocks()

@@ -20,9 +20,9 @@ TEST_TIMEOUT=${TEST_TIMEOUT:-200}
 BENCH_BUDGET=${BENCH_BUDGET:-190}
 T0=$(date +%s)
 
-# The compiled graph node (autograd_gpu/_native.c; *.so files are git-ignored, so a copied
-# working tree has none): build it in place when a C compiler is there, else the pure-Python node
-# is used. env.txt says which.
+# The compiled parts (autograd_gpu/_native.c, _hostpool.c; *.so files are git-ignored, so a
+# copied working tree has none): built in place when a C compiler is there, else the pure-Python
+# node and NumPy's allocator are used. env.txt says which.
 timeout 120 "$PY" setup.py -q build_ext --inplace > "$OUT/native_build.log" 2>&1
 
 {
@@ -40,6 +40,8 @@ from autograd_gpu.backend.cupy_backend import cupy_status
 print("cupy_status", cupy_status())
 from autograd_gpu.ops import graph
 print("graph node:", "compiled" if graph.Node is not graph.PyNode else "pure Python")
+from autograd_gpu.backend.host_pool import POOL
+print("host pool:", POOL)
 PYEOF
 } > "$OUT/env.txt" 2>&1
 

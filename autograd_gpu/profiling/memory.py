@@ -32,6 +32,7 @@ import tracemalloc
 import weakref
 from dataclasses import dataclass, field
 
+from ..backend.host_pool import POOL as HOST_POOL
 from ..errors import ArgumentError
 
 _MB = 1024.0 * 1024.0
@@ -63,7 +64,9 @@ class MemorySnapshot:
     time_s: float
     current_bytes: int
     peak_bytes: int
-    pool_total_bytes: int | None = None  # GPU: bytes CuPy's pool holds
+    # bytes the pool holds: CuPy's on a GPU; on the CPU the traced bytes plus the host pool's
+    # cached blocks (autograd_gpu/backend/host_pool.py), which tracemalloc does not see
+    pool_total_bytes: int | None = None
     device_used_bytes: int | None = None  # GPU: NVML's used memory of the device
     live_tensors: int = 0
     live_tapes: int = 0
@@ -248,6 +251,8 @@ class GradientMemoryProfiler:
             if self._nvml is not None:
                 nv, handle = self._nvml
                 snap.device_used_bytes = int(nv.nvmlDeviceGetMemoryInfo(handle).used)
+        else:
+            snap.pool_total_bytes = cur + HOST_POOL.cached_bytes()
         self.snapshots.append(snap)
         self._interval_peak()  # the next interval starts now, without this call's own scans
         return snap
@@ -437,6 +442,9 @@ class GradientMemoryProfiler:
             if top.kept_bytes:
                 lines.append(f"memory kept by tapes at '{top.label}':")
                 lines += _format_table(top.kept_by_op)
+        if not self.gpu and HOST_POOL.enabled:
+            lines.append(f"host pool: {HOST_POOL.cached_bytes() / _MB:.3f} MB of freed blocks "
+                         "cached for reuse (not in tracemalloc's figures)")
         live = self._kept_table(self._live_tapes())
         if any(r["nodes"] for r in live.values()):
             lines.append("memory kept by live tapes now:")
