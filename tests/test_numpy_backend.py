@@ -58,3 +58,21 @@ def test_act_grad_holds_one_temporary(act):
     assert peak < 1.5 * g.nbytes, peak / g.nbytes  # the result only (the plain forms: 2 x)
     assert np.array_equal(g, g0) and np.array_equal(y, y0)  # the inputs are left alone
     assert out is not g and out is not y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("shape", [(3, 80), (80,), (2, 3, 64), (5, 7), ()])
+def test_relu_bits_match_numpy_maximum_with_zero(dtype, shape):
+    """relu takes np.maximum against a row of zeros when the last axis is long enough (the
+    contiguous SIMD loop); the bits must be those of np.maximum(x, 0), NaN, -0.0 and infinities
+    included."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.0, 2.0, -np.nan], dtype)
+    flat = x.reshape(-1)
+    flat[: min(flat.size, special.size)] = special[: flat.size]
+    y = NumpyBackend.relu(x)
+    ref = np.maximum(x, 0)
+    assert y.dtype == ref.dtype and y.shape == ref.shape
+    bits = [np.atleast_1d(a).view(np.uint8) for a in (y, ref)]
+    np.testing.assert_array_equal(*bits)
