@@ -208,16 +208,19 @@ def test_set_limit_rejects_bad_values():
         POOL.set_limit(1.5)
 
 
-def _run(env_value, code):
+def _run(env_value, code, cwd):
+    """``python -c code`` from ``cwd`` (not the checkout: ``-c`` puts the working directory first
+    on sys.path, and a checkout's source tree has no compiled extension in CI)."""
     env = dict(os.environ, AUTOGRAD_GPU_HOST_POOL_MB=env_value)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=cwd)
 
 
-def test_the_environment_sets_the_limit_or_turns_the_pool_off():
+def test_the_environment_sets_the_limit_or_turns_the_pool_off(tmp_path):
     code = "import autograd_gpu as ag; p = ag.host_memory_pool(); print(p.enabled, p.limit_bytes)"
-    assert _run("0", code).stdout.split() == ["False", "0"]
-    assert _run("8", code).stdout.split() == ["True", str(8 << 20)]
-    bad = _run("lots", code)
+    assert _run("0", code, tmp_path).stdout.split() == ["False", "0"]
+    assert _run("8", code, tmp_path).stdout.split() == ["True", str(8 << 20)]
+    bad = _run("lots", code, tmp_path)
     assert bad.returncode != 0
     assert "AUTOGRAD_GPU_HOST_POOL_MB" in bad.stderr and "'lots'" in bad.stderr
 
