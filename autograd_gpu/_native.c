@@ -169,6 +169,9 @@ static struct {
     int ready;
 } R;
 
+/* attribute and keyword names used by sweep() (interned by configure) */
+static PyObject *s_vjp, *s_astype, *s_drop_tape, *s_dtype_kw;
+
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 #define MAX_INPUTS 8
 
@@ -224,6 +227,13 @@ configure(PyObject *module, PyObject *args)
     INTERN(s_saved_map, "saved_map")
     INTERN(s_recorded, "recorded")
 #undef INTERN
+    PyObject **names[] = {&s_vjp, &s_astype, &s_drop_tape, &s_dtype_kw};
+    const char *texts[] = {"vjp", "astype", "drop_tape", "dtype"};
+    for (int k = 0; k < 4; k++) {
+        if (*names[k] == NULL && (*names[k] = PyUnicode_InternFromString(texts[k])) == NULL) {
+            return NULL;
+        }
+    }
     if (R.empty == NULL && (R.empty = PyTuple_New(0)) == NULL) {
         return NULL;
     }
@@ -544,11 +554,280 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * sweep(nodes, grads, want, found, tid, release, F, restore, wrap, bk, sum_to, batch_nd, empty):
+ * the loop of GradientTape.backward in C, for a sweep without hooks.
+ *
+ * Same steps, in the same order, as the Python loop in tape.py (the reference, used with the
+ * pure-Python node, with AUTOGRAD_GPU_PURE_PYTHON=1 and whenever a hook watches the sweep):
+ * walk the recorded nodes backwards; take each node's cotangent out of ``grads``; note it in
+ * ``found`` if the node is wanted; restore released saved values (``restore(node)``: the
+ * checkpointing replay), wrap them as tensors for a differentiable sweep (``wrap(node, bk)``), run
+ * the op's vjp rule; release the node's saved values (non-persistent tapes); then for each
+ * parent that some later step can use, unbroadcast (``sum_to``) and cast the input cotangent to
+ * the parent's meta and add it into ``grads``. Only the Python-level bookkeeping moves to C: the
+ * rules, restores and sums are the same Python calls. Errors propagate with the sweep stopped
+ * where it failed, as in Python.
+ */
+
+
+static int
+contains(PyObject *set, PyObject *key)
+{
+    return PyAnySet_Check(set) ? PySet_Contains(set, key) : PySequence_Contains(set, key);
+}
+
+/* the input cotangent ``gi`` for parent ``p`` (a new reference), reduced to p's shape and cast
+ * to its dtype; NULL on error */
+static PyObject *
+fit_to_parent(PyObject *gi, NodeObject *p, PyObject *F, PyObject *sum_to, Py_ssize_t batch_nd,
+              PyObject *batch_obj)
+{
+    PyObject *meta = p->out_meta;
+    if (!PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) != 2) {
+        PyErr_SetString(PyExc_TypeError, "sweep: a node's out_meta is not (shape, dtype)");
+        return NULL;
+    }
+    PyObject *shape = PyTuple_GET_ITEM(meta, 0), *dtype = PyTuple_GET_ITEM(meta, 1);
+    Py_INCREF(gi);
+    PyObject *gshape = PyObject_GetAttr(gi, R.s_shape);
+    if (gshape == NULL) {
+        goto fail;
+    }
+    if (batch_nd) {
+        PyObject *tail = PySequence_GetSlice(gshape, batch_nd, PY_SSIZE_T_MAX);
+        Py_SETREF(gshape, tail);
+        if (gshape == NULL) {
+            goto fail;
+        }
+    }
+    int same = gshape == shape ? 1 : PyObject_RichCompareBool(gshape, shape, Py_EQ);
+    Py_DECREF(gshape);
+    if (same < 0) {
+        goto fail;
+    }
+    if (!same) {
+        PyObject *r = PyObject_CallFunctionObjArgs(sum_to, F, gi, shape, batch_obj, NULL);
+        Py_SETREF(gi, r);
+        if (gi == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *gd = PyObject_GetAttr(gi, R.s_dtype);
+    if (gd == NULL) {
+        goto fail;
+    }
+    same = gd == dtype ? 1 : PyObject_RichCompareBool(gd, dtype, Py_EQ);
+    Py_DECREF(gd);
+    if (same < 0) {
+        goto fail;
+    }
+    if (!same) {
+        PyObject *astype = PyObject_GetAttr(F, s_astype);
+        if (astype == NULL) {
+            goto fail;
+        }
+        PyObject *a = PyTuple_Pack(1, gi);
+        PyObject *kw = a ? PyDict_New() : NULL;
+        PyObject *r = NULL;
+        if (kw != NULL && PyDict_SetItem(kw, s_dtype_kw, dtype) == 0) {
+            r = PyObject_Call(astype, a, kw);
+        }
+        Py_DECREF(astype);
+        Py_XDECREF(a);
+        Py_XDECREF(kw);
+        Py_SETREF(gi, r);
+    }
+    return gi;
+fail:
+    Py_DECREF(gi);
+    return NULL;
+}
+
+static PyObject *
+sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "sweep() takes 13 positional arguments");
+        return NULL;
+    }
+    PyObject *nodes = args[0], *grads = args[1], *want = args[2], *found = args[3],
+             *tid = args[4], *F = args[6], *restore = args[7], *wrap = args[8], *bk = args[9],
+             *sum_to = args[10], *batch_obj = args[11], *empty = args[12];
+    int release = PyObject_IsTrue(args[5]);
+    Py_ssize_t batch_nd = PyLong_AsSsize_t(batch_obj);
+    if (release < 0 || (batch_nd == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (!R.ready || !PyList_Check(nodes) || !PyDict_Check(grads) || !PyDict_Check(found)) {
+        PyErr_SetString(PyExc_TypeError, "sweep: not configured, or bad argument types");
+        return NULL;
+    }
+    for (Py_ssize_t i = PyList_GET_SIZE(nodes) - 1; i >= 0; i--) {
+        if (i >= PyList_GET_SIZE(nodes)) {  /* the list shrank under us: stop, as reversed() */
+            break;
+        }
+        PyObject *obj = PyList_GET_ITEM(nodes, i);
+        if (Py_TYPE(obj) != R.node_type) {
+            PyErr_SetString(PyExc_TypeError, "sweep: the tape holds a node of another type");
+            return NULL;
+        }
+        NodeObject *node = (NodeObject *)obj;
+        Py_INCREF(node);
+        PyObject *g = PyDict_GetItemWithError(grads, obj);
+        if (g == NULL) {
+            Py_DECREF(node);
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        Py_INCREF(g);
+        PyObject *saved = NULL, *vjp = NULL, *gis = NULL, *seq = NULL;
+        if (PyDict_DelItem(grads, obj) < 0) {
+            goto fail;
+        }
+        int w = contains(want, obj);
+        if (w < 0 || (w && PyDict_SetItem(found, obj, g) < 0)) {
+            goto fail;
+        }
+        saved = node->saved;
+        Py_INCREF(saved);
+        if (saved == Py_None) {
+            Py_SETREF(saved, PyObject_CallOneArg(restore, obj));
+            if (saved == NULL) {
+                goto fail;
+            }
+        }
+        if (wrap != Py_None) {
+            Py_SETREF(saved, PyObject_CallFunctionObjArgs(wrap, obj, bk, NULL));
+            if (saved == NULL) {
+                goto fail;
+            }
+        }
+        PyObject *parents = node->parents;
+        Py_INCREF(parents);
+        vjp = PyObject_GetAttr(node->op, s_vjp);
+        if (vjp == NULL) {
+            Py_DECREF(parents);
+            goto fail;
+        }
+        PyObject *params = node->params;
+        if (PyDict_Check(params) && PyDict_GET_SIZE(params)) {
+            PyObject *a = PyTuple_Pack(4, F, g, saved, parents);
+            gis = a ? PyObject_Call(vjp, a, params) : NULL;
+            Py_XDECREF(a);
+        }
+        else {
+            PyObject *vargs[4] = {F, g, saved, parents};
+            gis = PyObject_Vectorcall(vjp, vargs, 4, NULL);
+        }
+        Py_CLEAR(vjp);
+        Py_CLEAR(g);  /* not held while the sums below allocate */
+        Py_CLEAR(saved);
+        if (gis == NULL) {
+            Py_DECREF(parents);
+            goto fail;
+        }
+        if (release) {
+            PyObject *tp = node->tapes;
+            if (PyAnySet_Check(tp) && PySet_GET_SIZE(tp) == 1) {  /* only this tape */
+                set_field(&node->tapes, empty);
+                set_field(&node->saved, Py_None);
+                set_field(&node->extra, Py_None);  /* checkpoint bookkeeping goes too */
+            }
+            else {
+                PyObject *r = PyObject_CallMethodOneArg(obj, s_drop_tape, tid);
+                if (r == NULL) {
+                    Py_DECREF(parents);
+                    goto fail;
+                }
+                Py_DECREF(r);
+            }
+        }
+        seq = PySequence_Fast(gis, "sweep: a vjp rule must return a tuple");
+        if (seq == NULL) {
+            Py_DECREF(parents);
+            goto fail;
+        }
+        Py_ssize_t np_ = PyTuple_GET_SIZE(parents), ng = PySequence_Fast_GET_SIZE(seq);
+        for (Py_ssize_t k = 0; k < np_ && k < ng; k++) {
+            PyObject *pobj = PyTuple_GET_ITEM(parents, k);
+            PyObject *gi = PySequence_Fast_GET_ITEM(seq, k);
+            if (pobj == Py_None || gi == Py_None) {
+                continue;
+            }
+            if (Py_TYPE(pobj) != R.node_type) {
+                PyErr_SetString(PyExc_TypeError, "sweep: a parent is not a graph node");
+                Py_DECREF(parents);
+                goto fail;
+            }
+            NodeObject *p = (NodeObject *)pobj;
+            int live = p->op != Py_None;
+            if (live) {
+                live = contains(p->tapes, tid);
+                if (live < 0) {
+                    Py_DECREF(parents);
+                    goto fail;
+                }
+            }
+            if (!live) {  /* a leaf or another tape's node: only if someone asked for it */
+                live = contains(want, pobj);
+                if (live <= 0) {
+                    if (live < 0) {
+                        Py_DECREF(parents);
+                        goto fail;
+                    }
+                    continue;
+                }
+            }
+            PyObject *fit = fit_to_parent(gi, p, F, sum_to, batch_nd, batch_obj);
+            if (fit == NULL) {
+                Py_DECREF(parents);
+                goto fail;
+            }
+            PyObject *prev = PyDict_GetItemWithError(grads, pobj);
+            int err;
+            if (prev != NULL) {
+                PyObject *sum = PyNumber_Add(prev, fit);
+                err = sum == NULL ? -1 : PyDict_SetItem(grads, pobj, sum);
+                Py_XDECREF(sum);
+            }
+            else {
+                err = PyErr_Occurred() ? -1 : PyDict_SetItem(grads, pobj, fit);
+            }
+            Py_DECREF(fit);
+            if (err < 0) {
+                Py_DECREF(parents);
+                goto fail;
+            }
+        }
+        Py_DECREF(parents);
+        Py_DECREF(seq);
+        Py_DECREF(gis);  /* not held through the next node's restore and rule */
+        Py_DECREF(node);
+        continue;
+    fail:
+        Py_XDECREF(seq);
+        Py_XDECREF(gis);
+        Py_XDECREF(vjp);
+        Py_XDECREF(saved);
+        Py_XDECREF(g);
+        Py_DECREF(node);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
     {"configure", (PyCFunction)configure, METH_VARARGS,
      "configure(Node, Tensor, TrackedTensor, fix_out): enable record()."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(op, inputs, params, mode) -> TrackedTensor, or NotImplemented (Python path)."},
+    {"sweep", (PyCFunction)(void (*)(void))sweep, METH_FASTCALL,
+     "sweep(nodes, grads, want, found, tid, release, F, restore, wrap, bk, sum_to, batch_nd, "
+     "empty): GradientTape.backward's loop without hooks."},
     {NULL, NULL, 0, NULL},
 };
 

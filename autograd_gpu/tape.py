@@ -19,7 +19,7 @@ from .backend.host_pool import POOL as HOST_POOL
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
 from .ops.context import STATE, Suspend, new_id, pop_hook, push_hook
 from .ops.graph import Node
-from .ops.registry import raw, saved_tensors, sum_to, tensors
+from .ops.registry import native_sweep, raw, saved_tensors, sum_to, tensors
 from .tensor import Tensor, TrackedTensor, Variable
 
 _EMPTY = frozenset()
@@ -300,52 +300,57 @@ class GradientTape:
                     g = seed._data if isinstance(seed, Tensor) else seed
                 grads[node] = grads[node] + g if node in grads else g
             hooks = st.hooks
-            # Recording order is a topological order: sweep it backwards. Nodes without a
-            # cotangent are skipped at the cost of one dict lookup.
-            for node in reversed(self._nodes):
-                g = grads.pop(node, None)
-                if g is None:
-                    continue
-                if node in want_set:
-                    found[node] = g
-                saved = node.saved
-                if saved is None:
-                    saved = self._restore(node)
-                if differentiable:
-                    saved = saved_tensors(node, bk)
-                parents = node.parents
-                if hooks:
-                    gis = _hooked_vjp(hooks, node, F, g, saved, parents)
-                elif node.params:
-                    gis = node.op.vjp(F, g, saved, parents, **node.params)
-                else:
-                    gis = node.op.vjp(F, g, saved, parents)
-                g = saved = None  # not held while the sums below allocate
-                if release:
-                    if len(node.tapes) == 1:  # only this tape: free the saved values now
-                        node.tapes = _EMPTY
-                        node.saved = None
-                        node.extra = None  # checkpoint bookkeeping goes with the saved values
-                    else:
-                        node.drop_tape(tid)
-                for p, gi in zip(parents, gis):
-                    if p is None or gi is None:
+            if native_sweep is not None and not hooks:  # the loop below, in C (_native.c)
+                native_sweep(self._nodes, grads, want_set, found, tid, release, F,
+                             self._restore, saved_tensors if differentiable else None, bk,
+                             sum_to, batch_nd, _EMPTY)
+            else:
+                # Recording order is a topological order: sweep it backwards. Nodes without a
+                # cotangent are skipped at the cost of one dict lookup.
+                for node in reversed(self._nodes):
+                    g = grads.pop(node, None)
+                    if g is None:
                         continue
-                    # a tracked input's (shape, dtype) is its parent's output meta
-                    shape, dtype = p.out_meta
-                    gshape = gi.shape
-                    if (gshape[batch_nd:] if batch_nd else gshape) != shape:
-                        gi = sum_to(F, gi, shape, batch_nd)
-                    gd = gi.dtype
-                    if gd is not dtype and gd != dtype:
-                        gi = F.astype(gi, dtype=dtype)
-                    if (p.op is None or tid not in p.tapes) and p not in want_set:
-                        continue  # a leaf or another tape's node that nobody asked for
-                    if p in grads:
-                        grads[p] = grads[p] + gi
+                    if node in want_set:
+                        found[node] = g
+                    saved = node.saved
+                    if saved is None:
+                        saved = self._restore(node)
+                    if differentiable:
+                        saved = saved_tensors(node, bk)
+                    parents = node.parents
+                    if hooks:
+                        gis = _hooked_vjp(hooks, node, F, g, saved, parents)
+                    elif node.params:
+                        gis = node.op.vjp(F, g, saved, parents, **node.params)
                     else:
-                        grads[p] = gi
-                gis = gi = None  # not held through the next node's restore and rule
+                        gis = node.op.vjp(F, g, saved, parents)
+                    g = saved = None  # not held while the sums below allocate
+                    if release:
+                        if len(node.tapes) == 1:  # only this tape: free the saved values now
+                            node.tapes = _EMPTY
+                            node.saved = None
+                            node.extra = None  # checkpoint bookkeeping goes with them
+                        else:
+                            node.drop_tape(tid)
+                    for p, gi in zip(parents, gis):
+                        if p is None or gi is None:
+                            continue
+                        if (p.op is None or tid not in p.tapes) and p not in want_set:
+                            continue  # a leaf or another tape's node that nobody asked for
+                        # a tracked input's (shape, dtype) is its parent's output meta
+                        shape, dtype = p.out_meta
+                        gshape = gi.shape
+                        if (gshape[batch_nd:] if batch_nd else gshape) != shape:
+                            gi = sum_to(F, gi, shape, batch_nd)
+                        gd = gi.dtype
+                        if gd is not dtype and gd != dtype:
+                            gi = F.astype(gi, dtype=dtype)
+                        if p in grads:
+                            grads[p] = grads[p] + gi
+                        else:
+                            grads[p] = gi
+                    gis = gi = None  # not held through the next node's restore and rule
             for node in want:
                 if node not in found and node in grads:
                     found[node] = grads[node]

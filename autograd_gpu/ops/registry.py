@@ -383,18 +383,18 @@ def _fix_out(bk, out, saved):
     return new, tuple(new if s is out else s for s in saved)
 
 
-def _native_record():
-    """``_native.record`` configured for this build, or None (not compiled, or the pure-Python
-    node in use: AUTOGRAD_GPU_PURE_PYTHON=1)."""
+def _native_parts():
+    """``(_native.record, _native.sweep)`` configured for this build, or (None, None) (not
+    compiled, or the pure-Python node in use: AUTOGRAD_GPU_PURE_PYTHON=1)."""
     if Node is PyNode:
-        return None
+        return None, None
     from .. import _native
 
     _native.configure(Node, Tensor, TrackedTensor, _fix_out)
-    return _native.record
+    return _native.record, _native.sweep
 
 
-_record = _native_record()
+_record, native_sweep = _native_parts()
 
 # what a hook's own call sees when nothing observes any more (never filled: nobody holds it)
 _IDLE = Mode.__new__(Mode)
