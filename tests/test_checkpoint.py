@@ -589,3 +589,79 @@ def test_auto_greedy_segments_replay_each_op_at_most_once():
         assert count <= depth, (name, count)  # each layer's op at most once
     peak = _chain_peak(run, x0, cfg) - overhead
     assert peak <= cfg.memory_budget_mb, (peak, cfg.memory_budget_mb)
+
+
+# ---- random graphs: every strategy against NONE -----------------------------------------------
+
+def _random_graph(seed, width=8, batch=512, n_ops=40):
+    """A random DAG over a pool of live values: unary activations (tanh, sigmoid, relu, exp of a
+    bounded value, sin), dropout (a seeded mask: replays must draw it again), binary ops between
+    any two live values (add, mul, sub: residual connections and fan-out), matmuls with one of a
+    few shared weights, sums with broadcasting back. Returns run(cfg) -> (loss, grads)."""
+    rng = np.random.default_rng(seed)
+    Ws = [ag.Variable(rng.standard_normal((width, width)) / np.sqrt(width)) for _ in range(3)]
+    b = ag.Variable(0.1 * rng.standard_normal(width))
+    x0 = rng.standard_normal((batch, width))
+    plan = []
+    n_vals = 1
+    for i in range(n_ops):
+        kind = rng.choice(["unary", "unary", "binary", "matmul", "matmul", "dropout", "bias",
+                           "rowsum"])
+        a = int(rng.integers(max(0, n_vals - 6), n_vals))  # mostly recent values: deep chains
+        c = int(rng.integers(0, n_vals))  # any value: long skips
+        plan.append((str(kind), a, c, int(rng.integers(0, 5)), int(rng.integers(0, 3)), i))
+        n_vals += 1
+
+    def run(cfg):
+        with ag.GradientTape(checkpoint=cfg) as tape:
+            for v in Ws + [b]:
+                tape.watch(v)  # a weight the graph never reads has a None gradient
+            vals = [ag.Tensor.from_array(x0)]
+            for kind, a, c, k, w, i in plan:
+                va, vc = vals[a], vals[c]
+                if kind == "unary":
+                    f = (ag.tanh, ag.sigmoid, ag.relu, lambda t: ag.exp(ag.tanh(t)), ag.sin)[k]
+                    y = f(va)
+                elif kind == "binary":
+                    y = (va + vc, va * vc, va - vc, va * 0.5 + vc, ag.maximum(va, vc))[k]
+                elif kind == "matmul":
+                    y = va @ Ws[w]
+                elif kind == "dropout":
+                    y = ag.dropout(va, p=0.25, seed=100 + i)
+                elif kind == "bias":
+                    y = ag.tanh(va + b)
+                else:
+                    y = va * ag.tanh(va.sum(axis=1, keepdims=True))
+                vals.append(y)
+            loss = sum((v * v).mean() for v in vals[-3:])
+            del vals, va, vc, y  # only the tape keeps values now: replays must rebuild them
+        grads = tape.gradient(loss, Ws + [b])
+        return loss.numpy(), [None if g is None else g.numpy() for g in grads], \
+            checkpoint_stats(tape) or {}
+
+    act_mb = batch * width * 8 / MB
+    return run, act_mb
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_graphs_give_none_gradients_under_every_strategy(seed):
+    run, act = _random_graph(seed)
+    loss0, grads0, _ = run(None)
+    configs = [CheckpointConfig("block", checkpoint_every_n=n) for n in (1, 2, 3, 5)]
+    configs += [CheckpointConfig("selective"), CheckpointConfig("selective", min_compute_cost=2),
+                CheckpointConfig("full")]
+    configs += [CheckpointConfig("auto", memory_budget_mb=k * act) for k in (8, 14, 24, 60)]
+    replayed = 0
+    for cfg in configs:
+        try:
+            loss, grads, stats = run(cfg)
+        except CheckpointBudgetError:
+            assert cfg.strategy is CheckpointStrategy.AUTO  # a budget below one step's need
+            continue
+        replayed += stats.get("replayed_ops", 0)
+        assert np.array_equal(loss, loss0), cfg
+        for g, g0 in zip(grads, grads0):
+            assert (g is None) == (g0 is None), cfg
+            if g is not None:
+                assert np.array_equal(g, g0), cfg
+    assert replayed > 0  # values really were dropped and rebuilt
