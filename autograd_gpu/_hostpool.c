@@ -193,6 +193,19 @@ stats(PyObject *mod, PyObject *unused)
                          (Py_ssize_t)MIN_BLOCK, "max_blocks", MAX_BLOCKS, "hits", h, "misses", m);
 }
 
+static PyObject *
+after_fork_child(PyObject *mod, PyObject *unused)
+{
+    /* a thread of the parent may have held the lock when it forked: the child gets a new one
+     * (the old one is leaked on purpose; it may be locked forever) */
+    PyThread_type_lock fresh = PyThread_allocate_lock();
+    if (fresh == NULL) {
+        return PyErr_NoMemory();
+    }
+    lock = fresh;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef pool_methods[] = {
     {"activate", activate, METH_NOARGS,
      "Make the pool this context's NumPy data allocator; returns the previous handler."},
@@ -200,6 +213,7 @@ static PyMethodDef pool_methods[] = {
     {"set_limit", set_limit, METH_O, "set_limit(nbytes): most bytes kept; evicts down to it."},
     {"release", release, METH_NOARGS, "Free every cached block; returns the bytes freed."},
     {"stats", stats, METH_NOARGS, "Counters and sizes as a dict."},
+    {"after_fork_child", after_fork_child, METH_NOARGS, "Replace the lock (os.register_at_fork)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -231,3 +231,21 @@ def test_repr_and_stats_without_the_extension():
     assert not p.available and not p.enabled and p.enter() is None
     assert p.cached_bytes() == 0 and p.free_all_blocks() == 0
     assert "not compiled" in repr(p)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_can_use_the_pool(pool):
+    """The child gets a fresh lock (a parent's thread may have held the old one at the fork)."""
+    arrays = [_in_pool(lambda: np.empty(N32, np.float32)) for _ in range(2)]
+    arrays.clear()
+    pid = os.fork()
+    if pid == 0:  # the child: allocate from and free into the inherited cache, then leave
+        ok = 0
+        try:
+            a = _in_pool(lambda: np.full(N32, 3.0, np.float32))
+            ok = int(a[0] == 3.0 and POOL.stats()["hits"] > 0)
+            del a
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

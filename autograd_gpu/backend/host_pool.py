@@ -45,6 +45,8 @@ def _load():
         from .. import _hostpool
     except ImportError:  # built without a C compiler: NumPy's allocator throughout
         return None
+    if hasattr(os, "register_at_fork"):  # the cache's lock may be held by a parent's thread
+        os.register_at_fork(after_in_child=_hostpool.after_fork_child)
     return _hostpool
 
 
