@@ -11,6 +11,8 @@ import contextlib
 import os
 import traceback
 
+import numpy as np
+
 from .errors import AnomalyError, ArgumentError
 from .ops.context import pop_hook, push_hook
 from .tensor import Tensor
@@ -69,7 +71,14 @@ class _AnomalyHook:
         node.site = _call_site()
 
     def __call__(self, phase, op, args, params, call):
-        out = call(args, params)
+        if (phase == "forward" and self.check_forward) or (
+                phase == "vjp" and self.check_backward):
+            # NumPy's RuntimeWarning ("invalid value encountered in log") would only precede
+            # the AnomalyError below, which names the op and where it was called
+            with np.errstate(all="ignore"):
+                out = call(args, params)
+        else:
+            out = call(args, params)
         if phase == "forward" and self.check_forward:
             flag = _bad(out._data)
             if flag:

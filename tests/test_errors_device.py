@@ -211,3 +211,18 @@ def test_cuda_graph_capture_refuses_random_ops():
     finally:
         pop_hook(_refuse_random_ops)
     ag.dropout(y, 0.5)  # outside a capture: fine
+
+
+def test_anomaly_mode_raises_instead_of_numpys_warning():
+    """Inside detect_anomaly the AnomalyError replaces NumPy's RuntimeWarning for the same
+    event; outside, NumPy's floating-point settings apply as usual."""
+    import warnings
+
+    x = T([-1.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would fail the test
+        with pytest.raises(ag.AnomalyError, match="log"):
+            with ag.detect_anomaly():
+                ag.log(x)
+    with pytest.warns(RuntimeWarning, match="invalid value"):
+        ag.log(x)
