@@ -37,9 +37,10 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# (part, precision, time limit in seconds)
+# (part, precision, time limit in seconds), in the order they run: the targets of open issues
+# first (the suite's budget may run out before the last parts)
 PARTS = [("chain", "fp32", 50), ("mlp_fp32", "fp32", 50), ("mlp_tf32", "tf32", 40),
-         ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40), ("checkpoint", "fp32", 90)]
+         ("checkpoint", "fp32", 120), ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40)]
 
 
 # ---------------------------------------------------------------------------------------------
