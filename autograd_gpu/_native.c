@@ -42,29 +42,20 @@ set_field(PyObject **field, PyObject *value)
     Py_XSETREF(*field, value);
 }
 
+/* Fill a node's fields (borrowed references; NULL or old fields are replaced): the one
+ * definition of a new node's state, for Node(...) and for record() below. */
 static int
-node_init(NodeObject *self, PyObject *args, PyObject *kwds)
+node_fill(NodeObject *self, PyObject *op, PyObject *params, PyObject *parents, PyObject *in_meta,
+          PyObject *saved, PyObject *tapes, PyObject *gen, PyObject *out_meta, PyObject *ids)
 {
-    PyObject *op, *params, *parents, *in_meta, *saved, *tapes, *gen, *out_meta, *ids;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
-        PyErr_SetString(PyExc_TypeError, "Node() takes positional arguments only");
-        return -1;
-    }
-    if (!PyArg_UnpackTuple(args, "Node", 9, 9, &op, &params, &parents, &in_meta, &saved,
-                           &tapes, &gen, &out_meta, &ids)) {
-        return -1;
-    }
     int has_saved = PyObject_IsTrue(saved);
     if (has_saved < 0) {
         return -1;
     }
     /* saved_map: computed on first use from ids when something is saved, else empty */
-    PyObject *smap = has_saved ? Py_None : PyTuple_New(0);
+    PyObject *smap = has_saved ? Py_NewRef(Py_None) : PyTuple_New(0);
     if (smap == NULL) {
         return -1;
-    }
-    if (has_saved) {
-        Py_INCREF(smap);
     }
     set_field(&self->op, op);
     set_field(&self->params, params);
@@ -79,6 +70,21 @@ node_init(NodeObject *self, PyObject *args, PyObject *kwds)
     set_field(&self->site, Py_None);
     set_field(&self->extra, Py_None);
     return 0;
+}
+
+static int
+node_init(NodeObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *op, *params, *parents, *in_meta, *saved, *tapes, *gen, *out_meta, *ids;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Node() takes positional arguments only");
+        return -1;
+    }
+    if (!PyArg_UnpackTuple(args, "Node", 9, 9, &op, &params, &parents, &in_meta, &saved,
+                           &tapes, &gen, &out_meta, &ids)) {
+        return -1;
+    }
+    return node_fill(self, op, params, parents, in_meta, saved, tapes, gen, out_meta, ids);
 }
 
 static void
@@ -461,28 +467,11 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (gen_obj == NULL) goto done;
 
     node = (NodeObject *)R.node_type->tp_alloc(R.node_type, 0);
-    if (node == NULL) goto done;
-    Py_INCREF(op);
-    node->op = op;
-    Py_INCREF(params);
-    node->params = params;
-    node->parents = parents;
-    parents = NULL;
-    node->in_meta = in_meta ? in_meta : Py_NewRef(Py_None);
-    in_meta = NULL;
-    Py_INCREF(saved);
-    node->saved = saved;
-    node->smap = Py_NewRef(has_saved ? Py_None : R.empty);
-    node->ids = ids ? ids : Py_NewRef(Py_None);
-    ids = NULL;
-    Py_INCREF(found);
-    node->tapes = found;
-    node->gen = gen_obj;
-    gen_obj = NULL;
-    node->out_meta = out_meta;
-    out_meta = NULL;
-    node->site = Py_NewRef(Py_None);
-    node->extra = Py_NewRef(Py_None);
+    if (node == NULL ||
+        node_fill(node, op, params, parents, in_meta ? in_meta : Py_None, saved, found, gen_obj,
+                  out_meta, ids ? ids : Py_None) < 0) {
+        goto done;
+    }
 
     {   /* append to each recording tape's node list */
         Py_ssize_t pos = 0;
@@ -571,12 +560,6 @@ done:
  */
 
 
-static int
-contains(PyObject *set, PyObject *key)
-{
-    return PyAnySet_Check(set) ? PySet_Contains(set, key) : PySequence_Contains(set, key);
-}
-
 /* the input cotangent ``gi`` for parent ``p`` (a new reference), reduced to p's shape and cast
  * to its dtype; NULL on error */
 static PyObject *
@@ -660,7 +643,8 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (release < 0 || (batch_nd == -1 && PyErr_Occurred())) {
         return NULL;
     }
-    if (!R.ready || !PyList_Check(nodes) || !PyDict_Check(grads) || !PyDict_Check(found)) {
+    if (!R.ready || !PyList_Check(nodes) || !PyDict_Check(grads) || !PyDict_Check(found) ||
+        !PyAnySet_Check(want)) {
         PyErr_SetString(PyExc_TypeError, "sweep: not configured, or bad argument types");
         return NULL;
     }
@@ -688,7 +672,7 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (PyDict_DelItem(grads, obj) < 0) {
             goto fail;
         }
-        int w = contains(want, obj);
+        int w = PySet_Contains(want, obj);
         if (w < 0 || (w && PyDict_SetItem(found, obj, g) < 0)) {
             goto fail;
         }
@@ -766,14 +750,14 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             NodeObject *p = (NodeObject *)pobj;
             int live = p->op != Py_None;
             if (live) {
-                live = contains(p->tapes, tid);
+                live = PySet_Contains(p->tapes, tid);
                 if (live < 0) {
                     Py_DECREF(parents);
                     goto fail;
                 }
             }
             if (!live) {  /* a leaf or another tape's node: only if someone asked for it */
-                live = contains(want, pobj);
+                live = PySet_Contains(want, pobj);
                 if (live <= 0) {
                     if (live < 0) {
                         Py_DECREF(parents);

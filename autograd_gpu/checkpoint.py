@@ -516,9 +516,10 @@ class _Plan:
 
     def _slide(self, node, rec, ext) -> bool:
         """``node`` does not fit: close the oldest nodes of the open segment instead of all of
-        it (module docstring, point 3). They join the latest closed segment while the two still
-        restore in one replay under the budget (the replay then starts from that segment's
-        anchors, so no anchor is added); when that segment is full they start the next one.
+        it (module docstring, points 2 and 3). They join the latest closed segment while the
+        two still restore in one replay under the budget (the replay then starts from that
+        segment's anchors, so no anchor is added); when that segment is full they start the
+        next one.
         Merges close at least a quarter of what the open segment holds, so that this runs once
         per several nodes. Returns whether ``node`` fits now."""
         for _ in range(16):
@@ -542,7 +543,7 @@ class _Plan:
             if merge:
                 closed = [n for n in (ref() for ref in self.closed) if n is not None]
                 while chunk and fixed + _segment_bytes(closed + chunk, _anchor_value,
-                                                       dropping=chunk) > self.budget:
+                                                       dropping=set(chunk)) > self.budget:
                     # the two would not restore in one replay: take less
                     freed -= chunk.pop().extra.charged
                 if freed < over:  # the closed segment is full: the next one starts here
@@ -913,11 +914,11 @@ class _Plan:
         return total
 
 
-def _segment_bytes(order, known, dropping=()) -> int:
+def _segment_bytes(order, known, dropping=frozenset()) -> int:
     """Bytes that restoring the saved values of every dropped node in ``order`` (and of the
-    nodes in ``dropping``, about to be dropped) adds, from metadata (the arrays are gone): each
-    graph value once (a tanh's output is also the next matmul's saved input), constants (masks)
-    as output-sized; values already held (anchors, ``known``) add nothing."""
+    nodes in the set ``dropping``, about to be dropped) adds, from metadata (the arrays are
+    gone): each graph value once (a tanh's output is also the next matmul's saved input),
+    constants (masks) as output-sized; values already held (anchors, ``known``) add nothing."""
     seen: set = set()
     total = 0
     for n in order:

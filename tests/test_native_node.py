@@ -120,27 +120,36 @@ def test_watched_variables_and_their_nodes_copy_and_pickle():
 
 # ---- the compiled recording path (_native.record) against the Python one ----------------------
 
+def _with_and_without(module, attr, fn):
+    """[fn() with ``module.attr`` as it is (the compiled part when in use), fn() with it set to
+    None (the Python path)]."""
+    runs = []
+    for compiled in (True, False):
+        saved = getattr(module, attr)
+        if not compiled:
+            setattr(module, attr, None)
+        try:
+            runs.append(fn())
+        finally:
+            setattr(module, attr, saved)
+    return runs
+
+
 def _record_both(fn, *arrays):
     """Run fn on tracked copies of ``arrays`` twice: through apply (the compiled path when it
     is in use) and with registry._record switched off (the Python path). Returns, per run, the
     output and the tape's nodes."""
     from autograd_gpu.ops import registry
 
-    runs = []
-    for native_path in (True, False):
-        saved = registry._record
-        if not native_path:
-            registry._record = None
-        try:
-            xs = [ag.Tensor.from_array(a) for a in arrays]
-            with ag.GradientTape(persistent=True) as tape:
-                for x in xs[:-1]:  # the last one stays an untracked constant
-                    tape.watch(x)
-                out = fn(*xs)
-            runs.append((out, list(tape._nodes)))
-        finally:
-            registry._record = saved
-    return runs
+    def run():
+        xs = [ag.Tensor.from_array(a) for a in arrays]
+        with ag.GradientTape(persistent=True) as tape:
+            for x in xs[:-1]:  # the last one stays an untracked constant
+                tape.watch(x)
+            out = fn(*xs)
+        return out, list(tape._nodes)
+
+    return _with_and_without(registry, "_record", run)
 
 
 RECORD_CASES = {
@@ -206,16 +215,7 @@ def _sweep_both(fn):
     sweep and with tape.native_sweep switched off (the Python loop)."""
     from autograd_gpu import tape as tape_mod
 
-    out = []
-    for compiled in (True, False):
-        saved = tape_mod.native_sweep
-        if not compiled:
-            tape_mod.native_sweep = None
-        try:
-            out.append(fn())
-        finally:
-            tape_mod.native_sweep = saved
-    return out
+    return _with_and_without(tape_mod, "native_sweep", fn)
 
 
 def _flat(x):

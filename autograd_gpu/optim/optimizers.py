@@ -341,7 +341,6 @@ class Adam(Optimizer):
         if not in_place:
             p._data = w.astype(p.dtype)
 
-
     def _device_step(self, bk):
         """The step count as a 0-d float32 array on ``bk``'s device, incremented there once per
         step. The fused kernel reads it from device memory, so a step captured by
