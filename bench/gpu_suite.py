@@ -349,6 +349,7 @@ def part_chain(res, quick, precision):
     import torch
 
     import autograd_gpu as ag
+    from autograd_gpu.backend.cupy_backend import _elementwise
 
     n = 1000
     iters = 10 if quick else 20
@@ -360,6 +361,19 @@ def part_chain(res, quick, precision):
     g_ref = g_eager.numpy()
     ms = time_cupy(lambda: chain(x), 3, iters)
     res["autograd_gpu_eager_us_per_op"] = ms * 1e3 / n
+    # the same chain with CuPy's kernels for every size (kernels/small.cu off): the A/B of the
+    # small-array launch path, same process, same card
+    from autograd_gpu.backend import backend_for
+
+    gbk = backend_for("cuda:0")
+    gbk.small_kernels = False
+    try:
+        s_off, g_off = chain(x)
+        res["small_path_grad_bitwise_equal"] = bool(np.array_equal(g_off.numpy(), g_ref))
+        res["autograd_gpu_eager_us_per_op_without_small_kernels"] = time_cupy(
+            lambda: chain(x), 3, iters) * 1e3 / n
+    finally:
+        gbk.small_kernels = True
 
     tchain = _torch_chain_fn(n)
     tx = torch.from_dlpack(cp.asarray(x0)).clone().requires_grad_()
@@ -380,14 +394,15 @@ def part_chain(res, quick, precision):
     _write_partial(res)
 
     # host cost of one launch (16 elements: launch bound), for the eager numbers above
-    from autograd_gpu.backend import backend_for
-
-    gbk = backend_for("cuda:0")
     a = cp.asarray(x0)
     ta = torch.from_dlpack(a)
     launches = {"cupy_a_times_python_float": lambda: a * 1.01,
                 "cupy_a_plus_a": lambda: a + a,
-                "autograd_gpu_scalar_kernel": lambda: gbk.scalar_op("mul", a, 1.01),
+                "autograd_gpu_scalar_op": lambda: gbk.scalar_op("mul", a, 1.01),
+                "autograd_gpu_small_kernel": lambda: gbk.kernel("small_scalar")(
+                    "mul", a, np.float32(1.01)),
+                "autograd_gpu_elementwise_kernel": lambda: _elementwise("mul")(
+                    a, np.float32(1.01)),
                 "torch_a_times_python_float": lambda: ta * 1.01}
     # what a launch through RawKernel would cost instead (the floor a hand-rolled dispatch of
     # tiny elementwise ops could reach): with its output allocated per call, and without
@@ -736,7 +751,9 @@ def summary(report) -> str:
                      f"  ratio {_fmt(r.get('ratio_vs_torch'), 3)}"
                      + (f"  ERROR {r.get('error')}" if r.get("error") else ""))
     c = p.get("chain", {})
-    lines.append(f"chain eager {_fmt(c.get('autograd_gpu_eager_us_per_op'))} us/op  torch "
+    lines.append(f"chain eager {_fmt(c.get('autograd_gpu_eager_us_per_op'))} us/op (without "
+                 f"small.cu {_fmt(c.get('autograd_gpu_eager_us_per_op_without_small_kernels'))})"
+                 f"  torch "
                  f"{_fmt(c.get('torch_eager_us_per_op'))} us/op; graph "
                  f"{_fmt(c.get('autograd_gpu_graph_us_per_op'))} us/op  torch graph "
                  f"{_fmt(c.get('torch_graph_us_per_op'))} us/op"

@@ -493,3 +493,72 @@ def test_vectorised_relu_and_bias_add_match_numpy(bk, dtype):
     assert bk.kernel("add_rowvec")(x[:, :510], b[:510].copy()) is None
     assert bk.kernel("add_rowvec")(x[:, :511], b[:511]) is None
     same(bk.relu(x.reshape(-1)[1:]), np.maximum(f64.reshape(-1)[1:], 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_array_kernels_match_cupy_bit_for_bit(bk, ki, dtype):
+    """kernels/small.cu (arrays under 65,536 elements): every op against the CuPy kernel it
+    replaces, bit for bit, and against NumPy; declined cases return None; the backend routes
+    scalar arithmetic, the unary math functions and tanh/sigmoid's backward through it."""
+    import cupy as cp
+
+    from autograd_gpu.backend.cupy_backend import _elementwise
+
+    h, f64 = _data((33, 31), dtype)
+    x = bk.asarray(h)
+    pos = bk.asarray(np.abs(h) + 0.25)
+    t = bk.asarray(np.tanh(h[::-1]).copy())
+    s = np.dtype(dtype).type(1.7)
+    un, sc, ag_ = bk.kernel("small_unary"), bk.kernel("small_scalar"), bk.kernel("small_act_grad")
+    for op in ki.SMALL_OPS["small_unary"]:
+        a = pos if op in ("log", "log1p", "sqrt") else x
+        got = un(op, a)
+        assert got is not None, op
+        assert bool(cp.array_equal(got, getattr(cp, op)(a))), op
+        _close(got, getattr(np, op)(_np(a).astype(np.float64)), dtype, op)
+        assert bool(cp.array_equal(bk.unary(op, a), got)), op
+    for op in ki.SMALL_OPS["small_scalar"]:
+        got = sc(op, pos, s)
+        assert got is not None and bool(cp.array_equal(got, _elementwise(op)(pos, s))), op
+    for op in ki.SMALL_OPS["small_act_grad"]:
+        got = ag_(op, x, t)
+        assert got is not None and bool(cp.array_equal(got, _elementwise(op)(x, t))), op
+        assert bool(cp.array_equal(bk.act_grad(op, x, t), got)), op
+    assert bool(cp.array_equal(bk.scalar_op("mul", 1.7, x), x * s))
+    assert bool(cp.array_equal(bk.scalar_op("sub", 1.7, x), s - x))
+    # declined: strided, float16, too large, shapes that differ
+    assert un("exp", x[:, ::2]) is None
+    assert un("exp", x.astype(np.float16)) is None
+    assert un("exp", cp.zeros(ki.SMALL_MAX, dtype)) is None
+    assert ag_("tanh", x, t[:, :3].copy()) is None
+    assert un("exp", x[:0]).shape == (0, 31)
+
+
+def test_small_array_path_gives_the_same_chain_gradients(bk):
+    """The benchmark's chain of tiny ops (scalar arithmetic and tanh), forward and backward,
+    with kernels/small.cu and with CuPy's kernels: the same bits."""
+    import autograd_gpu as ag
+
+    x0 = np.linspace(-1, 1, 16).astype(np.float32)
+
+    def chain():
+        x = ag.Variable(ag.Tensor.from_array(x0, device="cuda:0"))
+        with ag.GradientTape() as tape:
+            y = x
+            for i in range(40):
+                k = i % 4
+                y = y * 1.01 if k == 0 else y + 0.01 if k == 1 else ag.tanh(y) if k == 2 \
+                    else 0.5 - y
+            s = ag.exp(ag.sin(y)).sum()
+        (gx,) = tape.gradient(s, [x])
+        return _np(s.data), _np(gx.data)
+
+    before = bk.small_kernels
+    try:
+        bk.small_kernels = True
+        on = chain()
+        bk.small_kernels = False
+        off = chain()
+    finally:
+        bk.small_kernels = before
+    assert np.array_equal(on[0], off[0]) and np.array_equal(on[1], off[1])

@@ -565,3 +565,124 @@ def test_dropout_branch_uses_the_philox_mask():
     keep = ki.dropout_keep_numpy((7, 9), 0.25, 99)
     if y._bk.has_kernel("dropout_mask"):
         np.testing.assert_allclose(y.numpy(), np.where(keep, 1 / 0.75, 0.0), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# small.cu without a GPU: the factories of kernel_impls run with NumPy arrays against a stand-in
+# that checks each launch against the kernel's C signature and then evaluates the kernel's own
+# switch, parsed from small.cu. So the op codes of SMALL_OPS must name the same cases as the
+# source, the self-check must pass against independent references, and the fallbacks must hold.
+
+def _small_cases(family):
+    """op code -> Python expression of that case of small.cu's ``family`` kernel."""
+    import re
+
+    src = kernel_source("small")
+    body = re.search(r"void " + family + r"\(.*?\n\}\n", src, re.S).group(0)
+    if family == "small_act_grad":
+        m = re.search(r"op == 0 \? (.*?) : (.*?);", body)
+        return {0: m.group(1), 1: m.group(2)}
+    cases = {int(c): e for c, e in re.findall(r"case (\d+): r = (.*?); break;", body)}
+    cases[len(cases)] = re.search(r"default: r = (.*?); break;", body).group(1)
+    return {c: re.sub(r"ag_(\w+)\(", r"np.\1(", e) for c, e in cases.items()}
+
+
+class _SmallEmu(_FakeKernel):
+    def __call__(self, grid, block, args):
+        super().__call__(grid, block, args)
+        family = self.name.rsplit("_", 1)[0]
+        n, op = int(args[-2]), int(args[-1])
+        assert grid[0] * block[0] >= n
+        expr = _small_cases(family)[op]
+        if family == "small_act_grad":
+            env = {"a": args[0].reshape(-1)[:n], "b": args[1].reshape(-1)[:n]}
+        else:
+            env = {"v": args[0].reshape(-1)[:n]}
+            if family == "small_scalar":
+                env["s"] = args[2]
+        out = args[2 if family == "small_act_grad" else 1]
+        with np.errstate(all="ignore"):
+            out.reshape(-1)[:n] = eval(expr, {"np": np}, env)
+
+
+_SMALL_REFS = {
+    "small_scalar": {"add": lambda x, s: x + s, "sub": lambda x, s: x - s,
+                     "rsub": lambda x, s: s - x, "mul": lambda x, s: x * s,
+                     "div": lambda x, s: x / s, "rdiv": lambda x, s: s / x},
+    "small_act_grad": {"tanh": lambda g, t: g - g * t * t,
+                       "sigmoid": lambda g, t: g * (t - t * t)},
+}
+
+
+@pytest.fixture
+def small_emu(monkeypatch):
+    import types
+
+    def k(bk, stem, name, dtype=None):
+        return _SmallEmu(stem, name, np.dtype("f4" if name.endswith("f32") else "f8"))
+
+    def ref(xp, family, op):
+        return getattr(np, op) if family == "small_unary" else _SMALL_REFS[family][op]
+
+    monkeypatch.setattr(ki, "_k", k)
+    monkeypatch.setattr(ki, "_small_reference", ref)
+    cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(streamIsCapturing=lambda p: 0),
+                                 get_current_stream=lambda: types.SimpleNamespace(ptr=0))
+    xp = types.SimpleNamespace(ndarray=np.ndarray, asarray=np.asarray, asnumpy=np.asarray,
+                               cuda=cuda)
+    _FakeKernel.calls = []
+    return types.SimpleNamespace(xp=xp, index=0, name="fake")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_kernels_follow_their_source_and_fall_back(small_emu, dtype):
+    import warnings
+
+    bk = small_emu
+    x = np.random.default_rng(0).standard_normal((5, 7)).astype(dtype)
+    t = np.tanh(x[::-1].copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed self-check warns: an op-code mismatch
+        with np.errstate(all="ignore"):
+            for family, ops in ki.SMALL_OPS.items():
+                f = getattr(ki, "make_" + family)(bk)
+                for op in ops:
+                    if family == "small_scalar":
+                        args, ref = (x, dtype(1.5)), _SMALL_REFS[family][op](x, dtype(1.5))
+                    elif family == "small_unary":
+                        args, ref = (x,), getattr(np, op)(x)
+                    else:
+                        args, ref = (x, t), _SMALL_REFS[family][op](x, t)
+                    y = f(op, *args)
+                    assert y is not None, (family, op)
+                    assert y.dtype == dtype and y.shape == x.shape
+                    assert np.array_equal(y, ref, equal_nan=True), (family, op)
+                    assert f(op, *((args[0][:, ::2],) + args[1:])) is None  # strided
+                f0 = ki.SMALL_OPS[family][0]
+                big = np.zeros(ki.SMALL_MAX, dtype)
+                assert f(f0, *((big,) * (2 if family == "small_act_grad" else 1)),
+                         *((dtype(1),) if family == "small_scalar" else ())) is None
+                h = x.astype(np.float16)
+                assert f(f0, *((h,) * (2 if family == "small_act_grad" else 1)),
+                         *((np.float16(1),) if family == "small_scalar" else ())) is None
+            act = ki.make_small_act_grad(bk)
+            assert act("tanh", x, t[:, :3].copy()) is None  # shapes differ
+            assert act("relu", x, t) is None  # not a small.cu op
+            e = ki.make_small_unary(bk)("exp", x[:0])
+            assert e.shape == (0, 7)  # empty: no launch
+    assert {f"{fam}_{'f32' if dtype == np.float32 else 'f64'}" for fam in ki.SMALL_OPS} \
+        <= set(_FakeKernel.calls)
+
+
+def test_small_kernel_self_check_failure_disables_that_op(small_emu, monkeypatch):
+    bk = small_emu
+    f = ki.make_small_unary(bk)
+    x = np.linspace(-1, 1, 11).astype(np.float32)
+    monkeypatch.setattr(ki, "_small_reference",
+                        lambda xp, fam, op: (lambda a: np.sin(a)) if op == "cos" else
+                        getattr(np, op))
+    with np.errstate(all="ignore"):
+        with pytest.warns(RuntimeWarning, match="disagrees with its reference"):
+            assert f("cos", x) is None
+        assert f("cos", x) is None  # reported once, then the reference path
+        assert np.array_equal(f("sin", x), np.sin(x))

@@ -64,6 +64,7 @@ class Backend(Protocol):
     def relu(self, x): ...  # maximum(x, 0)
     def relu_grad(self, g, x): ...  # g where x > 0 else 0
     def act_grad(self, act, g, y): ...  # tanh/sigmoid vjp from the output y
+    def unary(self, name, x): ...  # xp.<name>(x) for exp, tanh, ... (GPU: small-array path)
     def astype(self, x, dtype): ...  # x.astype(dtype, copy=False) (GPU: a vectorised kernel)
     def mixed_floats_ok(self, dtypes) -> bool: ...  # ufuncs promote this float mix themselves
     scalar_kernels: bool  # True: scalar_op(kind, a, b) may replace an array-number ufunc call

@@ -44,6 +44,7 @@ def device_count() -> int:
 _SUM_ROWS_MIN = 1 << 18  # below this CuPy's reduction is as fast and saves a GEMM launch
 _CAST_MIN = 1 << 16  # elements; smaller casts are launch-bound either way
 _VEC_MIN = 1 << 16  # the same for the vectorised elementwise kernels
+_SMALL_MAX = 1 << 16  # below it elementwise ops take kernels/small.cu (kernel_impls.SMALL_MAX)
 _DIRECT_GEMM = os.environ.get("AUTOGRAD_GPU_GEMM", "cupy").strip().lower() == "cublas"
 
 
@@ -111,6 +112,7 @@ class CupyBackend:
         self.array_type = cupy.ndarray
         self._kernels = None
         self._mixed: dict = {}
+        self._small_fns = None
 
     matmul = staticmethod(gpu_matmul)
 
@@ -157,9 +159,39 @@ class CupyBackend:
                 return y
         return x.astype(dtype, copy=False)
 
+    # arrays under SMALL_MAX elements (float32/float64, C-contiguous) take kernels/small.cu:
+    # their cost is the launch's host time, about 10 us through a CuPy ufunc or
+    # ElementwiseKernel against a few us through a RawModule function. False: CuPy's kernels
+    # for every size (for A/B comparisons; AUTOGRAD_GPU_KERNELS=0 turns off every fused kernel)
+    small_kernels = True
+
+    def _small(self, family):
+        """The small-array kernel callable of ``family`` (see kernel_impls), or None."""
+        fns = self._small_fns
+        if fns is None:
+            fns = self._small_fns = {f: (self.kernel(f) if self.has_kernel(f) else None)
+                                     for f in ("small_scalar", "small_unary", "small_act_grad")}
+        return fns[family] if self.small_kernels else None
+
+    def unary(self, name, x):
+        """``cupy.<name>(x)`` (an elementwise math function); small arrays through small.cu."""
+        if x.size < _SMALL_MAX:
+            f = self._small("small_unary")
+            if f is not None:
+                y = f(name, x)
+                if y is not None:
+                    return y
+        return getattr(self.xp, name)(x)
+
     def act_grad(self, act, g, y):
         """tanh: g (1 - y^2); sigmoid: g y (1 - y), in one pass for float32/float64."""
         if g.dtype == y.dtype and g.dtype.char in "fd":
+            if g.size < _SMALL_MAX:
+                f = self._small("small_act_grad")
+                if f is not None:
+                    r = f(act, g, y)
+                    if r is not None:
+                        return r
             return _elementwise(act)(g, y)
         return NumpyBackend.act_grad(act, g, y)  # the same array expressions, on cupy arrays
 
@@ -180,7 +212,14 @@ class CupyBackend:
             return None
         if x.dtype.char not in "efd":
             return None
-        return _elementwise(kind)(x, x.dtype.type(s))
+        s = x.dtype.type(s)
+        if x.size < _SMALL_MAX:
+            f = self._small("small_scalar")
+            if f is not None:
+                y = f(kind, x, s)
+                if y is not None:
+                    return y
+        return _elementwise(kind)(x, s)
 
     def _vec(self, name, *arrays):
         """The vectorised kernel ``name`` (kernels/elementwise.cu) on large arrays, or None."""

@@ -52,6 +52,15 @@ Per-op kernels
                                                   bfloat16 (None for anything else: the caller
                                                   uses astype); each direction checks itself
                                                   bit for bit against NumPy on first use
+  small_scalar(op, x, s) -> y or None             x + s, x - s, s - x, x * s, x / s, s / x  }
+                                                  (op add, sub, rsub, mul, div, rdiv; s of } arrays
+                                                  x's dtype)                               } under
+  small_unary(op, x) -> y or None                 cupy.<op>(x): negative, exp, expm1, log, } 65,536
+                                                  log1p, sqrt, abs, sin, cos, tan, tanh   } elems,
+  small_act_grad(op, g, t) -> dx or None          g - g t t (tanh), g (t - t t) (sigmoid) } float32
+                                                  or float64, C-contiguous (None otherwise); each
+                                                  (op, dtype) checks itself on first use against
+                                                  the CuPy kernel it replaces (see small.cu)
 
 Multi-tensor helpers (plain functions taking the backend first): ``global_norm(bk, arrays)``,
 ``clip_by_global_norm(bk, arrays, max_norm)``, ``scale(bk, arrays, coef)``,
@@ -90,9 +99,12 @@ _TEMPLATES = {
     "optim": (),
     "cast": (),
     "elementwise": ("relu_fwd", "relu_bwd", "add_rowvec"),
+    "small": (),
 }
 _PLAIN = {"dropout": ("philox_words",), "optim": ("sgd_momentum", "adam"),
-          "cast": ("cast_f32_bf16", "cast_bf16_f32", "cast_f32_f16", "cast_f16_f32")}
+          "cast": ("cast_f32_bf16", "cast_bf16_f32", "cast_f32_f16", "cast_f16_f32"),
+          "small": tuple(f"small_{k}_{t}" for k in ("scalar", "unary", "act_grad")
+                         for t in ("f32", "f64"))}
 
 _lock = threading.Lock()
 _modules: dict = {}
@@ -1089,3 +1101,92 @@ def make_cast(bk, src=None):
         return cast_(bk, x, dst) if chk.ok(_CAST_NAMES[key], check) else None
 
     return cast
+
+
+# ---------------------------------------------------------------------------------------------
+# small arrays (kernels/small.cu): one launch through a short host path
+
+SMALL_MAX = 1 << 16  # elements: below it an elementwise op costs its launch's host time
+SMALL_OPS = {
+    "small_scalar": ("add", "sub", "rsub", "mul", "div", "rdiv"),
+    "small_unary": ("negative", "exp", "expm1", "log", "log1p", "sqrt", "abs", "sin", "cos",
+                    "tan", "tanh"),
+    "small_act_grad": ("tanh", "sigmoid"),
+}
+
+
+def _small_reference(xp, family, op):
+    """The CuPy kernel a small kernel replaces (its reference on the self-check)."""
+    if family == "small_unary":
+        return getattr(xp, op)
+    from .cupy_backend import _elementwise
+
+    return _elementwise(op)  # scalar: (x, s); act_grad: (g, t)
+
+
+def _make_small(family):
+    """A factory for one kernel family of small.cu: ``f(op, *arrays, *scalars)`` returns the
+    result, or None when the op, dtype, size or layout is not covered or when the kernel failed
+    its self-check for that (op, dtype); the caller then runs the reference."""
+    nin = 2 if family == "small_act_grad" else 1
+    codes = {op: np.int32(i) for i, op in enumerate(SMALL_OPS[family])}
+    suffix = {"f": "f32", "d": "f64"}
+
+    def make(bk, src=None):
+        xp = bk.xp
+        ndarray = xp.ndarray
+        chk = _SelfCheck(xp, family)
+        ready: dict = {}  # (op, dtype char) -> (function, op code), once checked
+
+        def launch(fn, code, arrays, extra):
+            a = arrays[0]
+            y = ndarray(a.shape, a.dtype)
+            n = a.size
+            if n:
+                fn(((n + 255) >> 8,), (256,), (*arrays, y, *extra, np.int64(n), code))
+            return y
+
+        def resolve(op, ch):
+            if ch not in suffix or op not in codes:
+                return None
+            fn = _k(bk, "small", f"{family}_{suffix[ch]}")
+            code = codes[op]
+            d = np.dtype(ch)
+            ref = _small_reference(xp, family, op)
+
+            def check():
+                p = _probe_values(d)
+                ps = [xp.asarray(p)] if nin == 1 else [xp.asarray(p[::-1].copy()),
+                                                      xp.asarray(np.tanh(p))]
+                extras = [(d.type(1.01),), (d.type(-0.3),)] if family == "small_scalar" \
+                    else [()]
+                return all(_equal_values(xp.asnumpy(launch(fn, code, ps, e)),
+                                         xp.asnumpy(ref(*ps, *e))) for e in extras)
+
+            if not chk.ok((op, d.str), check):
+                return None
+            hit = ready[(op, ch)] = (fn, code)
+            return hit
+
+        def f(op, *args):
+            a = args[0]
+            if a.size >= SMALL_MAX:
+                return None
+            ch = a.dtype.char
+            hit = ready.get((op, ch)) or resolve(op, ch)
+            if hit is None or not a.flags.c_contiguous:
+                return None
+            if nin == 2:
+                b = args[1]
+                if b.shape != a.shape or b.dtype != a.dtype or not b.flags.c_contiguous:
+                    return None
+            return launch(hit[0], hit[1], args[:nin], args[nin:])
+
+        return f
+
+    return make
+
+
+make_small_scalar = _make_small("small_scalar")
+make_small_unary = _make_small("small_unary")
+make_small_act_grad = _make_small("small_act_grad")

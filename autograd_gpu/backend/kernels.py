@@ -44,6 +44,10 @@ KERNELS: dict[str, tuple[str, str]] = {
     "relu_grad": ("elementwise", "make_relu_grad"),
     "add_rowvec": ("elementwise", "make_add_rowvec"),
     "cast": ("cast", "make_cast"),
+    # ops/elementwise.py on arrays under 65,536 elements: one launch with a short host path
+    "small_scalar": ("small", "make_small_scalar"),
+    "small_unary": ("small", "make_small_unary"),
+    "small_act_grad": ("small", "make_small_act_grad"),
 }
 
 _INCLUDE = '#include "common.cuh"'

@@ -18,6 +18,10 @@ def _zeros_row(n, dtype):
     return z
 
 
+_UNARY = {n: getattr(np, n) for n in ("negative", "exp", "expm1", "log", "log1p", "sqrt", "abs",
+                                      "sin", "cos", "tan", "tanh")}
+
+
 class NumpyBackend:
     name = "numpy"
     xp = np
@@ -50,6 +54,11 @@ class NumpyBackend:
         return np.maximum(x, 0)
 
     scalar_kernels = False  # NumPy's ufuncs are the reference (see CupyBackend.scalar_op)
+
+    @staticmethod
+    def unary(name, x):
+        """``numpy.<name>(x)`` (CupyBackend.unary routes small arrays to its own kernels)."""
+        return _UNARY[name](x)
 
     @staticmethod
     def mixed_floats_ok(dtypes) -> bool:

@@ -134,7 +134,7 @@ class Neg:
     """y = -x"""
 
     def forward(bk, x):
-        return bk.xp.negative(x), ()
+        return bk.unary("negative", x), ()
 
     def vjp(F, g, saved, needs):
         return (-g,)
@@ -177,7 +177,7 @@ class Exp:
     """y = exp(x)"""
 
     def forward(bk, x):
-        y = bk.xp.exp(x)
+        y = bk.unary("exp", x)
         return y, (y,)
 
     def vjp(F, g, saved, needs):
@@ -194,7 +194,7 @@ class Expm1:
     """y = exp(x) - 1, accurate near 0"""
 
     def forward(bk, x):
-        y = bk.xp.expm1(x)
+        y = bk.unary("expm1", x)
         return y, (y,)
 
     def vjp(F, g, saved, needs):
@@ -211,7 +211,7 @@ class Log:
     """y = log(x), x > 0"""
 
     def forward(bk, x):
-        return bk.xp.log(x), (x,)
+        return bk.unary("log", x), (x,)
 
     def vjp(F, g, saved, needs):
         return (g / saved[0],)
@@ -227,7 +227,7 @@ class Log1p:
     """y = log(1 + x), x > -1, accurate near 0"""
 
     def forward(bk, x):
-        return bk.xp.log1p(x), (x,)
+        return bk.unary("log1p", x), (x,)
 
     def vjp(F, g, saved, needs):
         return (g / (saved[0] + 1),)
@@ -243,7 +243,7 @@ class Sqrt:
     """y = sqrt(x), x > 0"""
 
     def forward(bk, x):
-        y = bk.xp.sqrt(x)
+        y = bk.unary("sqrt", x)
         return y, (y,)
 
     def vjp(F, g, saved, needs):
@@ -260,7 +260,7 @@ class Abs:
     """y = |x| (derivative sign(x); 0 at 0)"""
 
     def forward(bk, x):
-        return bk.xp.abs(x), (x,)
+        return bk.unary("abs", x), (x,)
 
     def vjp(F, g, saved, needs):
         return (g * F.sign(saved[0]),)
@@ -276,7 +276,7 @@ class Sin:
     """y = sin(x)"""
 
     def forward(bk, x):
-        return bk.xp.sin(x), (x,)
+        return bk.unary("sin", x), (x,)
 
     def vjp(F, g, saved, needs):
         return (g * F.cos(saved[0]),)
@@ -292,7 +292,7 @@ class Cos:
     """y = cos(x)"""
 
     def forward(bk, x):
-        return bk.xp.cos(x), (x,)
+        return bk.unary("cos", x), (x,)
 
     def vjp(F, g, saved, needs):
         return (-g * F.sin(saved[0]),)
@@ -308,7 +308,7 @@ class Tan:
     """y = tan(x); dy/dx = 1 + y^2"""
 
     def forward(bk, x):
-        y = bk.xp.tan(x)
+        y = bk.unary("tan", x)
         return y, (y,)
 
     def vjp(F, g, saved, needs):
@@ -327,7 +327,7 @@ class Tanh:
     """y = tanh(x); dy/dx = 1 - y^2"""
 
     def forward(bk, x):
-        y = bk.xp.tanh(x)
+        y = bk.unary("tanh", x)
         return y, (y,)
 
     def vjp(F, g, saved, needs):

@@ -1,0 +1,100 @@
+// Elementwise ops on small arrays (fewer than 65,536 elements), where the host cost of a launch
+// is the whole cost: CuPy's ufuncs and ElementwiseKernels spend about 10 us of host time per
+// call resolving types, broadcasting and building an indexer, while a plain RawModule function
+// with a contiguous array, its length and an op code needs a fraction of that. One thread per
+// element; float32 and float64 only (the caller checks C-contiguity and the size; float16 and
+// bfloat16 keep CuPy's kernels, which round through float the way NumPy does). Each op is the
+// same expression as its reference, and the Python side checks every (op, dtype) against it on a
+// probe before first use (backend/kernel_impls.py: make_small_*).
+//   small_scalar_<t>(x, y, s, n, op)    y = x + s, x - s, s - x, x * s, x / s, s / x (op 0..5)
+//   small_unary_<t>(x, y, n, op)        y = -x, exp, expm1, log, log1p, sqrt, abs, sin, cos,
+//                                           tan, tanh of x (op 0..10)
+//   small_act_grad_<t>(g, t, y, n, op)  y = g - g t t (tanh), g (t - t t) (sigmoid) (op 0, 1)
+#include "common.cuh"
+
+__device__ __forceinline__ float ag_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double ag_expm1(double x) { return expm1(x); }
+__device__ __forceinline__ float ag_log1p(float x) { return log1pf(x); }
+__device__ __forceinline__ double ag_log1p(double x) { return log1p(x); }
+__device__ __forceinline__ float ag_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double ag_abs(double x) { return fabs(x); }
+__device__ __forceinline__ float ag_sin(float x) { return sinf(x); }
+__device__ __forceinline__ double ag_sin(double x) { return sin(x); }
+__device__ __forceinline__ float ag_cos(float x) { return cosf(x); }
+__device__ __forceinline__ double ag_cos(double x) { return cos(x); }
+__device__ __forceinline__ float ag_tan(float x) { return tanf(x); }
+__device__ __forceinline__ double ag_tan(double x) { return tan(x); }
+
+template <typename T>
+__device__ __forceinline__ void small_scalar(const T* __restrict__ x, T* __restrict__ y, T s,
+                                             long long n, int op) {
+    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const T v = x[i];
+    T r;
+    switch (op) {
+        case 0: r = v + s; break;
+        case 1: r = v - s; break;
+        case 2: r = s - v; break;
+        case 3: r = v * s; break;
+        case 4: r = v / s; break;
+        default: r = s / v; break;
+    }
+    y[i] = r;
+}
+
+template <typename T>
+__device__ __forceinline__ void small_unary(const T* __restrict__ x, T* __restrict__ y,
+                                            long long n, int op) {
+    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const T v = x[i];
+    T r;
+    switch (op) {
+        case 0: r = -v; break;
+        case 1: r = ag_exp(v); break;
+        case 2: r = ag_expm1(v); break;
+        case 3: r = ag_log(v); break;
+        case 4: r = ag_log1p(v); break;
+        case 5: r = ag_sqrt(v); break;
+        case 6: r = ag_abs(v); break;
+        case 7: r = ag_sin(v); break;
+        case 8: r = ag_cos(v); break;
+        case 9: r = ag_tan(v); break;
+        default: r = ag_tanh(v); break;
+    }
+    y[i] = r;
+}
+
+template <typename T>
+__device__ __forceinline__ void small_act_grad(const T* __restrict__ g,
+                                               const T* __restrict__ t, T* __restrict__ y,
+                                               long long n, int op) {
+    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const T a = g[i];
+    const T b = t[i];
+    y[i] = op == 0 ? a - a * b * b : a * (b - b * b);
+}
+
+// extern "C" entry points, one per storage type
+extern "C" __global__ void small_scalar_f32(const float* x, float* y, float s, long long n, int op) {
+    small_scalar<float>(x, y, s, n, op);
+}
+extern "C" __global__ void small_scalar_f64(const double* x, double* y, double s, long long n, int op) {
+    small_scalar<double>(x, y, s, n, op);
+}
+extern "C" __global__ void small_unary_f32(const float* x, float* y, long long n, int op) {
+    small_unary<float>(x, y, n, op);
+}
+extern "C" __global__ void small_unary_f64(const double* x, double* y, long long n, int op) {
+    small_unary<double>(x, y, n, op);
+}
+extern "C" __global__ void small_act_grad_f32(const float* g, const float* t, float* y, long long n,
+                                   int op) {
+    small_act_grad<float>(g, t, y, n, op);
+}
+extern "C" __global__ void small_act_grad_f64(const double* g, const double* t, double* y, long long n,
+                                   int op) {
+    small_act_grad<double>(g, t, y, n, op);
+}
