@@ -78,10 +78,12 @@ __device__ __forceinline__ void small_act_grad(const T* __restrict__ g,
 }
 
 // extern "C" entry points, one per storage type
-extern "C" __global__ void small_scalar_f32(const float* x, float* y, float s, long long n, int op) {
+extern "C" __global__ void small_scalar_f32(const float* x, float* y, float s, long long n,
+                                            int op) {
     small_scalar<float>(x, y, s, n, op);
 }
-extern "C" __global__ void small_scalar_f64(const double* x, double* y, double s, long long n, int op) {
+extern "C" __global__ void small_scalar_f64(const double* x, double* y, double s, long long n,
+                                            int op) {
     small_scalar<double>(x, y, s, n, op);
 }
 extern "C" __global__ void small_unary_f32(const float* x, float* y, long long n, int op) {
@@ -90,11 +92,11 @@ extern "C" __global__ void small_unary_f32(const float* x, float* y, long long n
 extern "C" __global__ void small_unary_f64(const double* x, double* y, long long n, int op) {
     small_unary<double>(x, y, n, op);
 }
-extern "C" __global__ void small_act_grad_f32(const float* g, const float* t, float* y, long long n,
-                                   int op) {
+extern "C" __global__ void small_act_grad_f32(const float* g, const float* t, float* y,
+                                              long long n, int op) {
     small_act_grad<float>(g, t, y, n, op);
 }
-extern "C" __global__ void small_act_grad_f64(const double* g, const double* t, double* y, long long n,
-                                   int op) {
+extern "C" __global__ void small_act_grad_f64(const double* g, const double* t, double* y,
+                                              long long n, int op) {
     small_act_grad<double>(g, t, y, n, op);
 }
