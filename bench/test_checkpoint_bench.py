@@ -2,7 +2,8 @@
 squares as the loss), one forward + backward step under each ``ag.CheckpointConfig`` strategy
 against NONE in the same run.
 
-Run: pytest bench/test_checkpoint_bench.py --benchmark-only -s
+Run: pytest bench/test_checkpoint_bench.py --benchmark-only -s (the PyTorch comparison under one
+measure: ``-k same_measure``, or ``python bench/checkpoint_rss.py``)
 
 * Memory: peak activation memory = tracemalloc peak of one step at batch 2B minus the same
   step's peak at batch B (NumPy reports its buffers there). Everything that scales with the batch
@@ -309,3 +310,20 @@ def test_times_interleaved(model):
         if name in RESULTS:
             RESULTS[name]["ms"] = best[name] * 1e3
     assert all(v < float("inf") for v in best.values())
+
+
+def test_same_measure_against_pytorch():
+    """autograd_gpu's strategies and PyTorch's checkpoint_sequential under one measure, the
+    peak resident set (bench/checkpoint_rss.py: each library in its own child process; NumPy's
+    and PyTorch's buffers are both visible to it, tracemalloc sees only NumPy's)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).with_name("checkpoint_rss.py")
+    spec = importlib.util.spec_from_file_location("checkpoint_rss", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.run()
+    print("\n" + mod.format_table(res, 2048, 128))
+    ours = {r["name"]: r for r in res["autograd_gpu"]["rows"]}
+    assert ours["none"]["act_mb"] > 0 and ours["block_n21"]["saved_pct"] > 50
