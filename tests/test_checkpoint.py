@@ -683,3 +683,90 @@ def test_random_graphs_give_none_gradients_under_every_strategy(seed):
             if g is not None:
                 assert np.array_equal(g, g0), cfg
     assert replayed > 0  # values really were dropped and rebuilt
+
+
+# ---- AUTO plans a chain from the previous step ------------------------------------------------
+
+@pytest.mark.parametrize("fraction", [0.18, 0.25, 0.28])
+def test_auto_plans_a_chain_from_the_previous_step(fraction):
+    """From the second step with the same config AUTO places a chain's checkpoints by the exact
+    DP learned from the first step's recording: fewer replays than the online planner at tight
+    budgets, NONE's gradients bit for bit, and the budget still holds (measured)."""
+    run = _tanh_chain(48)
+    x0 = np.random.default_rng(5).standard_normal((1024, 16))
+    overhead = _chain_peak(run, x0[:1], None)
+    none = _chain_peak(run, x0, None) - overhead
+    cfg = CheckpointConfig("auto", memory_budget_mb=fraction * none)
+    grads0, _ = run(x0, None)
+    g1, s1 = run(x0, cfg)  # the online planner; the plan is learned from this recording
+    plan = cfg._auto_chain_plan
+    assert plan is not None and plan.replays < s1["replayed_ops"]
+    assert len(plan.sig) == s1["recorded"] and len(plan.keep) > 0
+    g2, s2 = run(x0, cfg)  # follows it
+    assert s2["replayed_ops"] < s1["replayed_ops"]
+    assert plan.followed is not None and plan.followed["replayed_ops"] == s2["replayed_ops"]
+    for g in (g1, g2):
+        assert all(np.array_equal(a, b) for a, b in zip(g, grads0))
+    assert cfg._auto_chain_plan is plan
+    assert _chain_peak(run, x0, cfg) - overhead <= cfg.memory_budget_mb
+
+
+def test_auto_chain_plan_is_dropped_when_the_graph_or_budget_changes():
+    run48, run40 = _tanh_chain(48), _tanh_chain(40, seed=1)
+    x0 = np.random.default_rng(6).standard_normal((1024, 16))
+    none = _chain_peak(run48, x0, None) - _chain_peak(run48, x0[:1], None)
+    cfg = CheckpointConfig("auto", memory_budget_mb=0.25 * none)
+    run48(x0, cfg)
+    assert cfg._auto_chain_plan is not None
+    # a shorter chain matches the plan's first 120 ops, then its loss differs: the plan is
+    # forgotten there and the online planner goes on from the anchors placed so far
+    ref40, _ = run40(x0, None)
+    g, _ = run40(x0, cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(g, ref40))
+    assert cfg._auto_chain_plan is None
+    run40(x0, cfg)  # learns the 40-layer chain
+    plan = cfg._auto_chain_plan
+    assert plan is not None and len(plan.sig) == 3 * 40 + 2
+    cfg.memory_budget_mb *= 1.5  # a plan is made for one budget
+    g, s = run40(x0, cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(g, ref40))
+    assert plan.followed is None and cfg._auto_chain_plan is not plan  # relearned, not followed
+
+
+def test_auto_learns_no_plan_for_graphs_that_are_not_chains():
+    """A residual stream (a node reads a value older than its predecessor) and dropout (its mask
+    is an output-sized saved constant the chain plan does not count) keep the online planner."""
+    rng = np.random.default_rng(2)
+    Ws = [ag.Variable(rng.standard_normal((16, 16)) / 4) for _ in range(24)]
+    x0 = rng.standard_normal((512, 16))
+
+    def run(cfg, kind):
+        with ag.GradientTape(checkpoint=cfg) as tape:
+            h = ag.Tensor.from_array(x0)
+            for i, w in enumerate(Ws):
+                z = ag.tanh(h @ w)
+                h = h + z if kind == "residual" else ag.dropout(z, 0.1, seed=i)
+            loss = (h * h).sum()
+        return [g.numpy() for g in tape.gradient(loss, Ws)], checkpoint_stats(tape)
+
+    for kind in ("residual", "dropout"):
+        ref, _ = run(None, kind)
+        cfg = CheckpointConfig("auto", memory_budget_mb=0.6)
+        for _ in range(2):
+            g, stats = run(cfg, kind)
+            assert all(np.array_equal(a, b) for a, b in zip(g, ref)), kind
+        assert stats["replayed_ops"] > 0, kind
+        assert getattr(cfg, "_auto_chain_plan", None) is None, kind
+
+
+def test_chain_plan_is_followed_only_while_it_beats_the_online_planner():
+    from autograd_gpu.checkpoint import _chain_plan, _ChainPlan
+
+    keep, steps = _chain_plan(48, 7)
+    assert steps == 44 and len(keep) == 7  # bench/checkpoint_bound.py's table: 7 kept, 44
+    assert _chain_plan(10, 9) == (frozenset(range(9)), 0)  # room for every state: no replay
+    p = _ChainPlan(100.0, (), keep, 130, {"replayed_ops": 200})
+    assert p.better(100.0) and not p.better(99.0)
+    p.followed = {"replayed_ops": 210}  # measured worse than the online planner: not again
+    assert not p.better(100.0)
+    assert not _ChainPlan(100.0, (), keep, 200, {"replayed_ops": 200}).better(100.0)
