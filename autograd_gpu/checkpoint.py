@@ -561,7 +561,7 @@ class _Plan:
         """The forward is over (the sweep's first restore): if the graph was a chain, plan its
         checkpoints offline for the next step with this config (module docstring, point 7)."""
         sig, self.sig = self.sig, None
-        if not self.chain or not 4 <= len(sig) <= _CHAIN_MAX:
+        if not self.chain or len(sig) < 4:
             return
         n = len(sig)
         unit = max(e[1] for e in sig)
@@ -573,9 +573,10 @@ class _Plan:
         ends = [k for k in range(n) if sig[k][3] or (k + 1 < n and sig[k + 1][4]) or k == n - 1]
         # kept states at once, besides the live one and the step in flight (the reserve)
         m = int((self.budget - self.reserve - self.book - self.pin_bytes) // unit) - 1
-        if m < 1 or len(ends) < 4:
+        m = min(m, len(ends))
+        if m < 1 or len(ends) < 4 or len(ends) ** 2 * m > _CHAIN_DP_MAX:
             return
-        keep, steps = _chain_plan(len(ends), min(m, len(ends)))
+        keep, steps = _chain_plan(len(ends), m)
         self.cfg._auto_chain_plan = _ChainPlan(
             self.budget, tuple(sig), frozenset(ends[q] for q in keep),
             round(steps * n / len(ends)), self.stats)
@@ -1083,7 +1084,8 @@ def revolve_cost(n: int, f: int) -> int:
         return _T[f][n]
 
 
-_CHAIN_MAX = 400  # AUTO learns chains of at most this many ops (the plan's DP is O(n^2 m))
+_CHAIN_DP_MAX = 3_000_000  # AUTO plans a chain of n states with m slots while n^2 m is below
+# this (the DP's work: about 0.3 s of Python at the limit, once per config)
 
 
 class _ChainPlan:
