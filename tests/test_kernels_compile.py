@@ -574,16 +574,19 @@ def test_dropout_branch_uses_the_philox_mask():
 # source, the self-check must pass against independent references, and the fallbacks must hold.
 
 def _small_cases(family):
-    """op code -> Python expression of that case of small.cu's ``family`` kernel."""
+    """op code -> Python expression of that case of the op function small.cu's ``family``
+    kernels call (scalar_op, unary_op, act_grad_op)."""
     import re
 
     src = kernel_source("small")
-    body = re.search(r"void " + family + r"\(.*?\n\}\n", src, re.S).group(0)
+    fn = family[len("small_"):] + "_op"
+    body = re.search(r"T " + fn + r"\(.*?\n\}\n", src, re.S).group(0)
+    assert re.search(family + r"_f32\(.*?\{\s*AG_SMALL_INDEX\(i, n\) y\[i\] = " + fn, src, re.S)
     if family == "small_act_grad":
         m = re.search(r"op == 0 \? (.*?) : (.*?);", body)
         return {0: m.group(1), 1: m.group(2)}
-    cases = {int(c): e for c, e in re.findall(r"case (\d+): r = (.*?); break;", body)}
-    cases[len(cases)] = re.search(r"default: r = (.*?); break;", body).group(1)
+    cases = {int(c): e for c, e in re.findall(r"case (\d+): return (.*?);", body)}
+    cases[len(cases)] = re.search(r"default: return (.*?);", body).group(1)
     return {c: re.sub(r"ag_(\w+)\(", r"np.\1(", e) for c, e in cases.items()}
 
 

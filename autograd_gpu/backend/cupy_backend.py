@@ -165,34 +165,28 @@ class CupyBackend:
     # for every size (for A/B comparisons; AUTOGRAD_GPU_KERNELS=0 turns off every fused kernel)
     small_kernels = True
 
-    def _small(self, family):
-        """The small-array kernel callable of ``family`` (see kernel_impls), or None."""
+    def _small(self, family, op, *args):
+        """kernels/small.cu's ``family`` kernel for ``op`` on ``args`` (arrays first), or None
+        (large, strided or other dtypes, the path switched off, a failed self-check)."""
+        if args[0].size >= _SMALL_MAX or not self.small_kernels:
+            return None
         fns = self._small_fns
         if fns is None:
             fns = self._small_fns = {f: (self.kernel(f) if self.has_kernel(f) else None)
                                      for f in ("small_scalar", "small_unary", "small_act_grad")}
-        return fns[family] if self.small_kernels else None
+        f = fns[family]
+        return None if f is None else f(op, *args)
 
     def unary(self, name, x):
         """``cupy.<name>(x)`` (an elementwise math function); small arrays through small.cu."""
-        if x.size < _SMALL_MAX:
-            f = self._small("small_unary")
-            if f is not None:
-                y = f(name, x)
-                if y is not None:
-                    return y
-        return getattr(self.xp, name)(x)
+        y = self._small("small_unary", name, x)
+        return getattr(self.xp, name)(x) if y is None else y
 
     def act_grad(self, act, g, y):
         """tanh: g (1 - y^2); sigmoid: g y (1 - y), in one pass for float32/float64."""
         if g.dtype == y.dtype and g.dtype.char in "fd":
-            if g.size < _SMALL_MAX:
-                f = self._small("small_act_grad")
-                if f is not None:
-                    r = f(act, g, y)
-                    if r is not None:
-                        return r
-            return _elementwise(act)(g, y)
+            r = self._small("small_act_grad", act, g, y)
+            return _elementwise(act)(g, y) if r is None else r
         return NumpyBackend.act_grad(act, g, y)  # the same array expressions, on cupy arrays
 
     scalar_kernels = True
@@ -213,13 +207,8 @@ class CupyBackend:
         if x.dtype.char not in "efd":
             return None
         s = x.dtype.type(s)
-        if x.size < _SMALL_MAX:
-            f = self._small("small_scalar")
-            if f is not None:
-                y = f(kind, x, s)
-                if y is not None:
-                    return y
-        return _elementwise(kind)(x, s)
+        y = self._small("small_scalar", kind, x, s)
+        return _elementwise(kind)(x, s) if y is None else y
 
     def _vec(self, name, *arrays):
         """The vectorised kernel ``name`` (kernels/elementwise.cu) on large arrays, or None."""

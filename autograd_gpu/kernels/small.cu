@@ -25,78 +25,62 @@ __device__ __forceinline__ double ag_cos(double x) { return cos(x); }
 __device__ __forceinline__ float ag_tan(float x) { return tanf(x); }
 __device__ __forceinline__ double ag_tan(double x) { return tan(x); }
 
-template <typename T>
-__device__ __forceinline__ void small_scalar(const T* __restrict__ x, T* __restrict__ y, T s,
-                                             long long n, int op) {
-    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const T v = x[i];
-    T r;
+template <typename T> __device__ __forceinline__ T scalar_op(T v, T s, int op) {
     switch (op) {
-        case 0: r = v + s; break;
-        case 1: r = v - s; break;
-        case 2: r = s - v; break;
-        case 3: r = v * s; break;
-        case 4: r = v / s; break;
-        default: r = s / v; break;
+        case 0: return v + s;
+        case 1: return v - s;
+        case 2: return s - v;
+        case 3: return v * s;
+        case 4: return v / s;
+        default: return s / v;
     }
-    y[i] = r;
 }
 
-template <typename T>
-__device__ __forceinline__ void small_unary(const T* __restrict__ x, T* __restrict__ y,
-                                            long long n, int op) {
-    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const T v = x[i];
-    T r;
+template <typename T> __device__ __forceinline__ T unary_op(T v, int op) {
     switch (op) {
-        case 0: r = -v; break;
-        case 1: r = ag_exp(v); break;
-        case 2: r = ag_expm1(v); break;
-        case 3: r = ag_log(v); break;
-        case 4: r = ag_log1p(v); break;
-        case 5: r = ag_sqrt(v); break;
-        case 6: r = ag_abs(v); break;
-        case 7: r = ag_sin(v); break;
-        case 8: r = ag_cos(v); break;
-        case 9: r = ag_tan(v); break;
-        default: r = ag_tanh(v); break;
+        case 0: return -v;
+        case 1: return ag_exp(v);
+        case 2: return ag_expm1(v);
+        case 3: return ag_log(v);
+        case 4: return ag_log1p(v);
+        case 5: return ag_sqrt(v);
+        case 6: return ag_abs(v);
+        case 7: return ag_sin(v);
+        case 8: return ag_cos(v);
+        case 9: return ag_tan(v);
+        default: return ag_tanh(v);
     }
-    y[i] = r;
 }
 
-template <typename T>
-__device__ __forceinline__ void small_act_grad(const T* __restrict__ g,
-                                               const T* __restrict__ t, T* __restrict__ y,
-                                               long long n, int op) {
-    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const T a = g[i];
-    const T b = t[i];
-    y[i] = op == 0 ? a - a * b * b : a * (b - b * b);
+template <typename T> __device__ __forceinline__ T act_grad_op(T a, T b, int op) {
+    return op == 0 ? a - a * b * b : a * (b - b * b);
 }
+
+// one thread per element
+#define AG_SMALL_INDEX(i, n)                                                                 \
+    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;                    \
+    if (i >= (n)) return;
 
 // extern "C" entry points, one per storage type
 extern "C" __global__ void small_scalar_f32(const float* x, float* y, float s, long long n,
                                             int op) {
-    small_scalar<float>(x, y, s, n, op);
+    AG_SMALL_INDEX(i, n) y[i] = scalar_op(x[i], s, op);
 }
 extern "C" __global__ void small_scalar_f64(const double* x, double* y, double s, long long n,
                                             int op) {
-    small_scalar<double>(x, y, s, n, op);
+    AG_SMALL_INDEX(i, n) y[i] = scalar_op(x[i], s, op);
 }
 extern "C" __global__ void small_unary_f32(const float* x, float* y, long long n, int op) {
-    small_unary<float>(x, y, n, op);
+    AG_SMALL_INDEX(i, n) y[i] = unary_op(x[i], op);
 }
 extern "C" __global__ void small_unary_f64(const double* x, double* y, long long n, int op) {
-    small_unary<double>(x, y, n, op);
+    AG_SMALL_INDEX(i, n) y[i] = unary_op(x[i], op);
 }
 extern "C" __global__ void small_act_grad_f32(const float* g, const float* t, float* y,
                                               long long n, int op) {
-    small_act_grad<float>(g, t, y, n, op);
+    AG_SMALL_INDEX(i, n) y[i] = act_grad_op(g[i], t[i], op);
 }
 extern "C" __global__ void small_act_grad_f64(const double* g, const double* t, double* y,
                                               long long n, int op) {
-    small_act_grad<double>(g, t, y, n, op);
+    AG_SMALL_INDEX(i, n) y[i] = act_grad_op(g[i], t[i], op);
 }
