@@ -13,7 +13,8 @@ the process's peak resident set. Each library runs in its own child process, whi
   the step again and reads VmHWM - VmRSS-before: the step's peak extra memory;
 * does that at batch B and 2B: peak activation memory = peak(2B) - peak(B), the measure of
   bench/test_checkpoint_bench.py (weights, gradients and library state cancel);
-* times every strategy in 7 interleaved rounds (best round each) at batch B.
+* times every strategy in 15 interleaved rounds at batch B: the overhead is the median of the
+  per-round ratios to the library's own baseline.
 
 autograd_gpu runs with its host pool as configured; the pool's cache is emptied before the base
 is read, so the blocks it caches during the step count (they are resident); ``--no-pool`` turns
@@ -27,6 +28,7 @@ import ctypes
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -107,6 +109,9 @@ def _ag_child(batch, width, pool):
     act = {name: none_act if cfg is None else peak(x2, two[name]) - peak(x2[:batch], cfg)
            for name, cfg in one}
     steps = {name: make(x2[:batch], cfg) for name, cfg in one}
+    for fn in steps.values():  # AUTO follows its chain plan from the second step
+        fn()
+        fn()
     return act, _interleaved(steps)
 
 
@@ -136,22 +141,33 @@ def _torch_child(batch, width):
     act = {name: step_peak_mb(make(x2, s)) - step_peak_mb(make(x2[:batch], s))
            for name, s in names.items()}
     steps = {name: make(x2[:batch], s) for name, s in names.items()}
+    for fn in steps.values():
+        fn()
     return act, _interleaved(steps)
 
 
-def _interleaved(steps, rounds=7):
-    best = dict.fromkeys(steps, float("inf"))
+def _interleaved(steps, rounds=15):
+    """Per strategy: the median time of ``rounds`` rounds (each runs every strategy once), in
+    ms, and the round-by-round times (for the ratios to the baseline)."""
+    times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
             t = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return {k: v * 1e3 for k, v in best.items()}
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
-def _rows(act, ms, base):
-    return [{"name": n, "act_mb": act[n], "saved_pct": 100.0 * (1 - act[n] / act[base]),
-             "ms": ms[n], "overhead_pct": 100.0 * (ms[n] / ms[base] - 1)} for n in act]
+def _rows(act, times, base):
+    """Overhead = the median of the per-round ratios to the baseline (the VM's speed drifts
+    between rounds; within a round every strategy sees the same speed)."""
+    rows = []
+    for n in act:
+        ratios = [a / b for a, b in zip(times[n], times[base])]
+        rows.append({"name": n, "act_mb": act[n], "saved_pct": 100.0 * (1 - act[n] / act[base]),
+                     "ms": statistics.median(times[n]) * 1e3,
+                     "overhead_pct": 100.0 * (statistics.median(ratios) - 1)})
+    return rows
 
 
 def run(batch=2048, width=128, pool=True) -> dict:
