@@ -514,9 +514,12 @@ class _Plan:
                     self._anchor(node, out)
                 return False
             # the graph differs from the one the plan was made for: forget the plan, and go on
-            # with the online planner from here (its accounting already holds the anchors)
+            # with the online planner from here (its accounting already holds the anchors); a
+            # graph that differs from its first op on (another batch size) is learned instead
             self.learned = None
             self.cfg._auto_chain_plan = None
+            if k == 0:
+                self.sig = [self.cur]
         if self.mode == "retain":
             new = self._new_bytes(node, rec, ext)
             if self._fits(new):

@@ -727,6 +727,12 @@ def test_auto_chain_plan_is_dropped_when_the_graph_or_budget_changes():
     run40(x0, cfg)  # learns the 40-layer chain
     plan = cfg._auto_chain_plan
     assert plan is not None and len(plan.sig) == 3 * 40 + 2
+    # another batch size differs from the first op on: that step learns its own plan
+    g, _ = run40(x0[:512], cfg)
+    assert cfg._auto_chain_plan is not plan and cfg._auto_chain_plan.sig[0][1] == 512 * 16 * 8
+    run40(x0, cfg)  # back to the full batch: relearned from this step (the online planner)
+    plan = cfg._auto_chain_plan
+    assert plan.sig[0][1] == 1024 * 16 * 8
     cfg.memory_budget_mb *= 1.5  # a plan is made for one budget
     g, s = run40(x0, cfg)
     assert all(np.array_equal(a, b) for a, b in zip(g, ref40))
