@@ -284,7 +284,7 @@ def _ref_backend():
     return RefBackend()
 
 
-_WIRED = ["softmax", "log_softmax", "cross_entropy", "layer_norm"]
+_WIRED = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "bias_act"]
 
 
 def _through(op, bk, inputs, params, u, cast):

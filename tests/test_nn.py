@@ -95,14 +95,29 @@ def test_linear_rejects_wrong_width():
         nn.Linear(5, 2)(ag.Tensor.ones((3, 4)))
 
 
-def test_dense_activation_and_grad():
-    d = nn.Dense(4, 3, activation="tanh", seed=1, dtype=F64)
+_GELU = lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))  # noqa: E731
+
+
+@pytest.mark.parametrize("act, f, bias", [
+    ("tanh", np.tanh, True), ("relu", lambda z: np.maximum(z, 0), True), ("gelu", _GELU, True),
+    ("sigmoid", lambda z: 1 / (1 + np.exp(-z)), True), ("tanh", np.tanh, False)])
+def test_dense_activation_and_grad(act, f, bias):
+    """relu, tanh and gelu with a bias run as one bias_act op (one kernel on the GPU)."""
+    d = nn.Dense(4, 3, activation=act, bias=bias, seed=1, dtype=F64)
     x = np.random.default_rng(0).standard_normal((2, 4))
-    ref = np.tanh(x @ d.weight.numpy() + d.bias.numpy())
-    np.testing.assert_allclose(d(T(x)).numpy(), ref, rtol=1e-12)
+    z = x @ d.weight.numpy() + (d.bias.numpy() if bias else 0)
+    np.testing.assert_allclose(d(T(x)).numpy(), f(z), rtol=1e-12)
     fd_check(d, x)
     with pytest.raises(ag.ArgumentError, match="activation"):
         nn.Dense(2, 2, activation="swish")
+
+
+def test_bias_act_checks_its_arguments():
+    x = T(np.ones((2, 3)))
+    with pytest.raises(ag.ArgumentError, match="bias_act: argument 'act'"):
+        ag.bias_act(x, T(np.ones(3)), "swish")
+    with pytest.raises(ag.ShapeError, match="bias_act"):
+        ag.bias_act(x, T(np.ones(4)), "relu")
 
 
 @pytest.mark.parametrize("layer, ref", [

@@ -76,3 +76,35 @@ def test_relu_bits_match_numpy_maximum_with_zero(dtype, shape):
     assert y.dtype == ref.dtype and y.shape == ref.shape
     bits = [np.atleast_1d(a).view(np.uint8) for a in (y, ref)]
     np.testing.assert_array_equal(*bits)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(ml_dtypes.bfloat16), np.dtype(np.float16)])
+def test_python_floats_keep_low_precision_dtypes(dtype):
+    """NEP 50 for every float dtype: a Python float takes the array's dtype. NumPy does this for
+    float16 but promotes ml_dtypes' bfloat16 to float32 with a Python float, so ops that mix
+    them (arithmetic, maximum, pow, and ops with float constants inside: sigmoid, GELU,
+    leaky_relu, clip, bias_act) must keep bfloat16 themselves, with NEP 50's values."""
+    import autograd_gpu as ag
+
+    h = np.array([0.5, -1.0, 3.0, 0.3]).astype(dtype)
+    x = ag.Variable(h)
+    cases = {
+        "x*f": lambda: x * 1.01, "f*x": lambda: 1.01 * x, "x+f": lambda: x + 1.5,
+        "f+x": lambda: 1.5 + x, "x-f": lambda: x - 0.5, "f-x": lambda: 0.5 - x,
+        "x/f": lambda: x / 3.0, "f/x": lambda: 2.0 / x, "pow": lambda: ag.abs(x) ** 0.5,
+        "maximum": lambda: ag.maximum(x, 0.4), "minimum": lambda: ag.minimum(0.4, x),
+        "sigmoid": lambda: ag.sigmoid(x), "gelu": lambda: ag.gelu(x),
+        "gelu_none": lambda: ag.gelu(x, approximate="none"),
+        "leaky_relu": lambda: ag.leaky_relu(x, 0.2), "clip": lambda: ag.clip(x, -0.2, 0.7),
+        "bias_act": lambda: ag.bias_act(x, x, "gelu"),
+    }
+    for name, f in cases.items():
+        with ag.GradientTape() as tape:
+            y = f()
+            total = y.sum()
+        assert y.dtype == dtype, name
+        (g,) = tape.gradient(total, [x])
+        assert g.dtype == dtype, name
+    s = dtype.type(1.01)
+    assert np.array_equal((x * 1.01).numpy(), h * s)  # the number rounded to the dtype first
+    assert np.array_equal((0.5 - x).numpy(), dtype.type(0.5) - h)

@@ -89,7 +89,7 @@ class Linear(Module):
         self.bias = (uniform_parameter((self.out_features,), bound, rng, dtype, device)
                      if bias else None)
 
-    def forward(self, x):
+    def _matmul(self, x):
         if not isinstance(x, Tensor):
             raise ArgumentError(f"Linear: argument 'x' expected a Tensor, got {describe(x)}")
         if x.shape[-1] != self.in_features:
@@ -97,7 +97,10 @@ class Linear(Module):
                 f"Linear: argument 'x' expected last dimension {self.in_features}, "
                 f"got shape {tuple(x.shape)}"
             )
-        y = op("matmul")(x, self.weight)
+        return op("matmul")(x, self.weight)
+
+    def forward(self, x):
+        y = self._matmul(x)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -119,6 +122,9 @@ class Dense(Linear):
         self.activation = activation
 
     def forward(self, x):
+        if self.bias is not None and self.activation in ("relu", "tanh", "gelu"):
+            # the bias add and the activation as one op (one kernel on the GPU)
+            return op("bias_act")(self._matmul(x), self.bias, self.activation)
         y = super().forward(x)
         act = _ACTIVATIONS[self.activation]
         return y if act is None else act(y)

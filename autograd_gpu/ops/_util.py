@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
+from ..dtypes import bfloat16 as _BF16
 from ..errors import ArgumentError, DeviceError, describe
 from ..tensor import Tensor, TrackedTensor, Variable
 
 # argument types that need no coercion (checked with one set lookup on hot paths)
 FAST_ARGS = frozenset({Tensor, TrackedTensor, Variable, int, float})
+
+
+_BF16_SCALAR = _BF16.type
+
+
+def weak_scalars(a, b):
+    """NumPy's weak-scalar rule (NEP 50: a Python float takes the array's dtype) for bfloat16:
+    NumPy applies it to its own float types, but a Python float promotes an ml_dtypes bfloat16
+    array to float32. So a Python float next to a NumPy bfloat16 array becomes a bfloat16
+    scalar first, as NEP 50 would make it (the arithmetic then stays in bfloat16, rounded as
+    for float16). Anything else passes through; CuPy arrays take their own path."""
+    if type(b) is float and type(a) is np.ndarray and a.dtype is _BF16:
+        return a, _BF16_SCALAR(b)
+    if type(a) is float and type(b) is np.ndarray and b.dtype is _BF16:
+        return _BF16_SCALAR(a), b
+    return a, b
+
+
+def same_float(y, x):
+    """``y`` in ``x``'s dtype: ops whose NumPy expressions use Python-float constants (GELU's,
+    sigmoid's halves) compute a bfloat16 input in float32 (see ``weak_scalars``) and round the
+    result once."""
+    return y if y.dtype == x.dtype else y.astype(x.dtype)
 
 
 def scale(t, c):

@@ -9,7 +9,7 @@ import math
 
 from ..dtypes import as_dtype
 from . import sampling as S
-from ._util import FAST_ARGS, as_tensor, scale, tsum
+from ._util import FAST_ARGS, as_tensor, same_float, scale, tsum, weak_scalars
 from .registry import apply, defop, elementwise
 
 _SQRT_2 = math.sqrt(2.0)
@@ -46,6 +46,8 @@ class Add:
     """y = a + b"""
 
     def forward(bk, a, b):
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
         return bk.add(a, b), ()
 
     def vjp(F, g, saved, needs):
@@ -67,6 +69,8 @@ class Sub:
             y = bk.scalar_op("sub", a, b)
             if y is not None:
                 return y, ()
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
         return bk.xp.subtract(a, b), ()
 
     def vjp(F, g, saved, needs):
@@ -88,6 +92,8 @@ class Mul:
             y = bk.scalar_op("mul", a, b)
             if y is not None:
                 return y, (a, b)
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
         return bk.xp.multiply(a, b), (a, b)
 
     def vjp(F, g, saved, needs):
@@ -113,6 +119,8 @@ class Div:
     def forward(bk, a, b):
         y = bk.scalar_op("div", a, b) if bk.scalar_kernels else None
         if y is None:
+            if type(a) is float or type(b) is float:
+                a, b = weak_scalars(a, b)
             y = bk.xp.true_divide(a, b)
         return y, (b, y)
 
@@ -150,6 +158,8 @@ class Pow:
     """y = x ** p. d/dx = p x^(p-1); d/dp = y log(x) (needs x > 0 where p is differentiated)."""
 
     def forward(bk, x, p):
+        if type(p) is float or type(x) is float:
+            x, p = weak_scalars(x, p)
         y = bk.xp.power(x, p)
         return y, (x, p, y)
 
@@ -349,6 +359,7 @@ class Sigmoid:
         y = bk.xp.tanh(x * 0.5)
         y *= 0.5
         y += 0.5
+        y = same_float(y, x)
         return y, (y,)
 
     def vjp(F, g, saved, needs):
@@ -494,7 +505,7 @@ class LeakyRelu:
     """y = x where x > 0 else negative_slope * x"""
 
     def forward(bk, x, *, negative_slope=0.01):
-        y = bk.xp.where(x > 0, x, x * negative_slope)
+        y = same_float(bk.xp.where(x > 0, x, x * negative_slope), x)
         return y, (x,)
 
     def vjp(F, g, saved, needs, *, negative_slope=0.01):
@@ -512,11 +523,76 @@ class LeakyRelu:
         return (x,), {"negative_slope": draw(st.sampled_from([0.01, 0.2]))}
 
 
+def _gelu_tanh(xp, x):
+    """GELU's tanh form on arrays: 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))."""
+    t = xp.tanh(_GELU_K * (x + _GELU_C * x * x * x))
+    return 0.5 * x * (1 + t)
+
+
 def _gelu_deriv(F, x, approximate):
     if approximate == "tanh":
         t = F.tanh(_GELU_K * (x + _GELU_C * x * x * x))
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_GELU_K * (1 + 3 * _GELU_C * x * x))
     return 0.5 * (1 + F.erf(x / _SQRT_2)) + x * (_INV_SQRT_2PI * F.exp(-0.5 * (x * x)))
+
+
+_BIAS_ACTS = ("relu", "tanh", "gelu")
+
+
+@defop("bias_act", params=("act",), cost=elementwise(12), broadcasting=True)
+class BiasAct:
+    """y = act(x + b), act in relu, tanh, gelu (tanh form): a layer's bias add and activation as
+    one op. On the GPU, with b a row over x's last axis in x's dtype, one kernel
+    (kernels/bias_act.cu) instead of two passes. relu and tanh save y only (their derivatives
+    are functions of y: the op holds what add + activation would); gelu saves x and b and
+    recomputes x + b (its backward is then one kernel on the GPU too)."""
+
+    def forward(bk, x, b, *, act):
+        if (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0] and x.dtype == b.dtype
+                and bk.has_kernel("bias_act")):
+            y = bk.kernel("bias_act")(x, b, act)
+        else:
+            z = bk.add(x, b)
+            y = bk.relu(z) if act == "relu" else bk.unary("tanh", z) if act == "tanh" \
+                else same_float(_gelu_tanh(bk.xp, z), z)
+        return y, ((x, b) if act == "gelu" else (y,))
+
+    def vjp(F, g, saved, needs, *, act):
+        if act == "gelu":
+            x, b = saved
+            if (F.is_raw and g.shape == x.shape and b.ndim == 1 and x.dtype == b.dtype == g.dtype
+                    and x.shape[-1] == b.shape[0] and F.bk.has_kernel("bias_act_grad")):
+                dz, db = F.bk.kernel("bias_act_grad")(g, x, b, "gelu")
+                return dz, (db if needs[1] else None)
+            dz = g * _gelu_deriv(F, x + b, "tanh")
+            return dz, dz
+        (y,) = saved
+        if F.is_raw:  # first order: one backend kernel each, as Relu and Tanh
+            dz = F.bk.relu_grad(g, y) if act == "relu" else F.bk.act_grad("tanh", g, y)
+        else:
+            dz = F.relu_grad(g, y) if act == "relu" else F.tanh_grad(g, y)
+        return dz, dz
+
+    def jvp(F, ts, saved, *, act):
+        tz = tsum(*ts)
+        if act == "gelu":
+            x, b = saved
+            return tz * _gelu_deriv(F, x + b, "tanh")
+        (y,) = saved
+        return F.relu_grad(tz, y) if act == "relu" else F.tanh_grad(tz, y)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(min_dims=1))
+        act = draw(st.sampled_from(_BIAS_ACTS))
+        b = draw(S.arrays(shape[-1:], -1.0, 1.0))
+        x = draw(S.arrays(shape, -3.0, 3.0))
+        if act == "relu":  # keep x + b away from relu's kink for central differences
+            import numpy as np  # (this module's abs is the op)
+
+            x = x + 0.25 * (np.abs(x + b) < 0.1)
+        return (x, b), {"act": act}
 
 
 @defop("gelu", params=("approximate",), cost=elementwise(12))
@@ -527,10 +603,9 @@ class Gelu:
     def forward(bk, x, *, approximate="tanh"):
         xp = bk.xp
         if approximate == "tanh":
-            t = xp.tanh(_GELU_K * (x + _GELU_C * x * x * x))
-            return 0.5 * x * (1 + t), (x,)
+            return same_float(_gelu_tanh(xp, x), x), (x,)
         if approximate == "none":
-            return 0.5 * x * (1 + _erf(bk, x / _SQRT_2)), (x,)
+            return same_float(0.5 * x * (1 + _erf(bk, x / _SQRT_2)), x), (x,)
         raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
     def vjp(F, g, saved, needs, *, approximate="tanh"):
@@ -596,6 +671,8 @@ class Maximum:
     """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b"""
 
     def forward(bk, a, b):
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
         return bk.xp.maximum(a, b), (bk.xp.greater_equal(a, b),)
 
     vjp = _select_vjp
@@ -608,6 +685,8 @@ class Minimum:
     """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b"""
 
     def forward(bk, a, b):
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
         return bk.xp.minimum(a, b), (bk.xp.less_equal(a, b),)
 
     vjp = _select_vjp
@@ -655,7 +734,7 @@ class Clip:
     """y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi"""
 
     def forward(bk, x, *, lo=None, hi=None):
-        y = bk.xp.clip(x, lo, hi)
+        y = same_float(bk.xp.clip(x, lo, hi), x)
         xp = bk.xp
         inside = xp.ones(x.shape, dtype=bool)
         if lo is not None:
@@ -801,6 +880,19 @@ def square(x):
 
 def leaky_relu(x, negative_slope: float = 0.01):
     return apply(LeakyRelu, as_tensor(x, None, "x", "leaky_relu"), negative_slope=negative_slope)
+
+
+def bias_act(x, b, act: str = "relu"):
+    """act(x + b) as one op (a layer's bias add and activation; ``nn.Dense`` uses it): act is
+    "relu", "tanh" or "gelu" (tanh form). On the GPU a row bias over x's last axis takes one
+    fused kernel (kernels/bias_act.cu) forward, and for gelu backward too."""
+    from ..errors import ArgumentError
+
+    if act not in _BIAS_ACTS:
+        raise ArgumentError(
+            f"bias_act: argument 'act' expected one of {list(_BIAS_ACTS)}, got {act!r}")
+    xt = as_tensor(x, None, "x", "bias_act")
+    return apply(BiasAct, xt, as_tensor(b, xt, "b", "bias_act"), act=act)
 
 
 def gelu(x, approximate: str = "tanh"):
