@@ -689,3 +689,23 @@ def test_small_kernel_self_check_failure_disables_that_op(small_emu, monkeypatch
             assert f("cos", x) is None
         assert f("cos", x) is None  # reported once, then the reference path
         assert np.array_equal(f("sin", x), np.sin(x))
+
+
+def test_small_kernels_read_cupys_contiguity_attribute(small_emu):
+    """With an array type that keeps C-contiguity as an attribute (CuPy's ``_c_contiguous``),
+    the factories read it instead of building ``flags``."""
+    class Arr(np.ndarray):
+        reads = 0
+
+        @property
+        def _c_contiguous(self):
+            Arr.reads += 1
+            return self.flags.c_contiguous
+
+    small_emu.xp.ndarray = Arr
+    f = ki.make_small_unary(small_emu)
+    x = np.linspace(-1, 1, 12).reshape(3, 4).view(Arr)
+    with np.errstate(all="ignore"):
+        y = f("tanh", x)
+    assert np.array_equal(np.asarray(y), np.tanh(np.asarray(x))) and Arr.reads > 0
+    assert f("tanh", x[:, ::2]) is None

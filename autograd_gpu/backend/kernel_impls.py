@@ -1135,6 +1135,8 @@ def _make_small(family):
     def make(bk, src=None):
         xp = bk.xp
         ndarray = xp.ndarray
+        # CuPy keeps C-contiguity as a plain attribute (``flags`` builds an object per call)
+        fast_contig = hasattr(ndarray, "_c_contiguous")
         chk = _SelfCheck(xp, family)
         ready: dict = {}  # (op, dtype char) -> (function, op code), once checked
 
@@ -1174,11 +1176,12 @@ def _make_small(family):
                 return None
             ch = a.dtype.char
             hit = ready.get((op, ch)) or resolve(op, ch)
-            if hit is None or not a.flags.c_contiguous:
+            if hit is None or not (a._c_contiguous if fast_contig else a.flags.c_contiguous):
                 return None
             if nin == 2:
                 b = args[1]
-                if b.shape != a.shape or b.dtype != a.dtype or not b.flags.c_contiguous:
+                if b.shape != a.shape or b.dtype != a.dtype or not (
+                        b._c_contiguous if fast_contig else b.flags.c_contiguous):
                     return None
             return launch(hit[0], hit[1], args[:nin], args[nin:])
 
