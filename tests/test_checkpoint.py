@@ -569,17 +569,23 @@ def _chain_peak(run, x0, cfg) -> float:
         tracemalloc.stop()
 
 
+def _auto_chain(depth, seed, fraction):
+    """A tanh chain, its input, the measuring overhead (a batch-1 step), an AUTO config at
+    ``fraction`` of NONE's activation memory and NONE's gradients."""
+    run = _tanh_chain(depth)
+    x0 = np.random.default_rng(seed).standard_normal((1024, 16))
+    overhead = _chain_peak(run, x0[:1], None)
+    none = _chain_peak(run, x0, None) - overhead
+    cfg = CheckpointConfig("auto", memory_budget_mb=fraction * none)
+    return run, x0, overhead, cfg, run(x0, None)[0]
+
+
 def test_auto_greedy_segments_replay_each_op_at_most_once():
     """A quarter of NONE's activation memory on an 80-layer chain (matmul, + bias, tanh): greedy
     segments (about sqrt(2 * 80) layers at the peak) restore each segment with a single replay,
     and the last one is never replayed."""
     depth = 80
-    run = _tanh_chain(depth)
-    x0 = np.random.default_rng(9).standard_normal((1024, 16))
-    overhead = _chain_peak(run, x0[:1], None)
-    none = _chain_peak(run, x0, None) - overhead
-    cfg = CheckpointConfig("auto", memory_budget_mb=0.25 * none)
-    grads0, _ = run(x0, None)
+    run, x0, overhead, cfg, grads0 = _auto_chain(depth, 9, 0.25)
     grads, stats = run(x0, cfg)
     assert all(np.array_equal(g, g0) for g, g0 in zip(grads, grads0))
     assert stats["recorded"] == 3 * depth + 2
@@ -598,12 +604,7 @@ def test_auto_leaves_the_end_of_the_chain_unreplayed_at_generous_budgets(fractio
     segments, so the part never replayed (the open segment when the forward ends) is as large as
     the budget allows: on a 48-layer chain at half of NONE's memory about 60% of the ops are
     replayed (closing whole segments replayed 80%), at 80% about 37% (72%)."""
-    run = _tanh_chain(48)
-    x0 = np.random.default_rng(4).standard_normal((1024, 16))
-    overhead = _chain_peak(run, x0[:1], None)
-    none = _chain_peak(run, x0, None) - overhead
-    cfg = CheckpointConfig("auto", memory_budget_mb=fraction * none)
-    grads0, _ = run(x0, None)
+    run, x0, overhead, cfg, grads0 = _auto_chain(48, 4, fraction)
     grads, stats = run(x0, cfg)
     assert all(np.array_equal(g, g0) for g, g0 in zip(grads, grads0))
     assert 0 < stats["replayed_ops"] <= most * stats["recorded"], stats
@@ -692,12 +693,7 @@ def test_auto_plans_a_chain_from_the_previous_step(fraction):
     """From the second step with the same config AUTO places a chain's checkpoints by the exact
     DP learned from the first step's recording: fewer replays than the online planner at tight
     budgets, NONE's gradients bit for bit, and the budget still holds (measured)."""
-    run = _tanh_chain(48)
-    x0 = np.random.default_rng(5).standard_normal((1024, 16))
-    overhead = _chain_peak(run, x0[:1], None)
-    none = _chain_peak(run, x0, None) - overhead
-    cfg = CheckpointConfig("auto", memory_budget_mb=fraction * none)
-    grads0, _ = run(x0, None)
+    run, x0, overhead, cfg, grads0 = _auto_chain(48, 5, fraction)
     g1, s1 = run(x0, cfg)  # the online planner; the plan is learned from this recording
     plan = cfg._auto_chain_plan
     assert plan is not None and plan.replays < s1["replayed_ops"]
