@@ -709,3 +709,38 @@ def test_small_kernels_read_cupys_contiguity_attribute(small_emu):
         y = f("tanh", x)
     assert np.array_equal(np.asarray(y), np.tanh(np.asarray(x))) and Arr.reads > 0
     assert f("tanh", x[:, ::2]) is None
+
+
+def test_cupy_backend_routes_small_arrays_and_switches_off():
+    """CupyBackend's dispatch without a GPU: a backend object whose array module is NumPy and
+    whose kernel table hands out stand-ins. Small arrays go to the small.cu callables (resolved
+    once, on first use), a None from them falls back to the reference, and
+    ``small_kernels = False`` sends everything to the reference."""
+    from autograd_gpu.backend.base import Device
+    from autograd_gpu.backend.cupy_backend import CupyBackend
+
+    calls = []
+
+    def fake(family):
+        def f(op, *args):
+            calls.append((family, op))
+            return None if op == "cos" else np.full(args[0].shape, 7.0)
+        return f
+
+    bk = object.__new__(CupyBackend)
+    bk.xp, bk.index, bk.device, bk.array_type = np, 0, Device("cpu"), np.ndarray
+    looked_up = []
+    bk.has_kernel = lambda name: looked_up.append(name) or True
+    bk.kernel = fake
+    bk.small_kernels = True
+    x = np.linspace(-1, 1, 8)
+    assert (bk.unary("tanh", x) == 7.0).all() and (bk.unary("exp", x) == 7.0).all()
+    assert np.array_equal(bk.unary("cos", x), np.cos(x))  # declined: the reference
+    assert (bk.scalar_op("mul", x, 2.0) == 7.0).all()
+    assert (bk.act_grad("tanh", x, x) == 7.0).all()
+    assert looked_up == ["small_unary", "small_scalar", "small_act_grad"]  # once each
+    bk.small_kernels = False
+    n = len(calls)
+    assert np.array_equal(bk.unary("tanh", x), np.tanh(x)) and len(calls) == n
+    bk.small_kernels = True  # back on: resolved again on first use
+    assert (bk.unary("tanh", x) == 7.0).all() and len(calls) == n + 1

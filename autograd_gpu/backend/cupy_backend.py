@@ -44,7 +44,6 @@ def device_count() -> int:
 _SUM_ROWS_MIN = 1 << 18  # below this CuPy's reduction is as fast and saves a GEMM launch
 _CAST_MIN = 1 << 16  # elements; smaller casts are launch-bound either way
 _VEC_MIN = 1 << 16  # the same for the vectorised elementwise kernels
-_SMALL_MAX = 1 << 16  # below it elementwise ops take kernels/small.cu (kernel_impls.SMALL_MAX)
 _DIRECT_GEMM = os.environ.get("AUTOGRAD_GPU_GEMM", "cupy").strip().lower() == "cublas"
 
 
@@ -86,6 +85,10 @@ def _elementwise(name):
     raise KeyError(name)
 
 
+def _no_kernel(*args):
+    return None
+
+
 def _bf16():
     from ..dtypes import bfloat16
 
@@ -112,7 +115,7 @@ class CupyBackend:
         self.array_type = cupy.ndarray
         self._kernels = None
         self._mixed: dict = {}
-        self._small_fns = None
+        self.small_kernels = True
 
     matmul = staticmethod(gpu_matmul)
 
@@ -161,31 +164,42 @@ class CupyBackend:
 
     # arrays under SMALL_MAX elements (float32/float64, C-contiguous) take kernels/small.cu:
     # their cost is the launch's host time, about 10 us through a CuPy ufunc or
-    # ElementwiseKernel against a few us through a RawModule function. False: CuPy's kernels
-    # for every size (for A/B comparisons; AUTOGRAD_GPU_KERNELS=0 turns off every fused kernel)
-    small_kernels = True
+    # ElementwiseKernel against a few us through a RawModule function. ``small_kernels = False``:
+    # CuPy's kernels for every size (for A/B comparisons; AUTOGRAD_GPU_KERNELS=0 turns off every
+    # fused kernel). The three callables (``f(op, *arrays, *scalars)`` -> result or None, see
+    # kernel_impls.make_small_*) are instance attributes, resolved on first use, so a call site
+    # pays one Python call.
+    _SMALL = ("small_scalar", "small_unary", "small_act_grad")
 
-    def _small(self, family, op, *args):
-        """kernels/small.cu's ``family`` kernel for ``op`` on ``args`` (arrays first), or None
-        (large, strided or other dtypes, the path switched off, a failed self-check)."""
-        if args[0].size >= _SMALL_MAX or not self.small_kernels:
-            return None
-        fns = self._small_fns
-        if fns is None:
-            fns = self._small_fns = {f: (self.kernel(f) if self.has_kernel(f) else None)
-                                     for f in ("small_scalar", "small_unary", "small_act_grad")}
-        f = fns[family]
-        return None if f is None else f(op, *args)
+    @property
+    def small_kernels(self) -> bool:
+        return self._small_on
+
+    @small_kernels.setter
+    def small_kernels(self, on) -> None:
+        self._small_on = bool(on)
+        for family in self._SMALL:
+            setattr(self, "_" + family, self._small_first(family) if on else _no_kernel)
+
+    def _small_first(self, family):
+        def first(*args):
+            f = self.kernel(family) if self.has_kernel(family) else None
+            f = f or _no_kernel
+            if self._small_on:
+                setattr(self, "_" + family, f)
+            return f(*args)
+
+        return first
 
     def unary(self, name, x):
         """``cupy.<name>(x)`` (an elementwise math function); small arrays through small.cu."""
-        y = self._small("small_unary", name, x)
+        y = self._small_unary(name, x)
         return getattr(self.xp, name)(x) if y is None else y
 
     def act_grad(self, act, g, y):
         """tanh: g (1 - y^2); sigmoid: g y (1 - y), in one pass for float32/float64."""
         if g.dtype == y.dtype and g.dtype.char in "fd":
-            r = self._small("small_act_grad", act, g, y)
+            r = self._small_act_grad(act, g, y)
             return _elementwise(act)(g, y) if r is None else r
         return NumpyBackend.act_grad(act, g, y)  # the same array expressions, on cupy arrays
 
@@ -207,7 +221,7 @@ class CupyBackend:
         if x.dtype.char not in "efd":
             return None
         s = x.dtype.type(s)
-        y = self._small("small_scalar", kind, x, s)
+        y = self._small_scalar(kind, x, s)
         return _elementwise(kind)(x, s) if y is None else y
 
     def _vec(self, name, *arrays):
