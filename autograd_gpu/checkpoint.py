@@ -1098,7 +1098,8 @@ class _ChainPlan:
 
     def __init__(self, budget, sig, keep, replays, online):
         self.budget = budget  # the budget it was made for (bytes)
-        self.sig = sig  # (op name, output bytes) of each node, in recording order
+        self.sig = sig  # per node, in recording order: (op name, output bytes, bytes of saved
+        # constants, saves its output, saves an input from the graph)
         self.keep = keep  # positions whose outputs the forward keeps (anchors)
         self.replays = replays  # replays the plan needs (the DP's count)
         self.online = online  # stats of the step it was learned from (the online planner's)
@@ -1117,13 +1118,13 @@ class _ChainPlan:
 
 
 def _chain_plan(n: int, m: int) -> tuple:
-    """The outputs to keep (node positions, 0-based) so that reversing a chain of ``n`` ops
-    with at most ``m`` kept outputs at once needs the fewest replays, and that number.
-    G(1, m) = 0, G(n, 0) = F(n, 0), G(n, m) = min_j G(n - j, m - 1) + F(j, m): the forward,
-    which costs nothing, keeps the output j ops in; the rest is planned with one slot fewer;
-    the first j ops are reversed last with every slot back, at F(j, m) = T(j, m) - j replays
-    (T of ``_fill``: T counts each op's own evaluation, which a kept output makes unnecessary
-    here)."""
+    """The states to keep (step positions, 0-based: state i ends step i) so that reversing a
+    chain of ``n`` steps with at most ``m`` kept states at once needs the fewest step replays,
+    and that number. G(1, m) = 0, G(n, 0) = F(n, 0), G(n, m) = min_j G(n - j, m - 1) + F(j, m):
+    the forward, which costs nothing, keeps the state j steps in; the rest is planned with one
+    slot fewer; the first j steps are reversed last with every slot back, at F(j, m) = T(j, m)
+    - j replays (T of ``_fill`` counts each step's own evaluation, which the kept state at its
+    end makes unnecessary here)."""
     with _DP_LOCK:
         _fill(n, m)
         F = [[_T[g][k] - k for k in range(n + 1)] for g in range(m + 1)]
