@@ -737,6 +737,9 @@ def test_cupy_backend_routes_small_arrays_and_switches_off():
     assert (bk.unary("tanh", x) == 7.0).all() and (bk.unary("exp", x) == 7.0).all()
     assert np.array_equal(bk.unary("cos", x), np.cos(x))  # declined: the reference
     assert (bk.scalar_op("mul", x, 2.0) == 7.0).all()
+    assert (bk.scalar_op("sub", 2.0, x) == 7.0).all() and calls[-1] == ("small_scalar", "rsub")
+    assert bk.scalar_op("mul", np.arange(3), 2.0) is None  # integers: the ufunc
+    assert bk.scalar_op("mul", x, x) is None  # no Python number
     assert (bk.act_grad("tanh", x, x) == 7.0).all()
     assert looked_up == ["small_unary", "small_scalar", "small_act_grad"]  # once each
     bk.small_kernels = False

@@ -6,6 +6,8 @@ import functools
 import os
 import warnings
 
+import numpy as np
+
 from ..errors import DeviceError
 from . import cublas
 from .base import Device
@@ -65,6 +67,8 @@ def gpu_matmul(a, b):
 _SCALAR_EXPR = {"add": "y = x + s", "sub": "y = x - s", "rsub": "y = s - x", "mul": "y = x * s",
                 "div": "y = x / s", "rdiv": "y = s / x"}
 _PYNUM = (float, int)
+_REVERSED = {"sub": "rsub", "div": "rdiv"}  # the number first
+_FLOAT_SCALAR = {"e": np.float16, "f": np.float32, "d": np.float64}  # the number in x's dtype
 
 
 @functools.cache
@@ -140,8 +144,6 @@ class CupyBackend:
         key = frozenset(dtypes)
         ok = self._mixed.get(key)
         if ok is None:
-            import numpy as np
-
             xp = self.xp
             try:
                 arrs = [xp.zeros((1,), dtype=d) for d in key]
@@ -214,13 +216,13 @@ class CupyBackend:
             x, s = a, b
         elif ta in _PYNUM and tb is self.array_type:
             x, s = b, a
-            if kind in ("sub", "div"):
-                kind = "r" + kind
+            kind = _REVERSED.get(kind, kind)
         else:
             return None
-        if x.dtype.char not in "efd":
+        typ = _FLOAT_SCALAR.get(x.dtype.char)
+        if typ is None:
             return None
-        s = x.dtype.type(s)
+        s = typ(s)
         y = self._small_scalar(kind, x, s)
         return _elementwise(kind)(x, s) if y is None else y
 
