@@ -361,6 +361,7 @@ def part_chain(res, quick, precision):
     g_ref = g_eager.numpy()
     ms = time_cupy(lambda: chain(x), 3, iters)
     res["autograd_gpu_eager_us_per_op"] = ms * 1e3 / n
+    _write_partial(res)
     # the same chain with CuPy's kernels for every size (kernels/small.cu off): the A/B of the
     # small-array launch path, same process, same card
     from autograd_gpu.backend import backend_for
