@@ -747,3 +747,25 @@ def test_cupy_backend_routes_small_arrays_and_switches_off():
     assert np.array_equal(bk.unary("tanh", x), np.tanh(x)) and len(calls) == n
     bk.small_kernels = True  # back on: resolved again on first use
     assert (bk.unary("tanh", x) == 7.0).all() and len(calls) == n + 1
+
+
+def test_small_kernel_whose_launch_raises_is_not_used(small_emu, monkeypatch):
+    """A launch that raises on the self-check (a wrong argument type, say) disables that case
+    with a warning naming the error, instead of breaking every op that reaches it."""
+    def k(bk, stem, name, dtype=None):
+        if name.endswith("f32"):
+            raise KeyError("no such function in the module")
+
+        def broken(grid, block, args):
+            raise TypeError("bad kernel argument")
+        return broken
+
+    monkeypatch.setattr(ki, "_k", k)
+    f = ki.make_small_scalar(small_emu)
+    x = np.linspace(-1, 1, 5)
+    with np.errstate(all="ignore"):
+        with pytest.warns(RuntimeWarning, match="failed its self-check .TypeError: bad kernel"):
+            assert f("mul", x, np.float64(2.0)) is None
+        assert f("mul", x, np.float64(2.0)) is None
+        with pytest.warns(RuntimeWarning, match="failed its self-check .KeyError"):
+            assert f("mul", x.astype(np.float32), np.float32(2.0)) is None

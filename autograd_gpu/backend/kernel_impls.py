@@ -988,9 +988,9 @@ def _vec_ok(*arrays) -> bool:
 
 class _SelfCheck:
     """First use of a kernel per key: run it and its reference on a probe on the device and
-    compare on the host; a kernel that disagrees is reported once and not used again (its op
-    keeps the reference path). Skipped while a stream captures (no host copies allowed there):
-    the kernel then waits for an eager call."""
+    compare on the host; a kernel that disagrees, or whose launch raises, is reported once and
+    not used again (its op keeps the reference path). Skipped while a stream captures (no host
+    copies allowed there): the kernel then waits for an eager call."""
 
     def __init__(self, xp, what):
         self.xp, self.what, self.state = xp, what, {}
@@ -1001,13 +1001,18 @@ class _SelfCheck:
             xp = self.xp
             if xp.cuda.runtime.streamIsCapturing(xp.cuda.get_current_stream().ptr):
                 return False
-            ok = self.state[key] = bool(check())
+            why = "disagrees with its reference on its self-check"
+            try:
+                ok = bool(check())
+            except Exception as exc:  # a launch that cannot run is not used either
+                ok = False
+                why = f"failed its self-check ({type(exc).__name__}: {exc})"
+            self.state[key] = ok
             if not ok:
                 import warnings
 
-                warnings.warn(f"autograd_gpu: the {self.what} kernel ({key}) disagrees with its "
-                              "reference on its self-check; that case uses the reference path",
-                              RuntimeWarning, stacklevel=3)
+                warnings.warn(f"autograd_gpu: the {self.what} kernel ({key}) {why}; that case "
+                              "uses the reference path", RuntimeWarning, stacklevel=3)
         return ok
 
 
@@ -1151,12 +1156,13 @@ def _make_small(family):
         def resolve(op, ch):
             if ch not in suffix or op not in codes:
                 return None
-            fn = _k(bk, "small", f"{family}_{suffix[ch]}")
             code = codes[op]
             d = np.dtype(ch)
             ref = _small_reference(xp, family, op)
+            got = {}
 
-            def check():
+            def check():  # loading the function counts as part of the check
+                fn = got["fn"] = _k(bk, "small", f"{family}_{suffix[ch]}")
                 p = _probe_values(d)
                 ps = [xp.asarray(p)] if nin == 1 else [xp.asarray(p[::-1].copy()),
                                                       xp.asarray(np.tanh(p))]
@@ -1167,7 +1173,7 @@ def _make_small(family):
 
             if not chk.ok((op, d.str), check):
                 return None
-            hit = ready[(op, ch)] = (fn, code)
+            hit = ready[(op, ch)] = (got["fn"], code)
             return hit
 
         def f(op, *args):
