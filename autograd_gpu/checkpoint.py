@@ -104,7 +104,7 @@ greedy segments (sizes below in units of one activation):
    differs the plan is forgotten and the online planner goes on from the anchors placed so far.
    A plan is followed only while it beats the online planner: predicted, then as measured by
    the first step that followed it. On the 48-layer benchmark chain the second step replays 117
-   ops instead of 199 at 28% of NONE's memory, 150 instead of 220 at 25%, 392 instead of 500 at
+   ops instead of 199 at 28% of NONE's memory, 150 instead of 220 at 25%, 393 instead of 500 at
    18%, and 114 instead of 117 at 30%.
 
 The trade-off: optimal offline schedules (revolve, Checkmate) need the whole graph before the
