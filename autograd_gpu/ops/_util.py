@@ -22,19 +22,14 @@ def weak_scalars(a, b):
     NumPy applies it to its own float types, but a Python float promotes an ml_dtypes bfloat16
     array to float32. So a Python float next to a NumPy bfloat16 array becomes a bfloat16
     scalar first, as NEP 50 would make it (the arithmetic then stays in bfloat16, rounded as
-    for float16). Anything else passes through; CuPy arrays take their own path."""
+    for float16). Anything else passes through; CuPy arrays take their own path. Ops with float
+    constants inside (sigmoid's halves, GELU's) compute a bfloat16 input in float32 and round
+    the result once with ``bk.astype``."""
     if type(b) is float and type(a) is np.ndarray and a.dtype is _BF16:
         return a, _BF16_SCALAR(b)
     if type(a) is float and type(b) is np.ndarray and b.dtype is _BF16:
         return _BF16_SCALAR(a), b
     return a, b
-
-
-def same_float(y, x):
-    """``y`` in ``x``'s dtype: ops whose NumPy expressions use Python-float constants (GELU's,
-    sigmoid's halves) compute a bfloat16 input in float32 (see ``weak_scalars``) and round the
-    result once."""
-    return y if y.dtype == x.dtype else y.astype(x.dtype)
 
 
 def scale(t, c):

@@ -9,7 +9,7 @@ import math
 
 from ..dtypes import as_dtype
 from . import sampling as S
-from ._util import FAST_ARGS, as_tensor, same_float, scale, tsum, weak_scalars
+from ._util import FAST_ARGS, as_tensor, scale, tsum, weak_scalars
 from .registry import apply, defop, elementwise
 
 _SQRT_2 = math.sqrt(2.0)
@@ -359,7 +359,7 @@ class Sigmoid:
         y = bk.xp.tanh(x * 0.5)
         y *= 0.5
         y += 0.5
-        y = same_float(y, x)
+        y = bk.astype(y, x.dtype)  # bfloat16: computed in float32 (see weak_scalars)
         return y, (y,)
 
     def vjp(F, g, saved, needs):
@@ -505,7 +505,7 @@ class LeakyRelu:
     """y = x where x > 0 else negative_slope * x"""
 
     def forward(bk, x, *, negative_slope=0.01):
-        y = same_float(bk.xp.where(x > 0, x, x * negative_slope), x)
+        y = bk.astype(bk.xp.where(x > 0, x, x * negative_slope), x.dtype)
         return y, (x,)
 
     def vjp(F, g, saved, needs, *, negative_slope=0.01):
@@ -554,7 +554,7 @@ class BiasAct:
         else:
             z = bk.add(x, b)
             y = bk.relu(z) if act == "relu" else bk.unary("tanh", z) if act == "tanh" \
-                else same_float(_gelu_tanh(bk.xp, z), z)
+                else bk.astype(_gelu_tanh(bk.xp, z), z.dtype)
         return y, ((x, b) if act == "gelu" else (y,))
 
     def vjp(F, g, saved, needs, *, act):
@@ -603,9 +603,9 @@ class Gelu:
     def forward(bk, x, *, approximate="tanh"):
         xp = bk.xp
         if approximate == "tanh":
-            return same_float(_gelu_tanh(xp, x), x), (x,)
+            return bk.astype(_gelu_tanh(xp, x), x.dtype), (x,)
         if approximate == "none":
-            return same_float(0.5 * x * (1 + _erf(bk, x / _SQRT_2)), x), (x,)
+            return bk.astype(0.5 * x * (1 + _erf(bk, x / _SQRT_2)), x.dtype), (x,)
         raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
     def vjp(F, g, saved, needs, *, approximate="tanh"):
@@ -734,7 +734,7 @@ class Clip:
     """y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi"""
 
     def forward(bk, x, *, lo=None, hi=None):
-        y = same_float(bk.xp.clip(x, lo, hi), x)
+        y = bk.astype(bk.xp.clip(x, lo, hi), x.dtype)
         xp = bk.xp
         inside = xp.ones(x.shape, dtype=bool)
         if lo is not None:
