@@ -752,7 +752,10 @@ def test_cupy_backend_routes_small_arrays_and_switches_off():
 def test_small_kernel_whose_launch_raises_is_not_used(small_emu, monkeypatch):
     """A launch that raises on the self-check (a wrong argument type, say) disables that case
     with a warning naming the error, instead of breaking every op that reaches it."""
+    loads = []
+
     def k(bk, stem, name, dtype=None):
+        loads.append(name)
         if name.endswith("f32"):
             raise KeyError("no such function in the module")
 
@@ -769,3 +772,8 @@ def test_small_kernel_whose_launch_raises_is_not_used(small_emu, monkeypatch):
         assert f("mul", x, np.float64(2.0)) is None
         with pytest.warns(RuntimeWarning, match="failed its self-check .KeyError"):
             assert f("mul", x.astype(np.float32), np.float32(2.0)) is None
+        n = len(loads)
+        assert f("mul", x.astype(np.float32), np.float32(2.0)) is None
+        assert f("mul", x.astype(np.float16), np.float16(2.0)) is None  # not covered
+        assert f("mul", x.astype(np.float16), np.float16(2.0)) is None
+        assert len(loads) == n  # declined cases are remembered, not looked up again

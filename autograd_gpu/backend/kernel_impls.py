@@ -1143,7 +1143,7 @@ def _make_small(family):
         # CuPy keeps C-contiguity as a plain attribute (``flags`` builds an object per call)
         fast_contig = hasattr(ndarray, "_c_contiguous")
         chk = _SelfCheck(xp, family)
-        ready: dict = {}  # (op, dtype char) -> (function, op code), once checked
+        ready: dict = {}  # (op, dtype char) -> (function, op code) once checked, or False
 
         def launch(fn, code, arrays, extra):
             a = arrays[0]
@@ -1154,8 +1154,12 @@ def _make_small(family):
             return y
 
         def resolve(op, ch):
+            """(function, op code) for a case that passed its self-check; False for one that is
+            not covered or failed it (remembered: float16 under AMP asks on every call); None
+            while a stream captures (asked again later)."""
             if ch not in suffix or op not in codes:
-                return None
+                ready[(op, ch)] = False
+                return False
             code = codes[op]
             d = np.dtype(ch)
             ref = _small_reference(xp, family, op)
@@ -1172,6 +1176,9 @@ def _make_small(family):
                                          xp.asnumpy(ref(*ps, *e))) for e in extras)
 
             if not chk.ok((op, d.str), check):
+                if chk.state.get((op, d.str)) is False:
+                    ready[(op, ch)] = False
+                    return False
                 return None
             hit = ready[(op, ch)] = (got["fn"], code)
             return hit
@@ -1181,8 +1188,10 @@ def _make_small(family):
             if a.size >= SMALL_MAX:
                 return None
             ch = a.dtype.char
-            hit = ready.get((op, ch)) or resolve(op, ch)
-            if hit is None or not (a._c_contiguous if fast_contig else a.flags.c_contiguous):
+            hit = ready.get((op, ch))
+            if hit is None:
+                hit = resolve(op, ch)
+            if not hit or not (a._c_contiguous if fast_contig else a.flags.c_contiguous):
                 return None
             if nin == 2:
                 b = args[1]
