@@ -19,37 +19,22 @@ output is live, with m free slots: F(1, m) = 0, F(n, 0) = n (n - 1) / 2 (replay 
 for every layer), F(n, m) = min_j j + F(n - j, m - 1) + F(j, m) (replay j layers and keep that
 state, reverse the n - j after it with one slot fewer, then the first j with the slot back).
 G(n, m) is the same for the first sweep, whose forward is free: G(n, m) = min_j G(n - j, m - 1)
-+ F(j, m). The time a schedule adds is about replays / L x (forward share of a step), a third
-on this model (FULL, which replays every layer once, measured +33% on an H100).
++ F(j, m). AUTO plans a chain it has seen with this very DP (``checkpoint._chain_plan``), which
+this script calls. The time a schedule adds is about replays / L x (forward share of a step), a
+third on this model (FULL, which replays every layer once, measured +33% on an H100).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from functools import cache
 
-sys.setrecursionlimit(10000)
+from autograd_gpu.checkpoint import _chain_plan
 
 
-@cache
-def reverse_cost(n: int, m: int) -> int:
-    """F(n, m) of the module docstring."""
-    if n <= 1:
-        return 0
-    if m == 0:
-        return n * (n - 1) // 2
-    return min(j + reverse_cost(n - j, m - 1) + reverse_cost(j, m) for j in range(1, n))
-
-
-@cache
 def first_sweep_cost(n: int, m: int) -> int:
-    """G(n, m) of the module docstring: the fewest layer replays with ``m`` kept states."""
-    if n <= 1:
-        return 0
-    if m == 0:
-        return reverse_cost(n, 0)
-    return min(first_sweep_cost(n - j, m - 1) + reverse_cost(j, m) for j in range(1, n))
+    """G(n, m) of the module docstring: the fewest layer replays with ``m`` kept states. The
+    same DP AUTO plans chains with (``autograd_gpu.checkpoint._chain_plan``)."""
+    return 0 if n <= 1 else _chain_plan(n, m)[1]
 
 
 def table(layers=48, work=3, forward_share=1 / 3, slots=range(3, 15)) -> list:
