@@ -62,50 +62,26 @@ def step_peak_mb(step, before=None) -> float:
     return (_status_kb("VmHWM") - base) / KB
 
 
-def _ag_strategies(none_act_mb):
-    import autograd_gpu as ag
-
-    C = ag.CheckpointConfig
-    return [("none", None),
-            ("block_n6", C("block", checkpoint_every_n=6)),
-            ("block_n21", C("block", checkpoint_every_n=21)),
-            ("block_n30", C("block", checkpoint_every_n=30)),
-            ("full", C("full")),
-            ("auto_50pct", C("auto", memory_budget_mb=0.50 * none_act_mb)),
-            ("auto_30pct", C("auto", memory_budget_mb=0.30 * none_act_mb)),
-            ("auto_25pct", C("auto", memory_budget_mb=0.25 * none_act_mb))]
-
-
 def _ag_child(batch, width, pool):
     import numpy as np
+    from test_checkpoint_bench import make_model, make_step, strategies  # this folder's bench
 
     import autograd_gpu as ag
 
     hp = ag.host_memory_pool()
     if not pool:
         hp.set_limit(0)
-    rng = np.random.default_rng(0)
-    Ws = [ag.Variable((rng.standard_normal((width, width)) / np.sqrt(width)).astype("float32"))
-          for _ in range(DEPTH)]
-    bs = [ag.Variable(0.01 * rng.standard_normal(width).astype("float32"))
-          for _ in range(DEPTH)]
+    Ws, bs = make_model(DEPTH, width)
     x2 = np.random.default_rng(1).standard_normal((2 * batch, width)).astype("float32")
 
     def make(x0, cfg):
-        def step():
-            with ag.GradientTape(checkpoint=cfg) as tape:
-                h = ag.Tensor.from_array(x0)
-                for w, b in zip(Ws, bs):
-                    h = ag.tanh(h @ w + b)
-                loss = (h * h).sum()
-            return tape.gradient(loss, Ws + bs)
-        return step
+        return make_step(Ws, bs, x0, cfg)
 
     def peak(x, cfg):
         return step_peak_mb(make(x, cfg), hp.free_all_blocks)
 
     none_act = peak(x2, None) - peak(x2[:batch], None)
-    one, two = _ag_strategies(none_act), dict(_ag_strategies(2 * none_act))
+    one, two = strategies(none_act), dict(strategies(2 * none_act))
     act = {name: none_act if cfg is None else peak(x2, two[name]) - peak(x2[:batch], cfg)
            for name, cfg in one}
     steps = {name: make(x2[:batch], cfg) for name, cfg in one}
