@@ -15,6 +15,7 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import ArgumentError, AutogradError, ShapeError, describe
 from ..ops import api as _api
+from ..ops.elementwise import _BIAS_ACTS
 from ..tensor import Tensor
 from .module import Module, Parameter
 
@@ -122,7 +123,7 @@ class Dense(Linear):
         self.activation = activation
 
     def forward(self, x):
-        if self.bias is not None and self.activation in ("relu", "tanh", "gelu"):
+        if self.bias is not None and self.activation in _BIAS_ACTS:
             # the bias add and the activation as one op (one kernel on the GPU)
             return op("bias_act")(self._matmul(x), self.bias, self.activation)
         y = super().forward(x)
