@@ -28,7 +28,20 @@ from .ops import api as _api
 from .tape import GradientTape, no_grad, stop_gradient
 from .tensor import Tensor, TrackedTensor, Variable
 
-__version__ = "0.1.0"
+
+def _read_version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source, and pip records
+    it in the package metadata at install time (an editable install too). A source tree put on
+    sys.path without installing has no metadata: "0+unknown" says so instead of a stale copy."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autograd_gpu")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _read_version()
 
 for _name in dir(_api):
     if not _name.startswith("_") and _name not in globals() and callable(getattr(_api, _name)):

@@ -1,0 +1,56 @@
+"""Package hygiene: one version string, the license and the typing marker ship."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import autograd_gpu as ag
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> str:
+    return (ROOT / "pyproject.toml").read_text()
+
+
+def test_version_comes_from_the_metadata():
+    assert ag.__version__ == importlib.metadata.version("autograd_gpu")
+
+
+def test_version_has_one_source():
+    """pyproject.toml holds the version; no module repeats it (a copy drifts)."""
+    m = re.search(r'^version = "([^"]+)"', _pyproject(), flags=re.M)
+    assert m, "pyproject.toml has no static version"
+    quoted = re.compile(r"""__version__\s*=\s*["']""")
+    for path in (ROOT / "autograd_gpu").rglob("*.py"):
+        assert not quoted.search(path.read_text()), f"{path} hard-codes __version__"
+
+
+def test_version_without_metadata_says_unknown(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert ag._read_version() == "0+unknown"
+
+
+def test_license_and_typing_marker_ship():
+    text = _pyproject()
+    assert 'license = "MIT"' in text and "LICENSE" in text
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert (ROOT / "autograd_gpu" / "py.typed").exists()
+    package_data = text.split("[tool.setuptools.package-data]")[1].split("\n\n")[0]
+    assert '"py.typed"' in package_data
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is 3.11+")
+def test_pyproject_parses():
+    import tomllib
+
+    data = tomllib.loads(_pyproject())
+    assert data["project"]["license"] == "MIT"
