@@ -139,6 +139,37 @@ def test_env_override_requesting_cuda_without_gpu_raises():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode != 0 and "DeviceError" in r.stderr and "cuda" in r.stderr
+    # the error names the variable and both ways out
+    assert "AUTOGRAD_GPU_DEVICE='cuda'" in r.stderr
+    assert "set AUTOGRAD_GPU_DEVICE=cpu or unset it" in r.stderr
+    assert "autograd_gpu[cuda12]" in r.stderr
+
+
+@pytest.mark.parametrize("value", ["cdua", "gpu:x", "cpu:0"])
+def test_env_override_misspelt_names_the_variable(monkeypatch, value):
+    from autograd_gpu.backend import select
+
+    monkeypatch.setenv("AUTOGRAD_GPU_DEVICE", value)
+    with pytest.raises(ag.DeviceError) as info:
+        select._auto_default()
+    msg = str(info.value)
+    assert f"AUTOGRAD_GPU_DEVICE={value!r}" in msg
+    assert "'cpu', 'cuda' or 'cuda:N'" in msg and "unset AUTOGRAD_GPU_DEVICE" in msg
+
+
+def test_explicit_cuda_without_gpu_says_what_to_do(monkeypatch):
+    from autograd_gpu.backend import cupy_backend, select
+
+    monkeypatch.setattr(select, "cupy_status", lambda: (False, "no GPU in this test"))
+    monkeypatch.setattr(cupy_backend, "cupy_status", lambda: (False, "no GPU in this test"))
+    monkeypatch.setattr(select, "_backends", dict(select._backends))
+    monkeypatch.delitem(select._backends, ag.Device("cuda:5"), raising=False)
+    with pytest.raises(ag.DeviceError) as info:
+        select.backend_for("cuda:5")
+    msg = str(info.value)
+    assert "cuda:5" in msg and "no GPU in this test" in msg
+    assert "ask for the device 'cpu'" in msg and "autograd_gpu[cuda12]" in msg
+    assert "AUTOGRAD_GPU_DEVICE" not in msg  # not read from the environment here
 
 
 def test_array_protocol_and_repr():

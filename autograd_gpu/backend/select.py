@@ -2,7 +2,8 @@
 
 The default is ``cuda:0`` when CuPy imports and ``cupy.cuda.is_available()`` is true, else ``cpu``.
 ``AUTOGRAD_GPU_DEVICE=cpu|cuda|cuda:N`` or ``set_default_device`` override it; an explicit request
-for cuda where none is usable raises ``DeviceError`` with the reason.
+for cuda where none is usable raises ``DeviceError`` with the reason and what to do about it (a
+value read from the environment variable names the variable: the user may not know it is set).
 """
 
 from __future__ import annotations
@@ -20,29 +21,50 @@ _backends: dict[Device, object] = {Device("cpu"): NUMPY}
 _lock = threading.Lock()
 _default: Device | None = None
 _local = threading.local()
+ENV_VAR = "AUTOGRAD_GPU_DEVICE"
+_GPU_FIX = ("to use a GPU, install CuPy for its CUDA version (pip install \"autograd_gpu[cuda12]\" "
+            "or [cuda13]) on a machine with an NVIDIA GPU and driver")
 
 
-def backend_for(device) -> object:
+def backend_for(device: str | Device) -> object:
     """The backend object for a device spec (str or Device); created once per device."""
+    return _backend(device, "ask for the device 'cpu'")
+
+
+def _backend(device, cpu_fix: str) -> object:
     dev = device if isinstance(device, Device) else Device(device)
     bk = _backends.get(dev)
     if bk is None:
         with _lock:
             bk = _backends.get(dev)
             if bk is None:
-                bk = CupyBackend(dev.index)
+                try:
+                    bk = CupyBackend(dev.index)
+                except DeviceError as exc:
+                    if cupy_status()[0]:  # a GPU is usable, the index is not: the message says
+                        raise
+                    raise DeviceError(f"{exc}. To run on the CPU, {cpu_fix}; {_GPU_FIX}") from None
                 _backends[dev] = bk
     return bk
 
 
 def _auto_default() -> Device:
-    env = os.environ.get("AUTOGRAD_GPU_DEVICE", "").strip()
-    if env:
+    env = os.environ.get(ENV_VAR, "").strip()
+    if not env:
+        ok, _ = cupy_status()
+        return Device("cuda:0") if ok else Device("cpu")
+    try:
         dev = Device(env)
-        backend_for(dev)  # raises DeviceError with the reason if cuda is unusable
-        return dev
-    ok, _ = cupy_status()
-    return Device("cuda:0") if ok else Device("cpu")
+    except DeviceError:
+        raise DeviceError(
+            f"environment variable {ENV_VAR}={env!r}: expected 'cpu', 'cuda' or 'cuda:N'; "
+            f"correct the value, or unset {ENV_VAR} to use the GPU when one is usable and the "
+            "CPU otherwise") from None
+    try:
+        _backend(dev, f"set {ENV_VAR}=cpu or unset it")
+    except DeviceError as exc:
+        raise DeviceError(f"environment variable {ENV_VAR}={env!r}: {exc}") from None
+    return dev
 
 
 def default_device() -> Device:
