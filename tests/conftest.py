@@ -1,7 +1,5 @@
 import os
 
-import pytest
-
 os.environ.setdefault("AUTOGRAD_GPU_DEVICE", "cpu")  # GPU tests ask for cuda explicitly
 
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -23,12 +21,26 @@ def gpu_usable() -> bool:
     return cupy_status()[0]
 
 
+_GPU_NOT_RUN: list = []  # [count, reason] once the GPU tests were set aside on this run
+
+
 def pytest_collection_modifyitems(config, items):
+    """Without a usable GPU the ``gpu`` tests are deselected, and one line at the end of the run
+    says how many and why (as skips, ``-ra`` printed one SKIPPED line for each of them)."""
     if gpu_usable():
         return
     from autograd_gpu.backend.cupy_backend import cupy_status
 
-    skip = pytest.mark.skip(reason=f"no usable GPU: {cupy_status()[1]}")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if "gpu" not in item.keywords]
+    _GPU_NOT_RUN[:] = [len(gpu), cupy_status()[1]]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _GPU_NOT_RUN:
+        n, reason = _GPU_NOT_RUN
+        terminalreporter.write_line(f"{n} GPU tests not run (deselected): no usable GPU: {reason}",
+                                    yellow=True)

@@ -54,3 +54,23 @@ def test_pyproject_parses():
 
     data = tomllib.loads(_pyproject())
     assert data["project"]["license"] == "MIT"
+
+
+def test_cpu_run_reports_gpu_tests_in_one_line(tmp_path):
+    """Without a GPU the gpu-marked tests are set aside with one summary line, not one SKIPPED
+    line each (a CPU run printed 35 of them)."""
+    import subprocess
+
+    from autograd_gpu.backend.cupy_backend import cupy_status
+
+    if cupy_status()[0]:
+        pytest.skip("a GPU is usable here: the GPU tests run")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(ROOT / "tests" / "test_gpu_kernels.py"),
+                        str(ROOT / "tests" / "test_package.py") + "::test_pyproject_parses"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    summary = [ln for ln in lines if "GPU tests not run (deselected): no usable GPU" in ln]
+    assert len(summary) == 1 and int(summary[0].split()[0]) > 0
+    assert not [ln for ln in lines if ln.startswith("SKIPPED") and "GPU" in ln]
