@@ -27,6 +27,18 @@ def test_summarize_statistics_against_numpy():
     assert r.num_samples == 8 and "x:" in r.summary()
 
 
+def test_summary_prints_the_95_percent_interval():
+    """summary() shows the confidence interval it promises (it printed the standard deviation
+    as "+/-" after p95), each figure labelled."""
+    xs = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0]
+    r = B.summarize("x", xs)
+    text = r.summary()
+    assert f"95% CI {r.ci95_low_ms:.3f}-{r.ci95_high_ms:.3f}" in text
+    assert f"std {r.std_time_ms:.3f}" in text and f"p95 {r.p95_time_ms:.3f}" in text
+    assert "+/-" not in text
+    assert "95% CI n/a" in B.summarize("one", [2.0]).summary()
+
+
 def test_t_quantiles():
     assert B.t95(1) == pytest.approx(12.706)
     assert B.t95(30) == pytest.approx(2.042)

@@ -84,9 +84,17 @@ class BenchmarkResult:
     samples_ms: list = field(default_factory=list, repr=False)
 
     def summary(self) -> str:
-        s = (f"{self.name}: {self.mean_time_ms:.3f} ms mean, {self.median_time_ms:.3f} median, "
-             f"p95 {self.p95_time_ms:.3f} (+/- {self.std_time_ms:.3f}, n={self.num_samples}, "
-             f"{self.device}, {self.timer})")
+        """One line: the mean with its 95% confidence interval (Student t, of the mean), the
+        median, p95, the standard deviation of the samples, n, device and timer, then ops/s and
+        peak memory when measured. Without statistics (one sample, or
+        ``statistical_analysis=False``) the interval reads "n/a"."""
+        if math.isnan(self.ci95_low_ms) or math.isnan(self.ci95_high_ms):
+            ci = "95% CI n/a"
+        else:
+            ci = f"95% CI {self.ci95_low_ms:.3f}-{self.ci95_high_ms:.3f}"
+        s = (f"{self.name}: {self.mean_time_ms:.3f} ms mean ({ci}), median "
+             f"{self.median_time_ms:.3f}, p95 {self.p95_time_ms:.3f}, std {self.std_time_ms:.3f}"
+             f" (n={self.num_samples}, {self.device}, {self.timer})")
         if self.throughput_ops_per_sec is not None:
             s += f", {self.throughput_ops_per_sec:,.0f} ops/s"
         if self.peak_memory_mb is not None:
