@@ -25,6 +25,7 @@ from .errors import (
 )
 from .ops import REGISTRY, apply, defop
 from .ops import api as _api
+from .random_state import manual_seed
 from .tape import GradientTape, no_grad, stop_gradient
 from .tensor import Tensor, TrackedTensor, Variable
 

@@ -4,13 +4,13 @@ A tape built with a :class:`DeterministicConfig` (``GradientTape(deterministic=c
 ``GradientTape.with_deterministic_config(cfg)``) in WARN or STRICT mode:
 
 * **Seeds** (once per config object, at its first tape, or explicitly with ``cfg.apply()``):
-  ``global_seed`` seeds NumPy's global generator, CuPy's (when CuPy is usable), the seed stream
-  of the random ops (``ops.random.set_global_seed``) and the generator of ``ag.nn`` layers built
-  without a seed. Call ``cfg.apply()`` before building a model so that its initial weights are
-  covered too. With ``operation_seeds=True`` each random op draws its seeds from its own
-  counter-based stream (seed, op name, call count), so adding a random op elsewhere does not
-  shift the masks of the others, and a checkpointed segment that is replayed recomputes with the
-  seed recorded in the node (the same mask).
+  ``global_seed`` seeds NumPy's global generator, CuPy's (when CuPy is usable), and every
+  random draw of the library (``ag.manual_seed``: random ops, ``ag.nn`` layers and
+  ``Tensor.randn``/``rand`` without a seed). Call ``cfg.apply()`` before building a model so
+  that its initial weights are covered too. With ``operation_seeds=True`` each random op draws
+  its seeds from its own counter-based stream (seed, op name, call count), so adding a random op
+  elsewhere does not shift the masks of the others, and a checkpointed segment that is replayed
+  recomputes with the seed recorded in the node (the same mask).
 * **cuBLAS**: sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (which cuBLAS reads when it creates a
   handle; it makes its GEMMs reproducible when several streams are in use). It warns when that
   may be too late: CuPy has already allocated device memory, so a BLAS call (and a handle) may
@@ -39,8 +39,8 @@ import warnings
 from dataclasses import dataclass, field
 
 from .errors import ArgumentError, NonDeterministicOpError, describe
-from .ops import random as _random
 from .options import OptionEnum
+from .random_state import manual_seed
 from .tape import _TAPE_INIT_HOOKS
 from .tensor import Tensor
 
@@ -95,8 +95,8 @@ class DeterministicConfig:
 
 
 def seed_everything(seed: int, operation_seeds: bool = True) -> None:
-    """Seed NumPy's global generator, CuPy's (if usable), the random ops' seed stream and the
-    ``ag.nn`` layer generator with ``seed``."""
+    """Seed NumPy's global generator, CuPy's (if usable) and every random draw of the library
+    (``ag.manual_seed``) with ``seed``."""
     import numpy as np
 
     np.random.seed(seed)
@@ -106,10 +106,7 @@ def seed_everything(seed: int, operation_seeds: bool = True) -> None:
         import cupy
 
         cupy.random.seed(seed)
-    _random.set_global_seed(seed, operation_seeds=operation_seeds)
-    nn_layers = sys.modules.get("autograd_gpu.nn.layers")
-    if nn_layers is not None and hasattr(nn_layers, "manual_seed"):
-        nn_layers.manual_seed(seed)
+    manual_seed(seed, operation_seeds=operation_seeds)
 
 
 def cublas_may_be_initialised() -> bool:

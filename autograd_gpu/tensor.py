@@ -120,16 +120,17 @@ class Tensor:
 
     @staticmethod
     def randn(shape, seed=None, dtype="float32", device=None) -> "Tensor":
-        """Standard normal samples. The same seed gives the same values on every device."""
-        rng = np.random.default_rng(_seed(seed, "Tensor.randn"))
+        """Standard normal samples. The same seed gives the same values on every device;
+        without one they come from the library's stream seeded by ``ag.manual_seed``."""
+        rng = _generator(seed, "Tensor.randn")
         arr = rng.standard_normal(_shape(shape, "Tensor.randn")).astype(_dt.as_dtype(dtype))
         bk = _backend(device)
         return Tensor(bk.asarray(arr), bk)
 
     @staticmethod
     def rand(shape, seed=None, dtype="float32", device=None) -> "Tensor":
-        """Uniform samples in [0, 1)."""
-        rng = np.random.default_rng(_seed(seed, "Tensor.rand"))
+        """Uniform samples in [0, 1) (the seed as in ``randn``)."""
+        rng = _generator(seed, "Tensor.rand")
         arr = rng.random(_shape(shape, "Tensor.rand")).astype(_dt.as_dtype(dtype))
         bk = _backend(device)
         return Tensor(bk.asarray(arr), bk)
@@ -295,10 +296,15 @@ def _shape(shape, op: str = "Tensor", allow_minus_one: bool = False) -> tuple:
     return out
 
 
-def _seed(seed, op):
-    if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
+def _generator(seed, op):
+    """A generator for ``seed``; with None, the library's stream for ``op`` (ag.manual_seed)."""
+    if seed is None:
+        from . import random_state
+
+        return random_state.generator(op)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ArgumentError(f"{op}: argument 'seed' expected None or an int >= 0, got {seed!r}")
-    return seed
+    return np.random.default_rng(seed)
 
 
 def is_scalar(x) -> bool:

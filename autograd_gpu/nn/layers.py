@@ -13,23 +13,23 @@ import numbers
 import numpy as np
 
 from .. import dtypes as _dt
+from .. import random_state as _random_state
 from ..errors import ArgumentError, AutogradError, ShapeError, describe
 from ..ops import api as _api
 from ..ops.elementwise import _BIAS_ACTS
 from ..tensor import Tensor
 from .module import Module, Parameter
 
-_RNG = np.random.default_rng()
-
 
 def manual_seed(seed: int) -> None:
-    """Seed the generator used by layers constructed without an explicit ``seed``."""
-    global _RNG
-    _RNG = np.random.default_rng(seed)
+    """``ag.manual_seed(seed)`` under its older name: seeds layers constructed without an
+    explicit ``seed`` and every other random draw of the library."""
+    _random_state.manual_seed(seed, _fn="nn.manual_seed")
 
 
 def _rng(seed):
-    return _RNG if seed is None else np.random.default_rng(seed)
+    """A layer's generator: its own ``seed``, else the library's "nn.init" stream."""
+    return _random_state.generator("nn.init") if seed is None else np.random.default_rng(seed)
 
 
 def op(name: str):
@@ -214,15 +214,15 @@ class Dropout(Module):
         if not 0.0 <= float(p) < 1.0:
             raise ArgumentError(f"Dropout: argument 'p' expected a value in [0, 1), got {p!r}")
         self.p = float(p)
-        self.seed = seed
+        self.seed = None if seed is None else _random_state.check_seed(seed, "Dropout")
         self._calls = 0
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
         seed = None
-        if self.seed is not None:
-            seed = self.seed * 1_000_003 + self._calls
+        if self.seed is not None:  # call i's mask seed: (seed, i) through SeedSequence
+            seed = _random_state.derived_seed(self.seed, self._calls)
             self._calls += 1
         return op("dropout")(x, p=self.p, training=True, seed=seed)
 

@@ -7,17 +7,19 @@ Replaying a recorded op (checkpointing) therefore reproduces its numbers exactly
 device. CPU and GPU masks for one seed differ (two different Philox variants).
 
 Ops called without a seed take the next one from a process-wide stream that is itself counter
-based: seed_i = splitmix64(key, i). ``set_global_seed`` fixes the key and rewinds the counter, so
-a program that seeds once gets the same sequence of op seeds on every run. With
-``operation_seeds=True`` each op name has its own stream: seed = splitmix64(key(op), count(op)).
+based: seed_i = splitmix64(key, i). The key is the "ops" stream of the library's one seed
+(``ag.manual_seed``, see ``random_state.py``), which also rewinds the counter, so a program that
+seeds once gets the same sequence of op seeds on every run. With ``operation_seeds=True`` each op
+name has its own stream: seed = splitmix64(key(op), count(op)). ``set_global_seed`` is
+``ag.manual_seed`` under its older name.
 """
 
 from __future__ import annotations
 
 import numbers
-import os
 import threading
 
+from .. import random_state
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, describe
 from . import sampling as S
@@ -41,7 +43,7 @@ class _SeedStream:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.key = int.from_bytes(os.urandom(8), "little")  # unseeded: differs per process
+        self.key = random_state.stream_key("ops")  # before manual_seed: differs per process
         self.counter = 0
         self.per_op: dict | None = None  # op name -> counter, with operation_seeds
 
@@ -64,14 +66,20 @@ def _op_key(key: int, op: str) -> int:
 
 
 def set_global_seed(seed: int, operation_seeds: bool = False) -> None:
-    """Seed the stream that random ops without an explicit seed draw from (and rewind it).
+    """``ag.manual_seed(seed, operation_seeds=...)`` under its older name: seeds every random
+    draw of the library (random ops without an explicit seed, ``ag.nn`` layer initialisation,
+    ``Tensor.randn``/``Tensor.rand`` without ``seed=``) and rewinds their streams.
 
     With ``operation_seeds=True`` each op name gets its own counter-based stream
     (seed, op name, call count), so adding a random op of one kind does not shift the seeds
     drawn by the others."""
-    seed = _check_seed(seed, "set_global_seed")
+    random_state.manual_seed(seed, operation_seeds=operation_seeds, _fn="set_global_seed")
+
+
+def _reseed_stream(key: int, operation_seeds: bool) -> None:
+    """Set the op seed stream's key and rewind its counters (called by ``manual_seed``)."""
     with _STREAM.lock:
-        _STREAM.key, _STREAM.counter = seed, 0
+        _STREAM.key, _STREAM.counter = key, 0
         _STREAM.per_op = {} if operation_seeds else None
 
 
