@@ -13,6 +13,7 @@ import importlib as _importlib
 from . import dtypes
 from .backend import Device, default_device, device, set_default_device
 from .backend.host_pool import host_memory_pool
+from .blas import blas_threads
 from .errors import (
     AnomalyError,
     ArgumentError,
