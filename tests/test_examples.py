@@ -70,17 +70,48 @@ def test_demo_command_line(tmp_path):
     assert not (tmp_path / "loss_curve.png").exists()
 
 
-def test_inverse_oscillator_recovers_parameters():
+def _assert_png(path, min_size=200):
+    """A PNG file that matplotlib reads back, of a plausible size."""
+    import matplotlib.image
+
+    path = Path(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    img = matplotlib.image.imread(path)
+    assert img.shape[0] >= min_size and img.shape[1] >= min_size
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_demo_small_from_the_command_line(tmp_path):
+    """``python -m autograd_gpu.demo --small`` (it was refused as an unknown flag): results on
+    stdout, the progress bar on stderr, the PNG where --out says."""
+    pytest.importorskip("matplotlib")
+    env = dict(os.environ, AUTOGRAD_GPU_DEVICE="cpu")
+    proc = subprocess.run([sys.executable, "-m", "autograd_gpu.demo", "--small", "--out",
+                           str(tmp_path / "demo.png")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 epochs" in proc.stdout and "test accuracy" in proc.stdout
+    assert "epoch/s" not in proc.stdout and "it/s" not in proc.stdout  # no bar on stdout
+    assert "digits MLP on cpu" in proc.stderr and "10/10" in proc.stderr
+    _assert_png(tmp_path / "demo.png")
+
+
+def test_inverse_oscillator_recovers_parameters(tmp_path):
+    pytest.importorskip("matplotlib")
     mod = load_example("inverse_oscillator", "stack")
-    r = mod.main(["--small"])
+    r = mod.main(["--small", "--out", str(tmp_path / "osc.png")])
+    _assert_png(r["plot"])
+    assert len(r["history"]["omega"]) == 60
     assert r["rk4_max_error"] < 1e-3  # the integrator itself
     assert abs(r["omega"] - 2.0) < 0.05 and abs(r["zeta"] - 0.15) < 0.02
     assert r["loss"] < 2 * 0.02**2 < r["initial_loss"]
 
 
-def test_sensitivity_forward_jacobian():
+def test_sensitivity_forward_jacobian(tmp_path):
+    pytest.importorskip("matplotlib")
     mod = load_example("sensitivity_jacobian", "jacobian", "ForwardAccumulator", "stack")
-    r = mod.main(["--small"])
+    r = mod.main(["--small", "--out", str(tmp_path / "sir.png")])
+    _assert_png(r["plot"])
     assert r["jacobian"].shape == (40, 3)
     assert r["max_fwd_rev_diff"] < 1e-10
     assert r["max_fd_rel_error"] < 1e-6
