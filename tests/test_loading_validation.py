@@ -1,0 +1,348 @@
+"""Safe loading and argument validation.
+
+Model files: every .npz entry's header and sizes are checked against the model before its data
+is read (zip bombs, headers claiming terabytes, lying sizes, byte order); saves clean up what a
+killed save left and create files with the usual mode. Optimizer state dicts: hyper-parameters
+pass the constructors' checks, state arrays their declared shape and dtype. Also: a NaN memory
+budget, custom_op / custom_gradient rules returning wrong shapes, the message of a retried
+interrupted tape, and softmax / log_softmax / logsumexp / std on empty inputs (PyTorch's
+answers)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+import autograd_gpu as ag
+from autograd_gpu import nn
+from autograd_gpu.nn import module as M
+
+T = ag.Tensor.from_array
+
+
+def make_model(seed=0):
+    return nn.Sequential(nn.Linear(3, 4, seed=seed), nn.ReLU(), nn.Linear(4, 2, seed=seed + 1))
+
+
+def snapshot(model):
+    return [p.numpy().copy() for p in model.parameters()]
+
+
+def assert_unchanged(model, snap):
+    for p, s in zip(model.parameters(), snap):
+        np.testing.assert_array_equal(p.numpy(), s)
+
+
+# ---- .npz archives written by hand (so that sizes and headers can lie) -------------------------
+
+
+def npy_header(shape, descr="<f4", fortran=False) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": fortran, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def write_zip(path, members):
+    """members: (name, data as stored, method 0|8, crc, declared size, declared stored size)."""
+    out, central = bytearray(), bytearray()
+    for name, data, method, crc, size, csize in members:
+        fn = name.encode()
+        offset = len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, csize,
+                           size, len(fn), 0) + fn + data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21,
+                               crc, csize, size, len(fn), 0, 0, 0, 0, 0, offset) + fn
+    cd_offset = len(out)
+    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members),
+                                 len(central), cd_offset, 0)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def stored(name, payload):
+    return (name, payload, 0, zlib.crc32(payload), len(payload), len(payload))
+
+
+def deflated_zeros(name, header, n_zero_bytes, block=1 << 24):
+    """A deflated member: ``header`` then ``n_zero_bytes`` zero bytes (a multiple of ``block``),
+    compressed at deflate's best ratio (~1030:1) without ever holding the data: after a full
+    flush, every further block of zeros compresses to the same bytes."""
+    assert n_zero_bytes % block == 0 and n_zero_bytes >= 2 * block
+    zeros = bytes(block)
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = co.compress(header + zeros) + co.flush(zlib.Z_FULL_FLUSH)
+    again = co.compress(zeros) + co.flush(zlib.Z_FULL_FLUSH)
+    probe = co.copy()
+    assert probe.compress(zeros) + probe.flush(zlib.Z_FULL_FLUSH) == again
+    reps = n_zero_bytes // block - 1
+    data = first + again * (reps - 1) + co.compress(zeros) + co.flush()
+    crc = zlib.crc32(header)
+    for _ in range(n_zero_bytes // block):
+        crc = zlib.crc32(zeros, crc)
+    return (name, data, 8, crc, len(header) + n_zero_bytes, len(data))
+
+
+def model_members(model, skip=()):
+    """The model's own entries, stored as np.savez would."""
+    out = []
+    for name, arr in model.state_dict().items():
+        if name in skip:
+            continue
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, arr)
+        out.append(stored(name + ".npy", buf.getvalue()))
+    return out
+
+
+# ---- model files: every entry checked before its data is read ------------------------------
+
+
+def test_zip_bomb_refused_before_decompressing(tmp_path):
+    """1 MB on disk, 1 GiB of zeros declared for an entry the model holds as 3 x 4 floats."""
+    m = make_model()
+    snap = snapshot(m)
+    gib = 1 << 30
+    bomb = deflated_zeros("0.weight.npy", npy_header((gib // 4,)), gib)
+    path = tmp_path / "bomb.npz"
+    write_zip(path, [bomb] + model_members(m, skip=("0.weight",)))
+    assert path.stat().st_size < 1_200_000
+    with zipfile.ZipFile(path) as z:  # a well-formed archive: the data really is there
+        assert z.getinfo("0.weight.npy").file_size == gib + len(npy_header((gib // 4,)))
+    for load in (lambda: m.load(path),
+                 lambda: nn.load_npz(path, expected=m.state_dict())):
+        tracemalloc.start()
+        try:
+            with pytest.raises(nn.StateDictError,
+                               match=r"'0.weight' expected shape \(3, 4\), got \(268435456,\)"):
+                load()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB while refusing a zip bomb"
+    assert_unchanged(m, snap)
+
+
+def test_header_claiming_8_tib_is_a_state_dict_error_not_memory_error(tmp_path):
+    m = make_model()
+    snap = snapshot(m)
+    header = npy_header((1 << 41,))  # 2**41 float32: 8 TiB
+    assert len(header) < 250
+    path = tmp_path / "huge.npz"
+    write_zip(path, [stored("0.weight.npy", header)] + model_members(m, skip=("0.weight",)))
+    with pytest.raises(nn.StateDictError,
+                       match=r"'0.weight' expected shape \(3, 4\), got \(2199023255552,\)"):
+        m.load(path)
+    # without a model to compare against, the sizes still give it away before any allocation
+    with pytest.raises(nn.StateDictError, match="accounts for 8796093022"):
+        nn.load_npz(path)
+    assert_unchanged(m, snap)
+
+
+def test_sizes_that_do_not_add_up_are_refused(tmp_path):
+    m = make_model()
+    members = model_members(m)
+    name, data, method, crc, size, csize = members[0]
+    cases = {
+        # the zip directory declares more data than the header accounts for
+        "long.npz": (name, data + b"\0" * 8, 0, zlib.crc32(data + b"\0" * 8), size + 8,
+                     csize + 8),
+        # stored bytes that are not in the file
+        "absent.npz": (name, data, 0, crc, 2**32 - 16, 2**32 - 16),
+        # a stored entry whose stored size differs from its size
+        "stored.npz": (name, data, 0, crc, size, csize + 5),
+        # a deflated entry declaring 5000:1 (deflate cannot exceed 1032:1)
+        "ratio.npz": (name, zlib.compress(data)[2:-4], 8, crc, 5000 * 40, 40),
+    }
+    for fname, bad in cases.items():
+        write_zip(tmp_path / fname, [bad] + members[1:])
+    expect = {"long.npz": "declares .* bytes, but its header", "absent.npz": "the file has",
+              "stored.npz": "stored uncompressed", "ratio.npz": "not a ratio deflate"}
+    for fname, match in expect.items():
+        for load in (lambda: m.load(tmp_path / fname), lambda: nn.load_npz(tmp_path / fname)):
+            with pytest.raises(nn.StateDictError, match=match):
+                load()
+
+
+def test_corrupt_and_truncated_data_refused(tmp_path):
+    m = make_model()
+    members = model_members(m)
+    name, data, method, crc, size, csize = members[0]
+    write_zip(tmp_path / "crc.npz", [(name, data, 0, crc ^ 1, size, csize)] + members[1:])
+    with pytest.raises(nn.StateDictError, match="CRC|could not be read"):
+        m.load(tmp_path / "crc.npz")
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    deflated = comp.compress(data) + comp.flush()
+    cut = deflated[: len(deflated) // 2]
+    write_zip(tmp_path / "cut.npz", [(name, cut, 8, crc, size, len(cut))] + members[1:])
+    with pytest.raises(nn.StateDictError):
+        m.load(tmp_path / "cut.npz")
+
+
+def test_non_strict_load_does_not_read_unexpected_entries(tmp_path):
+    m = make_model()
+    gib = 1 << 30
+    bomb = deflated_zeros("extra.npy", npy_header((gib // 4,)), gib)
+    path = tmp_path / "extra.npz"
+    src = make_model(7)
+    write_zip(path, model_members(src, skip=("2.bias",)) + [bomb])
+    with pytest.raises(nn.StateDictError, match="names do not match"):
+        m.load(path)
+    tracemalloc.start()
+    try:
+        missing, unexpected = m.load(path, strict=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (missing, unexpected) == (["2.bias"], ["extra"])
+    assert peak < 8 << 20
+    np.testing.assert_array_equal(m[0].weight.numpy(), src[0].weight.numpy())
+
+
+def test_fortran_order_and_compressed_files_load(tmp_path):
+    src, m = make_model(3), make_model(0)
+    sd = src.state_dict()
+    np.savez_compressed(tmp_path / "c.npz", **sd)
+    m.load(tmp_path / "c.npz")
+    assert_unchanged(m, [sd[k] for k in sd])
+    fortran = {k: np.asfortranarray(v) for k, v in sd.items()}
+    np.savez(tmp_path / "f.npz", **fortran)
+    m2 = make_model(1)
+    m2.load(tmp_path / "f.npz")
+    assert_unchanged(m2, [sd[k] for k in sd])
+    got = nn.load_npz(tmp_path / "f.npz")
+    for k in sd:
+        np.testing.assert_array_equal(got[k], sd[k])
+
+
+def test_big_endian_refused_naming_the_byte_order(tmp_path):
+    m = make_model()
+    sd = m.state_dict()
+    sd["0.bias"] = sd["0.bias"].astype(">f4")
+    np.savez(tmp_path / "be.npz", **sd)
+    msg = (r"'0.bias' expected dtype float32, got float32 in big-endian byte order \('>f4'\); "
+           r"convert it")
+    with pytest.raises(nn.StateDictError, match=msg):
+        m.load(tmp_path / "be.npz")
+    with pytest.raises(nn.StateDictError, match=msg):
+        m.load_state_dict(sd)
+
+
+def test_load_npz_expected_argument_checked():
+    with pytest.raises(nn.StateDictError, match="expected"):
+        nn.load_npz("x.npz", expected=[1, 2])
+
+
+# ---- saving: stale temporary files and the file mode -------------------------------------------
+
+
+def _temps(folder, base="w.npz"):
+    return sorted(f for f in os.listdir(folder) if f.startswith(base + ".")
+                  and f.endswith(".npz.tmp"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kills a child process with SIGKILL")
+def test_killed_saves_leave_temps_that_the_next_save_removes(tmp_path):
+    path = tmp_path / "w.npz"
+    child = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from autograd_gpu import nn
+
+        def dying_savez(f, **arrays):
+            f.write(b"partial" * 1000)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        np.savez = dying_savez
+        nn.Linear(3, 4, seed=0).save({str(path)!r})
+    """)
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr.decode()
+    first = _temps(tmp_path)
+    assert len(first) == 1 and not path.exists()
+    for _ in range(3):  # each killed save removed the one before it: one file, not four
+        r = subprocess.run([sys.executable, "-c", child], capture_output=True)
+        assert r.returncode == -signal.SIGKILL, r.stderr.decode()
+        left = _temps(tmp_path)
+        assert len(left) == 1 and left != first
+        first = left
+    # a temp of another target and an unrelated file stay
+    (tmp_path / "other.npz.00000000.1.ab.1.npz.tmp").write_bytes(b"x")
+    (tmp_path / "w.npz.bak").write_bytes(b"x")
+    m = nn.Linear(3, 4, seed=1)
+    m.save(path)
+    assert _temps(tmp_path) == []
+    assert sorted(os.listdir(tmp_path)) == ["other.npz.00000000.1.ab.1.npz.tmp", "w.npz",
+                                            "w.npz.bak"]
+    fresh = nn.Linear(3, 4, seed=2)
+    fresh.load(path)
+    np.testing.assert_array_equal(fresh.weight.numpy(), m.weight.numpy())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="probes process ids")
+def test_temps_of_live_saves_and_other_hosts_are_kept(tmp_path):
+    path = tmp_path / "w.npz"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = f"w.npz.{M._HOST}.{sleeper.pid}.0badc0de.1.npz.tmp"
+        other_host = f"w.npz.{'0' * 8 if M._HOST != '0' * 8 else '1' * 8}.1.0badc0de.1.npz.tmp"
+        reused_pid = f"w.npz.{M._HOST}.{os.getpid()}.0badc0de.1.npz.tmp"  # an earlier process
+        for name in (live, other_host, reused_pid):
+            (tmp_path / name).write_bytes(b"x")
+        make_model().save(path)
+        assert _temps(tmp_path) == sorted([live, other_host])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    make_model().save(path)  # its writer is gone now
+    assert _temps(tmp_path) == [other_host]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_file_mode_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        make_model().save(tmp_path / "a.npz")
+        assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        make_model().save(tmp_path / "b.npz")
+        assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o600
+        os.umask(0o022)
+        os.chmod(tmp_path / "b.npz", 0o640)  # overwriting keeps a file's mode
+        make_model().save(tmp_path / "b.npz")
+        assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_concurrent_saves_in_threads_do_not_collide(tmp_path):
+    import threading
+
+    path = tmp_path / "w.npz"
+    errors = []
+
+    def work(seed):
+        try:
+            for _ in range(5):
+                make_model(seed).save(path)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and _temps(tmp_path) == []
+    make_model(9).load(path)
