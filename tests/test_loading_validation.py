@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import autograd_gpu as ag
-from autograd_gpu import nn
+from autograd_gpu import nn, optim
 from autograd_gpu.nn import module as M
 
 T = ag.Tensor.from_array
@@ -346,3 +346,103 @@ def test_concurrent_saves_in_threads_do_not_collide(tmp_path):
         t.join()
     assert errors == [] and _temps(tmp_path) == []
     make_model(9).load(path)
+
+
+# ---- optimizer state dicts -----------------------------------------------------------------------
+
+
+def _sgd_and_sd():
+    p = nn.Parameter(np.ones(3))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    opt.step([T(np.full(3, 0.5))])
+    return opt, opt.state_dict()
+
+
+BAD_HYPER = [
+    (optim.SGD, "lr", -1e9), (optim.SGD, "lr", "fast"), (optim.SGD, "lr", float("nan")),
+    (optim.SGD, "lr", True), (optim.SGD, "momentum", float("inf")),
+    (optim.SGD, "weight_decay", -0.1), (optim.SGD, "nesterov", "yes"),
+    (optim.Adam, "betas", (1.5, 0.9)), (optim.Adam, "betas", "ab"), (optim.Adam, "betas", (0.9,)),
+    (optim.Adam, "eps", float("nan")), (optim.AdamW, "weight_decay", -1.0),
+    (optim.AdamW, "lr", None),
+]
+
+
+@pytest.mark.parametrize("cls, key, value", BAD_HYPER)
+def test_bad_hyperparameters_refused_alike_by_constructor_and_load(cls, key, value):
+    p = nn.Parameter(np.ones(3))
+    good = cls([p], lr=0.01)
+    good.step([T(np.full(3, 0.5))])
+    sd = good.state_dict()
+    with pytest.raises(ag.ArgumentError, match=f"argument '{key}'") as from_ctor:
+        cls([nn.Parameter(np.ones(3))], **{key: value})
+    target = cls([p], lr=0.5)
+    target.step([T(np.full(3, 0.25))])
+    before = (target.hyperparameters(), target.step_count,
+              {k: v.copy() for k, v in target.state[0].items()})
+    bad = dict(sd, hyperparameters=dict(sd["hyperparameters"], **{key: value}))
+    with pytest.raises(ag.ArgumentError, match=f"argument '{key}'") as from_load:
+        target.load_state_dict(bad)
+    # the same check: the same message but for the function's name
+    assert str(from_ctor.value).split(": ", 1)[1] == str(from_load.value).split(": ", 1)[1]
+    assert target.hyperparameters() == before[0] and target.step_count == before[1]
+    for k, v in before[2].items():
+        np.testing.assert_array_equal(target.state[0][k], v)
+
+
+def test_nesterov_rule_checked_on_load():
+    opt, sd = _sgd_and_sd()
+    with pytest.raises(ag.ArgumentError, match="nesterov=True expected momentum > 0"):
+        opt.load_state_dict(dict(sd, hyperparameters=dict(sd["hyperparameters"], nesterov=True,
+                                                          dampening=0.5)))
+
+
+def test_betas_from_a_json_round_trip_accepted():
+    p = nn.Parameter(np.ones(3))
+    opt = optim.Adam([p])
+    opt.step([T(np.ones(3))])
+    sd = opt.state_dict()
+    sd["hyperparameters"]["betas"] = [0.8, 0.99]  # JSON has no tuples
+    opt.load_state_dict(sd)
+    assert opt.betas == (0.8, 0.99)
+
+
+@pytest.mark.parametrize("field, value", [("step_count", -1), ("step_count", "7"),
+                                          ("step_count", True), ("skipped_steps", 1.5)])
+def test_bad_step_counts_refused(field, value):
+    opt, sd = _sgd_and_sd()
+    with pytest.raises(ag.ArgumentError, match=field):
+        opt.load_state_dict(dict(sd, **{field: value}))
+    assert opt.step_count == 1
+
+
+@pytest.mark.parametrize("value, err, match", [
+    (np.zeros(3, dtype=np.complex128), ag.DTypeError, "floating dtype, got complex128"),
+    (np.zeros(3, dtype=np.int64), ag.DTypeError, "floating dtype, got int64"),
+    (np.zeros(4), ag.ShapeError, r"expected shape \(3,\), got \(4,\)"),
+    (T(np.zeros(4)), ag.ShapeError, r"expected shape \(3,\), got \(4,\)"),
+    ("zeros", ag.ArgumentError, "expected an array"),
+    ([[0.0], [0.0, 1.0]], ag.ArgumentError, "ragged"),
+])
+def test_bad_state_arrays_refused_before_conversion(value, err, match):
+    opt, sd = _sgd_and_sd()
+    buf = opt.state[0]["momentum_buffer"].copy()
+    with pytest.raises(err, match=match):
+        opt.load_state_dict(dict(sd, state=[{"momentum_buffer": value}]))
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], buf)
+
+
+def test_state_given_as_tensor_or_list_loads():
+    opt, sd = _sgd_and_sd()
+    want = sd["state"][0]["momentum_buffer"]
+    for value in (T(want), want.tolist()):
+        opt.load_state_dict(dict(sd, state=[{"momentum_buffer": value}]))
+        np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], want)
+
+
+def test_state_entries_not_dicts_refused():
+    opt, sd = _sgd_and_sd()
+    with pytest.raises(ag.ArgumentError, match=r"state\[0\] expected a dict"):
+        opt.load_state_dict(dict(sd, state=[np.zeros(3)]))
+    with pytest.raises(ag.ArgumentError, match="hyperparameters' expected a dict"):
+        opt.load_state_dict(dict(sd, hyperparameters=[("lr", 0.1)]))

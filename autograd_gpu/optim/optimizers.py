@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 from .. import dtypes as _dt
-from ..errors import ArgumentError, DeviceError, ShapeError, describe
+from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, Variable
 
 
@@ -54,12 +54,31 @@ def _check_params(params, who):
     return params
 
 
-def _check_hyper(who, **values):
-    for name, v in values.items():
-        if not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-            raise ArgumentError(
-                f"{who}: argument '{name}' expected a finite number >= 0, got {v!r}"
-            )
+def _nonnegative(who, name, v) -> float:
+    """A hyper-parameter that must be a finite real number >= 0 (not a bool)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ArgumentError(f"{who}: argument '{name}' expected a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _flag(who, name, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)) and v not in (0, 1):
+        raise ArgumentError(f"{who}: argument '{name}' expected True or False, got {v!r}")
+    return bool(v)
+
+
+def _betas(who, v) -> tuple:
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(
+        not isinstance(b, bool) and isinstance(b, numbers.Real) and 0.0 <= b < 1.0 for b in v)
+    if not ok:
+        raise ArgumentError(f"{who}: argument 'betas' expected two numbers in [0, 1), got {v!r}")
+    return (float(v[0]), float(v[1]))
+
+
+def _count(who, name, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ArgumentError(f"{who}: '{name}' expected an int >= 0, got {v!r}")
+    return int(v)
 
 
 def scaler_says_skip(scaler) -> bool:
@@ -86,11 +105,12 @@ class Optimizer:
 
     _state_keys: tuple[str, ...] = ()
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params, lr: float, **hyperparameters):
         who = type(self).__name__
         self.params = _check_params(params, who)
-        _check_hyper(who, lr=lr)
-        self.lr = float(lr)
+        checked = self._check_hyperparameters(who, {"lr": lr, **hyperparameters})
+        for k, v in checked.items():
+            setattr(self, k, v)
         self.step_count = 0
         self._dev_steps: dict = {}  # backend -> (0-d device step counter, step_count it holds)
         self.skipped_steps = 0
@@ -157,6 +177,12 @@ class Optimizer:
     def hyperparameters(self) -> dict:
         return {"lr": self.lr}
 
+    def _check_hyperparameters(self, who: str, hp: dict) -> dict:
+        """Validate a full set of hyper-parameters (names as in ``hyperparameters()``) and return
+        them normalised. The one check behind the constructor and ``load_state_dict``; a
+        subclass extends it with its own names."""
+        return {"lr": _nonnegative(who, "lr", hp["lr"])}
+
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Hyper-parameters, step counts and per-parameter state as host (numpy) arrays."""
@@ -170,37 +196,48 @@ class Optimizer:
         """Restore from ``state_dict()``; validates everything first, changes nothing on error."""
         who = f"{type(self).__name__}.load_state_dict"
         if not isinstance(sd, dict) or sd.get("type") != type(self).__name__:
-            raise ArgumentError(f"{who}: expected a state dict of a {type(self).__name__}")
+            raise ArgumentError(f"{who}: expected a state dict of a {type(self).__name__}, "
+                                f"got {describe(sd)}")
         state = sd.get("state")
         if not isinstance(state, list) or len(state) != len(self.params):
-            raise ShapeError(f"{who}: expected state for {len(self.params)} parameters")
+            got = f"{len(state)} entries" if isinstance(state, list) else describe(state)
+            raise ShapeError(f"{who}: 'state' expected a list of {len(self.params)} dicts (one "
+                             f"per parameter), got {got}")
+        hyper = sd.get("hyperparameters", {})
+        if not isinstance(hyper, dict):
+            raise ArgumentError(f"{who}: 'hyperparameters' expected a dict, got {describe(hyper)}")
+        current = self.hyperparameters()
+        for k in hyper:
+            if k not in current:
+                raise ArgumentError(f"{who}: unknown hyper-parameter {k!r} (expected some of "
+                                    f"{sorted(current)})")
+        merged = {**current, **hyper}
+        checked = self._check_hyperparameters(who, merged)
+        # names a subclass lists in hyperparameters() but does not check keep their value as is
+        hyper = {k: checked.get(k, v) for k, v in merged.items()}
+        step_count = _count(who, "step_count", sd.get("step_count", 0))
+        skipped = _count(who, "skipped_steps", sd.get("skipped_steps", 0))
         new_state = []
         for i, (p, st) in enumerate(zip(self.params, state)):
+            if not isinstance(st, dict):
+                raise ArgumentError(f"{who}: state[{i}] expected a dict, got {describe(st)}")
             entry = {}
             for k, v in st.items():
                 if k not in self._state_keys:
-                    raise ArgumentError(f"{who}: parameter {i} has unknown state {k!r}")
-                v = np.asarray(v)
-                if v.shape != p.shape:
-                    raise ShapeError(
-                        f"{who}: state {k!r} of parameter {i} expected shape {p.shape}, "
-                        f"got {v.shape}"
-                    )
-                entry[k] = v
+                    raise ArgumentError(f"{who}: parameter {i} has unknown state {k!r} "
+                                        f"(expected some of {list(self._state_keys)})")
+                entry[k] = _state_array(who, f"state {k!r} of parameter {i}", v, p.shape)
             new_state.append(entry)
-        hyper = dict(sd.get("hyperparameters", {}))
-        for k in hyper:
-            if k not in self.hyperparameters():
-                raise ArgumentError(f"{who}: unknown hyper-parameter {k!r}")
+        # everything is valid: only now convert and assign
         for p, entry in zip(self.params, new_state):
             for k, v in entry.items():
                 entry[k] = p._bk.asarray(v.astype(self._work_dtype(p), copy=True))
         self.state = new_state
         for k, v in hyper.items():
             setattr(self, k, v)
-        self.step_count = int(sd.get("step_count", 0))
+        self.step_count = step_count
         self._dev_steps.clear()  # device step counters restart from step_count
-        self.skipped_steps = int(sd.get("skipped_steps", 0))
+        self.skipped_steps = skipped
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
@@ -209,6 +246,26 @@ class Optimizer:
 
 def _host(arr):
     return arr.get() if hasattr(arr, "get") and not isinstance(arr, np.ndarray) else np.array(arr)
+
+
+def _state_array(who, what, v, shape):
+    """An optimizer state entry as a host array, after checking its declared shape and dtype
+    (an array's attributes, read before any copy): ``shape``, and a real floating dtype (a
+    complex or integer buffer would be cast, silently losing a part or meaning)."""
+    if isinstance(v, (list, tuple)):
+        try:
+            v = np.asarray(v)
+        except ValueError as exc:
+            raise ArgumentError(f"{who}: {what} expected an array, got a ragged list") from exc
+    is_array = isinstance(v, (np.ndarray, Tensor)) or type(v).__module__.startswith("cupy")
+    if not is_array:
+        raise ArgumentError(f"{who}: {what} expected an array, got {describe(v)}")
+    if tuple(v.shape) != tuple(shape):
+        raise ShapeError(f"{who}: {what} expected shape {tuple(shape)}, got {tuple(v.shape)}")
+    dt = np.dtype(v.dtype)
+    if not (dt.kind == "f" or dt == _dt.bfloat16):
+        raise DTypeError(f"{who}: {what} expected a floating dtype, got {dt}")
+    return v.numpy() if isinstance(v, Tensor) else _host(v)
 
 
 class SGD(Optimizer):
@@ -223,16 +280,22 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
-        super().__init__(params, lr)
-        _check_hyper("SGD", momentum=momentum, dampening=dampening, weight_decay=weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ArgumentError("SGD: nesterov=True expected momentum > 0 and dampening == 0")
-        self.momentum, self.dampening = float(momentum), float(dampening)
-        self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+        super().__init__(params, lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov)
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
                 "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+
+    def _check_hyperparameters(self, who: str, hp: dict) -> dict:
+        out = super()._check_hyperparameters(who, hp)
+        for k in ("momentum", "dampening", "weight_decay"):
+            out[k] = _nonnegative(who, k, hp[k])
+        out["nesterov"] = _flag(who, "nesterov", hp["nesterov"])
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
+            raise ArgumentError(f"{who}: nesterov=True expected momentum > 0 and dampening == 0, "
+                                f"got momentum={out['momentum']}, dampening={out['dampening']}")
+        return out
 
     def _update(self, i, p, g):
         bk, xp, st = p._bk, p._bk.xp, self.state[i]
@@ -297,19 +360,18 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        b1, b2 = betas
-        _check_hyper(type(self).__name__, eps=eps, weight_decay=weight_decay)
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ArgumentError(
-                f"{type(self).__name__}: argument 'betas' expected values in [0, 1), got {betas!r}"
-            )
-        self.betas = (float(b1), float(b2))
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
                 "weight_decay": self.weight_decay}
+
+    def _check_hyperparameters(self, who: str, hp: dict) -> dict:
+        out = super()._check_hyperparameters(who, hp)
+        out["betas"] = _betas(who, hp["betas"])
+        out["eps"] = _nonnegative(who, "eps", hp["eps"])
+        out["weight_decay"] = _nonnegative(who, "weight_decay", hp["weight_decay"])
+        return out
 
     def _update(self, i, p, g):
         bk, xp, st = p._bk, p._bk.xp, self.state[i]
