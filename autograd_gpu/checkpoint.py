@@ -176,15 +176,17 @@ class CheckpointConfig:
                 f"CheckpointConfig: argument 'checkpoint_every_n' expected an int >= 1, got {n!r}"
             )
         c = self.min_compute_cost
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or c < 0:
+        # written so that NaN fails: every comparison with NaN is false
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not c >= 0:
             raise ArgumentError(
                 f"CheckpointConfig: argument 'min_compute_cost' expected a number >= 0, got {c!r}"
             )
         b = self.memory_budget_mb
-        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0):
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not 0 < b < float("inf")):
             raise ArgumentError(
-                f"CheckpointConfig: argument 'memory_budget_mb' expected a number > 0 or None, "
-                f"got {b!r}"
+                f"CheckpointConfig: argument 'memory_budget_mb' expected a finite number > 0 or "
+                f"None, got {b!r}"
             )
         if self.strategy is CheckpointStrategy.AUTO and b is None:
             raise ArgumentError(

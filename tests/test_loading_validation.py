@@ -446,3 +446,17 @@ def test_state_entries_not_dicts_refused():
         opt.load_state_dict(dict(sd, state=[np.zeros(3)]))
     with pytest.raises(ag.ArgumentError, match="hyperparameters' expected a dict"):
         opt.load_state_dict(dict(sd, hyperparameters=[("lr", 0.1)]))
+
+
+# ---- CheckpointConfig ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), -1.0, 0])
+def test_checkpoint_budget_must_be_finite_and_positive(budget):
+    with pytest.raises(ag.ArgumentError, match="memory_budget_mb.*finite number > 0"):
+        ag.CheckpointConfig(strategy="auto", memory_budget_mb=budget)
+
+
+def test_checkpoint_min_compute_cost_nan_refused():
+    with pytest.raises(ag.ArgumentError, match="min_compute_cost"):
+        ag.CheckpointConfig(min_compute_cost=float("nan"))
