@@ -604,12 +604,11 @@ def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batche
 
     def _user_vjp(F, g, ins, out, prm, shapes):
         res = user_vjp(_wrap(F, g), tuple(_wrap(F, x) for x in ins), _wrap(F, out), **prm)
-        if isinstance(res, Tensor) or res is None:
-            res = (res,)
-        res = tuple(res)
+        res = tuple(res) if isinstance(res, (tuple, list)) else (res,)
         if len(res) != len(ins):
             raise ArgumentError(f"{name}: the user vjp expected to return {len(ins)} gradients "
                                 f"(one per input), got {len(res)}")
+        _check_cotangents(name, res, ins, tuple(g.shape[:g.ndim - out.ndim]), tuple(out.shape))
         return tuple(_unwrap(F, r) for r in res)
 
     def vjp(F, g, saved, needs, **prm):
@@ -681,6 +680,36 @@ def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batche
     return op
 
 
+def _broadcasts(shape, to) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``to`` (NumPy's rule)."""
+    return len(shape) <= len(to) and all(
+        s in (1, t) for s, t in zip(reversed(shape), reversed(to)))
+
+
+def _check_cotangents(name, res, ins, batch, out_shape):
+    """A user vjp's cotangent for input i must have input i's shape (after the batch axes), or
+    the output's shape when input i broadcasts to it (the engine then sums over the broadcast
+    axes). Any other shape is a bug in the rule that summing would hide: refused."""
+    for i, (r, x) in enumerate(zip(res, ins)):
+        if r is None:
+            continue
+        if not (isinstance(r, (Tensor, numbers.Number))
+                or (hasattr(r, "shape") and hasattr(r, "dtype"))):
+            raise ArgumentError(f"{name}: the user vjp's gradient for input {i} expected a "
+                                f"Tensor, an array or None, got {describe(r)}")
+        got = tuple(getattr(r, "shape", ()))
+        xshape = tuple(getattr(x, "shape", ()))
+        if got == batch + xshape:
+            continue
+        via_out = _broadcasts(xshape, out_shape)
+        if via_out and got == batch + out_shape:
+            continue
+        also = (f" or the output's {batch + out_shape} (summed over the axes input {i} is "
+                f"broadcast along)" if via_out and out_shape != xshape else "")
+        raise ShapeError(f"{name}: the user vjp returned a gradient of shape {got} for input {i} "
+                         f"(shape {xshape}); expected shape {batch + xshape}{also}")
+
+
 def _user_arity(fn, skip):
     import inspect
 
@@ -709,8 +738,10 @@ def custom_op(forward=None, vjp=None, jvp=None, *, name: str | None = None, para
       with ``tensor_forward=True``, ``forward(*tensors, **params) -> Tensor`` built from ag ops
       (run without recording: the rules below define the derivative).
     - ``vjp(g, inputs, output, **params)``: Tensors in (the output's cotangent, the inputs, the
-      output); a tuple of input cotangents out (one per input, None for zero). Write it with ag
-      ops so that it is differentiable again (higher order).
+      output); a tuple of input cotangents out (one per input, None for zero), each of its
+      input's shape, or of the output's shape for an input that broadcasts to it (the engine
+      sums over the broadcast axes); any other shape raises ShapeError. Write it with ag ops so
+      that it is differentiable again (higher order).
     - ``jvp(tangents, inputs, output, **params)`` (optional): tangents (None for zero) -> the
       output's tangent. Without it, forward mode uses the transpose of the vjp.
     - ``batched=True`` says the rules accept leading batch axes on g / the tangents (Jacobians
@@ -784,7 +815,7 @@ def custom_gradient(f):
 
         def rule(g, inputs, output):
             r = grad_fn(g)
-            return (r,) if isinstance(r, Tensor) or r is None else tuple(r)
+            return tuple(r) if isinstance(r, (tuple, list)) else (r,)
 
         fwd.__doc__ = f.__doc__
         op = _make_op(name, fwd, rule, None, (), lambda out, *a, **p: float(out.size), False,

@@ -460,3 +460,69 @@ def test_checkpoint_budget_must_be_finite_and_positive(budget):
 def test_checkpoint_min_compute_cost_nan_refused():
     with pytest.raises(ag.ArgumentError, match="min_compute_cost"):
         ag.CheckpointConfig(min_compute_cost=float("nan"))
+
+
+# ---- custom_op and custom_gradient rules -------------------------------------------------------
+
+
+def test_custom_op_vjp_of_the_wrong_shape_raises_shape_error():
+    sq = ag.custom_op(lambda xp, x: x * x,
+                      lambda g, ins, out: (g * 2 * ins[0] * T(np.ones((2, 3))),), name="sq")
+    x = T(np.array([1.0, 2.0, 3.0]))
+    # before: summed over the extra axis, [4, 8, 12] (twice the gradient), with no error
+    with pytest.raises(ag.ShapeError, match=r"sq: .*shape \(2, 3\) for input 0 \(shape \(3,\)\)"):
+        ag.grad(lambda v: sq(v).sum())(x)
+    small = ag.custom_op(lambda xp, x: x * x, lambda g, ins, out: ((g * ins[0]).sum(),),
+                         name="small")
+    with pytest.raises(ag.ShapeError, match=r"small: .*shape \(\) for input 0"):
+        ag.grad(lambda v: small(v).sum())(x)
+    # forward mode through the transposed vjp refuses it too
+    with pytest.raises(ag.ShapeError, match="sq: "):
+        ag.jvp(lambda v: sq(v), (x,), (T(np.ones(3)),))
+
+
+def test_custom_op_cotangent_of_the_output_shape_for_a_broadcast_input_is_summed():
+    """The documented case: input y broadcasts against x, the rule returns the output's shape
+    and the engine sums over the broadcast axes."""
+    mul = ag.custom_op(lambda xp, x, y: x * y, lambda g, ins, out: (g * ins[1], g * ins[0]),
+                       name="mymul")
+    gx, gy = ag.grad(lambda a, b: mul(a, b).sum(), argnums=(0, 1))(T(np.array([1.0, 2, 3])),
+                                                                    T(np.array(2.0)))
+    np.testing.assert_allclose(gx.numpy(), [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(gy.numpy(), 6.0)
+
+
+def test_custom_op_batched_vjp_shapes_checked():
+    def vjp(g, ins, out):  # drops the batch axis: wrong for batched=True
+        return (g.sum(axis=0) * 2.0,) if g.ndim > out.ndim else (g * 2.0,)
+
+    dbl = ag.custom_op(lambda xp, x: 2.0 * x, vjp, name="dbl", batched=True)
+    with pytest.raises(ag.ShapeError, match=r"dbl: .*expected shape \(3, 3\)"):
+        ag.jacobian(lambda v: dbl(v), T(np.ones(3)), mode="reverse")
+    ok = ag.custom_op(lambda xp, x: 2.0 * x, lambda g, ins, out: (g * 2.0,), name="ok",
+                      batched=True)
+    np.testing.assert_allclose(ag.jacobian(ok, T(np.ones(3)), mode="reverse").numpy(),
+                               2 * np.eye(3))
+
+
+def test_custom_gradient_wrong_shape_is_a_shape_error_not_value_error():
+    @ag.custom_gradient
+    def total(x):
+        return x.sum(), lambda g: g * T(np.ones(2))  # (2,) for a (3,) input
+
+    with pytest.raises(ag.ShapeError, match=r"total: .*shape \(2,\) for input 0 \(shape \(3,\)\)"):
+        ag.grad(total)(T(np.ones(3)))
+
+    @ag.custom_gradient
+    def scaled(x):
+        return x * 2.0, lambda g: 2.0  # a number, not a sequence of gradients
+
+    with pytest.raises(ag.ShapeError, match=r"scaled: .*shape \(\) for input 0"):
+        ag.grad(lambda v: scaled(v).sum())(T(np.ones(3)))
+
+    @ag.custom_gradient
+    def as_array(x):
+        return x * 2.0, lambda g: np.full(3, 2.0)  # one array for one input: accepted
+
+    np.testing.assert_allclose(ag.grad(lambda v: as_array(v).sum())(T(np.ones(3))).numpy(),
+                               [2.0, 2.0, 2.0])
