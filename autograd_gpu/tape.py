@@ -369,17 +369,26 @@ class GradientTape:
             for h in swept:
                 pop_hook(h)
 
-    @staticmethod
-    def _restore(node):
+    def _restore(self, node):
         """The saved values of a node whose values were released: recomputed by checkpointing,
-        or a TapeError when another tape's sweep freed them."""
+        or a TapeError saying why they are gone."""
         if node.extra is not None:
             node.extra.restore(node)  # checkpointing: recompute the released values
         if node.saved is None:
+            if self.id not in node.tapes:
+                # only this tape's own sweep drops its claim on a node it recorded, and values
+                # are freed only once no claim is left: an earlier gradient() of this tape got
+                # past this node, then stopped (an exception or interrupt in a later rule)
+                raise TapeError(
+                    f"GradientTape.gradient: the saved values of op '{node.op.name}' were "
+                    "released by an earlier gradient() call on this non-persistent tape, which "
+                    "stopped part-way (an exception or interrupt inside its sweep); the sweep "
+                    "cannot run again: record the computation again, or use "
+                    "GradientTape(persistent=True) to keep saved values across gradient() calls"
+                )
             raise TapeError(
-                f"GradientTape.gradient: the saved values of op '{node.op.name}' were already "
-                "released by another tape's gradient(); use persistent=True on the tape "
-                "that ran first"
+                f"GradientTape.gradient: the saved values of op '{node.op.name}' were released "
+                "and could not be recomputed"
             )
         return node.saved
 

@@ -526,3 +526,44 @@ def test_custom_gradient_wrong_shape_is_a_shape_error_not_value_error():
 
     np.testing.assert_allclose(ag.grad(lambda v: as_array(v).sum())(T(np.ones(3))).numpy(),
                                [2.0, 2.0, 2.0])
+
+
+# ---- a retried interrupted tape ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["native", "python"])
+def test_retrying_an_interrupted_tape_names_its_own_earlier_sweep(pure, monkeypatch):
+    calls = []
+
+    def vjp(g, ins, out):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("stop")
+        return (g * 2.0,)
+
+    flaky = ag.custom_op(lambda xp, a: a * 2.0, vjp, name="flaky")
+    phases = []
+    x = T(np.array([1.0, 2.0]))
+    if pure:
+        from autograd_gpu.ops.context import pop_hook, push_hook
+
+        def passthrough(phase, op, args, params, call):  # any hook selects the Python sweep
+            phases.append(phase)
+            return call(args, params)
+
+        push_hook(passthrough)
+    try:
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            y = flaky(x.exp()).sin().sum()
+        with pytest.raises(KeyboardInterrupt):
+            tape.gradient(y, [x])
+        with pytest.raises(ag.TapeError) as info:
+            tape.gradient(y, [x])
+    finally:
+        if pure:
+            pop_hook(passthrough)
+    assert ("vjp" in phases) == pure
+    msg = str(info.value)
+    assert "earlier gradient() call on this non-persistent tape" in msg
+    assert "stopped part-way" in msg and "another tape" not in msg
