@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+import warnings
 import zipfile
 import zlib
 
@@ -567,3 +568,60 @@ def test_retrying_an_interrupted_tape_names_its_own_earlier_sweep(pure, monkeypa
     msg = str(info.value)
     assert "earlier gradient() call on this non-persistent tape" in msg
     assert "stopped part-way" in msg and "another tape" not in msg
+
+
+# ---- empty inputs: PyTorch's answers -------------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+
+EMPTY_CASES = [((0,), -1), ((0, 3), -1), ((0, 3), 0), ((3, 0), -1), ((3, 0), 0),
+               ((2, 0, 3), 1), ((2, 0, 3), -1)]
+
+
+def _both(shape, dtype=np.float64):
+    a = np.zeros(shape, dtype=dtype)
+    return T(a), torch.from_numpy(a.copy()).requires_grad_(True)
+
+
+@pytest.mark.parametrize("shape, axis", EMPTY_CASES)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp", "std0", "std1"])
+def test_empty_inputs_match_pytorch(name, shape, axis):
+    ours = {
+        "softmax": lambda v: ag.softmax(v, axis),
+        "log_softmax": lambda v: ag.log_softmax(v, axis),
+        "logsumexp": lambda v: ag.logsumexp(v, axis),
+        "std0": lambda v: ag.std(v, axis),
+        "std1": lambda v: ag.std(v, axis, ddof=1),
+    }[name]
+    theirs = {
+        "softmax": lambda v: torch.softmax(v, axis),
+        "log_softmax": lambda v: torch.log_softmax(v, axis),
+        "logsumexp": lambda v: torch.logsumexp(v, axis),
+        "std0": lambda v: torch.std(v, axis, correction=0),
+        "std1": lambda v: torch.std(v, axis, correction=1),
+    }[name]
+    x, xt = _both(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch warns that std has no degrees of freedom
+        want = theirs(xt)
+    got = ours(x)
+    assert got.shape == tuple(want.shape) and got.dtype == np.float64
+    np.testing.assert_array_equal(got.numpy(), want.detach().numpy())
+    # gradients: an empty array of x's shape, as PyTorch's
+    g = ag.grad(lambda v: ours(v).sum())(x)
+    (gt,) = torch.autograd.grad(want.sum(), xt, allow_unused=True)
+    assert g is not None and g.shape == shape == tuple(gt.shape)
+
+
+def test_empty_inputs_keepdims_none_axis_and_float32():
+    x, xt = _both((0, 3), np.float32)
+    got = ag.logsumexp(x, keepdims=True)
+    assert got.shape == (1, 1) and got.dtype == np.float32 and got.numpy()[0, 0] == -np.inf
+    assert float(ag.logsumexp(x).numpy()) == float(torch.logsumexp(xt.detach(), (0, 1)))
+    assert np.isnan(ag.std(x).numpy()) and ag.std(x).dtype == np.float32
+    assert ag.std(x, axis=1, keepdims=True).shape == (0, 1)
+    with pytest.raises(ag.DTypeError, match="var"):  # the other checks still apply
+        ag.std(T(np.zeros((0, 3), dtype=np.int64)))
+    with pytest.raises(ag.ArgumentError, match="ddof"):
+        ag.std(x, ddof=-1)
+

@@ -301,7 +301,10 @@ def softmax(x, axis: int = -1):
     x = _float_tensor(x, "x", "softmax")
     if x.ndim == 0:
         raise ShapeError("softmax: argument 'x' expected at least 1 dimension, got a scalar")
-    return apply(Softmax, x, axis=_norm_axis(axis, x.ndim, "softmax"))
+    axis = _norm_axis(axis, x.ndim, "softmax")
+    if x.size == 0:  # nothing to normalise: an empty result of x's shape (NumPy, PyTorch)
+        return x * 0.0
+    return apply(Softmax, x, axis=axis)
 
 
 def log_softmax(x, axis: int = -1):
@@ -309,7 +312,10 @@ def log_softmax(x, axis: int = -1):
     x = _float_tensor(x, "x", "log_softmax")
     if x.ndim == 0:
         raise ShapeError("log_softmax: argument 'x' expected at least 1 dimension, got a scalar")
-    return apply(LogSoftmax, x, axis=_norm_axis(axis, x.ndim, "log_softmax"))
+    axis = _norm_axis(axis, x.ndim, "log_softmax")
+    if x.size == 0:  # nothing to normalise: an empty result of x's shape (NumPy, PyTorch)
+        return x * 0.0
+    return apply(LogSoftmax, x, axis=axis)
 
 
 _REDUCTIONS = ("mean", "sum", "none")

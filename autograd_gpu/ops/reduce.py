@@ -319,6 +319,11 @@ def logsumexp(x, axis=None, keepdims: bool = False):
     """log(sum(exp(x), axis)), computed without overflow; its gradient is softmax(x)."""
     x = _float_input(x, "logsumexp")
     _check_float(x, "logsumexp")
+    axes = norm_axis(axis, x.ndim, "logsumexp")
+    if builtins.any(x.shape[a] == 0 for a in axes):
+        # log of an empty sum: -inf, as NumPy and PyTorch give; still a function of x (whose
+        # gradient is then empty) through the sum, which is 0 here
+        return sum(x, axis=axes, keepdims=keepdims) + float("-inf")
     return _reduced(LogSumExp, x, axis, keepdims, "logsumexp")
 
 
@@ -341,6 +346,13 @@ def std(x, axis=None, ddof: int = 0, keepdims: bool = False):
     infinite where the variance is zero)."""
     from .elementwise import sqrt
 
+    x = _float_input(x, "std")
+    axes = norm_axis(axis, x.ndim, "std")
+    if _count(x.shape, axes) == 0 and is_floating(x.dtype) and not isinstance(ddof, bool) \
+            and isinstance(ddof, numbers.Integral) and ddof >= 0:
+        # an empty reduction: 0 / 0 = NaN, as NumPy and PyTorch give; still a function of x
+        # (whose gradient is then empty) through the sum, which is 0 here
+        return sum(x, axis=axes, keepdims=keepdims) + float("nan")
     return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
 
 
