@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import random_state
 from .backend import Device, default_device
 from .errors import ArgumentError, ShapeError
 from .tensor import Tensor
@@ -100,7 +101,8 @@ class DataLoader:
         tuple of arrays (or one array) per sample; those samples are stacked into batches.
     batch_size: samples per batch. ``drop_last``: leave out the last, smaller batch.
     shuffle, seed: a new order every epoch, reproducible from ``seed`` (``None``: drawn once
-        from the operating system, so each loader differs).
+        from the library's stream that ``ag.manual_seed`` seeds, so each loader differs and a
+        seeded program repeats).
     transform: ``transform(*host_arrays) -> array or tuple of arrays``, applied to each batch on
         the host before it goes to the device.
     device: where the batches go (default: ``ag.default_device()`` when the loader is made).
@@ -143,7 +145,8 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.transform = transform
-        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        self.seed = (int(random_state.generator("data.DataLoader").integers(2**63))
+                     if seed is None else int(seed))
         self.device = Device(device if device is not None else default_device())
         self.epoch = 0  # the next pass's epoch number (each __iter__ advances it)
 

@@ -1,6 +1,7 @@
 """One seed, ``ag.manual_seed(n)``, for every random draw of the library: dropout (random ops
-without ``seed=``), ``ag.nn`` layer initialisation, ``Tensor.randn``/``Tensor.rand`` without
-``seed=``; the older names ``ag.set_global_seed`` and ``ag.nn.manual_seed`` are the same call."""
+without ``seed=``), ``ag.nn`` layer initialisation, ``Tensor.randn``/``Tensor.rand`` and a
+shuffling ``DataLoader`` without ``seed=``; the older names ``ag.set_global_seed`` and
+``ag.nn.manual_seed`` are the same call."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def _draws():
         "Embedding": nn.Embedding(7, 3).weight.numpy(),
         "randn": ag.Tensor.randn((3, 4)).numpy(),
         "rand": ag.Tensor.rand((3, 4), dtype="float64").numpy(),
+        "DataLoader": np.concatenate([b.numpy() for (b,) in ag.data.DataLoader(
+            ag.data.ArrayDataset(np.arange(20.0)), batch_size=5, shuffle=True,
+            device="cpu")]),
     }
 
 
