@@ -9,7 +9,8 @@ numbers on every run. The purposes:
 * ``"ops"``: the key of the counter-based seed stream that random ops (dropout) called without
   ``seed=`` take their seeds from (``ops/random.py``; its per-op-name streams hang off this key),
 * ``"nn.init"``: ``ag.nn`` layers built without ``seed=``,
-* ``"Tensor.randn"`` and ``"Tensor.rand"``: those factories called without ``seed=``.
+* ``"Tensor.randn"`` and ``"Tensor.rand"``: those factories called without ``seed=``,
+* ``"data.DataLoader"``: the seed of a shuffling ``ag.data.DataLoader`` made without ``seed=``.
 
 Before any ``manual_seed`` call the root is fresh OS entropy (different in every process).
 ``ag.set_global_seed`` and ``ag.nn.manual_seed`` are the same call under their older names.
@@ -78,9 +79,10 @@ def derived_seed(seed: int, i: int) -> int:
 
 def manual_seed(seed: int, *, operation_seeds: bool = False, _fn: str = "manual_seed") -> None:
     """Seed every random draw of the library with one int in [0, 2**64): random ops called
-    without ``seed=`` (dropout), ``ag.nn`` layer initialisation, and ``Tensor.randn`` /
-    ``Tensor.rand`` without ``seed=``. Each of these draws from its own stream derived from
-    ``seed`` (see the module docstring), rewound by every call.
+    without ``seed=`` (dropout), ``ag.nn`` layer initialisation, ``Tensor.randn`` /
+    ``Tensor.rand`` and the order of a shuffling ``DataLoader`` without ``seed=``. Each of
+    these draws from its own stream derived from ``seed`` (see the module docstring), rewound
+    by every call.
 
     With ``operation_seeds=True`` each random op name gets its own seed stream as well
     (seed, op name, call count), so adding a random op of one kind does not shift the seeds
