@@ -136,15 +136,29 @@ def test_digits_cnn(tmp_path):
     assert (tmp_path / "cnn.npz").exists()
 
 
-def test_checkpoint_deep_mlp():
+def test_checkpoint_deep_mlp(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     mod = load_example("checkpoint_deep_mlp", "CheckpointConfig")
-    rows = mod.main(["--small", "--iterations", "1"])
-    assert all(r["bitwise_equal"] for r in rows.values())
-    auto = next(r for name, r in rows.items() if name.startswith("auto"))
-    block = next(r for name, r in rows.items() if name.startswith("block"))
-    assert auto["peak_mb"] < 0.8 * rows["none"]["peak_mb"]
-    assert block["peak_mb"] < 0.8 * rows["none"]["peak_mb"]
-    assert rows["selective"]["peak_mb"] < 1.1 * rows["none"]["peak_mb"]
+    r = mod.main(["--small", "--rounds", "1", "--out", str(tmp_path / "ckpt.png")])
+    rows = r["rows"]
+    assert {"NONE", "SELECTIVE", "BLOCK n=6", "FULL"} <= set(rows)
+    assert sum(name.startswith("AUTO") for name in rows) == 3
+    assert all(row["bitwise_equal"] for row in rows.values())
+    none = rows["NONE"]["act_mb"]
+    assert none == pytest.approx(r["none_act_mb"]) and rows["NONE"]["saved_pct"] == 0.0
+    assert rows["BLOCK n=6"]["act_mb"] < 0.8 * none and rows["BLOCK n=12"]["act_mb"] < 0.8 * none
+    for name, row in rows.items():
+        if name.startswith("AUTO"):  # the budget holds, measured
+            frac = float(name.split()[1].rstrip("%")) / 100
+            assert row["act_mb"] <= frac * none + 1e-9
+            assert row["replays"] > 0
+    assert rows["SELECTIVE"]["act_mb"] < 1.1 * none
+    assert rows["FULL"]["replays"] > 0
+    out = capsys.readouterr().out
+    # the printout names its model and its measures
+    assert "16-layer tanh MLP with bias, width 64, batch 256, float32" in out
+    assert "peak(batch 2B) - peak(batch B)" in out and "interleaved rounds" in out
+    _assert_png(r["plot"])
 
 
 def test_amp_training():
