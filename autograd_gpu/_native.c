@@ -26,12 +26,11 @@ typedef struct {
     PyObject *in_meta;
     PyObject *saved;
     PyObject *smap;
-    PyObject *ids;
     PyObject *tapes;
-    PyObject *gen;
     PyObject *out_meta;
     PyObject *site;
     PyObject *extra;
+    PyObject *fw;
     PyObject *weakreflist;
 } NodeObject;
 
@@ -44,47 +43,37 @@ set_field(PyObject **field, PyObject *value)
 
 /* Fill a node's fields (borrowed references; NULL or old fields are replaced): the one
  * definition of a new node's state, for Node(...) and for record() below. */
-static int
+static void
 node_fill(NodeObject *self, PyObject *op, PyObject *params, PyObject *parents, PyObject *in_meta,
-          PyObject *saved, PyObject *tapes, PyObject *gen, PyObject *out_meta, PyObject *ids)
+          PyObject *saved, PyObject *smap, PyObject *tapes, PyObject *out_meta)
 {
-    int has_saved = PyObject_IsTrue(saved);
-    if (has_saved < 0) {
-        return -1;
-    }
-    /* saved_map: computed on first use from ids when something is saved, else empty */
-    PyObject *smap = has_saved ? Py_NewRef(Py_None) : PyTuple_New(0);
-    if (smap == NULL) {
-        return -1;
-    }
     set_field(&self->op, op);
     set_field(&self->params, params);
     set_field(&self->parents, parents);
     set_field(&self->in_meta, in_meta);
     set_field(&self->saved, saved);
-    Py_XSETREF(self->smap, smap);  /* already a new reference */
-    set_field(&self->ids, ids);
+    set_field(&self->smap, smap);
     set_field(&self->tapes, tapes);
-    set_field(&self->gen, gen);
     set_field(&self->out_meta, out_meta);
     set_field(&self->site, Py_None);
     set_field(&self->extra, Py_None);
-    return 0;
+    set_field(&self->fw, Py_None);
 }
 
 static int
 node_init(NodeObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *op, *params, *parents, *in_meta, *saved, *tapes, *gen, *out_meta, *ids;
+    PyObject *op, *params, *parents, *in_meta, *saved, *smap, *tapes, *out_meta;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "Node() takes positional arguments only");
         return -1;
     }
-    if (!PyArg_UnpackTuple(args, "Node", 9, 9, &op, &params, &parents, &in_meta, &saved,
-                           &tapes, &gen, &out_meta, &ids)) {
+    if (!PyArg_UnpackTuple(args, "Node", 8, 8, &op, &params, &parents, &in_meta, &saved,
+                           &smap, &tapes, &out_meta)) {
         return -1;
     }
-    return node_fill(self, op, params, parents, in_meta, saved, tapes, gen, out_meta, ids);
+    node_fill(self, op, params, parents, in_meta, saved, smap, tapes, out_meta);
+    return 0;
 }
 
 static void
@@ -100,12 +89,11 @@ node_dealloc(NodeObject *self)
     Py_CLEAR(self->in_meta);
     Py_CLEAR(self->saved);
     Py_CLEAR(self->smap);
-    Py_CLEAR(self->ids);
     Py_CLEAR(self->tapes);
-    Py_CLEAR(self->gen);
     Py_CLEAR(self->out_meta);
     Py_CLEAR(self->site);
     Py_CLEAR(self->extra);
+    Py_CLEAR(self->fw);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp); /* instances of a heap type hold a reference to it */
 }
@@ -118,13 +106,12 @@ static PyMemberDef node_members[] = {
     MEMBER("parents", parents),
     MEMBER("_in_meta", in_meta),
     MEMBER("saved", saved),
-    MEMBER("_smap", smap),
-    MEMBER("_ids", ids),
+    MEMBER("saved_map", smap),
     MEMBER("tapes", tapes),
-    MEMBER("gen", gen),
     MEMBER("out_meta", out_meta),
     MEMBER("site", site),
     MEMBER("extra", extra),
+    MEMBER("fw", fw),
     {"__weaklistoffset__", T_PYSSIZET, offsetof(NodeObject, weakreflist), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
@@ -166,10 +153,11 @@ static struct {
     PyTypeObject *node_type;   /* the Node heap type above */
     PyTypeObject *tensor_type;
     PyTypeObject *tracked_type;
-    PyObject *fix_out;         /* registry._fix_out(bk, out, saved) -> (out, saved) */
+    PyObject *fix_out;         /* registry._fix_out(bk, out, saved, codes) -> (out, saved) */
+    PyObject *layout_error;    /* registry.layout_error(op, saved, codes) -> exception */
     Py_ssize_t off_data, off_bk, off_node, off_tapes, off_fw;
     PyObject *s_recording, *s_accumulators, *s_differentiable, *s_forward,
-        *s_array_type, *s_shape, *s_dtype, *s_saved_map, *s_recorded;
+        *s_array_type, *s_shape, *s_dtype, *s_saved_codes, *s_codes_for, *s_recorded;
     PyObject *scalar_meta;     /* ((), None) */
     PyObject *empty;           /* () */
     int ready;
@@ -203,9 +191,10 @@ static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     (void)module;
-    PyObject *node_type, *tensor_type, *tracked_type, *fix_out;
-    if (!PyArg_ParseTuple(args, "O!O!O!O:configure", &PyType_Type, &node_type, &PyType_Type,
-                          &tensor_type, &PyType_Type, &tracked_type, &fix_out)) {
+    PyObject *node_type, *tensor_type, *tracked_type, *fix_out, *layout_error;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO:configure", &PyType_Type, &node_type, &PyType_Type,
+                          &tensor_type, &PyType_Type, &tracked_type, &fix_out,
+                          &layout_error)) {
         return NULL;
     }
     if (((PyTypeObject *)node_type)->tp_basicsize != sizeof(NodeObject) ||
@@ -230,7 +219,8 @@ configure(PyObject *module, PyObject *args)
     INTERN(s_array_type, "array_type")
     INTERN(s_shape, "shape")
     INTERN(s_dtype, "dtype")
-    INTERN(s_saved_map, "saved_map")
+    INTERN(s_saved_codes, "saved_codes")
+    INTERN(s_codes_for, "codes_for")
     INTERN(s_recorded, "recorded")
 #undef INTERN
     PyObject **names[] = {&s_vjp, &s_astype, &s_drop_tape, &s_dtype_kw};
@@ -250,10 +240,12 @@ configure(PyObject *module, PyObject *args)
     Py_INCREF(tensor_type);
     Py_INCREF(tracked_type);
     Py_INCREF(fix_out);
+    Py_INCREF(layout_error);
     Py_XSETREF(R.node_type, (PyTypeObject *)node_type);
     Py_XSETREF(R.tensor_type, (PyTypeObject *)tensor_type);
     Py_XSETREF(R.tracked_type, (PyTypeObject *)tracked_type);
     Py_XSETREF(R.fix_out, fix_out);
+    Py_XSETREF(R.layout_error, layout_error);
     R.ready = 1;
     Py_RETURN_NONE;
 }
@@ -269,6 +261,28 @@ empty_list_attr(PyObject *mode, PyObject *name)
     int empty = PyList_Check(v) ? PyList_GET_SIZE(v) == 0 : !PyObject_IsTrue(v);
     Py_DECREF(v);
     return empty;
+}
+
+/* every key of the set ``keys`` is in the dict ``d``: 1; not: 0; error: -1 (public API only:
+ * _PySet_NextEntry left the public C API in CPython 3.13) */
+static int
+all_in_dict(PyObject *keys, PyObject *d)
+{
+    PyObject *it = PyObject_GetIter(keys);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *key;
+    int ok = 1;
+    while (ok == 1 && (key = PyIter_Next(it)) != NULL) {
+        ok = PyDict_Contains(d, key);
+        Py_DECREF(key);
+    }
+    Py_DECREF(it);
+    if (ok == 1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return ok;
 }
 
 static PyObject *
@@ -291,8 +305,8 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyObject *result = NULL, *recording = NULL, *found = NULL, *fwd = NULL, *res = NULL;
-    PyObject *out = NULL, *saved = NULL, *ids = NULL, *parents = NULL, *in_meta = NULL;
-    PyObject *out_meta = NULL, *shape = NULL, *dtype = NULL, *gen_obj = NULL;
+    PyObject *out = NULL, *saved = NULL, *codes = NULL, *parents = NULL, *in_meta = NULL;
+    PyObject *out_meta = NULL, *shape = NULL, *dtype = NULL, *it = NULL;
     PyObject *array_type = NULL;
     NodeObject *node = NULL;
     PyObject *stack[MAX_INPUTS + 1];
@@ -315,7 +329,6 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (recording == NULL || !PyDict_Check(recording)) goto done;
 
     PyObject *bk = NULL;
-    Py_ssize_t gen = 0;
     int constant = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *x = PyTuple_GET_ITEM(inputs, i);
@@ -344,9 +357,6 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         Py_SETREF(found, u);
                     }
                 }
-                Py_ssize_t pg = PyLong_AsSsize_t(((NodeObject *)p)->gen);
-                if (pg == -1 && PyErr_Occurred()) goto done;
-                if (pg >= gen) gen = pg + 1;
                 pars[i] = Py_NewRef(p);
             } else {
                 pars[i] = Py_NewRef(Py_None);
@@ -364,15 +374,23 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (found == NULL || bk == NULL) goto done;
-    {   /* every tape tracking an input must be recording now */
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t hash;
-        while (_PySet_NextEntry(found, &pos, &key, &hash)) {
-            int c = PyDict_Contains(recording, key);
-            if (c != 1) goto done;
+    /* every tape tracking an input must be recording now (in this thread) */
+    if (all_in_dict(found, recording) != 1) goto done;
+
+    /* the saved-slot codes: the op's declared layout (by position, see ops/registry.py) */
+    codes = PyObject_GetAttr(op, R.s_saved_codes);
+    if (codes == NULL) goto done;
+    if (codes == Py_None) {
+        PyObject *nobj = PyLong_FromSsize_t(n);
+        Py_SETREF(codes, nobj ? PyObject_CallMethodObjArgs(op, R.s_codes_for, nobj, params,
+                                                           NULL) : NULL);
+        Py_XDECREF(nobj);
+        if (codes == NULL) {
+            fallback = 0;  /* a layout error: raise it */
+            goto done;
         }
     }
+    if (!PyTuple_Check(codes)) goto done;
 
     /* the forward */
     fwd = PyObject_GetAttr(op, R.s_forward);
@@ -390,8 +408,10 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     fallback = 0;  /* from here on: finish or raise */
-    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
-        PyErr_SetString(PyExc_TypeError, "op forward must return (output, saved values)");
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2 ||
+        !PyTuple_Check(PyTuple_GET_ITEM(res, 1))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "op forward must return (output, tuple of saved values)");
         goto done;
     }
     array_type = PyObject_GetAttr(bk, R.s_array_type);
@@ -399,22 +419,19 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((PyObject *)Py_TYPE(PyTuple_GET_ITEM(res, 0)) != array_type) {
         /* numpy ufuncs return scalars for 0-d inputs: registry._fix_out makes it an array */
         PyObject *fixed = PyObject_CallFunctionObjArgs(R.fix_out, bk, PyTuple_GET_ITEM(res, 0),
-                                                       PyTuple_GET_ITEM(res, 1), NULL);
+                                                       PyTuple_GET_ITEM(res, 1), codes, NULL);
         if (fixed == NULL) goto done;
         Py_SETREF(res, fixed);
     }
     out = PyTuple_GET_ITEM(res, 0);
     saved = PyTuple_GET_ITEM(res, 1);
-    int has_saved = PyObject_IsTrue(saved);
-    if (has_saved < 0) goto done;
-    if (has_saved) {  /* ids of the inputs and the output, for the lazy saved_map */
-        ids = PyTuple_New(n + 1);
-        if (ids == NULL) goto done;
-        for (Py_ssize_t i = 0; i <= n; i++) {
-            PyObject *v = PyLong_FromVoidPtr(i < n ? arrs[i] : out);
-            if (v == NULL) goto done;
-            PyTuple_SET_ITEM(ids, i, v);
+    if (!PyTuple_Check(saved) || PyTuple_GET_SIZE(saved) != PyTuple_GET_SIZE(codes)) {
+        PyObject *exc = PyObject_CallFunctionObjArgs(R.layout_error, op, saved, codes, NULL);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
         }
+        goto done;
     }
     parents = PyTuple_New(n);
     if (parents == NULL) goto done;
@@ -463,52 +480,45 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         if (out_meta == NULL && (out_meta = PyTuple_Pack(2, shape, dtype)) == NULL) goto done;
     }
-    gen_obj = PyLong_FromSsize_t(gen ? gen : 1);
-    if (gen_obj == NULL) goto done;
 
     node = (NodeObject *)R.node_type->tp_alloc(R.node_type, 0);
-    if (node == NULL ||
-        node_fill(node, op, params, parents, in_meta ? in_meta : Py_None, saved, found, gen_obj,
-                  out_meta, ids ? ids : Py_None) < 0) {
-        goto done;
-    }
+    if (node == NULL) goto done;
+    node_fill(node, op, params, parents, in_meta ? in_meta : Py_None, saved, codes, found,
+              out_meta);
 
-    {   /* append to each recording tape's node list */
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t hash;
-        while (_PySet_NextEntry(found, &pos, &key, &hash)) {
-            PyObject *nodes = PyDict_GetItemWithError(recording, key);
-            if (nodes == NULL || !PyList_Check(nodes)) {
-                if (!PyErr_Occurred()) {
-                    PyErr_SetString(PyExc_RuntimeError, "record: a tape's node list vanished");
-                }
-                goto done;
+    /* append to each recording tape's node list */
+    it = PyObject_GetIter(found);
+    if (it == NULL) goto done;
+    for (PyObject *key; (key = PyIter_Next(it)) != NULL;) {
+        PyObject *nodes = PyDict_GetItemWithError(recording, key);
+        Py_DECREF(key);
+        if (nodes == NULL || !PyList_Check(nodes)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "record: a tape's node list vanished");
             }
-            if (PyList_Append(nodes, (PyObject *)node) < 0) goto done;
-            if (!PyList_CheckExact(nodes)) {
-                Py_INCREF(nodes);  /* the planner below runs Python code */
-                /* a checkpointing tape (checkpoint.py): fix the saved-value codes while the
-                 * inputs are alive, then let its planner see the node */
-                PyObject *r = NULL;
-                PyObject *codes = PyObject_GetAttr((PyObject *)node, R.s_saved_map);
-                PyObject *alist = codes ? PyList_New(n) : NULL;
-                if (alist != NULL) {
-                    for (Py_ssize_t i = 0; i < n; i++) {
-                        Py_INCREF(arrs[i]);
-                        PyList_SET_ITEM(alist, i, arrs[i]);
-                    }
-                    r = PyObject_CallMethodObjArgs(nodes, R.s_recorded, (PyObject *)node, alist,
-                                                   out, NULL);
+            goto done;
+        }
+        if (PyList_Append(nodes, (PyObject *)node) < 0) goto done;
+        if (!PyList_CheckExact(nodes)) {
+            /* a checkpointing tape (checkpoint.py): its planner sees the node and the inputs */
+            Py_INCREF(nodes);  /* the planner runs Python code */
+            PyObject *r = NULL;
+            PyObject *alist = PyList_New(n);
+            if (alist != NULL) {
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    Py_INCREF(arrs[i]);
+                    PyList_SET_ITEM(alist, i, arrs[i]);
                 }
-                Py_XDECREF(codes);
-                Py_XDECREF(alist);
-                Py_DECREF(nodes);
-                if (r == NULL) goto done;
-                Py_DECREF(r);
+                r = PyObject_CallMethodObjArgs(nodes, R.s_recorded, (PyObject *)node, alist,
+                                               out, NULL);
+                Py_DECREF(alist);
             }
+            Py_DECREF(nodes);
+            if (r == NULL) goto done;
+            Py_DECREF(r);
         }
     }
+    if (PyErr_Occurred()) goto done;
 
     result = R.tracked_type->tp_alloc(R.tracked_type, 0);
     if (result == NULL) goto done;
@@ -527,13 +537,13 @@ done:
     Py_XDECREF(found);
     Py_XDECREF(fwd);
     Py_XDECREF(res);
-    Py_XDECREF(ids);
+    Py_XDECREF(codes);
+    Py_XDECREF(it);
     Py_XDECREF(parents);
     Py_XDECREF(in_meta);
     Py_XDECREF(out_meta);
     Py_XDECREF(shape);
     Py_XDECREF(dtype);
-    Py_XDECREF(gen_obj);
     Py_XDECREF(array_type);
     Py_XDECREF((PyObject *)node);
     for (Py_ssize_t i = 0; i < held; i++) {
@@ -806,7 +816,7 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef native_methods[] = {
     {"configure", (PyCFunction)configure, METH_VARARGS,
-     "configure(Node, Tensor, TrackedTensor, fix_out): enable record()."},
+     "configure(Node, Tensor, TrackedTensor, fix_out, layout_error): enable record()."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(op, inputs, params, mode) -> TrackedTensor, or NotImplemented (Python path)."},
     {"sweep", (PyCFunction)(void (*)(void))sweep, METH_FASTCALL,

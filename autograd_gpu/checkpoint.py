@@ -418,13 +418,13 @@ class _Plan:
         """A dropped parent whose only saved value is its output gets it back when this kept
         node saves that same array: holding it costs nothing more, and its restore then needs
         no replay (so neither the anchors it would have replayed from)."""
-        for p, e, a in zip(node.parents, ext, arrs):
+        for i, (p, e, a) in enumerate(zip(node.parents, ext, arrs)):
             if e is not _PARENT or p.saved is not None:
                 continue
             r = p.extra
             if r.keep or not all(c == OUTPUT for c in p.saved_map):
                 continue
-            if any(v is a for v in node.saved):
+            if i in node.saved_map:  # the kept node saves input i, p's output
                 p.saved = (a,) * len(p.saved_map)
                 r.keep = True
                 self.stats["dropped"] -= 1
@@ -949,7 +949,7 @@ class _Plan:
             if fill and not want_out and all(c >= 0 for c in codes):
                 saved = tuple(args[c] for c in codes)  # saved values are inputs: no forward
             else:
-                out, saved = _forward(n.op, bk, args, n.params)
+                out, saved = _forward(n.op, bk, args, n.params, codes)
                 stats["replayed_ops"] += 1
                 stats["replayed_cost"] += n.op.estimate_cost(n.out_meta, n.in_meta, n.params)
                 by_op = stats["replayed_by_op"]
@@ -1274,7 +1274,8 @@ def _segment_cost(out, *xs, fn, trace, nargs):
     return trace.cost
 
 
-@defop("checkpoint", params=("fn", "trace", "nargs"), cost=_segment_cost, register=False)
+@defop("checkpoint", params=("fn", "trace", "nargs"), cost=_segment_cost, register=False,
+       saves=lambda n, params: tuple(range(n)))
 class _Segment:
     """y = fn(*args), recorded as one node: the forward keeps only the inputs; the vjp re-runs
     fn under a fresh tape (with the first run's op params, so random ops repeat) and backprops."""

@@ -19,6 +19,7 @@ import numbers
 from . import dtypes as _dt
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
 from .ops.context import STATE, new_id
+from .ops.graph import OUTPUT
 from .ops.registry import call_jvp, raw, saved_tensors, tensors
 from .tape import GradientTape, check_sources, check_unconnected
 from .tensor import Tensor
@@ -182,7 +183,7 @@ class ForwardAccumulator:
         try:
             if differentiable:
                 F = tensors(bk)
-                sv = _saved_as_tensors(saved, arrs, inputs, out, result, bk)
+                sv = _saved_as_tensors(op, saved, inputs, params, result, bk)
                 t = call_jvp(op, F, tuple(ts), sv, params, in_metas, out.ndim)
             else:
                 F = raw(bk)
@@ -211,18 +212,15 @@ def _fit(F, t, shape, dtype):
     return t
 
 
-def _saved_as_tensors(saved, arrs, inputs, out, result, bk):
-    """Saved values for tensor-mode rules: the op's inputs and output as the Tensors themselves
-    (linked to whatever observes them), other arrays as constants."""
+def _saved_as_tensors(op, saved, inputs, params, result, bk):
+    """Saved values for tensor-mode rules, by their declared slots: input and output slots as
+    the Tensors themselves (linked to whatever observes them), other arrays as constants."""
     sv = []
-    for s in saved:
-        if s is out:
+    for s, code in zip(saved, op.codes_for(len(inputs), params)):
+        if code == OUTPUT:
             sv.append(result)
-            continue
-        for a, x in zip(arrs, inputs):
-            if s is a and a is not None and not isinstance(a, numbers.Number):
-                sv.append(x)
-                break
+        elif code >= 0 and isinstance(inputs[code], Tensor):
+            sv.append(inputs[code])
         else:
             sv.append(Tensor(bk.xp.asarray(s), bk) if hasattr(s, "dtype") and
                       hasattr(s, "shape") else s)

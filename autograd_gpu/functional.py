@@ -675,9 +675,14 @@ def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batche
         "__doc__": (fwd.__doc__ or f"user primitive {name}"),
     })
     # the arity is the forward's: after xp for array forwards
-    op = Op(name, impl, params, cost, True, True, False)
+    # saved: every input, then the output
+    op = Op(name, impl, params, cost, True, True, False, saves=_inputs_and_output)
     op.arity = _user_arity(fwd, skip=0 if tensor_forward else 1)
     return op
+
+
+def _inputs_and_output(n, params):
+    return (*range(n), "out")
 
 
 def _broadcasts(shape, to) -> bool:

@@ -31,16 +31,16 @@ NODE_TYPES = [PyNode] + ([graph.Node] if graph.Node is not PyNode else [])
 @pytest.mark.parametrize("cls", NODE_TYPES, ids=lambda c: c.__module__ + "." + c.__name__)
 def test_node_types_hold_the_same_data_and_behave_alike(cls):
     a, out = np.ones(3), np.zeros(3)
-    parent = cls(None, None, (), None, (), frozenset({1}), 0, ((3,), a.dtype), None)
+    parent = cls(None, None, (), None, (), (), frozenset({1}), ((3,), a.dtype))
     metas = (parent.out_meta, ((), None))  # a constant input's meta is stored
-    n = cls("op", {"k": 1}, (parent, None), metas, (a, out, 2.0), frozenset({1, 2}), 1,
-            ((3,), a.dtype), (id(a), id(np.ones(1)), id(out)))
-    assert (n.op, n.params, n.parents, n.gen, n.site, n.extra) == (
-        "op", {"k": 1}, (parent, None), 1, None, None)
+    n = cls("op", {"k": 1}, (parent, None), metas, (a, out, 2.0), (0, OUTPUT, CONST),
+            frozenset({1, 2}), ((3,), a.dtype))
+    assert (n.op, n.params, n.parents, n.site, n.extra, n.fw) == (
+        "op", {"k": 1}, (parent, None), None, None, None)
     assert n.in_meta is metas
-    both = cls("op", {}, (parent, parent), None, (), frozenset({1}), 1, parent.out_meta, None)
+    both = cls("op", {}, (parent, parent), None, (), (), frozenset({1}), parent.out_meta)
     assert both.in_meta == (parent.out_meta, parent.out_meta)  # derived: every input tracked
-    assert n.saved_map == (0, OUTPUT, CONST)  # by identity; a Python number is a constant
+    assert n.saved_map == (0, OUTPUT, CONST)  # the op's declared layout, as given
     assert not n.is_leaf and parent.is_leaf
     n.drop_tape(1)
     assert n.tapes == frozenset({2}) and n.saved is not None
@@ -110,11 +110,11 @@ def test_watched_variables_and_their_nodes_copy_and_pickle():
         assert np.array_equal(v2.numpy(), v.numpy())
         assert v2._node is not v._node and v2._node.out_meta == v._node.out_meta
     for cls in NODE_TYPES:
-        n = cls(None, {"a": 1}, (), None, (np.ones(2),), frozenset({3}), 0, ((2,), None), None)
+        n = cls(None, {"a": 1}, (), None, (np.ones(2),), (CONST,), frozenset({3}), ((2,), None))
         n.extra = "kept"
         m = copy.deepcopy(n)
-        assert (m.params, m.tapes, m.gen, m.out_meta, m.extra) == (
-            {"a": 1}, frozenset({3}), 0, ((2,), None), "kept")
+        assert (m.params, m.tapes, m.saved_map, m.out_meta, m.extra) == (
+            {"a": 1}, frozenset({3}), (CONST,), ((2,), None), "kept")
         assert np.array_equal(m.saved[0], n.saved[0]) and m.saved[0] is not n.saved[0]
 
 
@@ -173,7 +173,7 @@ def test_compiled_recording_builds_what_the_python_path_builds(case):
     assert np.array_equal(out_c.numpy(), out_p.numpy())
     assert len(nodes_c) == len(nodes_p) > 0
     for a, b in zip(nodes_c, nodes_p):
-        assert a.op is b.op and a.params == b.params and a.gen == b.gen
+        assert a.op is b.op and a.params == b.params
         assert a.in_meta == b.in_meta and a.out_meta == b.out_meta
         assert [p is None for p in a.parents] == [p is None for p in b.parents]
         assert a.saved_map == b.saved_map and len(a.saved) == len(b.saved)

@@ -31,7 +31,7 @@ def test_checker_with_tape_argument_style():
     assert r and np.allclose(r.analytic, 3 * np.array([0.5, -1.5]) ** 2)
 
 
-@defop("wrong_square", register=False)
+@defop("wrong_square", register=False, saves=("x",))
 class WrongSquare:
     """y = x^2 with a deliberately wrong vjp (3x instead of 2x)."""
 

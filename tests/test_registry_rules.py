@@ -4,21 +4,43 @@ For every differentiable primitive, on inputs drawn by its own sampler, in float
   * vjp and jvp against central differences along random directions,
   * the adjoint identity <u, J v> = <J^T u, v>,
   * batched tangents/cotangents against one-at-a-time sweeps,
-  * a second-order check: the gradient of <vjp(u), w> against central differences of it.
+  * a second-order check: the gradient of <vjp(u), w> against central differences of it,
+  * forward-over-reverse: the tangent of vjp(u) under a ForwardAccumulator (with inputs the inner
+    tape does not watch, as a closure would hold them) against central differences of the vjp,
+  * the declared saved layout (``saves=``) against what the forward returns,
+  * inputs that share one buffer give what separate copies give (values, first and second
+    order): saved values are known by position, never by the identity of an array.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import autograd_gpu as ag
+from autograd_gpu.ops.graph import OUTPUT
 from autograd_gpu.ops.registry import REGISTRY, apply, call_jvp, raw
 
 DIFF_OPS = sorted(n for n, op in REGISTRY.items() if op.differentiable)
 EPS = 1e-6
+
+# ops that cannot hold one buffer in two differentiable inputs: one array input, or inputs whose
+# shapes or dtypes never agree
+NO_SHARED_PAIR = {n: "one array input" for n in DIFF_OPS if REGISTRY[n].arity == 1}
+NO_SHARED_PAIR.update({
+    "conv2d": "x is (N, C, H, W), w is (O, C/groups, kh, kw)",
+    "conv2d_transpose_input": "g and w have different ranks' meanings and shapes",
+    "conv2d_weight": "x and g have different shapes",
+    "cross_entropy": "labels are integers",
+    "embedding": "indices are integers",
+    "embedding_grad": "indices are integers",
+    "getitem": "index arrays are integers",
+    "scatter_add": "index arrays are integers",
+    "max_pool2d_gather": "amax is integer",
+    "max_pool2d_scatter": "amax is integer",
+})
 
 
 def _is_diff_input(a):
@@ -156,3 +178,139 @@ def test_rules_match_central_differences(name, data):
     scale2 = abs(fd2) + sum(float(np.sum(np.abs(g.numpy() * dirs[i])))
                             for i, g in zip(diff_idx, hs)) + 1.0
     assert abs(so - fd2) <= 1e-5 * scale2, f"{name}: second order {so} vs {fd2}"
+
+
+def _draw_case(op, data):
+    inputs, params = op.sample(data.draw)
+    inputs = list(inputs)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    diff_idx = [i for i, a in enumerate(inputs) if _is_diff_input(a)]
+    return inputs, params, rng, diff_idx
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in REGISTRY.items() if op.sample))
+@given(data=st.data())
+def test_declared_saved_layout_matches_the_forward(name, data):
+    op = REGISTRY[name]
+    inputs, params = op.sample(data.draw)
+    bk = ag.backend.backend_for("cpu")
+    arrs = [np.asarray(a) if isinstance(a, np.ndarray) else a for a in inputs]
+    out, saved = op.forward(bk, *arrs, **params)
+    codes = op.codes_for(len(arrs), params)
+    assert isinstance(saved, tuple), f"{name}: saved values must be a tuple"
+    assert len(saved) == len(codes), f"{name}: saved {len(saved)} values, declares {codes}"
+    for k, (s, c) in enumerate(zip(saved, codes)):
+        if c == OUTPUT:
+            assert s is out, f"{name}: saved slot {k} is declared the output but is not"
+        elif c >= 0 and isinstance(arrs[c], np.ndarray):
+            assert s is arrs[c], f"{name}: saved slot {k} is declared input {c} but is not"
+
+
+def _shared_case(op, data):
+    """The op's sample with input j made the same array as an earlier input i (both
+    differentiable): of the same shape, or for a broadcasting op any shape (one input's array
+    then serves as both). None when the sample has no such pair."""
+    inputs, params, rng, diff_idx = _draw_case(op, data)
+    for jj, j in enumerate(diff_idx):
+        for i in diff_idx[:jj]:
+            if inputs[i].shape == inputs[j].shape or op.broadcasting:
+                inputs[j] = inputs[i]
+                return inputs, params, rng, diff_idx, (i, j)
+    return None
+
+
+def _grads_and_second(op, ts, diff, params, u, ws, dirs):
+    """First-order gradients of <op(ts), u> and the second-order directional derivative
+    d/dt <grad, w> along dirs, for the watched tensors ``diff``."""
+    with ag.GradientTape() as outer:
+        outer.watch(diff)
+        with ag.GradientTape() as inner:
+            inner.watch(diff)
+            y = apply(op, *ts, **params)
+        gs = inner.gradient(y, diff, output_gradients=ag.Tensor.from_array(u, device="cpu"),
+                            unconnected_gradients="zero")
+        h = None
+        for g, w in zip(gs, ws):
+            term = (g * ag.Tensor.from_array(w, device="cpu")).sum()
+            h = term if h is None else h + term
+    hs = outer.gradient(h, diff, unconnected_gradients="zero")
+    return y.numpy(), [g.numpy() for g in gs], [g.numpy() for g in hs]
+
+
+@pytest.mark.parametrize("name", DIFF_OPS)
+@given(data=st.data())
+def test_inputs_sharing_one_buffer_act_as_separate_copies(name, data):
+    op = REGISTRY[name]
+    if name in NO_SHARED_PAIR:
+        pytest.skip(NO_SHARED_PAIR[name])
+    case = _shared_case(op, data)
+    assume(case is not None)
+    inputs, params, rng, diff_idx, (i, j) = case
+    y = _forward(op, [np.copy(a) if isinstance(a, np.ndarray) else a for a in inputs], params)
+    u = rng.standard_normal(y.shape)
+    ws = [rng.standard_normal(np.shape(inputs[k])) for k in diff_idx]
+    dirs = [rng.standard_normal(np.shape(inputs[k])) for k in diff_idx]
+    bk = ag.backend.backend_for("cpu")
+
+    def run(share):
+        arrs = [np.copy(a) if isinstance(a, np.ndarray) else a for a in inputs]
+        if share:
+            arrs[j] = arrs[i]  # one buffer, two tensors
+        ts = [ag.Tensor(a, bk) if isinstance(a, np.ndarray) else a for a in arrs]
+        diff = [ts[k] for k in diff_idx]
+        tape = ag.GradientTape()  # first order alone: the rules run on raw arrays
+        tape.watch(diff)
+        y = apply(op, *ts, **params)
+        first = tape.gradient(y, diff, output_gradients=ag.Tensor.from_array(u, device="cpu"),
+                              unconnected_gradients="zero")
+        return ([g.numpy() for g in first],
+                *_grads_and_second(op, ts, diff, params, u, ws, dirs))
+
+    shared, copies = run(True), run(False)
+    for a, b in zip(shared, copies):
+        for x, z in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            assert np.allclose(x, z, rtol=1e-12, atol=1e-12, equal_nan=True), \
+                f"{name}: inputs {i} and {j} sharing one buffer differ from separate copies"
+
+
+@pytest.mark.parametrize("name", DIFF_OPS)
+@given(data=st.data())
+def test_forward_over_reverse_matches_central_differences_of_the_vjp(name, data):
+    """The tangent of vjp_0(u) (the inner tape watches only the first differentiable input; the
+    others reach the rules as constants, the way a closure holds them) under an accumulator
+    that moves every differentiable input, against central differences of that vjp."""
+    op = REGISTRY[name]
+    inputs, params, rng, diff_idx = _draw_case(op, data)
+    if not diff_idx:
+        pytest.skip("sampler drew no differentiable input")
+    y = _forward(op, inputs, params)
+    u = rng.standard_normal(y.shape)
+    dirs = [rng.standard_normal(np.shape(a)) if k in diff_idx else None
+            for k, a in enumerate(inputs)]
+    first = diff_idx[0]
+
+    def vjp_first(xs):
+        ts = _tensors(xs)
+        tape = ag.GradientTape()
+        tape.watch(ts[first])
+        yt = apply(op, *ts, **params)
+        (g,) = tape.gradient(yt, [ts[first]],
+                             output_gradients=ag.Tensor.from_array(u, device="cpu"),
+                             unconnected_gradients="zero")
+        return g.numpy()
+
+    fd = _fd(vjp_first, inputs, dirs)
+    ts = _tensors(inputs)
+    primals = [ts[k] for k in diff_idx]
+    tangents = [ag.Tensor.from_array(dirs[k], device="cpu") for k in diff_idx]
+    with ag.ForwardAccumulator(primals, tangents) as acc:
+        tape = ag.GradientTape()
+        tape.watch(ts[first])
+        yt = apply(op, *ts, **params)
+        (g,) = tape.gradient(yt, [ts[first]],
+                             output_gradients=ag.Tensor.from_array(u, device="cpu"),
+                             unconnected_gradients="zero")
+    t = acc.jvp(g, unconnected_gradients="zero").numpy()
+    scale = float(np.max(np.abs(fd), initial=0.0)) + 1.0
+    assert np.allclose(t, fd, rtol=0, atol=1e-5 * scale), \
+        f"{name}: forward-over-reverse {t} vs central differences of the vjp {fd}"

@@ -251,7 +251,8 @@ def _conv_sample(draw):
     return xs, ws, _geom(stride, padding, dilation, groups)
 
 
-@defop("conv2d", params=("stride", "padding", "dilation", "groups"), cost=_conv_cost)
+@defop("conv2d", params=("stride", "padding", "dilation", "groups"), cost=_conv_cost,
+       saves=("x", "w"))
 class Conv2d:
     """y[n, o, i, j] = sum_{c, a, b} x_pad[n, g(o) * Cig + c, i * sh + a * dh, j * sw + b * dw]
     * w[o, c, a, b]; x (N, C, H, W), w (Co, C / groups, kh, kw); padding ((t, b), (l, r))."""
@@ -279,7 +280,7 @@ class Conv2d:
 
 
 @defop("conv2d_transpose_input", params=("in_hw", "stride", "padding", "dilation", "groups"),
-       cost=_tx_cost)
+       cost=_tx_cost, saves=("g", "w"))
 class Conv2dTransposeInput:
     """x = J_x^T g for y = conv2d(x, w): x_pad[n, c, i*sh + a*dh, j*sw + b*dw] += g[n, o, i, j]
     * w[o, c', a, b] (a transposed convolution), cropped to in_hw = (H, W)."""
@@ -310,7 +311,7 @@ class Conv2dTransposeInput:
 
 
 @defop("conv2d_weight", params=("w_hw", "stride", "padding", "dilation", "groups"),
-       cost=_tw_cost)
+       cost=_tw_cost, saves=("x", "g"))
 class Conv2dWeight:
     """w = J_w^T g for y = conv2d(x, w): w[o, c, a, b] = sum_{n, i, j} g[n, o, i, j]
     * x_pad[n, g(o) * Cig + c, i*sh + a*dh, j*sw + b*dw]; w_hw = (kh, kw)."""
@@ -396,7 +397,7 @@ def _pool_sample(draw):
     return shape, {"kernel": kernel, "stride": stride, "padding": padding}
 
 
-@defop("max_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost)
+@defop("max_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost, saves=(None, None))
 class MaxPool2d:
     """y[..., i, j] = max_{a, b} x_pad[..., i*sh + a, j*sw + b] (padding with -inf); the
     gradient flows to the first maximum of each window."""
@@ -444,7 +445,7 @@ def _amax_sample(draw):
 
 
 @defop("max_pool2d_scatter", params=("in_hw", "kernel", "stride", "padding"),
-       cost=_pool_grad_cost)
+       cost=_pool_grad_cost, saves=("amax",))
 class MaxPool2dScatter:
     """x[..., i*sh + a, j*sw + b] += g[..., i, j] where amax[i, j] == a * kw + b (cropped to
     in_hw); the gradient of max_pool2d. amax (int, trailing dims of g) is a constant."""
@@ -467,7 +468,8 @@ class MaxPool2dScatter:
         return (g, amax), dict(p, in_hw=tuple(shape[-2:]))
 
 
-@defop("max_pool2d_gather", params=("kernel", "stride", "padding"), cost=_pool_cost)
+@defop("max_pool2d_gather", params=("kernel", "stride", "padding"), cost=_pool_cost,
+       saves=("amax", None))
 class MaxPool2dGather:
     """y[..., i, j] = x_pad[..., i*sh + a, j*sw + b] with a * kw + b = amax[i, j] (zero padding):
     the adjoint of max_pool2d_scatter, and max_pool2d's tangent map."""
@@ -501,7 +503,7 @@ class MaxPool2dGather:
         return (draw(S.arrays(shape)), amax), p
 
 
-@defop("avg_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost)
+@defop("avg_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost, saves=(None,))
 class AvgPool2d:
     """y[..., i, j] = sum_{a, b} x_pad[..., i*sh + a, j*sw + b] / (kh * kw) (zero padding,
     counted in the mean)."""
@@ -566,7 +568,7 @@ def _embedding_sample(draw):
     return draw(S.ints(ishape, 0, v)), v, d
 
 
-@defop("embedding", cost=lambda out, idx, w, **p: float(out.size))
+@defop("embedding", cost=lambda out, idx, w, **p: float(out.size), saves=("indices", None))
 class Embedding:
     """y[..., *k, :] = w[..., indices[*k], :]; w (..., V, D), indices integer of any shape."""
 
@@ -589,7 +591,7 @@ class Embedding:
 @defop("embedding_grad", params=("num",),
        cost=lambda out, g, idx, **p: float(g.size + out.size),
        deterministic=lambda bk, params: bk.name == "numpy"
-       or hasattr(bk, "deterministic_scatter_add"))
+       or hasattr(bk, "deterministic_scatter_add"), saves=("indices",))
 class EmbeddingGrad:
     """w[..., v, :] = sum_{k: indices[k] == v} g[..., *k, :] for v < num (a segment sum; repeated
     indices accumulate): the adjoint of embedding. On a GPU the scatter uses atomics unless a

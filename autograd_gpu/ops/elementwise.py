@@ -83,7 +83,7 @@ class Sub:
     sample = _binary_sample()
 
 
-@defop("mul", broadcasting=True)
+@defop("mul", broadcasting=True, saves=("a", "b"))
 class Mul:
     """y = a * b"""
 
@@ -98,7 +98,8 @@ class Mul:
 
     def vjp(F, g, saved, needs):
         a, b = saved
-        if a is b and needs[0] and needs[1]:  # x * x: one product, not two and a sum
+        if needs[0] and needs[0] is needs[1]:  # x * x (one graph node twice): one product
+            # (the parents, not the arrays: two tensors may share one buffer, x * x.detach())
             return g * (a + a), None
         if F.is_raw and F.bk.scalar_kernels:  # GPU: the forward's typed-scalar path
             mul = F.mul
@@ -112,7 +113,7 @@ class Mul:
     sample = _binary_sample()
 
 
-@defop("div", broadcasting=True)
+@defop("div", broadcasting=True, saves=("b", "out"))
 class Div:
     """y = a / b"""
 
@@ -153,7 +154,7 @@ class Neg:
     sample = _unary_sample()
 
 
-@defop("pow", broadcasting=True, cost=elementwise(10))
+@defop("pow", broadcasting=True, cost=elementwise(10), saves=("x", "p", "out"))
 class Pow:
     """y = x ** p. d/dx = p x^(p-1); d/dp = y log(x) (needs x > 0 where p is differentiated)."""
 
@@ -182,7 +183,7 @@ class Pow:
 # ---- transcendental -------------------------------------------------------------------------
 
 
-@defop("exp", cost=elementwise(4))
+@defop("exp", cost=elementwise(4), saves=("out",))
 class Exp:
     """y = exp(x)"""
 
@@ -199,7 +200,7 @@ class Exp:
     sample = _unary_sample()
 
 
-@defop("expm1", cost=elementwise(4))
+@defop("expm1", cost=elementwise(4), saves=("out",))
 class Expm1:
     """y = exp(x) - 1, accurate near 0"""
 
@@ -216,7 +217,7 @@ class Expm1:
     sample = _unary_sample()
 
 
-@defop("log", cost=elementwise(4))
+@defop("log", cost=elementwise(4), saves=("x",))
 class Log:
     """y = log(x), x > 0"""
 
@@ -232,7 +233,7 @@ class Log:
     sample = _unary_sample(0.2, 3.0)
 
 
-@defop("log1p", cost=elementwise(4))
+@defop("log1p", cost=elementwise(4), saves=("x",))
 class Log1p:
     """y = log(1 + x), x > -1, accurate near 0"""
 
@@ -248,7 +249,7 @@ class Log1p:
     sample = _unary_sample(-0.7, 3.0)
 
 
-@defop("sqrt", cost=elementwise(2))
+@defop("sqrt", cost=elementwise(2), saves=("out",))
 class Sqrt:
     """y = sqrt(x), x > 0"""
 
@@ -265,7 +266,7 @@ class Sqrt:
     sample = _unary_sample(0.2, 3.0)
 
 
-@defop("abs")
+@defop("abs", saves=("x",))
 class Abs:
     """y = |x| (derivative sign(x); 0 at 0)"""
 
@@ -281,7 +282,7 @@ class Abs:
     sample = _unary_sample(away=(0.0, 0.1))
 
 
-@defop("sin", cost=elementwise(4))
+@defop("sin", cost=elementwise(4), saves=("x",))
 class Sin:
     """y = sin(x)"""
 
@@ -297,7 +298,7 @@ class Sin:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("cos", cost=elementwise(4))
+@defop("cos", cost=elementwise(4), saves=("x",))
 class Cos:
     """y = cos(x)"""
 
@@ -313,7 +314,7 @@ class Cos:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("tan", cost=elementwise(4))
+@defop("tan", cost=elementwise(4), saves=("out",))
 class Tan:
     """y = tan(x); dy/dx = 1 + y^2"""
 
@@ -332,7 +333,7 @@ class Tan:
     sample = _unary_sample(-1.2, 1.2)
 
 
-@defop("tanh", cost=elementwise(4))
+@defop("tanh", cost=elementwise(4), saves=("out",))
 class Tanh:
     """y = tanh(x); dy/dx = 1 - y^2"""
 
@@ -351,7 +352,7 @@ class Tanh:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("sigmoid", cost=elementwise(4))
+@defop("sigmoid", cost=elementwise(4), saves=("out",))
 class Sigmoid:
     """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 (no overflow); dy/dx = y(1-y)"""
 
@@ -399,7 +400,7 @@ def _erf(bk, x):
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
-@defop("erf", cost=elementwise(8))
+@defop("erf", cost=elementwise(8), saves=("x",))
 class Erf:
     """y = erf(x); dy/dx = 2/sqrt(pi) exp(-x^2)"""
 
@@ -420,7 +421,7 @@ class Erf:
 # ---- activations ----------------------------------------------------------------------------
 
 
-@defop("relu")
+@defop("relu", saves=("out",))
 class Relu:
     """y = max(x, 0); dy/dx = 1 where x > 0 else 0"""
 
@@ -439,7 +440,7 @@ class Relu:
     sample = _unary_sample(away=(0.0, 0.1))
 
 
-@defop("relu_grad", broadcasting=True)
+@defop("relu_grad", broadcasting=True, saves=("x", None))
 class ReluGrad:
     """y = g where x > 0 else 0 (relu's vjp and jvp as one primitive: one kernel on the GPU
     instead of a comparison and a product). Linear in g; zero derivative in x. ``g`` may carry
@@ -491,7 +492,7 @@ def _act_grad_op(name, act, dh, doc):
     impl = type(name.title().replace("_", ""), (), {
         "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
         "sample": staticmethod(_act_grad_sample), "__doc__": doc})
-    return defop(name, broadcasting=True)(impl)
+    return defop(name, broadcasting=True, saves=("g", "y"))(impl)
 
 
 TanhGrad = _act_grad_op("tanh_grad", "tanh", lambda g, t: g * t * -2.0,
@@ -500,7 +501,7 @@ SigmoidGrad = _act_grad_op("sigmoid_grad", "sigmoid", lambda g, s: g * (1.0 - 2.
                            "y = g s (1 - s): sigmoid's vjp and jvp from its output s")
 
 
-@defop("leaky_relu", params=("negative_slope",))
+@defop("leaky_relu", params=("negative_slope",), saves=("x",))
 class LeakyRelu:
     """y = x where x > 0 else negative_slope * x"""
 
@@ -539,7 +540,12 @@ def _gelu_deriv(F, x, approximate):
 _BIAS_ACTS = ("relu", "tanh", "gelu")
 
 
-@defop("bias_act", params=("act",), cost=elementwise(12), broadcasting=True)
+def _bias_act_saves(n, params):
+    """gelu recomputes x + b from x and b; relu and tanh need only y."""
+    return ("x", "b") if params["act"] == "gelu" else ("out",)
+
+
+@defop("bias_act", params=("act",), cost=elementwise(12), broadcasting=True, saves=_bias_act_saves)
 class BiasAct:
     """y = act(x + b), act in relu, tanh, gelu (tanh form): a layer's bias add and activation as
     one op. On the GPU, with b a row over x's last axis in x's dtype, one kernel
@@ -595,7 +601,7 @@ class BiasAct:
         return (x, b), {"act": act}
 
 
-@defop("gelu", params=("approximate",), cost=elementwise(12))
+@defop("gelu", params=("approximate",), cost=elementwise(12), saves=("x",))
 class Gelu:
     """GELU. approximate="tanh": 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)));
     approximate="none": x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))."""
@@ -621,7 +627,7 @@ class Gelu:
         return (x,), {"approximate": draw(st.sampled_from(["tanh", "none"]))}
 
 
-@defop("softplus", cost=elementwise(6))
+@defop("softplus", cost=elementwise(6), saves=("x",))
 class Softplus:
     """y = log(1 + exp(x)) (stable: logaddexp(x, 0)); dy/dx = sigmoid(x)"""
 
@@ -666,7 +672,7 @@ def _select_jvp(F, ts, saved):
     return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
 
 
-@defop("maximum", broadcasting=True)
+@defop("maximum", broadcasting=True, saves=(None,))
 class Maximum:
     """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b"""
 
@@ -680,7 +686,7 @@ class Maximum:
     sample = _select_sample
 
 
-@defop("minimum", broadcasting=True)
+@defop("minimum", broadcasting=True, saves=(None,))
 class Minimum:
     """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b"""
 
@@ -694,7 +700,7 @@ class Minimum:
     sample = _select_sample
 
 
-@defop("where", broadcasting=True)
+@defop("where", broadcasting=True, saves=("cond",))
 class Where:
     """y = a where cond else b (cond is boolean and not differentiated)"""
 
@@ -729,7 +735,7 @@ class Where:
         return (np.asarray(draw(S.arrays(sc)) > 0), draw(S.arrays(sa)), draw(S.arrays(sb))), {}
 
 
-@defop("clip", params=("lo", "hi"))
+@defop("clip", params=("lo", "hi"), saves=(None,))
 class Clip:
     """y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi"""
 
@@ -757,7 +763,7 @@ class Clip:
         return (x,), {"lo": -1.0, "hi": 1.0}
 
 
-@defop("astype", params=("dtype",), cost=elementwise(0.5))
+@defop("astype", params=("dtype",), cost=elementwise(0.5), saves=(None,))
 class AsType:
     """y = x converted to dtype (the gradient is converted back)"""
 

@@ -12,25 +12,9 @@ from __future__ import annotations
 
 import os
 
-# saved_map codes
+# saved_map codes (an input's position is its code, >= 0)
 CONST = -1  # a constant (a mask, a shape, a Python number): not differentiated through
 OUTPUT = -2  # the op's own output
-
-
-def _codes(saved, ids) -> tuple:
-    if not ids:
-        return (CONST,) * len(saved)
-    out_id = ids[-1]
-    codes = []
-    for s in saved:
-        i = id(s)
-        if i == out_id:
-            codes.append(OUTPUT)
-        elif i in ids[:-1] and not isinstance(s, (int, float, complex, bool)) and s is not None:
-            codes.append(ids.index(i))
-        else:
-            codes.append(CONST)
-    return tuple(codes)
 
 
 class _NodeBehaviour:
@@ -44,17 +28,9 @@ class _NodeBehaviour:
         m = self._in_meta
         return m if m is not None else tuple(p.out_meta for p in self.parents)
 
-    @property
-    def saved_map(self) -> tuple:
-        m = self._smap
-        if m is None:
-            m = self._smap = _codes(self.saved or (), self._ids or ())
-            self._ids = None
-        return m
-
     @staticmethod
     def leaf(shape=(), dtype=None) -> "Node":
-        return Node(None, None, (), None, (), frozenset(), 0, (shape, dtype), None)
+        return Node(None, None, (), None, (), (), frozenset(), (shape, dtype))
 
     @property
     def is_leaf(self) -> bool:
@@ -75,19 +51,19 @@ class _NodeBehaviour:
 
     def __repr__(self) -> str:
         name = "leaf" if self.op is None else self.op.name
-        return f"Node({name}, gen={self.gen}, tapes={sorted(self.tapes)})"
+        return f"Node({name}, tapes={sorted(self.tapes)})"
 
     def __reduce__(self):
         # copy.deepcopy / pickle of a watched Variable or a model holding one (the compiled
         # type has no instance dict for the default protocol to read)
         return (_rebuild, (self.op, self.params, self.parents, self._in_meta, self.saved,
-                           self.tapes, self.gen, self.out_meta, self._ids, self._smap,
-                           self.site, self.extra))
+                           self.saved_map, self.tapes, self.out_meta, self.site, self.extra,
+                           self.fw))
 
 
-def _rebuild(op, params, parents, in_meta, saved, tapes, gen, out_meta, ids, smap, site, extra):
-    n = Node(op, params, parents, in_meta, saved, tapes, gen, out_meta, ids)
-    n._smap, n.site, n.extra = smap, site, extra
+def _rebuild(op, params, parents, in_meta, saved, saved_map, tapes, out_meta, site, extra, fw):
+    n = Node(op, params, parents, in_meta, saved, saved_map, tapes, out_meta)
+    n.site, n.extra, n.fw = site, extra, fw
     return n
 
 
@@ -96,12 +72,12 @@ class PyNode(_NodeBehaviour):
     same attributes and constructor in C and is not tracked by the cyclic GC (see _native.c)."""
 
     __slots__ = (
-        "op", "params", "parents", "_in_meta", "saved", "_smap", "_ids", "tapes", "gen",
-        "out_meta", "site", "extra", "__weakref__",
+        "op", "params", "parents", "_in_meta", "saved", "saved_map", "tapes", "out_meta",
+        "site", "extra", "fw", "__weakref__",
     )
 
     # positional only, few arguments: one is built per recorded op (the hot path)
-    def __init__(self, op, params, parents, in_meta, saved, tapes, gen, out_meta, ids):
+    def __init__(self, op, params, parents, in_meta, saved, saved_map, tapes, out_meta):
         self.op = op  # Op record, or None for a leaf
         self.params = params  # dict of the op's keyword parameters
         # tuple: parent Node or None (constant input), one per input. A parent is truthy, so the
@@ -111,15 +87,14 @@ class PyNode(_NodeBehaviour):
         # parents' out_meta: one GC-tracked tuple less per node, see in_meta)
         self._in_meta = in_meta
         self.saved = saved  # tuple of arrays/values, None once released
-        # saved_map: per saved value CONST, OUTPUT or an input index. Computed on first use from
-        # ``ids`` (id() of each input and, last, of the output, taken while all were alive).
-        self._smap = None if saved else ()
-        self._ids = ids
+        # per saved slot: the input position it holds, OUTPUT or CONST (the op's declared
+        # layout, Op.codes_for: by position, never by the identity of an array)
+        self.saved_map = saved_map
         self.tapes = tapes  # frozenset: ids of tapes that still propagate through this node
-        self.gen = gen  # 1 + max(parent generations); leaves are 0
         self.out_meta = out_meta  # (shape, dtype) of the output
         self.site = None  # forward call site, filled under detect_anomaly
         self.extra = None  # room for checkpointing/AMP bookkeeping
+        self.fw = None  # tangents of saved untracked inputs (registry._const_tangents)
 
 
 def _node_type():

@@ -342,7 +342,12 @@ def _scatter_cost(out, v, *xs, **p):
     return float(out.size + 2 * v.size)
 
 
-@defop("getitem", params=("index",), cost=_gather_cost)
+def _getitem_saves(n, params):
+    """x's shape, then every index array (inputs 1 .. n-1)."""
+    return (None, *range(1, n))
+
+
+@defop("getitem", params=("index",), cost=_gather_cost, saves=_getitem_saves)
 class GetItem:
     """y = x[index] (NumPy basic, integer-array and mask indexing, index in canonical form).
     dy/dx: the cotangent scatter-added into zeros of x's shape (repeated indices accumulate)."""
@@ -380,8 +385,13 @@ def _scatter_deterministic(bk, params):
             or hasattr(bk, "deterministic_scatter_add"))
 
 
+def _index_arrays(n, params):
+    """every index array (inputs 1 .. n-1)."""
+    return tuple(range(1, n))
+
+
 @defop("scatter_add", params=("index", "shape"), cost=_scatter_cost,
-       deterministic=_scatter_deterministic)
+       deterministic=_scatter_deterministic, saves=_index_arrays)
 class ScatterAdd:
     """y = zeros(shape); y[index] += v, with repeated indices accumulated (the adjoint of
     getitem). dy/dv: gather, v_bar = y_bar[index]."""

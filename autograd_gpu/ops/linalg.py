@@ -18,7 +18,7 @@ def _matmul_cost(out, a, b):
     return 2.0 * out.size * k
 
 
-@defop("matmul", cost=_matmul_cost)
+@defop("matmul", cost=_matmul_cost, saves=("a", "b"))
 class Matmul:
     """y = a @ b with NumPy's rules: 1-d operands are promoted and the added axis removed;
     leading (batch) axes broadcast."""
@@ -187,7 +187,11 @@ def _einsum_xp(bk, subscripts, *operands):
     return bk.xp.einsum(subscripts, *operands, optimize="greedy" if big else False)
 
 
-@defop("einsum", params=("subscripts",), cost=_einsum_cost)
+def _all_inputs(n, params):
+    return tuple(range(n))
+
+
+@defop("einsum", params=("subscripts",), cost=_einsum_cost, saves=_all_inputs)
 class Einsum:
     """y = einsum(subscripts, *operands): for 'ab,bc->ac', y_ac = sum_b x0_ab x1_bc.
 

@@ -45,7 +45,7 @@ def _keep_axis(F, v, axis, ndim):
 # ---- softmax family -------------------------------------------------------------------------
 
 
-@defop("softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size)
+@defop("softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",))
 class Softmax:
     """y = exp(x) / sum(exp(x), axis) (computed from x - max(x)); saves y only.
     vjp: y * (g - sum(g * y, axis)); jvp: y * (t - sum(t * y, axis))."""
@@ -79,7 +79,7 @@ class Softmax:
         return (draw(S.arrays(shape, -3.0, 3.0)),), {"axis": axis}
 
 
-@defop("log_softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size)
+@defop("log_softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",))
 class LogSoftmax:
     """y = x - logsumexp(x, axis) (computed from x - max(x)); saves y only.
     vjp: g - exp(y) * sum(g, axis); jvp: t - sum(exp(y) * t, axis)."""
@@ -127,7 +127,7 @@ def _target_dist(F, x, labels, axis, smoothing):
 
 
 @defop("cross_entropy", params=("axis", "label_smoothing"),
-       cost=lambda out, x, labels, **p: 6.0 * x.size)
+       cost=lambda out, x, labels, **p: 6.0 * x.size, saves=("x", "labels", None))
 class CrossEntropy:
     """Per-example loss from logits x and integer class labels along axis:
     loss = logsumexp(x) - sum(q * x, axis), q = (1 - s) onehot(label) + s / C (s the label
@@ -219,7 +219,8 @@ def _ln_rule(F, v, y, rstd, n_axes):
     return (v - mv - y * mvy) * rstd
 
 
-@defop("layer_norm", params=("n_axes", "eps"), cost=lambda out, x, **p: 8.0 * x.size)
+@defop("layer_norm", params=("n_axes", "eps"), cost=lambda out, x, **p: 8.0 * x.size,
+       saves=("x", "out", None))
 class LayerNorm:
     """y = (x - mean(x)) / sqrt(var(x) + eps) over the last n_axes axes (no affine part: the
     public layer_norm multiplies by weight and adds bias as composites).

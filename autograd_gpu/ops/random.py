@@ -142,7 +142,7 @@ def _dropout_mask(bk, seed, shape, p, dtype):
     return keep.astype(dtype) * xp.asarray(1.0 / (1.0 - p), dtype=dtype)
 
 
-@defop("dropout", params=("p", "seed"), cost=elementwise(3))
+@defop("dropout", params=("p", "seed"), cost=elementwise(3), saves=(None,))
 class Dropout:
     """y = x * m, m = [u >= p] / (1 - p) with u = Philox(seed)[position] ~ U[0, 1): inverted
     dropout, E[y] = x. The mask m is a saved constant."""

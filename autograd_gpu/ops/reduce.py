@@ -52,7 +52,7 @@ def _neg_axes(axes, nd):
     return tuple(a if a < 0 else a - nd for a in axes)
 
 
-@defop("sum", params=("axis", "keepdims"))
+@defop("sum", params=("axis", "keepdims"), saves=(None,))
 class Sum:
     """y = sum of x over axis (a tuple of axes: non-negative from the public function, negative
     ones from rules)"""
@@ -71,7 +71,7 @@ class Sum:
     sample = _reduce_sample
 
 
-@defop("mean", params=("axis", "keepdims"))
+@defop("mean", params=("axis", "keepdims"), saves=(None,))
 class Mean:
     """y = mean of x over axis"""
 
@@ -142,7 +142,8 @@ def _extreme(name, fn_name, doc):
         "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
         "sample": staticmethod(sample), "__doc__": doc,
     })
-    return defop(name, params=("axis", "keepdims"), cost=_reduce_cost(1))(impl)
+    return defop(name, params=("axis", "keepdims"), cost=_reduce_cost(1),
+                 saves=("x", "out"))(impl)
 
 
 Max = _extreme("max", "max", """y = max of x over axis. The gradient is split equally among tied
@@ -151,7 +152,7 @@ Min = _extreme("min", "min", """y = min of x over axis. The gradient is split eq
 minima: d y / d x_i = [x_i == y] / #{j : x_j == y}.""")
 
 
-@defop("logsumexp", params=("axis", "keepdims"), cost=_reduce_cost(6))
+@defop("logsumexp", params=("axis", "keepdims"), cost=_reduce_cost(6), saves=("x", "out"))
 class LogSumExp:
     """y = log(sum(exp(x), axis)), computed as m + log(sum(exp(x - m))) with m = max(x) (no
     overflow); dy/dx = exp(x - y) = softmax(x)."""
@@ -181,7 +182,7 @@ class LogSumExp:
     sample = _reduce_sample
 
 
-@defop("var", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(4))
+@defop("var", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(4), saves=("x",))
 class Var:
     """y = sum((x - mean(x))^2, axis) / (n - ddof), n the number of reduced elements;
     dy/dx = 2 (x - mean(x)) / (n - ddof)."""
@@ -222,7 +223,7 @@ def _prod_weights(F, x, axes):
     return F.where(F.equal(zc, 0), pnz / nz, one_zero)
 
 
-@defop("prod", params=("axis", "keepdims"), cost=_reduce_cost(1))
+@defop("prod", params=("axis", "keepdims"), cost=_reduce_cost(1), saves=("x",))
 class Prod:
     """y = product of x over axis; dy/dx_i = prod_{j != i} x_j. The first derivative is exact
     where x has zeros; second and higher derivatives are exact where the reduced slice holds no

@@ -21,9 +21,12 @@ with no tensors and no recording. When an outer tape or accumulator could watch 
 ``F`` is ``tensors(bk)``: each ``F.op(...)`` goes through ``apply`` and is recorded, so every
 gradient is differentiable again. Arithmetic operators work on both (arrays and Tensors).
 
-Saved values that are the op's inputs or its output are recognised by identity and re-linked to
-the graph in tensor mode; anything else saved is a constant (masks, shapes) and must not need a
-derivative. Cotangents and tangents may carry leading batch axes: rules use negative axes.
+Each op declares the layout of what its forward saves (``saves=``): per saved slot, the name of
+the forward's input it holds, ``"out"`` for the op's output, or None for a constant (a mask, a
+shape, a number). The engine knows a saved value by its slot, never by the identity of its array:
+two inputs that share one buffer (``x * x.detach()``) stay two inputs. In tensor mode input and
+output slots are re-linked to the graph; constants must not need a derivative. Cotangents and
+tangents may carry leading batch axes: rules use negative axes.
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ class Op:
 
     __slots__ = (
         "name", "forward", "vjp", "jvp", "sample", "cost", "params", "deterministic",
-        "differentiable", "broadcasting", "doc", "impl", "arity",
+        "differentiable", "broadcasting", "doc", "impl", "arity", "saves", "saved_codes",
     )
 
-    def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting):
+    def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting,
+                 saves=()):
         self.name = name
         self.impl = impl
         self.forward = getattr(impl, "forward", None)
@@ -81,6 +85,40 @@ class Op:
         self.broadcasting = broadcasting
         self.doc = (impl.__doc__ or "").strip()
         self.arity = _arity(self.forward)
+        self.saves = saves
+        # the slot codes when they do not depend on the call (else None: codes_for computes them)
+        self.saved_codes = None if callable(saves) else self._compile(saves, self.arity)
+
+    def _compile(self, entries, n) -> tuple:
+        """Slot codes from a layout: an input position (int >= 0), OUTPUT or CONST per slot."""
+        names = _input_names(self.forward)
+        codes = []
+        for e in entries:
+            if e is None:
+                codes.append(CONST)
+            elif e == "out":
+                codes.append(OUTPUT)
+            elif isinstance(e, bool) or not isinstance(e, (int, str)):
+                raise ArgumentError(f"defop: op {self.name!r}: a 'saves' entry expected an input "
+                                    f"name, an input position, 'out' or None, got {e!r}")
+            elif isinstance(e, int):
+                if e < 0 or (n is not None and e >= n):
+                    raise ArgumentError(f"defop: op {self.name!r}: 'saves' names input position "
+                                        f"{e}, but the forward takes {n} inputs")
+                codes.append(e)
+            elif e in names:
+                codes.append(names.index(e))
+            else:
+                raise ArgumentError(f"defop: op {self.name!r}: 'saves' entry {e!r} is not an "
+                                    f"input of its forward (inputs: {names}) nor 'out'")
+        return tuple(codes)
+
+    def codes_for(self, n: int, params) -> tuple:
+        """The slot codes of one call with ``n`` inputs and ``params``."""
+        c = self.saved_codes
+        if c is not None:
+            return c
+        return self._compile(self.saves(n, params), n)
 
     def estimate_cost(self, out_meta, in_metas, params) -> float:
         return float(self.cost(Meta(*out_meta), *(Meta(*m) for m in in_metas), **params))
@@ -109,6 +147,17 @@ def _arity(fn):
     return n
 
 
+def _input_names(fn) -> list:
+    """Names of the array inputs of a forward(bk, ...) (a variadic one: its *name)."""
+    import inspect
+
+    out = []
+    for p in list(inspect.signature(fn).parameters.values())[1:]:
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+            out.append(p.name)
+    return out
+
+
 def _split(op, args, params):
     """Let rules pass an op's parameters positionally after its inputs: F.reshape(g, shape)."""
     n = op.arity
@@ -127,10 +176,15 @@ def elementwise(k: float = 1.0):
 
 
 def defop(name: str, params=(), cost=None, deterministic=True, differentiable=True,
-          broadcasting=False, register=True):
+          broadcasting=False, register=True, saves=()):
     """Declare a primitive. ``broadcasting=True`` marks elementwise ops whose inputs broadcast
     against each other (the engine then aligns tangent batches and unbroadcasts cotangents).
-    ``register=False`` builds the Op without adding it to REGISTRY (user ops, test doubles)."""
+    ``register=False`` builds the Op without adding it to REGISTRY (user ops, test doubles).
+
+    ``saves``: the layout of the saved values the forward returns, one entry per slot: the name
+    (or position) of the forward input it holds, ``"out"`` for the output, None for a constant.
+    A callable ``saves(n_inputs, params) -> entries`` for layouts that depend on the call
+    (variadic forwards, parameter-dependent choices)."""
 
     def deco(impl):
         if register and name in REGISTRY:
@@ -138,7 +192,7 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
         if getattr(impl, "forward", None) is None:
             raise ArgumentError(f"defop: op {name!r} has no forward")
         op = Op(name, impl, params, cost if cost is not None else elementwise(1.0),
-                deterministic, differentiable, broadcasting)
+                deterministic, differentiable, broadcasting, saves)
         if register:
             REGISTRY[name] = op
         return op
@@ -183,7 +237,9 @@ def _unwrap(op, inputs):
     return bk, arrs
 
 
-def _forward(op, bk, arrs, params):
+def _forward(op, bk, arrs, params, codes=()):
+    """The op's forward with its errors translated (ShapeError, DTypeError); ``codes``: the
+    call's saved-slot codes (see _fix_out)."""
     try:
         out, saved = op.forward(bk, *arrs, **params)
     except AutogradError:
@@ -201,7 +257,7 @@ def _forward(op, bk, arrs, params):
         raise DTypeError(f"{op.name}: expected inputs of dtypes it supports{extra}, got {got} "
                          f"(NumPy/CuPy: {exc})") from exc
     if type(out) is not bk.array_type:
-        out, saved = _fix_out(bk, out, saved)
+        out, saved = _fix_out(bk, out, saved, codes)
     return out, saved
 
 
@@ -266,7 +322,6 @@ def _apply_observed(op, inputs, params, st=None):
         autowatch = st.autowatch
         parents = []
         const = False  # an input no tape tracks (its meta is stored; tracked ones are shared)
-        gen = 0
         for x in inputs:
             tx = type(x)
             if tx is TrackedTensor or tx is Tensor or isinstance(x, Tensor):
@@ -286,10 +341,7 @@ def _apply_observed(op, inputs, params, st=None):
                         found = tp
                     elif tp is not found and tp != found:
                         found = found | tp
-                    p = x._node
-                    if p.gen >= gen:
-                        gen = p.gen + 1
-                    parents.append(p)
+                    parents.append(x._node)
                 else:
                     parents.append(None)
                     const = True
@@ -318,23 +370,18 @@ def _apply_observed(op, inputs, params, st=None):
                 _unwrap(op, inputs)  # raises the ArgumentError
     if bk is None:
         bk = _unwrap(op, inputs)[0]
+    codes = op.saved_codes
+    if codes is None:
+        codes = op.codes_for(len(arrs), params)
     try:
         out, saved = op.forward(bk, *arrs, **params)
     except (ValueError, IndexError, TypeError):
-        out, saved = _forward(op, bk, arrs, params)  # re-run for a translated error
+        out, saved = _forward(op, bk, arrs, params, codes)  # re-run for a translated error
     if type(out) is not bk.array_type:
-        out, saved = _fix_out(bk, out, saved)
+        out, saved = _fix_out(bk, out, saved, codes)
     if found:
-        # which saved values are inputs or the output is worked out lazily (only differentiable
-        # sweeps and checkpointing need it) from the ids of the arrays, all alive now
-        if not saved:
-            ids = None
-        elif len(arrs) == 1:
-            ids = (id(arrs[0]), id(out))
-        elif len(arrs) == 2:
-            ids = (id(arrs[0]), id(arrs[1]), id(out))
-        else:
-            ids = (*map(id, arrs), id(out))
+        if len(saved) != len(codes):
+            raise layout_error(op, saved, codes)
         parents = tuple(parents)
         # Few GC-tracked tuples per node: on a long graph the collector's passes over them
         # cost more than building them. A tracked input's meta is its parent's out_meta (the
@@ -350,12 +397,13 @@ def _apply_observed(op, inputs, params, st=None):
         out_meta = p.out_meta if p is not None else None
         if out_meta is None or out_meta[1] is not dtype or out_meta[0] != shape:
             out_meta = (shape, dtype)
-        node = Node(op, params, parents, in_meta, saved, found, gen or 1, out_meta, ids)
+        node = Node(op, params, parents, in_meta, saved, codes, found, out_meta)
+        if const and st.accumulators and saved:
+            node.fw = _const_tangents(inputs, parents, codes)
         for tid in found:
             nodes = recording[tid]
             nodes.append(node)
             if type(nodes) is not list:  # a checkpointing tape's node list (see checkpoint.py)
-                node.saved_map  # noqa: B018 - fix the codes while the inputs are alive
                 nodes.recorded(node, arrs, out)
         result = _new_tensor(TrackedTensor)
         result._data = out
@@ -376,11 +424,38 @@ def _apply_observed(op, inputs, params, st=None):
     return result
 
 
-def _fix_out(bk, out, saved):
-    """numpy ufuncs return scalars for 0-d inputs: the output as an array, and the saved values
-    that were that scalar replaced by it (identity is how saved outputs are recognised)."""
+def _fix_out(bk, out, saved, codes):
+    """numpy ufuncs return scalars for 0-d inputs: the output as an array, and the saved slots
+    that hold the output (``codes``: the call's slot codes) given that array too."""
     new = bk.xp.asarray(out)
-    return new, tuple(new if s is out else s for s in saved)
+    if OUTPUT in codes:
+        saved = tuple(new if c == OUTPUT else s for s, c in zip(saved, codes))
+    return new, saved
+
+
+def layout_error(op, saved, codes) -> ArgumentError:
+    return ArgumentError(
+        f"{op.name}: the forward returned {len(saved)} saved values, but the op declares "
+        f"{len(codes)} (its 'saves' layout {op.saves!r}); declare one entry per saved value")
+
+
+def _const_tangents(inputs, parents, codes):
+    """Per input: the forward-mode tangents of a saved input that no tape tracks, else None.
+    A recorded sweep rebuilds saved inputs from arrays; these give the rebuilt constants the
+    tangents the caller's tensors carried, so an accumulator around a gradient computation sees
+    that the gradient depends on them (forward-over-reverse through a closed-over variable)."""
+    fw = None
+    for c in codes:
+        if c >= 0 and parents[c] is None:
+            x = inputs[c]
+            t = getattr(x, "_fw", None)
+            if t:
+                if fw is None:
+                    fw = [None] * len(inputs)
+                # a snapshot: the caller's dict may later get a tangent computed from this
+                # node, and a node must never be part of a reference cycle (see graph.py)
+                fw[c] = dict(t)
+    return None if fw is None else tuple(fw)
 
 
 def _native_parts():
@@ -390,7 +465,7 @@ def _native_parts():
         return None, None
     from .. import _native
 
-    _native.configure(Node, Tensor, TrackedTensor, _fix_out)
+    _native.configure(Node, Tensor, TrackedTensor, _fix_out, layout_error)
     return _native.record, _native.sweep
 
 
@@ -494,18 +569,30 @@ def tensors(bk) -> TensorOps:
 
 
 def saved_tensors(node: Node, bk) -> tuple:
-    """The node's saved values as Tensors linked into the graph (for differentiable sweeps)."""
+    """The node's saved values as Tensors linked into the graph (for differentiable sweeps):
+    output and tracked-input slots become tracked tensors of their nodes, the rest constants
+    (with the tangents a saved untracked input carried when it was recorded: see
+    _const_tangents)."""
     out = []
     tapes = frozenset(node.tapes)
     parents = node.parents
+    fw = node.fw
     for s, code in zip(node.saved, node.saved_map):
-        if code == CONST:
-            out.append(Tensor(bk.xp.asarray(s), bk) if hasattr(s, "dtype") else s)
-        elif code == OUTPUT:
+        if code == OUTPUT:
             out.append(tracked(s, bk, node, tapes))
-        else:
+            continue
+        if code >= 0:
             p = parents[code]
-            out.append(Tensor(s, bk) if p is None else tracked(s, bk, p, tapes))
+            if p is not None:
+                out.append(tracked(s, bk, p, tapes))
+                continue
+        if not hasattr(s, "dtype"):  # a number, a shape, a dtype
+            out.append(s)
+            continue
+        t = Tensor(bk.xp.asarray(s), bk)
+        if code >= 0 and fw is not None and fw[code]:
+            t._fw = dict(fw[code])
+        out.append(t)
     return tuple(out)
 
 

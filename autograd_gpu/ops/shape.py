@@ -11,7 +11,7 @@ def _batch(g, nd_out):
     return tuple(g.shape[: g.ndim - nd_out])
 
 
-@defop("reshape", params=("shape",), cost=lambda out, *xs, **p: 0.0)
+@defop("reshape", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
 class Reshape:
     """y = x with a new shape of the same size"""
 
@@ -38,7 +38,7 @@ class Reshape:
         return (x,), {"shape": new}
 
 
-@defop("broadcast_to", params=("shape",), cost=lambda out, *xs, **p: 0.0)
+@defop("broadcast_to", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
 class BroadcastTo:
     """y = x broadcast to shape (a read-only view); the gradient sums over broadcast axes"""
 
@@ -192,7 +192,7 @@ def _copy_cost(out, *xs, **p):
     return float(out.size)
 
 
-@defop("expand_dims", params=("axis",), cost=lambda out, *xs, **p: 0.0)
+@defop("expand_dims", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
 class ExpandDims:
     """y = x with new axes of length 1 at the output positions ``axis`` (sorted, non-negative)"""
 
@@ -227,7 +227,7 @@ def _squeezed(shape, axis):
     return tuple(n for d, n in enumerate(shape) if d not in axis)
 
 
-@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0)
+@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
 class Squeeze:
     """y = x without its length-1 axes ``axis`` (sorted, non-negative)"""
 
@@ -254,7 +254,7 @@ class Squeeze:
         return (draw(S.arrays(tuple(shape))),), {"axis": tuple(sorted(axis))}
 
 
-@defop("concatenate", params=("axis",), cost=_copy_cost)
+@defop("concatenate", params=("axis",), cost=_copy_cost, saves=(None,))
 class Concatenate:
     """y = [x_0, x_1, ...] joined along ``axis`` (a negative axis); dy/dx_i: the matching slice
     of the cotangent"""
@@ -294,7 +294,7 @@ class Concatenate:
         return tuple(xs), {"axis": axis}
 
 
-@defop("stack", params=("axis",), cost=_copy_cost)
+@defop("stack", params=("axis",), cost=_copy_cost, saves=(None, None))
 class Stack:
     """y = x_0, x_1, ... (same shapes) stacked along a new axis ``axis`` (negative, counted in
     the output); dy/dx_i: the cotangent at index i of that axis"""
@@ -323,7 +323,7 @@ class Stack:
         return xs, {"axis": axis}
 
 
-@defop("pad", params=("pad_width", "value"), cost=_copy_cost)
+@defop("pad", params=("pad_width", "value"), cost=_copy_cost, saves=(None,))
 class Pad:
     """y = x surrounded by ``value``: pad_width[d] = (before, after) entries on axis d (constant
     mode); dy/dx: the cotangent cropped back to x's region"""
