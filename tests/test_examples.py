@@ -161,9 +161,14 @@ def test_checkpoint_deep_mlp(tmp_path, capsys):
     _assert_png(r["plot"])
 
 
-def test_amp_training():
+def test_amp_training(tmp_path):
+    pytest.importorskip("matplotlib")
     mod = load_example("amp_training", "AmpConfig", "LossScaler")
-    r = mod.main(["--small", "--device", "cpu"])
+    r = mod.main(["--small", "--device", "cpu", "--out", str(tmp_path / "amp.png")])
+    _assert_png(r["plot"])
+    assert len(r["amp"]["epoch_loss"]) == len(r["fp32"]["epoch_loss"]) == 8
+    assert len(r["amp"]["scales"]) == r["amp"]["steps"] and r["fp32"]["scales"] == []
+    assert r["amp"]["epoch_loss"][-1] < r["amp"]["epoch_loss"][0] / 5
     assert r["amp"]["weight_dtype"] == "float32"
     assert r["amp"]["accuracy"] >= r["fp32"]["accuracy"] - 0.02
     assert r["fp32"]["accuracy"] >= 0.9
