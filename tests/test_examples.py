@@ -129,11 +129,31 @@ def test_custom_op_check():
 
 
 def test_digits_cnn(tmp_path):
+    pytest.importorskip("matplotlib")
     mod = load_example("digits_cnn", "conv2d", "max_pool2d")
-    r = mod.main(["--small", "--device", "cpu", "--save", str(tmp_path / "cnn.npz")])
+    r = mod.main(["--small", "--device", "cpu", "--save", str(tmp_path / "cnn.npz"),
+                  "--out", str(tmp_path / "cm.png")])
     assert r["test_accuracy"] >= 0.9
     assert r["reloaded_accuracy"] == r["test_accuracy"]
     assert (tmp_path / "cnn.npz").exists()
+    cm = r["confusion"]
+    assert cm.shape == (10, 10) and cm.sum() == 360
+    assert np.trace(cm) / cm.sum() == pytest.approx(r["test_accuracy"])
+    _assert_png(r["plot"])
+
+
+def test_digits_cnn_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """Without --save the weights go to a temporary folder that is removed afterwards (every
+    run left one behind)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mod = load_example("digits_cnn", "conv2d", "max_pool2d")
+    r = mod.main(["--small", "--device", "cpu", "--no-plot"])
+    assert r["plot"] is None and r["reloaded_accuracy"] == r["test_accuracy"]
+    assert not Path(r["path"]).exists()
+    assert list(tmp_path.iterdir()) == []
+
 
 
 def test_checkpoint_deep_mlp(tmp_path, capsys):
