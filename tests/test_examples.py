@@ -120,9 +120,13 @@ def test_sensitivity_forward_jacobian(tmp_path):
     assert s["beta"] > 0.5 and s["gamma"] < -0.5  # more transmission up, faster recovery down
 
 
-def test_custom_op_check():
+def test_custom_op_check(tmp_path):
+    pytest.importorskip("matplotlib")
     mod = load_example("custom_op_check", "custom_op", "NumericalChecker", "jvp")
-    r = mod.main(["--small"])
+    r = mod.main(["--small", "--out", str(tmp_path / "custom.png")])
+    _assert_png(r["plot"])
+    x = np.linspace(-3, 3, 7)
+    np.testing.assert_allclose(mod.tape_derivative(mod.log_cosh, x), np.tanh(x), atol=1e-12)
     assert r["good"].is_valid and r["composite"].is_valid
     assert not r["bad"].is_valid and r["bad"].max_error > 0.1
     assert r["jvp_error"] < 1e-12 and r["stable_error"] < 1e-9
