@@ -230,6 +230,7 @@ def test_demo_and_cnn_on_gpu(tmp_path, capsys):
                    str(tmp_path / "gpu.png")])
     assert r["device"] == "cuda:0" and r["test_accuracy"] >= 0.95
     mod = load_example("digits_cnn", "conv2d")
-    r = mod.main(["--small", "--device", "cuda", "--save", str(tmp_path / "cnn.npz")])
+    r = mod.main(["--small", "--device", "cuda", "--save", str(tmp_path / "cnn.npz"),
+                  "--out", str(tmp_path / "cm.png")])
     assert r["test_accuracy"] >= 0.9 and r["reloaded_accuracy"] == r["test_accuracy"]
     print(capsys.readouterr().out)
