@@ -1,7 +1,11 @@
-"""``ag.detect_anomaly()``: raise at the first NaN or inf that any op produces.
+"""``ag.detect_anomaly()``: raise at the first NaN or inf that any op produces, and at a saved
+array written in place between the forward and the backward pass.
 
 Inside the context every op's output (forward) and every rule's gradients (backward) are checked;
 the error names the op, where its forward was called from, and its inputs' shapes and dtypes.
+Each node recorded inside it also keeps a checksum of its saved arrays, compared before its rule
+runs: on the CPU the library's own handles are read-only, but an array passed with
+``from_array(..., copy=False)``, a GPU array or one shared through DLPack can still be written.
 Each check synchronises with the device, so this is a debugging tool, not a training mode.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import traceback
+import weakref
 
 import numpy as np
 
@@ -62,15 +67,53 @@ def _describe_inputs(args) -> str:
     return ", ".join(parts)
 
 
+def _checksums(node) -> tuple:
+    """Per saved slot: a checksum of its array (None for a number or a shape)."""
+    bk = None
+    out = []
+    for s in node.saved or ():
+        if isinstance(s, (np.ndarray, np.generic)) or type(s).__module__.startswith("cupy"):
+            if bk is None:
+                from .backend import backend_of_array
+
+                bk = backend_of_array(s)
+            out.append(bk.checksum(s))
+        else:
+            out.append(None)
+    return tuple(out)
+
+
 class _AnomalyHook:
     def __init__(self, check_forward: bool, check_backward: bool):
         self.check_forward = check_forward
         self.check_backward = check_backward
+        self.sums = weakref.WeakKeyDictionary()  # node -> checksums of its saved arrays
 
     def on_record(self, node):
         node.site = _call_site()
+        if self.check_backward and node.saved:
+            self.sums[node] = _checksums(node)
+
+    def _check_saved(self, op, node) -> None:
+        """The node's saved arrays are still what its forward saved (a checkpointing replay
+        rebuilds them: not compared)."""
+        before = self.sums.get(node)
+        if before is None or node.extra is not None or node.saved is None:
+            return
+        for k, (a, b) in enumerate(zip(before, _checksums(node))):
+            if a != b:
+                code = node.saved_map[k]
+                what = "its output" if code == -2 else f"input {code}" if code >= 0 \
+                    else "a constant it computed"
+                raise AnomalyError(
+                    f"detect_anomaly: saved value {k} of op '{op.name}' ({what}) was written in "
+                    f"place after the op recorded it, so its gradient would be wrong; its "
+                    f"forward was called at {node.site}. Pass a copy (Tensor.from_array copies "
+                    "by default) or do not write into arrays a tape may still need")
 
     def __call__(self, phase, op, args, params, call):
+        if phase == "vjp" and self.check_backward and len(args) > 2:
+            self._check_saved(op, args[2])
         if (phase == "forward" and self.check_forward) or (
                 phase == "vjp" and self.check_backward):
             # NumPy's RuntimeWarning ("invalid value encountered in log") would only precede

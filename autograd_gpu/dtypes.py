@@ -28,9 +28,20 @@ def as_dtype(spec) -> np.dtype:
     if isinstance(spec, str) and spec.lower() in _ALIASES:
         return _ALIASES[spec.lower()]
     try:
-        return np.dtype(spec)
+        dt = np.dtype(spec)
     except TypeError as exc:
         raise DTypeError(f"dtype: expected a dtype or a dtype name, got {spec!r}") from exc
+    check_real(dt, "dtype", "spec")
+    return dt
+
+
+def check_real(dtype, where: str, what: str) -> None:
+    """Refuse a complex dtype: the rules and the tape assume real values (a complex value
+    through a real rule would lose its imaginary part without an error)."""
+    if np.dtype(dtype).kind == "c":
+        raise DTypeError(f"{where}: argument '{what}' expected a real dtype (bool, int, float, "
+                         f"bfloat16), got {np.dtype(dtype).name}: complex numbers are not "
+                         "supported")
 
 
 def is_floating(dtype) -> bool:

@@ -51,6 +51,7 @@ def coerce_tangent(t, primal, batch_nd, where, what="tangents"):
     else:
         raise ArgumentError(f"{where}: argument '{what}' expected a Tensor or an array, "
                             f"got {describe(t)}")
+    _dt.check_real(arr.dtype, where, what)
     shape = tuple(arr.shape)
     if len(shape) != primal.ndim + batch_nd or shape[batch_nd:] != primal.shape:
         lead = f"{batch_nd} batch axes + " if batch_nd else ""
@@ -100,6 +101,9 @@ class ForwardAccumulator:
         self.batch_shape = None
         self._active = False
         self._by_node: dict = {}  # graph node -> tangent of the tensor it made (see propagate)
+        # (primal, tangent): put on the primals while the context is active, taken off at
+        # exit (a long-lived parameter would otherwise keep every accumulator's tangent)
+        self._seeds: list = []
         for i, (p, t) in enumerate(zip(plist, tlist)):
             t = coerce_tangent(t, p, self.batch_nd, "ForwardAccumulator", f"tangents[{i}]")
             b = tuple(t.shape[: self.batch_nd])
@@ -109,12 +113,14 @@ class ForwardAccumulator:
                 raise ShapeError("ForwardAccumulator: argument 'tangents' expected the same batch "
                                  f"shape {self.batch_shape} for every tangent, got {b} for "
                                  f"tangents[{i}]")
-            _set_tangent(p, self.id, t)
+            self._seeds.append((p, t))
         if self.batch_shape is None:
             self.batch_shape = ()
 
     # ---- context ---------------------------------------------------------------------------
     def __enter__(self) -> ForwardAccumulator:
+        for p, t in self._seeds:
+            _set_tangent(p, self.id, t)
         STATE.accumulators.append(self)
         STATE.refresh()
         self._active = True
@@ -129,6 +135,12 @@ class ForwardAccumulator:
         STATE.refresh()
         self._active = False
         self._by_node = {}
+        for p, _ in self._seeds:
+            fw = p._fw
+            if fw:
+                fw.pop(self.id, None)
+                if not fw:
+                    p._fw = None
         return False
 
     # ---- reading tangents ------------------------------------------------------------------
@@ -144,6 +156,8 @@ class ForwardAccumulator:
             raise ArgumentError(f"ForwardAccumulator.jvp: argument 'y' expected a Tensor, "
                                 f"got {describe(y)}")
         t = y._fw.get(self.id) if y._fw else None
+        if t is None:  # a primal, read outside the context
+            t = next((t for p, t in self._seeds if p is y), None)
         if t is None and unconnected_gradients == "zero":
             t = Tensor(y._bk.xp.zeros(self.batch_shape + y.shape, dtype=y.dtype), y._bk)
         return t

@@ -15,6 +15,7 @@ from .errors import ArgumentError, ShapeError, describe
 from .forward import ForwardAccumulator, coerce_tangent
 from .ops.context import STATE, Suspend
 from .ops.registry import Op, apply, sum_to, tensors
+from .ops.shape import Identity
 from .scheduler import HybridScheduler, SchedulerConfig, _remember
 from .tape import GradientTape
 from .tensor import Tensor
@@ -75,11 +76,16 @@ def _argnums(argnums, nargs, where):
 
 def _prepare(args, nums, where):
     """Flatten the differentiated arguments into leaves; return new args, the leaves per
-    argument and each argument's rebuild function."""
+    argument and each argument's rebuild function.
+
+    Each leaf is a fresh variable (an ``identity`` node over the caller's tensor, recorded on
+    whatever observes the caller's tensor): the same tensor at two positions gives two
+    partials, and a tensor that f reads from a closure is a constant, as in JAX."""
     args = list(args)
     per_arg, rebuilds = [], []
     for i in nums:
         leaves, rb = _flatten(args[i], where, f"args[{i}]")
+        leaves = [apply(Identity, t) for t in leaves]
         args[i] = rb(leaves)
         per_arg.append(leaves)
         rebuilds.append(rb)
@@ -148,7 +154,9 @@ def _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, 
 def grad(f, argnums=0, has_aux: bool = False):
     """The gradient of a scalar-valued f with respect to argument(s) ``argnums``:
     ``grad(f)(x) = df/dx``. With ``has_aux``, f returns (value, aux) and the result is
-    (gradient, aux)."""
+    (gradient, aux). Each differentiated argument is its own variable: the same tensor passed
+    at two positions gets two partials, and a tensor f reads from a closure is a constant
+    (JAX's meaning)."""
     if not callable(f):
         raise ArgumentError(f"grad: argument 'f' expected a callable, got {describe(f)}")
 

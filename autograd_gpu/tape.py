@@ -11,13 +11,14 @@ them through ``apply`` so that the gradient is itself recorded (higher-order der
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 
 from . import dtypes as _dt
 from .backend import NUMPY
 from .backend.host_pool import POOL as HOST_POOL
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
-from .ops.context import STATE, Suspend, new_id, pop_hook, push_hook
+from .ops.context import LIVE, STATE, Suspend, new_id, pop_hook, push_hook
 from .ops.graph import Node
 from .ops.registry import native_sweep, raw, saved_tensors, sum_to, tensors
 from .tensor import Tensor, TrackedTensor, Variable
@@ -92,26 +93,31 @@ class GradientTape:
                 "create a new tape or pass persistent=True"
             )
         self._live = True
+        # the recording thread's table (a tape records in one thread; another thread may
+        # stop it, e.g. by dropping the last reference, and must clean this table, not its own)
+        self._owner = STATE.recording
+        self._owner_hooks = STATE.hooks
+        LIVE[self.id] = threading.get_ident()
         STATE.recording[self.id] = self._nodes  # apply appends each recorded node here
         for h in self._hooks:
             push_hook(h)
         STATE.refresh()
 
     def _pause(self) -> bool:
-        was = STATE.recording.pop(self.id, None) is not None
+        was = self._owner.pop(self.id, None) is not None
         STATE.refresh()
         return was
 
     def _resume(self, was: bool):
         if was and self._live:
-            STATE.recording[self.id] = self._nodes
+            self._owner[self.id] = self._nodes
             STATE.refresh()
 
     def _stop(self):
         self._live = False
-        STATE.recording.pop(self.id, None)
-        for h in self._hooks:
-            pop_hook(h)
+        self._owner.pop(self.id, None)
+        LIVE.pop(self.id, None)
+        _remove_all(self._owner_hooks, self._hooks)
         try:
             STATE.autowatch.remove(self)
         except ValueError:
@@ -143,6 +149,8 @@ class GradientTape:
     def __enter__(self) -> "GradientTape":
         if not self._live:
             self._start()
+        elif LIVE.get(self.id) != threading.get_ident():
+            self._move_here()
         self._in_context = True
         if self.watch_accessed_variables:
             STATE.autowatch.append(self)
@@ -152,6 +160,23 @@ class GradientTape:
         self._in_context = False
         self._stop()
         return False
+
+    def _move_here(self) -> None:
+        """Entering a tape created (and so recording) in another thread: it records here from
+        now on. A tape inside its ``with`` block in another thread cannot move."""
+        if self._in_context:
+            from .ops.context import cross_thread_error
+
+            raise cross_thread_error("GradientTape.__enter__", [self.id])
+        was = self._owner.pop(self.id, None) is not None
+        _remove_all(self._owner_hooks, self._hooks)
+        for h in self._hooks:
+            push_hook(h)
+        self._owner, self._owner_hooks = STATE.recording, STATE.hooks
+        LIVE[self.id] = threading.get_ident()
+        if was:
+            STATE.recording[self.id] = self._nodes
+        STATE.refresh()
 
     def __del__(self):
         try:
@@ -214,7 +239,9 @@ class GradientTape:
         """d(sum of targets, weighted by output_gradients)/d(each source).
 
         Returns a list with one entry per source: a Tensor, or for a source the targets do not
-        depend on, None (``unconnected_gradients="none"``) or zeros (``"zero"``).
+        depend on, None (``unconnected_gradients="none"``) or zeros (``"zero"``). A tensor
+        listed twice gets its total derivative twice (the tape differentiates tensors, not
+        argument positions; ``ag.grad`` with argnums gives per-position partials).
         """
         self._check_usable("gradient")
         tlist, _ = _as_list(targets, "targets")
@@ -238,7 +265,10 @@ class GradientTape:
             if og is None:
                 seed = t._bk.xp.ones(t.shape, dtype=t.dtype)
             else:
-                seed = og if isinstance(og, Tensor) else t._bk.xp.asarray(og, dtype=t.dtype)
+                seed = og if isinstance(og, Tensor) else t._bk.xp.asarray(og)
+                _dt.check_real(seed.dtype, "GradientTape.gradient", f"output_gradients[{i}]")
+                if not isinstance(og, Tensor) and seed.dtype != t.dtype:
+                    seed = seed.astype(t.dtype)
                 if tuple(seed.shape) != t.shape:
                     raise ShapeError(
                         f"GradientTape.gradient: output_gradients[{i}] expected shape {t.shape} "
@@ -408,6 +438,15 @@ class GradientTape:
     def __repr__(self) -> str:
         state = "used" if self._used else ("recording" if self.is_recording else "idle")
         return f"GradientTape(id={self.id}, nodes={len(self._nodes)}, {state})"
+
+
+def _remove_all(hooks: list, mine: list) -> None:
+    """Take each of ``mine`` off a thread's hook list (the last occurrence of each)."""
+    for h in mine:
+        for i in range(len(hooks) - 1, -1, -1):
+            if hooks[i] is h:
+                del hooks[i]
+                break
 
 
 def check_unconnected(value, where: str) -> bool:

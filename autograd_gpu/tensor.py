@@ -45,10 +45,15 @@ class Tensor:
 
     # ---- construction ----------------------------------------------------------------------
     @staticmethod
-    def from_array(array, device=None, dtype=None) -> "Tensor":
+    def from_array(array, device=None, dtype=None, copy: bool = True) -> "Tensor":
         """A tensor from a numpy/cupy array (dtype kept), a Tensor, nested lists or a scalar.
 
-        Lists and Python floats become float32 (as in PyTorch); ints stay int64.
+        Lists and Python floats become float32 (as in PyTorch); ints stay int64. The array is
+        copied (``copy=True``, the default), so writing into it later cannot change a value a
+        tape saved. ``copy=False`` is the zero-copy promise: the tensor shares the caller's
+        buffer where the device allows, and the caller must not write into it while a tape
+        may need it (``ag.detect_anomaly()`` detects such writes). A Tensor is returned as it
+        is (tensors are immutable values).
         """
         if isinstance(array, Tensor):
             t = array if device is None else array.to(device)
@@ -59,11 +64,14 @@ class Tensor:
             )
         want = None if dtype is None else _dt.as_dtype(dtype)
         if type(array).__module__.startswith("cupy"):
+            _dt.check_real(array.dtype, "Tensor.from_array", "array")
             src = backend_of_array(array)
             bk = src if device is None else backend_for(device)
             if bk is not src:
-                array = src.to_numpy(array)
-            return Tensor(bk.asarray(array, want), bk)
+                return Tensor(bk.asarray(src.to_numpy(array), want), bk)
+            arr = bk.asarray(array, want)
+            return Tensor(arr.copy() if copy and arr is array else arr, bk)
+        fresh = False  # an array made here: nobody else holds it, no copy needed
         if not isinstance(array, np.ndarray):
             if hasattr(array, "__dlpack__") and not isinstance(array, (list, tuple)):
                 array = np.from_dlpack(array)
@@ -75,6 +83,7 @@ class Tensor:
                         f"Tensor.from_array: argument 'array' expected a rectangular nested "
                         f"list, got a ragged one ({exc})"
                     ) from exc
+                fresh = True
                 if want is None and array.dtype == np.float64:
                     want = _dt.float32
         if array.dtype.kind not in "biuf" and array.dtype != _dt.bfloat16:
@@ -83,7 +92,10 @@ class Tensor:
                 f"bfloat16), got dtype={array.dtype}"
             )
         bk = _backend(device)
-        return Tensor(bk.asarray(array, want), bk)
+        arr = bk.asarray(array, want)
+        if copy and not fresh and bk is NUMPY and np.may_share_memory(arr, array):
+            arr = arr.copy()
+        return Tensor(arr, bk)
 
     @staticmethod
     def _filled(shape, value, dtype, device, op="Tensor.full"):
@@ -154,8 +166,11 @@ class Tensor:
     # ---- properties ------------------------------------------------------------------------
     @property
     def data(self):
-        """The backend array (numpy.ndarray or cupy.ndarray). Do not mutate it in place."""
-        return self._data
+        """The backend array (numpy.ndarray or cupy.ndarray). On the CPU a read-only view: a
+        tape may have saved this array, and writing into it would change a gradient. CuPy has
+        no read-only arrays: do not write into a GPU tensor's data (``ag.detect_anomaly()``
+        detects it)."""
+        return self._bk.readonly(self._data)
 
     @property
     def shape(self) -> tuple:
@@ -192,8 +207,9 @@ class Tensor:
 
     # ---- conversion ------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """A numpy copy on the host (a view for CPU tensors)."""
-        return self._bk.to_numpy(self._data)
+        """The values as a numpy array: a copy from a GPU, a read-only view of a CPU tensor
+        (a tape may have saved the array; ``.numpy().copy()`` gives a writable copy)."""
+        return self._bk.host_view(self._data)
 
     def to_scalar(self):
         """The value of a one-element tensor as a Python number (synchronises on a GPU)."""
@@ -224,11 +240,18 @@ class Tensor:
         return Tensor(self._data, self._bk)
 
     def __array__(self, dtype=None, copy=None):
+        """np.asarray(t): a read-only view of a CPU tensor (np.array(t) a writable copy)."""
         if self._bk is not NUMPY:
             raise DeviceError(
                 f"__array__: tensor lives on {self.device}; call .numpy() to copy it to the host"
             )
-        return self._data if dtype is None else self._data.astype(dtype)
+        a = self._data
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"__array__: converting {a.dtype} to {np.dtype(dtype)} needs a "
+                                 "copy, but copy=False was asked")
+            return a.astype(dtype)
+        return a.copy() if copy else NUMPY.readonly(a)
 
     def __dlpack__(self, *args, **kwargs):
         return self._data.__dlpack__(*args, **kwargs)

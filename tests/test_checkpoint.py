@@ -457,7 +457,7 @@ def test_explicit_checkpoint_saves_only_inputs_and_second_order():
             t1.watch(x)
             y = ag.checkpoint(lambda v, c: (ag.sin(v) * v * c).sum(), x, 2.0)
         node = y._node
-        assert node.op.name == "checkpoint" and node.saved[0] is x.data
+        assert node.op.name == "checkpoint" and node.saved[0] is x._data
         (g,) = t1.gradient(y, [x])
         s = g.sum()
     (h,) = t2.gradient(s, [x])

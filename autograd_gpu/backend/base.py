@@ -62,7 +62,7 @@ class Backend(Protocol):
     def sum(self, x, axis=None, keepdims=False, dtype=None): ...  # xp.sum (GPU: a GEMV path)
     def add(self, a, b): ...  # xp.add (GPU: scalar and bias-row fast paths)
     def relu(self, x): ...  # maximum(x, 0)
-    def relu_grad(self, g, x): ...  # g where x > 0 else 0
+    def relu_grad(self, g, x): ...  # 0 where x <= 0 else g (a select: NaN x passes g)
     def act_grad(self, act, g, y): ...  # tanh/sigmoid vjp from the output y
     def unary(self, name, x): ...  # xp.<name>(x) for exp, tanh, ... (GPU: small-array path)
     def astype(self, x, dtype): ...  # x.astype(dtype, copy=False) (GPU: a vectorised kernel)
@@ -70,6 +70,9 @@ class Backend(Protocol):
     scalar_kernels: bool  # True: scalar_op(kind, a, b) may replace an array-number ufunc call
     def asarray(self, obj, dtype=None): ...
     def to_numpy(self, arr): ...
+    def host_view(self, arr): ...  # what Tensor.numpy() returns: read-only view or a host copy
+    def readonly(self, arr): ...  # what Tensor.data returns (read-only where the device can)
+    def checksum(self, arr) -> int: ...  # a fingerprint of the bytes (detect_anomaly)
     def is_array(self, obj) -> bool: ...
     def has_kernel(self, name: str) -> bool: ...
     def kernel(self, name: str): ...

@@ -264,6 +264,20 @@ class CupyBackend:
     def to_numpy(self, arr):
         return self.xp.asnumpy(arr)
 
+    host_view = to_numpy  # a copy on the host: writing into it touches nothing of ours
+
+    @staticmethod
+    def readonly(arr):
+        return arr  # CuPy has no read-only arrays (detect_anomaly checks saved ones)
+
+    def checksum(self, arr) -> int:
+        """A fingerprint of an array's bytes computed on the device: a position-weighted sum
+        of its bytes (detect_anomaly's in-place write check; one synchronisation)."""
+        xp = self.xp
+        b = xp.ascontiguousarray(arr).reshape(-1).view(xp.uint8).astype(xp.uint64)
+        w = xp.arange(1, b.size + 1, dtype=xp.uint64) % 65521
+        return int(xp.sum(b * (w + 1)))
+
     def is_array(self, obj) -> bool:
         return isinstance(obj, self.xp.ndarray)
 

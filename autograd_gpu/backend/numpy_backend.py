@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import zlib
 
 import numpy as np
 
@@ -37,6 +38,20 @@ class NumpyBackend:
 
     def to_numpy(self, arr):
         return np.asarray(arr)
+
+    @staticmethod
+    def readonly(arr):
+        """A read-only view: what the library hands out (a tape may have saved ``arr``)."""
+        v = arr.view()
+        v.flags.writeable = False
+        return v
+
+    host_view = readonly
+
+    @staticmethod
+    def checksum(arr) -> int:
+        """A cheap fingerprint of an array's bytes (detect_anomaly's in-place write check)."""
+        return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"))
 
     def is_array(self, obj) -> bool:
         return isinstance(obj, np.ndarray)

@@ -48,6 +48,29 @@ class ThreadState(threading.local):
 
 STATE = ThreadState()
 
+# tape id -> ident of the thread it records in, for every live tape (started, not yet stopped).
+# A tape records only in its own thread; an op in another thread on a tensor such a tape tracks
+# raises (see cross_thread_error) instead of silently recording nothing.
+LIVE: dict[int, int] = {}
+
+
+def cross_thread_error(op_name: str, tapes) -> Exception | None:
+    """The TapeError for an op in this thread on a tensor tracked by a tape that records in
+    another thread, or None."""
+    me = threading.get_ident()
+    for tid in tapes:
+        owner = LIVE.get(tid)
+        if owner is not None and owner != me:
+            from ..errors import TapeError
+
+            names = {t.ident: t.name for t in threading.enumerate()}
+            return TapeError(
+                f"{op_name}: an input is tracked by GradientTape {tid}, which records in thread "
+                f"{names.get(owner, owner)!r}, but this op runs in thread "
+                f"{threading.current_thread().name!r}: a tape records only in one thread. Enter "
+                "the tape (`with tape:`) in the thread that computes, or create it there")
+    return None
+
 
 def push_hook(hook) -> None:
     STATE.hooks.append(hook)

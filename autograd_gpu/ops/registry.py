@@ -35,7 +35,7 @@ import numbers
 
 from ..errors import ArgumentError, AutogradError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
-from .context import STATE, Mode
+from .context import LIVE, STATE, Mode, cross_thread_error
 from .graph import CONST, OUTPUT, Node, PyNode
 
 REGISTRY: dict[str, "Op"] = {}
@@ -205,7 +205,7 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
 
 
 _TENSOR_TYPES = {Tensor, TrackedTensor, Variable}
-_SCALAR_TYPES = {int, float, bool, complex}
+_SCALAR_TYPES = {int, float, bool}
 
 
 def _unwrap(op, inputs):
@@ -224,8 +224,11 @@ def _unwrap(op, inputs):
                     f"got {xb.device} (move it with .to(...); no silent copies)"
                 )
             arrs.append(x._data)
-        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
+        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
             arrs.append(x)
+        elif isinstance(x, numbers.Complex):
+            raise DTypeError(f"{op.name}: argument {i} expected a real number, got the complex "
+                             f"{x!r}: complex numbers are not supported")
         else:
             raise ArgumentError(
                 f"{op.name}: argument {i} expected a Tensor or a Python number, got {describe(x)}"
@@ -285,6 +288,10 @@ def apply(op: Op, *inputs, **params) -> Tensor:
                     bk = None
                     break
                 bk = x._bk
+            if tx is not Tensor and x._tapes and LIVE:
+                err = cross_thread_error(op.name, x._tapes)
+                if err is not None:
+                    raise err
             arrs.append(x._data)
         elif tx in _SCALAR_TYPES:
             arrs.append(x)
@@ -314,6 +321,11 @@ def _apply_observed(op, inputs, params, st=None):
     arrays, the recording tapes that track them and the graph edges. ``st``: STATE.mode."""
     if st is None:
         st = STATE.mode or _IDLE
+    elif not (st.recording or st.accumulators or st.hooks):
+        # every tape of this thread was stopped from another thread: drop the stale mode so
+        # that later ops take the fast path again
+        STATE.refresh()
+        st = _IDLE
     recording = st.recording if op.differentiable else None
     bk = None
     arrs = []
@@ -345,7 +357,7 @@ def _apply_observed(op, inputs, params, st=None):
                 else:
                     parents.append(None)
                     const = True
-            elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
+            elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
                 arrs.append(x)
                 parents.append(None)
                 const = True
@@ -354,6 +366,9 @@ def _apply_observed(op, inputs, params, st=None):
         if found is not None:
             for tid in found:
                 if tid not in recording:
+                    err = cross_thread_error(op.name, found)
+                    if err is not None:
+                        raise err
                     found = frozenset(t for t in found if t in recording) or None
                     break
     else:
@@ -364,7 +379,7 @@ def _apply_observed(op, inputs, params, st=None):
                         _unwrap(op, inputs)  # raises the DeviceError
                     bk = x._bk
                 arrs.append(x._data)
-            elif type(x) in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
+            elif type(x) in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
                 arrs.append(x)
             else:
                 _unwrap(op, inputs)  # raises the ArgumentError

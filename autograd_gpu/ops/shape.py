@@ -11,6 +11,25 @@ def _batch(g, nd_out):
     return tuple(g.shape[: g.ndim - nd_out])
 
 
+@defop("identity", cost=lambda out, *xs, **p: 0.0)
+class Identity:
+    """y = x: a new graph node over the same array. The functional transforms give each
+    differentiated argument one, so that every position is its own variable (the same tensor
+    passed twice has two partials)."""
+
+    def forward(bk, x):
+        return x, ()
+
+    def vjp(F, g, saved, needs):
+        return (g,)
+
+    def jvp(F, ts, saved):
+        return ts[0]
+
+    def sample(draw):
+        return (draw(S.arrays(draw(S.shapes()))),), {}
+
+
 @defop("reshape", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
 class Reshape:
     """y = x with a new shape of the same size"""
