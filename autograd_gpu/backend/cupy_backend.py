@@ -77,7 +77,8 @@ def _elementwise(name):
     import cupy
 
     if name == "relu_grad":
-        return cupy.ElementwiseKernel("T g, T x", "T y", "y = x > (T)0 ? g : (T)0",
+        # a select (a NaN x passes g; an inf g where x <= 0 gives 0): NumpyBackend.relu_grad
+        return cupy.ElementwiseKernel("T g, T x", "T y", "y = x <= (T)0 ? (T)0 : g",
                                       "ag_relu_grad")
     if name in _SCALAR_EXPR:
         return cupy.ElementwiseKernel("T x, T s", "T y", _SCALAR_EXPR[name], f"ag_scalar_{name}")
@@ -248,7 +249,7 @@ class CupyBackend:
         return self.xp.add(a, b) if y is None else y
 
     def relu_grad(self, g, x):
-        """g where x > 0 else 0 in one pass: the vectorised kernel for large contiguous arrays,
+        """0 where x <= 0 else g in one pass: the vectorised kernel for large contiguous arrays,
         else a CuPy kernel for float32/float64, else a mask and a product."""
         y = self._vec("relu_grad", g, x)
         if y is not None:

@@ -44,7 +44,7 @@ Per-op kernels
                                                   mask (see ``philox_uniform``, its CPU twin)
   dropout_mask(shape, p, seed, offset=0, dtype=float32) -> m   m = keep / (1 - p)
   relu(x) -> y or None                            maximum(x, 0)      } C-contiguous arrays aligned
-  relu_grad(g, x) -> dx or None                   g where x > 0 else 0 } to 4 elements, same
+  relu_grad(g, x) -> dx or None                   0 where x <= 0 else g } to 4 elements, same
   add_rowvec(x, b) -> y or None                   x + b, b over the last } dtype (None otherwise);
                                                   axis, its length % 4 == 0 } self-checked
   cast(x, dtype) -> y or None                     x.astype(dtype) for C-contiguous, 16-byte
@@ -1074,10 +1074,10 @@ def _same_kind(*arrays) -> bool:
 make_relu = _vec_kernel(
     "relu_fwd", _same_kind, lambda x: (), lambda d: [_probe_values(d)],
     lambda xp, x: xp.maximum(x, 0))
-make_relu_grad = _vec_kernel(  # finite cotangents: the kernel writes 0, not 0 * inf
+make_relu_grad = _vec_kernel(  # a select: a NaN x passes g, an inf g where x <= 0 gives 0
     "relu_bwd", _same_kind, lambda g, x: (),
-    lambda d: [np.nan_to_num(_probe_values(d)[::-1].copy()), _probe_values(d)],
-    lambda xp, g, x: xp.where(x > 0, g, 0))
+    lambda d: [_probe_values(d)[::-1].copy(), _probe_values(d)],
+    lambda xp, g, x: xp.where(x <= 0, 0, g))
 make_add_rowvec = _vec_kernel(
     "add_rowvec",
     lambda x, b: (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0]

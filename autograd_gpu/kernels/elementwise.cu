@@ -4,7 +4,8 @@
 // bandwidth these do on an H100. Contiguous, 16-byte-aligned arrays only (the caller checks);
 // the n % 4 tail is done element by element.
 //   relu_fwd<T>(x, y, n)              y = x < 0 ? 0 : x   (NaN and -0.0 pass, as maximum(x, 0))
-//   relu_bwd<T>(g, x, y, n)           y = x > 0 ? g : 0
+//   relu_bwd<T>(g, x, y, n)           y = x <= 0 ? 0 : g  (a select: NaN x passes g, an inf g
+//                                     where x <= 0 gives 0; PyTorch's threshold_backward)
 //   add_rowvec<T>(x, b, y, n, C)      y[i] = x[i] + b[i % C], C % 4 == 0
 #include "common.cuh"
 
@@ -35,7 +36,7 @@ __global__ void relu_fwd(const T* __restrict__ x, T* __restrict__ y, long long n
 
 template <typename T> __device__ __forceinline__ T relu_grad_one(T g, T x) {
     typedef typename Acc<T>::t A;
-    return ld(x) > A(0) ? g : st<T>(A(0));
+    return ld(x) <= A(0) ? st<T>(A(0)) : g;
 }
 
 template <typename T>

@@ -154,9 +154,46 @@ class Neg:
     sample = _unary_sample()
 
 
+def _is_number(v) -> bool:
+    """A Python (or NumPy scalar) number: a constant the rule may branch on."""
+    return isinstance(v, (int, float))
+
+
+def _pow_dx(F, t, x, p):
+    """t * d(x**p)/dx = t p x**(p-1), exactly 0 where p == 0 (x**0 is the constant 1; at x = 0
+    the product form is 0 * inf = NaN): PyTorch's convention. Where p is an array, the base is
+    replaced by 1 at those points before the power, so no inf is formed there and the masked
+    branch stays finite under higher derivatives too (a where only stops a NaN in the values,
+    not in the inactive branch's own derivative)."""
+    if _is_number(p):
+        if p == 0:
+            return F.zeros(tuple(t.shape), t.dtype)
+        return t * p * x ** (p - 1)
+    zero = F.equal(p, 0)
+    xs = F.where(zero, 1.0, x)
+    return F.where(zero, 0.0, t * p * xs ** (p - 1))
+
+
+def _pow_log_base(F, x, p):
+    """log(x) where d(x**p)/dp = x**p log(x) is finite, 0 where x == 0 and p >= 0: there x**p
+    is 0 (or 1 at p = 0) and PyTorch gives the derivative 0 (the product form is 0 * -inf =
+    NaN). For p < 0 at x = 0 it stays -inf (x**p = inf), and x < 0 gives NaN, as PyTorch."""
+    if _is_number(x):
+        if x > 0:
+            return math.log(x)
+        if x < 0:
+            return math.nan
+        return F.astype(F.where(F.greater_equal(p, 0), 0.0, -math.inf), dtype=p.dtype)
+    # (p is an array here: only a tensor exponent is differentiated)
+    mask = F.logical_and(F.equal(x, 0), F.greater_equal(p, 0))
+    return F.log(F.where(mask, 1.0, x))  # (log 1 = 0: finite at every order)
+
+
 @defop("pow", broadcasting=True, cost=elementwise(10), saves=("x", "p", "out"))
 class Pow:
-    """y = x ** p. d/dx = p x^(p-1); d/dp = y log(x) (needs x > 0 where p is differentiated)."""
+    """y = x ** p. d/dx = p x^(p-1), and 0 where p == 0 (also at x = 0); d/dp = y log(x), and 0
+    where x == 0 and p >= 0 (PyTorch's conventions: both limits are finite, 0 * inf is not);
+    elsewhere d/dp needs x > 0 (NaN for x < 0)."""
 
     def forward(bk, x, p):
         if type(p) is float or type(x) is float:
@@ -166,18 +203,37 @@ class Pow:
 
     def vjp(F, g, saved, needs):
         x, p, y = saved
-        gx = g * p * x ** (p - 1) if needs[0] else None
-        gp = g * y * F.log(x) if needs[1] else None
+        gx = _pow_dx(F, g, x, p) if needs[0] else None
+        gp = g * y * _pow_log_base(F, x, p) if needs[1] else None
         return gx, gp
 
     def jvp(F, ts, saved):
         x, p, y = saved
         tx, tp = ts
-        return tsum(
-            None if tx is None else tx * p * x ** (p - 1), None if tp is None else tp * y * F.log(x)
-        )
+        return tsum(None if tx is None else _pow_dx(F, tx, x, p),
+                    None if tp is None else tp * y * _pow_log_base(F, x, p))
 
-    sample = _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)
+    def sample(draw):
+        """Four regimes: positive bases with real exponents (both differentiated); bases with
+        exact zeros (and negatives) under a constant integer exponent, 0..3 (p = 0 and p = 1
+        at x = 0 are the edge points; integer powers are smooth there); the same with an
+        integer array exponent (the array form of the p == 0 mask); and the number bases 0
+        and 2 under positive exponents (d/dp of 0**p is 0 there)."""
+        import numpy as np  # (this module's abs is the op)
+        from hypothesis import strategies as st
+
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            return _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)(draw)
+        if kind == 3:
+            y = draw(S.arrays(draw(S.shapes()), 0.3, 2.5))
+            return (draw(st.sampled_from([0.0, 2.0])), y), {}
+        sx, sp = draw(S.broadcast_shapes(2))
+        x = draw(S.arrays(sx))
+        x = np.where(draw(S.arrays(sx, 0.0, 1.0)) < 0.4, 0.0, x)  # exact zeros
+        if kind == 1:
+            return (x, draw(st.integers(0, 3))), {}
+        return (x, np.asarray(draw(S.ints(sp, 0, 4)), dtype=np.int64)), {}
 
 
 # ---- transcendental -------------------------------------------------------------------------
@@ -423,7 +479,8 @@ class Erf:
 
 @defop("relu", saves=("out",))
 class Relu:
-    """y = max(x, 0); dy/dx = 1 where x > 0 else 0"""
+    """y = max(x, 0); dy/dx = 0 where y <= 0 else 1 (at x = 0 too; a NaN x passes the
+    gradient, and a NaN or inf cotangent where y <= 0 gives 0: PyTorch's conventions)"""
 
     def forward(bk, x):
         y = bk.relu(x)
@@ -442,9 +499,11 @@ class Relu:
 
 @defop("relu_grad", broadcasting=True, saves=("x", None))
 class ReluGrad:
-    """y = g where x > 0 else 0 (relu's vjp and jvp as one primitive: one kernel on the GPU
-    instead of a comparison and a product). Linear in g; zero derivative in x. ``g`` may carry
-    leading batch axes that ``x`` lacks (broadcasting: the engine aligns the tangents)."""
+    """y = 0 where x <= 0 else g (relu's vjp and jvp as one primitive: one kernel on the GPU
+    instead of a comparison and a product). A select: a NaN or inf g where x <= 0 gives 0 (a
+    product 0 * inf would be NaN), and a NaN x passes g, as PyTorch's threshold_backward. Linear
+    in g; zero derivative in x. ``g`` may carry leading batch axes that ``x`` lacks
+    (broadcasting: the engine aligns the tangents)."""
 
     def forward(bk, g, x):
         return bk.relu_grad(g, x), (x, g.shape)
@@ -661,39 +720,47 @@ def _select_sample(draw):
 
 
 def _select_vjp(F, g, saved, needs):
-    """Rules shared by maximum and minimum: saved[0] marks where a was selected."""
-    m = saved[0]
-    return (F.where(m, g, 0.0) if needs[0] else None), (F.where(m, 0.0, g) if needs[1] else None)
+    """Rules shared by maximum and minimum: saved[0] marks where a loses (gets no gradient),
+    saved[1] where b loses. Outside NaN exactly one of them holds (ties go to a); where a or b is
+    NaN (so is the output) neither holds and both get the gradient, as PyTorch gives."""
+    a_loses, b_loses = saved
+    return ((F.where(a_loses, 0.0, g) if needs[0] else None),
+            (F.where(b_loses, 0.0, g) if needs[1] else None))
 
 
 def _select_jvp(F, ts, saved):
-    m = saved[0]
+    a_loses, b_loses = saved
     ta, tb = ts
-    return F.where(m, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
+    return tsum(None if ta is None else F.where(a_loses, 0.0, ta),
+                None if tb is None else F.where(b_loses, 0.0, tb))
 
 
-@defop("maximum", broadcasting=True, saves=(None,))
+@defop("maximum", broadcasting=True, saves=(None, None))
 class Maximum:
-    """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b"""
+    """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b, and to both
+    where a or b is NaN (y is NaN: PyTorch's convention; at ties PyTorch gives each half)"""
 
     def forward(bk, a, b):
         if type(a) is float or type(b) is float:
             a, b = weak_scalars(a, b)
-        return bk.xp.maximum(a, b), (bk.xp.greater_equal(a, b),)
+        xp = bk.xp
+        return xp.maximum(a, b), (xp.less(a, b), xp.greater_equal(a, b))
 
     vjp = _select_vjp
     jvp = _select_jvp
     sample = _select_sample
 
 
-@defop("minimum", broadcasting=True, saves=(None,))
+@defop("minimum", broadcasting=True, saves=(None, None))
 class Minimum:
-    """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b"""
+    """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b, and to both
+    where a or b is NaN (y is NaN: PyTorch's convention; at ties PyTorch gives each half)"""
 
     def forward(bk, a, b):
         if type(a) is float or type(b) is float:
             a, b = weak_scalars(a, b)
-        return bk.xp.minimum(a, b), (bk.xp.less_equal(a, b),)
+        xp = bk.xp
+        return xp.minimum(a, b), (xp.greater(a, b), xp.less_equal(a, b))
 
     vjp = _select_vjp
     jvp = _select_jvp
