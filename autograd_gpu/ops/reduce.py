@@ -115,8 +115,13 @@ def _count(shape, axes):
 
 
 def _tie_weights(F, x, y, axes, keepdims):
-    """Where x attains the reduced extreme y: 1/k at each of the k tied positions, else 0."""
-    hit = F.astype(F.equal(x, _keep(F, y, x.shape, axes, keepdims)), dtype=x.dtype)
+    """Where x attains the reduced extreme y: 1/k at each of the k tied positions, else 0. The
+    extreme of a slice holding a NaN is NaN (max and min propagate it), attained by its NaN
+    entries: they share the gradient and the others get 0, as PyTorch's max()/min() over all
+    elements give (its amax/amin give NaN to every entry of such a slice: x == NaN is false
+    everywhere, a 0/0 weight)."""
+    hit = F.logical_or(F.equal(x, _keep(F, y, x.shape, axes, keepdims)), F.isnan(x))
+    hit = F.astype(hit, dtype=x.dtype)
     return hit / F.sum(hit, axis=axes, keepdims=True)
 
 
@@ -147,9 +152,11 @@ def _extreme(name, fn_name, doc):
 
 
 Max = _extreme("max", "max", """y = max of x over axis. The gradient is split equally among tied
-maxima: d y / d x_i = [x_i == y] / #{j : x_j == y} (JAX's and PyTorch's amax convention).""")
+maxima: d y / d x_i = [x_i == y] / #{j : x_j == y} (JAX's and PyTorch's amax convention). A slice
+holding NaN has the maximum NaN; its NaN entries share the gradient (PyTorch's max()).""")
 Min = _extreme("min", "min", """y = min of x over axis. The gradient is split equally among tied
-minima: d y / d x_i = [x_i == y] / #{j : x_j == y}.""")
+minima: d y / d x_i = [x_i == y] / #{j : x_j == y}. A slice holding NaN has the minimum NaN; its
+NaN entries share the gradient (PyTorch's min()).""")
 
 
 @defop("logsumexp", params=("axis", "keepdims"), cost=_reduce_cost(6), saves=("x", "out"))
@@ -209,6 +216,57 @@ class Var:
         n = _count(x.shape, p["axis"])
         p["ddof"] = draw(st.sampled_from([0, 1])) if n > 1 else 0
         return (x,), p
+
+
+def _std_scale(F, y, n_eff):
+    """1 / (n_eff y) where y != 0, exactly 0 where y == 0. At zero variance std has no
+    derivative (a cone: |t| along every direction); its subgradient 0 is PyTorch's convention.
+    The where-masked y keeps the inactive branch finite, so its derivatives are 0 there at
+    every order (1 / (n_eff * 0) under a where would still send 0 * inf = NaN backwards)."""
+    zero = F.equal(y, 0)
+    return F.where(zero, 0.0, 1.0 / (F.where(zero, 1.0, y) * n_eff))
+
+
+@defop("std", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(5), saves=("x", "out"))
+class Std:
+    """y = sqrt(var(x, axis, ddof)); dy/dx = (x - mean(x)) / ((n - ddof) y) where y > 0, and 0
+    where y == 0 (zero variance: constant slices, one-element groups with ddof=0): PyTorch's
+    convention for a function with no derivative there (sqrt's inf times var's 0 was NaN)."""
+
+    def forward(bk, x, *, axis, ddof=0, keepdims=False):
+        acc = _acc(x)
+        y = bk.xp.std(_low_to_f32(x), axis=axis, ddof=ddof, keepdims=keepdims)
+        return (y.astype(x.dtype) if acc else y), (x, y)
+
+    def vjp(F, g, saved, needs, *, axis, ddof=0, keepdims=False):
+        x, y = saved
+        r = _std_scale(F, y, _count(x.shape, axis) - ddof)
+        d = x - F.mean(x, axis=axis, keepdims=True)
+        return (_expand_back(F, g * r, x.shape, axis, keepdims) * d,)
+
+    def jvp(F, ts, saved, *, axis, ddof=0, keepdims=False):
+        x, y = saved
+        r = _std_scale(F, y, _count(x.shape, axis) - ddof)
+        d = x - F.mean(x, axis=axis, keepdims=True)
+        return F.sum(ts[0] * d, axis=_neg_axes(axis, x.ndim), keepdims=keepdims) * r
+
+    def sample(draw):
+        """Random slices, and one-element groups (ddof 0: std is 0 for every x, so its
+        derivatives are 0 at every order and central differences see it too). Constant slices
+        of more elements are a kink (central differences of the gradient diverge there): a
+        dedicated test compares them with PyTorch."""
+        from hypothesis import strategies as st
+
+        if draw(st.booleans()):
+            return Var.sample(draw)
+        shape = draw(S.shapes(min_dims=1))
+        x = draw(S.arrays(shape))
+        axes = tuple(a for a in range(len(shape)) if shape[a] == 1)
+        if not axes:
+            shape = shape + (1,)
+            x = x.reshape(shape)
+            axes = (len(shape) - 1,)
+        return (x,), {"axis": axes, "ddof": 0, "keepdims": draw(st.booleans())}
 
 
 def _prod_weights(F, x, axes):
@@ -328,25 +386,31 @@ def logsumexp(x, axis=None, keepdims: bool = False):
     return _reduced(LogSumExp, x, axis, keepdims, "logsumexp")
 
 
-def var(x, axis=None, ddof: int = 0, keepdims: bool = False):
-    """Variance over axis: sum((x - mean)^2) / (n - ddof)."""
-    x = _float_input(x, "var")
-    _check_float(x, "var")
-    axes = norm_axis(axis, x.ndim, "var")
+def _var_args(x, axis, ddof, name):
+    """(x, axes) for var and std, after their checks: a floating x, valid axes, an int ddof >= 0
+    and more than ddof elements reduced."""
+    x = _float_input(x, name)
+    _check_float(x, name)
+    axes = norm_axis(axis, x.ndim, name)
     if not isinstance(ddof, numbers.Integral) or ddof < 0:
-        raise ArgumentError(f"var: argument 'ddof' expected a non-negative int, got {ddof!r}")
+        raise ArgumentError(f"{name}: argument 'ddof' expected a non-negative int, got {ddof!r}")
     n = _count(x.shape, axes)
     if n - ddof <= 0:
-        raise ShapeError(f"var: expected more than ddof={ddof} elements along axes {axes}, got "
-                         f"{n} (shape {x.shape})")
+        raise ShapeError(f"{name}: expected more than ddof={ddof} elements along axes {axes}, "
+                         f"got {n} (shape {x.shape})")
+    return x, axes
+
+
+def var(x, axis=None, ddof: int = 0, keepdims: bool = False):
+    """Variance over axis: sum((x - mean)^2) / (n - ddof)."""
+    x, axes = _var_args(x, axis, ddof, "var")
     return apply(Var, x, axis=axes, ddof=int(ddof), keepdims=bool(keepdims))
 
 
 def std(x, axis=None, ddof: int = 0, keepdims: bool = False):
-    """Standard deviation over axis: sqrt(var(x, axis, ddof)) (a composite; its gradient is
-    infinite where the variance is zero)."""
-    from .elementwise import sqrt
-
+    """Standard deviation over axis: sqrt(var(x, axis, ddof)). Where the variance is zero
+    (a constant slice, a one-element group with ddof=0) std has no derivative; its gradient
+    there is 0, PyTorch's convention (a subgradient: std is a cone, |t| * std(v) along v)."""
     x = _float_input(x, "std")
     axes = norm_axis(axis, x.ndim, "std")
     if _count(x.shape, axes) == 0 and is_floating(x.dtype) and not isinstance(ddof, bool) \
@@ -354,7 +418,8 @@ def std(x, axis=None, ddof: int = 0, keepdims: bool = False):
         # an empty reduction: 0 / 0 = NaN, as NumPy and PyTorch give; still a function of x
         # (whose gradient is then empty) through the sum, which is 0 here
         return sum(x, axis=axes, keepdims=keepdims) + float("nan")
-    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+    x, axes = _var_args(x, axes, ddof, "std")
+    return apply(Std, x, axis=axes, ddof=int(ddof), keepdims=bool(keepdims))
 
 
 def prod(x, axis=None, keepdims: bool = False):
