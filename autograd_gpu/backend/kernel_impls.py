@@ -23,7 +23,8 @@ Per-op kernels
         loss 0 where label == ignore_index), dlogits = softmax(logits) - q: d loss / d logits
         in the logits' dtype (None unless want_dlogits).
   cross_entropy_dlogits(logits, labels, lse, ignore_index=None, label_smoothing=0.0)
-        -> dlogits = exp(logits - lse) - q, one pass from the saved lse (the op's backward).
+        -> dlogits = e / sum(e) - q with e = exp(logits - lse), from the saved lse (the op's
+        backward; the division cancels lse's rounding).
   cross_entropy_grad(g, dlogits) -> dx            dx = dlogits * g[..., None]
   layer_norm(x, gamma=None, beta=None, eps=1e-5) -> (y, mean, rstd)
         over the last axis; mean/rstd have shape x.shape[:-1] (float32, float64 for float64)
@@ -278,8 +279,8 @@ def cross_entropy(bk, logits, labels, ignore_index=None, label_smoothing=0.0,
 
 
 def cross_entropy_dlogits(bk, logits, labels, lse, ignore_index=None, label_smoothing=0.0):
-    """d loss / d logits = exp(logits - lse) - q in one pass, from the lse the forward saved
-    (any shape holding one value per row, e.g. keepdims; float32, float64 for float64)."""
+    """d loss / d logits = e / sum(e) - q, e = exp(logits - lse), from the lse the forward
+    saved (any shape holding one value per row, e.g. keepdims; float32, float64 for float64)."""
     xp = bk.xp
     x = _contig(xp, logits)
     C = x.shape[-1]
@@ -831,7 +832,8 @@ def _ref_ce_dlogits(x, labels, lse, ignore_index=None, label_smoothing=0.0):
     C = x.shape[-1]
     valid = (labels >= 0) & (labels < C)
     q = (np.arange(C) == labels[..., None]) * (1 - label_smoothing) + label_smoothing / C
-    d = np.exp(xf - lse.reshape(labels.shape)[..., None]) - q
+    e = np.exp(xf - lse.reshape(labels.shape)[..., None])
+    d = e / e.sum(-1, keepdims=True) - q
     d = np.where(valid[..., None], d, np.nan)
     if ignore_index is not None:
         d = np.where((labels == ignore_index)[..., None], 0.0, d)

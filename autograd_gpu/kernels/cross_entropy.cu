@@ -2,11 +2,15 @@
 //   q      = (1 - s) onehot(label) + s / C
 //   lse[r] = logsumexp(x[r])
 //   loss[r] = lse[r] - (1 - s) x[r, label] - s mean(x[r])
-//   dlog[r] = softmax(x[r]) - q = exp(x[r] - lse[r]) - q      (d loss[r] / d x[r])
+//   dlog[r] = softmax(x[r]) - q                                 (d loss[r] / d x[r])
 // ce_fwd computes loss and lse in one pass over the row and, when want_dlog, dlog as well
-// (forward and backward in one pass); ce_dlogits computes dlog from a saved lse (the backward
-// of the op, one pass). A label outside [0, C) gives NaN loss, lse and dlog for its row (never a
-// silent zero); with has_ignore, rows whose label == ignore_index get loss 0 and dlog 0.
+// (forward and backward in one pass) as exp(x - max) / sum; ce_dlogits computes dlog from a saved
+// lse (the backward of the op) as e / sum(e) with e = exp(x - lse): two passes over the row, since
+// exp(x - lse) alone carries lse's rounding as a relative error of every entry (about 3e-5 for
+// float32 logits near 1000, whose ulp is 6e-5), which the division by sum(e) cancels (softmax does
+// not change when its argument is shifted). A label outside [0, C) gives NaN loss, lse and dlog
+// for its row (never a silent zero); with has_ignore, rows whose label == ignore_index get loss 0
+// and dlog 0.
 #include "common.cuh"
 
 template <typename T>
@@ -67,6 +71,7 @@ __global__ void ce_dlogits(const T* __restrict__ x, const long long* __restrict_
                            long long rows, int C, long long ignore_index, int has_ignore,
                            double smoothing) {
     typedef typename Acc<T>::t A;
+    __shared__ A sh[32];
     const A s_ = (A)smoothing, u = (A)smoothing / (A)C;
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const T* xr = x + r * (long long)C;
@@ -75,11 +80,14 @@ __global__ void ce_dlogits(const T* __restrict__ x, const long long* __restrict_
         bool ignored = has_ignore && lab == ignore_index;
         bool valid = lab >= 0 && lab < C;
         A l = lse[r];
+        A se = 0;  // 1 up to lse's rounding (every thread of the block reaches the sum)
+        for (int c = threadIdx.x; c < C; c += blockDim.x) se += ag_exp((A)ld(xr[c]) - l);
+        const A inv = A(1) / block_sum(se, sh);
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
             A d;
             if (ignored) d = A(0);
             else if (!valid) d = quiet_nan(A(0));
-            else d = ag_exp((A)ld(xr[c]) - l) - (c == lab ? A(1) - s_ + u : u);
+            else d = ag_exp((A)ld(xr[c]) - l) * inv - (c == lab ? A(1) - s_ + u : u);
             dr[c] = st<T>(d);
         }
     }

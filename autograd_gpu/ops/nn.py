@@ -133,11 +133,12 @@ class CrossEntropy:
     loss = logsumexp(x) - sum(q * x, axis), q = (1 - s) onehot(label) + s / C (s the label
     smoothing; s = 0 gives -log_softmax(x)[label]). Output: x's shape without axis.
     vjp (x): g * (softmax(x) - q); the labels are not differentiable. Saves x, the labels and
-    lse = logsumexp(x) (keepdims). First-order sweeps take softmax as exp(x - lse); a recorded
-    (higher-order) sweep recomputes it with the softmax primitive, since lse is a constant to the
-    rules. A label outside [0, C) gives a NaN loss and NaN first-order gradient for its example
-    (the public function raises on the CPU before that; on a GPU it does not synchronise to
-    check)."""
+    lse = logsumexp(x) (keepdims). First-order sweeps take softmax as e / sum(e), e = exp(x - lse)
+    (the division cancels lse's rounding: exp(x - lse) alone was 1,000 times less accurate than
+    PyTorch in float32 at |x| ~ 1000); a recorded (higher-order) sweep recomputes it with the
+    softmax primitive, since lse is a constant to the rules. A label outside [0, C) gives a NaN
+    loss and NaN first-order gradient for its example (the public function raises on the CPU
+    before that; on a GPU it does not synchronise to check)."""
 
     def forward(bk, x, labels, *, axis=-1, label_smoothing=0.0):
         if axis == -1 and bk.has_kernel("cross_entropy"):  # fused kernel: loss and lse, 1 pass
@@ -185,10 +186,17 @@ class CrossEntropy:
 def _ce_dlogits(F, saved, axis, smoothing):
     """d loss / d logits = softmax(x) - q."""
     x, labels, lse = saved
-    if F.is_raw and axis == -1 and F.bk.has_kernel("cross_entropy_dlogits"):  # one pass
+    if F.is_raw and axis == -1 and F.bk.has_kernel("cross_entropy_dlogits"):  # one kernel
         return F.bk.kernel("cross_entropy_dlogits")(x, labels, lse, label_smoothing=smoothing)
-    if F.is_raw:  # lse from the forward: two passes instead of softmax's five
-        p = F.exp(x - lse) if lse.dtype == x.dtype else F.astype(F.exp(x - lse), dtype=x.dtype)
+    if F.is_raw:
+        # softmax from the forward's lse: e = exp(x - lse) is softmax(x) times exp(lse - lse
+        # rounded), a relative error of every entry as large as lse's rounding (3e-5 in
+        # float32 at |x| ~ 1000, whose ulp is 6e-5); dividing by sum(e) cancels it (softmax is
+        # unchanged by a shift), leaving a few ulp, as PyTorch's exp(x - max) / sum
+        xp = F.xp
+        e = xp.exp(x - lse)
+        e /= xp.sum(e, axis=axis, keepdims=True)
+        p = e if e.dtype == x.dtype else e.astype(x.dtype)
     else:
         p = F.softmax(x, axis=axis)
     return p - _target_dist(F, x, labels, axis, smoothing)
