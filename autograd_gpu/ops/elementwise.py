@@ -138,6 +138,53 @@ class Div:
     sample = _binary_sample(lo_b=-2.0, hi_b=2.0, away_b=(0.0, 0.5))
 
 
+def _mod_sample(draw):
+    """b away from 0 and a/b at least 0.15 from an integer: a mod b jumps by |b| wherever a/b is
+    one, and central differences straddling a jump would measure it. One operand is built from
+    the other as a = b (n + f), n an integer in [-2, 1], f in [0.15, 0.85] (either may be the
+    broadcast one), or b is a Python number."""
+    import numpy as np  # (this module's abs is the op)
+    from hypothesis import strategies as st
+
+    kind = draw(st.integers(0, 2))
+    sa, sb = draw(S.broadcast_shapes(2))
+    full = np.broadcast_shapes(sa, sb)
+    if kind == 2:
+        b = draw(st.sampled_from([1.5, -0.7]))
+        q = draw(st.integers(-2, 1)) + draw(S.arrays(sa, 0.15, 0.85))
+        return (np.asarray(b * q), b), {}
+    n = draw(S.ints(full, -2, 2)).astype(np.float64)
+    q = n + draw(S.arrays(full, 0.15, 0.85))
+    if kind == 0:  # a has the full shape, b broadcasts against it
+        b = draw(S.arrays(sb, -2.0, 2.0, away=(0.0, 0.4)))
+        return (np.asarray(b * q), b), {}
+    a = draw(S.arrays(sa, -2.0, 2.0, away=(0.0, 0.4)))
+    return (a, np.asarray(a / q)), {}
+
+
+@defop("mod", broadcasting=True, cost=elementwise(4), saves=("a", "b"))
+class Mod:
+    """y = a mod b with the sign of b (NumPy's remainder, Python's %): a - b floor(a/b).
+    d/da = 1, d/db = -floor(a/b); discontinuous where a/b is an integer (the jump's one-sided
+    derivatives agree, as for floor)."""
+
+    def forward(bk, a, b):
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
+        return bk.xp.remainder(a, b), (a, b)
+
+    def vjp(F, g, saved, needs):
+        a, b = saved
+        return g, (-(g * F.floor_divide(a, b)) if needs[1] else None)
+
+    def jvp(F, ts, saved):
+        a, b = saved
+        ta, tb = ts
+        return tsum(ta, None if tb is None else -(tb * F.floor_divide(a, b)))
+
+    sample = _mod_sample
+
+
 @defop("neg")
 class Neg:
     """y = -x"""
@@ -875,6 +922,8 @@ LOGICAL_OR = _nondiff("logical_or", lambda xp: xp.logical_or, "a or b")
 LOGICAL_NOT = _nondiff("logical_not", lambda xp: xp.logical_not, "not x")
 ISFINITE = _nondiff("isfinite", lambda xp: xp.isfinite, "x is neither inf nor NaN")
 ISNAN = _nondiff("isnan", lambda xp: xp.isnan, "x is NaN")
+FLOOR_DIVIDE = _nondiff("floor_divide", lambda xp: xp.floor_divide,
+                         "floor(a / b) (NumPy's floor_divide, Python's //)")
 
 
 # ---- public functions -----------------------------------------------------------------------
@@ -943,6 +992,14 @@ round = _unary(ROUND, "round")  # noqa: A001
 logical_not = _unary(LOGICAL_NOT, "logical_not")
 isfinite = _unary(ISFINITE, "isfinite")
 isnan = _unary(ISNAN, "isnan")
+mod = remainder = _binary(Mod, "mod")
+floor_divide = _binary(FLOOR_DIVIDE, "floor_divide")
+
+
+def divmod(a, b):  # noqa: A001
+    """(floor_divide(a, b), mod(a, b)), as Python's divmod and numpy.divmod: the quotient is
+    not differentiable, the remainder is (see mod)."""
+    return floor_divide(a, b), mod(a, b)
 
 
 def square(x):
