@@ -323,3 +323,21 @@ def test_forward_gradient_chunks_under_a_memory_budget():
     jf = tape.forward_gradient(x, y)
     jr = tape.jacobian(y, x, mode="reverse")
     np.testing.assert_allclose(jf.numpy(), jr.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch", [(2,), (3, 2), (4,)])
+def test_batched_tangents_through_a_batched_matrix_vector_product(batch):
+    """(..., m, k) @ (k,) and (k,) @ (..., k, n) with a batch of tangents on the vector: the
+    tangents' batch axis was matmul-broadcast against the matrix's leading axes, which gave
+    wrong values without an error when their lengths matched (2 here) and raised otherwise."""
+    rng = np.random.default_rng(11)
+    a = ag.Tensor.from_array(rng.standard_normal(batch + (3, 4)))
+    b = ag.Tensor.from_array(rng.standard_normal(batch + (4, 3)))
+    v = ag.Tensor.from_array(rng.standard_normal(4))
+    jf = ag.jacobian(lambda x: a @ x, v, mode="forward").numpy()
+    assert np.allclose(jf, a.numpy(), rtol=1e-12, atol=1e-12)
+    jf = ag.jacobian(lambda x: x @ b, v, mode="forward").numpy()
+    assert np.allclose(jf, np.swapaxes(b.numpy(), -1, -2), rtol=1e-12, atol=1e-12)
+    h = ag.hessian(lambda x: ((a @ x) ** 2).sum(), v).numpy()
+    flat = a.numpy().reshape(-1, 4)
+    assert np.allclose(h, 2 * flat.T @ flat, rtol=1e-12, atol=1e-12)

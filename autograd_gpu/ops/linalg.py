@@ -89,10 +89,12 @@ class Matmul:
         from hypothesis import strategies as st
 
         m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
-        kind = draw(st.sampled_from(["mm", "mv", "vm", "vv", "bmm", "bcast"]))
+        kind = draw(st.sampled_from(["mm", "mv", "vm", "vv", "bmm", "bcast", "bmv", "bvm"]))
         shapes = {
             "mm": ((m, k), (k, n)), "mv": ((m, k), (k,)), "vm": ((k,), (k, n)), "vv": ((k,), (k,)),
             "bmm": ((2, m, k), (2, k, n)), "bcast": ((3, 1, m, k), (2, k, n)),
+            # batched matrix-vector products: the vector's gradient sums over the batch
+            "bmv": ((2, m, k), (k,)), "bvm": ((k,), (3, 2, k, n)),
         }[kind]
         return (draw(S.arrays(shapes[0])), draw(S.arrays(shapes[1]))), {}
 
@@ -103,15 +105,18 @@ def _pad(F, t, shape, ndim):
 
 
 def _vec_mat(F, ta, b):
-    """(batch..., k) tangent of a 1-d left operand times (..., k, n)."""
-    t = F.reshape(ta, ta.shape[:-1] + (1, ta.shape[-1]))
+    """(batch..., k) tangent of a 1-d left operand times (..., k, n). The tangent gets a 1 for
+    each of b's leading axes, so its batch never lines up with them (with a batch as long as
+    one of b's axes, matmul broadcast one against the other: silently wrong)."""
+    t = F.reshape(ta, ta.shape[:-1] + (1,) * (b.ndim - 2) + (1, ta.shape[-1]))
     y = F.matmul(t, b)
     return F.reshape(y, y.shape[:-2] + (y.shape[-1],))
 
 
 def _mat_vec(F, a, tb):
-    """(..., m, k) times a (batch..., k) tangent of a 1-d right operand."""
-    t = F.reshape(tb, tb.shape[:-1] + (tb.shape[-1], 1))
+    """(..., m, k) times a (batch..., k) tangent of a 1-d right operand (the tangent's batch
+    kept apart from a's leading axes, as in _vec_mat)."""
+    t = F.reshape(tb, tb.shape[:-1] + (1,) * (a.ndim - 2) + (tb.shape[-1], 1))
     y = F.matmul(a, t)
     return F.reshape(y, y.shape[:-2] + (y.shape[-2],))
 
