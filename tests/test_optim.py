@@ -338,3 +338,57 @@ def test_update_is_in_place_unless_the_old_value_is_still_referenced():
     assert w._data is not kept.base
     np.testing.assert_allclose(kept, 0.5)  # the old value is untouched
     np.testing.assert_allclose(w.data, 0.0)
+
+
+def _low_reference(kind, dtype, lr, steps=3, **kw):
+    """The documented update with a half-precision parameter: float32 state and arithmetic,
+    the parameter rounded to ``dtype`` after every step (written out from the formulas)."""
+    w = np.array(W0, dtype).astype(np.float32)
+    m = v = buf = None
+    out = []
+    for t, g in enumerate(GRADS[:steps], start=1):
+        g = np.array(g, dtype).astype(np.float32)
+        wd = kw.get("weight_decay", 0.0)
+        if kind == "AdamW":
+            w = w * np.float32(1 - lr * wd)
+        elif wd:
+            g = g + np.float32(wd) * w
+        if kind == "SGD":
+            mom = kw.get("momentum", 0.0)
+            if mom:
+                buf = g.copy() if buf is None else np.float32(mom) * buf + g
+                g = g + np.float32(mom) * buf if kw.get("nesterov") else buf
+            w = w - np.float32(lr) * g
+        else:
+            b1, b2 = 0.9, 0.999
+            m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
+            v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
+            w = w - (lr / (1 - b1**t)) * m / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+        w = w.astype(np.float32).astype(dtype).astype(np.float32)  # stored in dtype
+        out.append(w.copy())
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ag.dtypes.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("kind,kw", [
+    ("SGD", {}), ("SGD", dict(momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("Adam", dict(weight_decay=0.1)), ("AdamW", dict(weight_decay=0.1)),
+])
+def test_half_precision_parameters_are_updated(kind, kw, dtype):
+    """float16/bfloat16 parameters: the step works on a float32 copy with float32 state and
+    writes the result back in the parameter's dtype (a step that left them unchanged passed
+    every other test)."""
+    lr = 0.1 if kind == "SGD" else 0.01
+    got = run(getattr(optim, kind), dtype=dtype, lr=lr, **kw)
+    ref = _low_reference(kind, dtype, lr, **kw)
+    ulp = 2.0 ** -7 if dtype is ag.dtypes.bfloat16 else 2.0 ** -10
+    for k, (a, b) in enumerate(zip(got, ref)):
+        assert a.dtype == np.dtype(dtype), f"step {k + 1}: parameter dtype {a.dtype}"
+        np.testing.assert_allclose(a.astype(np.float64), b, rtol=ulp, atol=0,
+                                   err_msg=f"step {k + 1}")
+    moved = np.abs(got[-1].astype(np.float64) - np.array(W0))
+    assert (moved > 0.5 * lr * ulp).all()  # every entry moved, by more than rounding
+    p = ag.nn.Parameter(np.array(W0, dtype))
+    opt = getattr(optim, kind)([p], lr=lr, **kw)
+    opt.step([ag.Tensor.from_array(np.array(GRADS[0], dtype))])
+    assert all(s.dtype == np.float32 for s in opt.state[0].values())  # float32 state
