@@ -341,3 +341,51 @@ def test_batched_tangents_through_a_batched_matrix_vector_product(batch):
     h = ag.hessian(lambda x: ((a @ x) ** 2).sum(), v).numpy()
     flat = a.numpy().reshape(-1, 4)
     assert np.allclose(h, 2 * flat.T @ flat, rtol=1e-12, atol=1e-12)
+
+
+LOW_AND_FULL = [np.float16, ag.dtypes.bfloat16, np.float32, np.float64]
+
+
+@pytest.mark.parametrize("dtype", LOW_AND_FULL, ids=["float16", "bfloat16", "float32", "float64"])
+def test_tangents_have_their_primal_dtype(dtype):
+    """Every tangent has the dtype of the value it belongs to: tangents given in float64 take
+    the primal's dtype, rules whose constants promote 16-bit arrays (where, clip, sigmoid with
+    Python floats) are cast back, a float64 intermediate carries a float64 tangent."""
+    xv = np.array([-1.5, -0.25, 0.5, 2.0])
+    x = ag.Tensor.from_array(xv.astype(dtype))
+    tv = np.array([1.0, -2.0, 0.5, 3.0])  # float64, on purpose
+
+    def f(x):
+        a = ag.sigmoid(x) * 2.0
+        b = ag.where(x > 0, a, 0.5)
+        c = ag.clip(b, 0.1, 1.5) + ag.maximum(x, 0.25)
+        wide = ag.astype(c, np.float64) * 3.0
+        return [x, c, wide, ag.astype(wide, dtype) - x, ag.relu(x) ** 2]
+
+    ys, ts = ag.jvp(f, (x,), (tv,))
+    for k, (y, t) in enumerate(zip(ys, ts)):
+        assert t.dtype == y.dtype, f"output {k}: tangent {t.dtype} for a {y.dtype} value"
+    assert ts[2].dtype == np.float64 and ts[0].dtype == np.dtype(dtype)
+
+    # the same through an accumulator: intermediates, the primal itself, an unconnected zero
+    with ag.ForwardAccumulator(x, tv) as acc:
+        ys = f(x)
+        z = ag.Tensor.from_array(np.ones(4, dtype))
+    for k, y in enumerate(ys):
+        assert acc.jvp(y).dtype == y.dtype, f"accumulator output {k}"
+    assert acc.jvp(z, unconnected_gradients="zero").dtype == np.dtype(dtype)
+
+    # values against float64 (the 16-bit dtypes to their precision)
+    _, ref_t = ag.jvp(f, (ag.Tensor.from_array(xv),), (tv,))
+    tol = {2: 2e-2, 4: 1e-5, 8: 1e-12}[np.dtype(dtype).itemsize]
+    for k, (t, r) in enumerate(zip(ts, ref_t)):
+        np.testing.assert_allclose(t.numpy().astype(np.float64), r.numpy(), rtol=tol, atol=tol,
+                                   err_msg=f"output {k}")
+
+    # forward mode over a recorded tape
+    with ag.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = ag.astype(ag.clip(ag.sigmoid(x), 0.2, 0.8) * 2.0, np.float64)
+        w = ag.where(x > 0, x, 0.5)
+    assert tape.forward_gradient(x, y, tangent=tv).dtype == np.float64
+    assert tape.forward_gradient(x, w, tangent=tv).dtype == np.dtype(dtype)
