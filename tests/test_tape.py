@@ -271,16 +271,93 @@ def test_intermediates_are_freed_after_gradient():
     assert all(r() is None for r in refs)
 
 
-def test_saved_values_released_during_sweep_not_after():
+def _release_probe_op():
+    """An identity op whose vjp records, while the sweep runs, which saved values are gone."""
+    def vjp(g, inputs, output):
+        _PROBE["later_freed"] = _PROBE["later"].saved is None  # swept before the probe
+        _PROBE["earlier_kept"] = _PROBE["earlier"].saved is not None  # swept after it
+        return (g,)
+
+    return ag.custom_op(lambda xp, a: a.copy(), vjp, name="release_probe")
+
+
+_PROBE: dict = {}
+_RELEASE_PROBE = _release_probe_op()
+
+
+def _loop(kind):
+    """The sweep the default run takes (compiled when built), or the Python loop, which runs
+    whenever an interceptor watches the sweep (here the profiler's; also AMP, anomaly mode,
+    determinism checks)."""
+    import contextlib
+
+    return ag.profiler.profile() if kind == "python loop" else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("kind", ["default", "python loop"])
+def test_saved_values_released_during_sweep_not_after(kind):
+    """A non-persistent tape frees each node's saved values as soon as the sweep has used them:
+    while the probe's rule runs, sin's (already swept) are gone and exp's (not yet) are held."""
+    _PROBE.clear()
     x = T(np.ones(10))
+    with _loop(kind):
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            y = ag.exp(x)
+            z = ag.sin(_RELEASE_PROBE(y))
+            loss = z.sum()  # recorded: the sweep runs through z and y
+        _PROBE.update(later=z._node, earlier=y._node)
+        assert z._node.saved is not None and y._node.saved is not None
+        (g,) = tape.gradient(loss, [x])
+    assert _PROBE == {"later": z._node, "earlier": y._node, "later_freed": True,
+                      "earlier_kept": True}
+    assert z._node.saved is None and y._node.saved is None
+    np.testing.assert_allclose(g.numpy(), np.cos(np.e) * np.e)
+
+
+def _order_sensitive_gradient():
+    """d/dx of x*1 + x*(-2^53) + (x - x) + x*2^53 (exactly 1): float64 sums of its cotangents
+    depend on their order."""
+    big = 2.0 ** 53
+    x = ag.Variable(np.ones(3))
     with ag.GradientTape() as tape:
-        tape.watch(x)
-        y = ag.exp(x)
-        z = ag.sin(y)
-    node = z._node
-    assert node.saved is not None
-    tape.gradient(z.sum(), [x])
-    assert node.saved is None and y._node.saved is None
+        a = x * 1.0
+        b = x * -big
+        e = x - x
+        d = x * big
+        loss = (a + b + e + d).sum()
+    return tape.gradient(loss, [x])[0].numpy()
+
+
+@pytest.mark.parametrize("kind", ["default", "python loop"])
+def test_cotangents_are_summed_in_sweep_order(kind):
+    """The compiled sweep and the Python loop add a node's incoming cotangents in one order,
+    bit for bit: consumers in reverse recording order (d, e, b, a), a consumer's inputs in
+    order (e's +1, then its -1): (((2^53 + 1) - 1) - 2^53) + 1 = 0 in float64. Adding a's
+    first, or e's -1 before its +1, gives 1 (the exact value, which this order rounds away)."""
+    big = 2.0 ** 53
+    assert (((big + 1.0) - 1.0) - big) + 1.0 == 0.0  # the documented order
+    assert (((1.0 - big) + 1.0 - 1.0) + big) == 1.0 and (((big - 1.0) + 1.0) - big) + 1.0 == 1.0
+    with _loop(kind):
+        g = _order_sensitive_gradient()
+    assert np.array_equal(g, np.zeros(3)), g
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ag.dtypes.bfloat16, np.float32, np.float64],
+                         ids=["float16", "bfloat16", "float32", "float64"])
+def test_unconnected_zero_gradients_have_their_source_dtype(dtype):
+    x = ag.Variable(np.ones(3, dtype))
+    z = ag.Variable(np.ones((2, 2), dtype))
+    with ag.GradientTape(persistent=True) as tape:
+        tape.watch(z)  # watched, never used
+        y = (x * 2.0).sum()
+    gx, gz = tape.gradient(y, [x, z], unconnected_gradients="zero")
+    assert gx.dtype == gz.dtype == np.dtype(dtype) and gz.shape == (2, 2)
+    assert not gz.numpy().any()
+    assert tape.forward_gradient(z, y, tangent=np.ones((2, 2)),
+                                 unconnected_gradients="zero").dtype == np.dtype(dtype)
+    gx, gz = ag.grad(lambda a, b: (a * 2.0).sum(), argnums=(0, 1))(x, z)
+    assert gz.dtype == np.dtype(dtype) and not gz.numpy().any()
 
 
 def test_variables_are_watched_by_a_context_tape():
@@ -335,3 +412,23 @@ def test_broadcast_gradients_are_summed():
     ga, gb = tape.gradient(y, [a, b])
     assert ga.shape == (3, 4) and gb.shape == (4,)
     np.testing.assert_allclose(gb.numpy(), 3.0)
+
+
+@pytest.mark.parametrize("kind", ["default", "python loop"])
+def test_an_intermediate_of_another_dtype_gets_a_gradient_of_its_dtype(kind):
+    """A node whose output has its parent's shape but another dtype (astype) records its own
+    (shape, dtype): the sweep casts each cotangent to it, so a float32 one would round the
+    float64 intermediate's gradient (here 1 + 2^-40 to 1)."""
+    c = 1.0 + 2.0 ** -40
+    x = T([1.0, 2.0, 3.0], np.float32)
+    with _loop(kind):
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            y = ag.astype(x, np.float64)
+            h = ag.astype(y * 2.0, np.float32)  # and back: float32 again, same shape
+            loss = (y * c).sum() + ag.astype(h, np.float64).sum()
+        assert y._node.out_meta == ((3,), np.dtype(np.float64))
+        assert h._node.out_meta == ((3,), np.dtype(np.float32))
+        gy, gx = tape.gradient(loss, [y, x])
+    assert gy.dtype == np.float64 and np.array_equal(gy.numpy(), np.full(3, c + 2.0))
+    assert gx.dtype == np.float32 and np.array_equal(gx.numpy(), np.full(3, np.float32(c + 2)))
