@@ -620,7 +620,7 @@ def test_empty_inputs_keepdims_none_axis_and_float32():
     assert float(ag.logsumexp(x).numpy()) == float(torch.logsumexp(xt.detach(), (0, 1)))
     assert np.isnan(ag.std(x).numpy()) and ag.std(x).dtype == np.float32
     assert ag.std(x, axis=1, keepdims=True).shape == (0, 1)
-    with pytest.raises(ag.DTypeError, match="var"):  # the other checks still apply
+    with pytest.raises(ag.DTypeError, match="std"):  # the other checks still apply
         ag.std(T(np.zeros((0, 3), dtype=np.int64)))
     with pytest.raises(ag.ArgumentError, match="ddof"):
         ag.std(x, ddof=-1)
