@@ -1,5 +1,6 @@
-"""Gradient checkpointing (autograd_gpu/checkpoint.py): every strategy gives NONE's gradients bit
-for bit, memory really goes down, AUTO keeps its budget, ag.checkpoint segments."""
+"""Gradient checkpointing (autograd_gpu/checkpoint.py, autograd_gpu/checkpointing/): every
+strategy gives NONE's gradients bit for bit, memory really goes down, AUTO keeps its budget,
+ag.checkpoint segments."""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from autograd_gpu.checkpoint import (
     CheckpointBudgetError,
     CheckpointConfig,
     CheckpointStrategy,
-    _Plan,
-    _split,
     checkpoint_stats,
-    revolve_cost,
 )
+from autograd_gpu.checkpointing.chain import ChainPlan, chain_plan, revolve_cost, split
+from autograd_gpu.checkpointing.records import droppable_bytes
 from autograd_gpu.ops.random import set_global_seed
 
 DEPTH, WIDTH = 50, 16
@@ -273,9 +273,9 @@ def test_selective_holds_no_more_than_none_and_never_replays_a_matmul(kind):
 
 def test_selective_bounds_the_starts_of_a_residual_stream():
     """Each residual add's replay would reach back through every earlier branch; a value whose
-    replay needs more than _SEL_MAX_STARTS anchors is anchored itself, so the bookkeeping stays
+    replay needs more than MAX_STARTS anchors is anchored itself, so the bookkeeping stays
     bounded on deep residual networks."""
-    from autograd_gpu.checkpoint import _SEL_MAX_STARTS
+    from autograd_gpu.checkpointing.selective import MAX_STARTS
 
     x = ag.Tensor.from_array(np.random.default_rng(3).standard_normal((8, WIDTH)))
     rng = np.random.default_rng(4)
@@ -287,7 +287,7 @@ def test_selective_bounds_the_starts_of_a_residual_stream():
             h = h + ag.tanh(h @ w)
         widest = max(len(n.extra.starts) for n in tape._nodes)
         loss = (h * h).sum()
-    assert widest <= _SEL_MAX_STARTS == 8  # unbounded, the stream's last value would need 40
+    assert widest <= MAX_STARTS == 8  # unbounded, the stream's last value would need 40
     (g,) = tape.gradient(loss, [x])
     with ag.GradientTape() as ref:
         ref.watch(x)
@@ -312,7 +312,7 @@ def test_block_keeps_every_nth_op(model, x_small):
         elif (i + 1) % 3 != 0:
             # kept off the grid only when dropping frees nothing: saved values that are
             # inputs from outside the graph (x, weights) or none at all (add)
-            assert _Plan._droppable(n, n.extra.ext) == 0, (i, n)
+            assert droppable_bytes(n, n.extra.ext) == 0, (i, n)
     # ops that keep graph values: matmul (its input h; not the first one, whose input is x),
     # tanh (y), dropout (mask), the final mul (h, h)
     holders = {4 * k + j for k in range(DEPTH) for j in (0, 2, 3)} - {0} | {4 * DEPTH}
@@ -383,7 +383,7 @@ def test_reset_starts_the_plan_over(model, x_small, reference):
     with ag.GradientTape(checkpoint=cfg) as tape:
         model(x)
         tape.reset()
-        assert tape.checkpoint_plan.mode == "retain" and tape.checkpoint_plan.held == 0
+        assert tape.checkpoint_plan.mode == "retain" and tape.checkpoint_plan.segments.held == 0
         loss = model(x)
     grads = tape.gradient(loss, model.params())
     assert all(np.array_equal(g.numpy(), g0) for g, g0 in zip(grads, reference[1]))
@@ -501,7 +501,7 @@ def test_explicit_checkpoint_errors_and_no_tape():
 
 
 def _simulate(n, f):
-    """Reverse n chain steps with the schedule of _split: (forward evaluations, max slots)."""
+    """Reverse n chain steps with the schedule of split: (forward evaluations, max slots)."""
     evals, max_slots = 0, 0
     checkpoints = [0]  # positions whose state is stored (0: the input)
     for target in range(n, 0, -1):  # restore step `target` (needs state target-1)
@@ -512,7 +512,7 @@ def _simulate(n, f):
             free = f - (len(checkpoints) - 1)
             if m == 1 or free <= 0:
                 break
-            j = _split(m, free)
+            j = split(m, free)
             evals += j
             checkpoints.append(a + j)
             max_slots = max(max_slots, len(checkpoints) - 1)
@@ -762,13 +762,11 @@ def test_auto_learns_no_plan_for_graphs_that_are_not_chains():
 
 
 def test_chain_plan_is_followed_only_while_it_beats_the_online_planner():
-    from autograd_gpu.checkpoint import _chain_plan, _ChainPlan
-
-    keep, steps = _chain_plan(48, 7)
+    keep, steps = chain_plan(48, 7)
     assert steps == 44 and len(keep) == 7  # bench/checkpoint_bound.py's table: 7 kept, 44
-    assert _chain_plan(10, 9) == (frozenset(range(9)), 0)  # room for every state: no replay
-    p = _ChainPlan(100.0, (), keep, 130, {"replayed_ops": 200})
+    assert chain_plan(10, 9) == (frozenset(range(9)), 0)  # room for every state: no replay
+    p = ChainPlan(100.0, (), keep, 130, {"replayed_ops": 200})
     assert p.better(100.0) and not p.better(99.0)
     p.followed = {"replayed_ops": 210}  # measured worse than the online planner: not again
     assert not p.better(100.0)
-    assert not _ChainPlan(100.0, (), keep, 200, {"replayed_ops": 200}).better(100.0)
+    assert not ChainPlan(100.0, (), keep, 200, {"replayed_ops": 200}).better(100.0)
