@@ -156,15 +156,95 @@ static struct {
     PyObject *fix_out;         /* registry._fix_out(bk, out, saved, codes) -> (out, saved) */
     PyObject *layout_error;    /* registry.layout_error(op, saved, codes) -> exception */
     Py_ssize_t off_data, off_bk, off_node, off_tapes, off_fw;
-    PyObject *s_recording, *s_accumulators, *s_differentiable, *s_forward,
-        *s_array_type, *s_shape, *s_dtype, *s_saved_codes, *s_codes_for, *s_recorded;
     PyObject *scalar_meta;     /* ((), None) */
     PyObject *empty;           /* () */
     int ready;
 } R;
 
-/* attribute and keyword names used by sweep() (interned by configure) */
-static PyObject *s_vjp, *s_astype, *s_drop_tape, *s_dtype_kw;
+/* ---------------------------------------------------------------------------------------------
+ * The contract with Python: every name this file reads from a Python object, in one table,
+ * grouped by the object it is read from. configure() interns them; contract() returns the table
+ * so that ops/registry.py and sweep.py check each name against the Python side at import (a
+ * mismatch turns the compiled record and sweep off with a warning; the Python paths remain).
+ * Tensor slots are read at the offsets of their member descriptors; SweepContext fields by
+ * position (the order below is the order of the fields). */
+
+static PyObject *s_recording, *s_accumulators, *s_observers, *s_differentiable, *s_forward,
+    *s_vjp, *s_saved_codes, *s_codes_for, *s_array_type, *s_shape, *s_dtype, *s_astype,
+    *s_dtype_kw, *s_drop_tape;
+
+typedef struct {
+    const char *group;
+    const char *name;
+    PyObject **interned;  /* NULL: read by offset or position, not by name */
+} ContractEntry;
+
+static const ContractEntry CONTRACT[] = {
+    {"Tensor slots", "_data", NULL},
+    {"Tensor slots", "_bk", NULL},
+    {"Tensor slots", "_node", NULL},
+    {"Tensor slots", "_tapes", NULL},
+    {"Tensor slots", "_fw", NULL},
+    {"Mode", "recording", &s_recording},
+    {"Mode", "accumulators", &s_accumulators},
+    {"Mode", "observers", &s_observers},
+    {"Op", "differentiable", &s_differentiable},
+    {"Op", "forward", &s_forward},
+    {"Op", "vjp", &s_vjp},
+    {"Op", "saved_codes", &s_saved_codes},
+    {"Op", "codes_for", &s_codes_for},
+    {"backend", "array_type", &s_array_type},
+    {"array", "shape", &s_shape},
+    {"array", "dtype", &s_dtype},
+    {"rule namespace", "astype", &s_astype},
+    {"astype keyword", "dtype", &s_dtype_kw},
+    {"Node methods", "drop_tape", &s_drop_tape},
+    {"SweepContext", "tid", NULL},
+    {"SweepContext", "release", NULL},
+    {"SweepContext", "F", NULL},
+    {"SweepContext", "restore", NULL},
+    {"SweepContext", "wrap", NULL},
+    {"SweepContext", "bk", NULL},
+    {"SweepContext", "sum_to", NULL},
+    {"SweepContext", "batch_nd", NULL},
+    {"SweepContext", "empty", NULL},
+    {"SweepContext", "ready_at", NULL},
+    {"SweepContext", "on_ready", NULL},
+};
+#define N_CONTRACT ((Py_ssize_t)(sizeof(CONTRACT) / sizeof(CONTRACT[0])))
+#define N_SWEEP_CONTEXT 11
+
+/* contract() -> {group: (name, ...)}: the table above */
+static PyObject *
+contract(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < N_CONTRACT; i++) {
+        PyObject *lst = PyDict_GetItemString(out, CONTRACT[i].group);  /* borrowed */
+        if (lst == NULL) {
+            lst = PyList_New(0);
+            if (lst == NULL || PyDict_SetItemString(out, CONTRACT[i].group, lst) < 0) {
+                Py_XDECREF(lst);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(lst);  /* the dict holds it */
+        }
+        PyObject *name = PyUnicode_FromString(CONTRACT[i].name);
+        if (name == NULL || PyList_Append(lst, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return out;
+}
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 #define MAX_INPUTS 8
@@ -210,23 +290,10 @@ configure(PyObject *module, PyObject *args)
         slot_offset((PyTypeObject *)tensor_type, "_fw", &R.off_fw) < 0) {
         return NULL;
     }
-#define INTERN(field, text) \
-    if (R.field == NULL && (R.field = PyUnicode_InternFromString(text)) == NULL) return NULL;
-    INTERN(s_recording, "recording")
-    INTERN(s_accumulators, "accumulators")
-    INTERN(s_differentiable, "differentiable")
-    INTERN(s_forward, "forward")
-    INTERN(s_array_type, "array_type")
-    INTERN(s_shape, "shape")
-    INTERN(s_dtype, "dtype")
-    INTERN(s_saved_codes, "saved_codes")
-    INTERN(s_codes_for, "codes_for")
-    INTERN(s_recorded, "recorded")
-#undef INTERN
-    PyObject **names[] = {&s_vjp, &s_astype, &s_drop_tape, &s_dtype_kw};
-    const char *texts[] = {"vjp", "astype", "drop_tape", "dtype"};
-    for (int k = 0; k < 4; k++) {
-        if (*names[k] == NULL && (*names[k] = PyUnicode_InternFromString(texts[k])) == NULL) {
+    for (Py_ssize_t i = 0; i < N_CONTRACT; i++) {
+        PyObject **slot = CONTRACT[i].interned;
+        if (slot != NULL && *slot == NULL &&
+            (*slot = PyUnicode_InternFromString(CONTRACT[i].name)) == NULL) {
             return NULL;
         }
     }
@@ -307,7 +374,7 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *result = NULL, *recording = NULL, *found = NULL, *fwd = NULL, *res = NULL;
     PyObject *out = NULL, *saved = NULL, *codes = NULL, *parents = NULL, *in_meta = NULL;
     PyObject *out_meta = NULL, *shape = NULL, *dtype = NULL, *it = NULL;
-    PyObject *array_type = NULL;
+    PyObject *array_type = NULL, *observers = NULL;
     NodeObject *node = NULL;
     PyObject *stack[MAX_INPUTS + 1];
     /* strong references while the forward runs (it may release the GIL, and another thread
@@ -318,14 +385,14 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     /* preconditions, with no side effect (registry.apply has already routed calls with hooks
      * to the hooks, so they are not checked again here) */
-    int e = empty_list_attr(mode, R.s_accumulators);
+    int e = empty_list_attr(mode, s_accumulators);
     if (e != 1) goto done;
-    PyObject *diff = PyObject_GetAttr(op, R.s_differentiable);
+    PyObject *diff = PyObject_GetAttr(op, s_differentiable);
     if (diff == NULL) goto done;
     int is_diff = diff == Py_True;
     Py_DECREF(diff);
     if (!is_diff) goto done;
-    recording = PyObject_GetAttr(mode, R.s_recording);
+    recording = PyObject_GetAttr(mode, s_recording);
     if (recording == NULL || !PyDict_Check(recording)) goto done;
 
     PyObject *bk = NULL;
@@ -378,11 +445,11 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (all_in_dict(found, recording) != 1) goto done;
 
     /* the saved-slot codes: the op's declared layout (by position, see ops/registry.py) */
-    codes = PyObject_GetAttr(op, R.s_saved_codes);
+    codes = PyObject_GetAttr(op, s_saved_codes);
     if (codes == NULL) goto done;
     if (codes == Py_None) {
         PyObject *nobj = PyLong_FromSsize_t(n);
-        Py_SETREF(codes, nobj ? PyObject_CallMethodObjArgs(op, R.s_codes_for, nobj, params,
+        Py_SETREF(codes, nobj ? PyObject_CallMethodObjArgs(op, s_codes_for, nobj, params,
                                                            NULL) : NULL);
         Py_XDECREF(nobj);
         if (codes == NULL) {
@@ -393,7 +460,7 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyTuple_Check(codes)) goto done;
 
     /* the forward */
-    fwd = PyObject_GetAttr(op, R.s_forward);
+    fwd = PyObject_GetAttr(op, s_forward);
     if (fwd == NULL) goto done;
     stack[0] = bk;
     for (Py_ssize_t i = 0; i < n; i++) stack[i + 1] = arrs[i];
@@ -414,7 +481,7 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "op forward must return (output, tuple of saved values)");
         goto done;
     }
-    array_type = PyObject_GetAttr(bk, R.s_array_type);
+    array_type = PyObject_GetAttr(bk, s_array_type);
     if (array_type == NULL) goto done;
     if ((PyObject *)Py_TYPE(PyTuple_GET_ITEM(res, 0)) != array_type) {
         /* numpy ufuncs return scalars for 0-d inputs: registry._fix_out makes it an array */
@@ -451,8 +518,8 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 m = R.scalar_meta;
                 Py_INCREF(m);
             } else {
-                PyObject *sh = PyObject_GetAttr(arrs[i], R.s_shape);
-                PyObject *dt = sh ? PyObject_GetAttr(arrs[i], R.s_dtype) : NULL;
+                PyObject *sh = PyObject_GetAttr(arrs[i], s_shape);
+                PyObject *dt = sh ? PyObject_GetAttr(arrs[i], s_dtype) : NULL;
                 m = dt ? PyTuple_Pack(2, sh, dt) : NULL;
                 Py_XDECREF(sh);
                 Py_XDECREF(dt);
@@ -461,8 +528,8 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyTuple_SET_ITEM(in_meta, i, m);
         }
     }
-    shape = PyObject_GetAttr(out, R.s_shape);
-    dtype = shape ? PyObject_GetAttr(out, R.s_dtype) : NULL;
+    shape = PyObject_GetAttr(out, s_shape);
+    dtype = shape ? PyObject_GetAttr(out, s_dtype) : NULL;
     if (dtype == NULL) goto done;
     {   /* share a parent's out_meta when shape and dtype are the same */
         PyObject *p = pars[0] != Py_None ? pars[0] : pars[n - 1];
@@ -486,11 +553,22 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     node_fill(node, op, params, parents, in_meta ? in_meta : Py_None, saved, codes, found,
               out_meta);
 
-    /* append to each recording tape's node list */
+    /* append to each recording tape's node list; tell the tape's recording add-ons */
+    observers = PyObject_GetAttr(mode, s_observers);
+    if (observers == NULL || !PyDict_Check(observers)) {
+        if (observers != NULL) {
+            PyErr_SetString(PyExc_TypeError, "record: mode.observers is not a dict");
+        }
+        goto done;
+    }
     it = PyObject_GetIter(found);
     if (it == NULL) goto done;
     for (PyObject *key; (key = PyIter_Next(it)) != NULL;) {
         PyObject *nodes = PyDict_GetItemWithError(recording, key);
+        PyObject *obs = NULL;
+        if (nodes != NULL && PyDict_GET_SIZE(observers)) {
+            obs = PyDict_GetItemWithError(observers, key);
+        }
         Py_DECREF(key);
         if (nodes == NULL || !PyList_Check(nodes)) {
             if (!PyErr_Occurred()) {
@@ -498,10 +576,11 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             goto done;
         }
+        if (PyErr_Occurred()) goto done;
         if (PyList_Append(nodes, (PyObject *)node) < 0) goto done;
-        if (!PyList_CheckExact(nodes)) {
-            /* a checkpointing tape (checkpoint.py): its planner sees the node and the inputs */
-            Py_INCREF(nodes);  /* the planner runs Python code */
+        if (obs != NULL) {
+            /* a checkpointing tape's add-on: it sees the node, the input arrays and the out */
+            Py_INCREF(obs);  /* it runs Python code */
             PyObject *r = NULL;
             PyObject *alist = PyList_New(n);
             if (alist != NULL) {
@@ -509,11 +588,10 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     Py_INCREF(arrs[i]);
                     PyList_SET_ITEM(alist, i, arrs[i]);
                 }
-                r = PyObject_CallMethodObjArgs(nodes, R.s_recorded, (PyObject *)node, alist,
-                                               out, NULL);
+                r = PyObject_CallFunctionObjArgs(obs, (PyObject *)node, alist, out, NULL);
                 Py_DECREF(alist);
             }
-            Py_DECREF(nodes);
+            Py_DECREF(obs);
             if (r == NULL) goto done;
             Py_DECREF(r);
         }
@@ -539,6 +617,7 @@ done:
     Py_XDECREF(res);
     Py_XDECREF(codes);
     Py_XDECREF(it);
+    Py_XDECREF(observers);
     Py_XDECREF(parents);
     Py_XDECREF(in_meta);
     Py_XDECREF(out_meta);
@@ -554,19 +633,21 @@ done:
 }
 
 /* ---------------------------------------------------------------------------------------------
- * sweep(nodes, grads, want, found, tid, release, F, restore, wrap, bk, sum_to, batch_nd, empty):
- * the loop of GradientTape.backward in C, for a sweep without hooks.
+ * sweep(nodes, grads, want, found, ctx): sweep.py's run_sweep loop in C, for a sweep without
+ * interceptors. ``ctx`` is a sweep.SweepContext (a tuple; its fields are read by position, in
+ * the order of the CONTRACT table).
  *
- * Same steps, in the same order, as the Python loop in tape.py (the reference, used with the
- * pure-Python node, with AUTOGRAD_GPU_PURE_PYTHON=1 and whenever a hook watches the sweep):
- * walk the recorded nodes backwards; take each node's cotangent out of ``grads``; note it in
- * ``found`` if the node is wanted; restore released saved values (``restore(node)``: the
- * checkpointing replay), wrap them as tensors for a differentiable sweep (``wrap(node, bk)``), run
- * the op's vjp rule; release the node's saved values (non-persistent tapes); then for each
+ * Same steps, in the same order, as the Python loop in sweep.py (the reference, used with the
+ * pure-Python node, with AUTOGRAD_GPU_PURE_PYTHON=1 and whenever an interceptor watches the
+ * sweep): walk the recorded nodes backwards; take each node's cotangent out of ``grads``; note
+ * it in ``found`` if the node is wanted; restore released saved values (``restore(node)``: the
+ * checkpointing replay), wrap them as tensors for a differentiable sweep (``wrap(node, bk)``),
+ * run the op's vjp rule; release the node's saved values (non-persistent tapes); then for each
  * parent that some later step can use, unbroadcast (``sum_to``) and cast the input cotangent to
- * the parent's meta and add it into ``grads``. Only the Python-level bookkeeping moves to C: the
- * rules, restores and sums are the same Python calls. Errors propagate with the sweep stopped
- * where it failed, as in Python.
+ * the parent's meta and add it into ``grads``; then report the wanted leaves whose cotangent is
+ * now final (``ready_at``/``on_ready``). Only the Python-level bookkeeping moves to C: the rules,
+ * restores and sums are the same Python calls. Errors propagate with the sweep stopped where it
+ * failed, as in Python.
  */
 
 
@@ -583,7 +664,7 @@ fit_to_parent(PyObject *gi, NodeObject *p, PyObject *F, PyObject *sum_to, Py_ssi
     }
     PyObject *shape = PyTuple_GET_ITEM(meta, 0), *dtype = PyTuple_GET_ITEM(meta, 1);
     Py_INCREF(gi);
-    PyObject *gshape = PyObject_GetAttr(gi, R.s_shape);
+    PyObject *gshape = PyObject_GetAttr(gi, s_shape);
     if (gshape == NULL) {
         goto fail;
     }
@@ -606,7 +687,7 @@ fit_to_parent(PyObject *gi, NodeObject *p, PyObject *F, PyObject *sum_to, Py_ssi
             return NULL;
         }
     }
-    PyObject *gd = PyObject_GetAttr(gi, R.s_dtype);
+    PyObject *gd = PyObject_GetAttr(gi, s_dtype);
     if (gd == NULL) {
         goto fail;
     }
@@ -637,24 +718,61 @@ fail:
     return NULL;
 }
 
+/* the wanted leaves ``ready_at[node]`` have their final cotangent: on_ready(leaf, g or None) */
+static int
+report_ready(PyObject *ready_at, PyObject *node, PyObject *grads, PyObject *on_ready)
+{
+    PyObject *leaves = PyDict_GetItemWithError(ready_at, node);
+    if (leaves == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(leaves);
+    PyObject *seq = PySequence_Fast(leaves, "sweep: ready_at values must be sequences");
+    Py_DECREF(leaves);
+    if (seq == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+        PyObject *leaf = PySequence_Fast_GET_ITEM(seq, k);
+        PyObject *g = PyDict_GetItemWithError(grads, leaf);
+        if (g == NULL && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        PyObject *r = PyObject_CallFunctionObjArgs(on_ready, leaf, g ? g : Py_None, NULL);
+        if (r == NULL) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
 static PyObject *
 sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "sweep() takes 13 positional arguments");
+    if (nargs != 5 || !PyTuple_Check(args[4]) || PyTuple_GET_SIZE(args[4]) != N_SWEEP_CONTEXT) {
+        PyErr_SetString(PyExc_TypeError,
+                        "sweep(nodes, grads, want, found, ctx): ctx must be a SweepContext");
         return NULL;
     }
-    PyObject *nodes = args[0], *grads = args[1], *want = args[2], *found = args[3],
-             *tid = args[4], *F = args[6], *restore = args[7], *wrap = args[8], *bk = args[9],
-             *sum_to = args[10], *batch_obj = args[11], *empty = args[12];
-    int release = PyObject_IsTrue(args[5]);
+    PyObject *nodes = args[0], *grads = args[1], *want = args[2], *found = args[3];
+    PyObject *ctx = args[4];
+    PyObject *tid = PyTuple_GET_ITEM(ctx, 0), *F = PyTuple_GET_ITEM(ctx, 2),
+             *restore = PyTuple_GET_ITEM(ctx, 3), *wrap = PyTuple_GET_ITEM(ctx, 4),
+             *bk = PyTuple_GET_ITEM(ctx, 5), *sum_to = PyTuple_GET_ITEM(ctx, 6),
+             *batch_obj = PyTuple_GET_ITEM(ctx, 7), *empty = PyTuple_GET_ITEM(ctx, 8),
+             *ready_at = PyTuple_GET_ITEM(ctx, 9), *on_ready = PyTuple_GET_ITEM(ctx, 10);
+    int release = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 1));
     Py_ssize_t batch_nd = PyLong_AsSsize_t(batch_obj);
     if (release < 0 || (batch_nd == -1 && PyErr_Occurred())) {
         return NULL;
     }
     if (!R.ready || !PyList_Check(nodes) || !PyDict_Check(grads) || !PyDict_Check(found) ||
-        !PyAnySet_Check(want)) {
+        !PyAnySet_Check(want) || (ready_at != Py_None && !PyDict_Check(ready_at))) {
         PyErr_SetString(PyExc_TypeError, "sweep: not configured, or bad argument types");
         return NULL;
     }
@@ -800,6 +918,10 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(parents);
         Py_DECREF(seq);
         Py_DECREF(gis);  /* not held through the next node's restore and rule */
+        seq = gis = NULL;
+        if (ready_at != Py_None && report_ready(ready_at, obj, grads, on_ready) < 0) {
+            goto fail;
+        }
         Py_DECREF(node);
         continue;
     fail:
@@ -820,8 +942,9 @@ static PyMethodDef native_methods[] = {
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(op, inputs, params, mode) -> TrackedTensor, or NotImplemented (Python path)."},
     {"sweep", (PyCFunction)(void (*)(void))sweep, METH_FASTCALL,
-     "sweep(nodes, grads, want, found, tid, release, F, restore, wrap, bk, sum_to, batch_nd, "
-     "empty): GradientTape.backward's loop without hooks."},
+     "sweep(nodes, grads, want, found, ctx): sweep.run_sweep's loop without interceptors."},
+    {"contract", contract, METH_NOARGS,
+     "contract() -> {group: [name, ...]}: every name the compiled code reads from Python."},
     {NULL, NULL, 0, NULL},
 };
 

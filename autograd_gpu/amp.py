@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes as _dt
+from .addons import TapeAddon, register_config
 from .errors import ArgumentError, describe
 from .ops.elementwise import AsType
 from .ops.registry import apply
 from .options import OptionEnum
-from .tape import _TAPE_INIT_HOOKS
 from .tensor import Tensor
 
 __all__ = ["AmpConfig", "AmpGradients", "LossScaler", "PrecisionMode", "should_skip"]
@@ -453,13 +453,17 @@ class _Autocast:
         return out
 
 
-class _AmpTape:
-    """What an AMP tape's ``gradient`` uses: seed scaling, unscaling and the skip flag."""
+class _AmpTape(TapeAddon):
+    """An AMP tape's add-on: autocast while it records and sweeps, seed scaling, unscaling and
+    the skip flag."""
+
+    kind = "amp"
 
     def __init__(self, cfg: AmpConfig):
         self.config = cfg
         self.scaler = cfg.loss_scaler
         self.autocast = _Autocast(cfg)
+        self.interceptors = (self.autocast,)
         self.step_skipped = False
         self._scale = 1.0
 
@@ -470,7 +474,11 @@ class _AmpTape:
             return seed
         return seed * s  # a Tensor seed goes through apply (recorded if it is tracked)
 
-    def unscale(self, grads: list) -> AmpGradients:
+    def on_release(self) -> None:
+        self.autocast.cache.clear()
+
+    def finish(self, grads: list) -> AmpGradients:
+        """Unscale, and check for inf/NaN (an overflow marks the step skipped)."""
         scaler = self.scaler
         if not scaler.enabled:
             return AmpGradients(grads)
@@ -492,18 +500,12 @@ class _AmpTape:
         return AmpGradients(out, found, self._scale)
 
 
-def _init_amp(tape) -> None:
-    cfg = tape.amp_config
-    if cfg is None:
-        return
+def _amp_config(cfg, tape):
+    """GradientTape(amp=...): an AmpConfig; an enabled one gives the tape an _AmpTape add-on."""
     if not isinstance(cfg, AmpConfig):
         raise ArgumentError(f"GradientTape: argument 'amp' expected an AmpConfig, "
                             f"got {describe(cfg)}")
-    if not cfg.enabled:
-        return
-    amp = _AmpTape(cfg)
-    tape._amp = amp
-    tape.add_hook(amp.autocast)
+    return cfg, (_AmpTape(cfg) if cfg.enabled else None)
 
 
-_TAPE_INIT_HOOKS.append(_init_amp)
+register_config("amp", _amp_config)

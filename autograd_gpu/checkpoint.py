@@ -19,6 +19,7 @@ and why, with the measurements.
 
 from __future__ import annotations
 
+from .addons import TapeAddon, register_config
 from .checkpointing import (
     CheckpointBudgetError,
     CheckpointConfig,
@@ -27,48 +28,47 @@ from .checkpointing import (
     checkpoint,
     make_policy,
 )
-from .tape import _TAPE_INIT_HOOKS
 
 __all__ = ["CheckpointConfig", "CheckpointStrategy", "CheckpointBudgetError", "checkpoint",
            "checkpoint_stats"]
 
 
-class _CheckpointNodes(list):
-    """A checkpointing tape's node list: ``registry._record`` (and ``_native.record``) call
-    ``recorded`` after appending a node, with the node's input arrays and output."""
+class CheckpointAddon(TapeAddon):
+    """A checkpointing tape's add-on: its policy sees every recorded node (keep or drop its saved
+    values) and starts over when the tape releases its graph."""
 
-    __slots__ = ("plan",)
+    kind = "checkpoint"
+    records = True
 
-    def recorded(self, node, arrs, out) -> None:
-        self.plan.record(node, arrs, out)
+    def __init__(self, cfg, tape_id, persistent):
+        self.plan = make_policy(cfg, tape_id, persistent)
 
-    def clear(self) -> None:  # tape.reset() / release: the policy starts over with the nodes
-        super().clear()
+    def on_record(self, node, arrays, out) -> None:
+        self.plan.record(node, arrays, out)
+
+    def on_release(self) -> None:
         self.plan.restart()
 
 
-def _init_tape(tape) -> None:
-    cfg = as_config(tape.checkpoint_config)
-    tape.checkpoint_config = cfg
-    tape.checkpoint_plan = None
-    policy = None if cfg is None else make_policy(cfg, tape.id, tape.persistent)
-    if policy is None:  # NONE: the plain node list, nothing to decide
-        return
-    nodes = _CheckpointNodes(tape._nodes)
-    nodes.plan = policy
-    tape._nodes = nodes
-    tape.checkpoint_plan = policy
+def _checkpoint_config(value, tape):
+    """GradientTape(checkpoint=...): a CheckpointConfig or a strategy name; any strategy but
+    NONE gives the tape a CheckpointAddon."""
+    cfg = as_config(value)
+    if cfg is None or cfg.strategy is CheckpointStrategy.NONE:
+        return cfg, None
+    return cfg, CheckpointAddon(cfg, tape.id, tape.persistent)
 
 
-_TAPE_INIT_HOOKS.append(_init_tape)
+register_config("checkpoint", _checkpoint_config)
 
 
 def checkpoint_stats(tape) -> dict:
     """What a checkpointing tape did: nodes recorded and dropped, anchors, ops replayed and
     their estimated cost. Empty for a tape without checkpointing."""
-    plan = getattr(tape, "checkpoint_plan", None)
-    if plan is None:
+    addon = tape.addon("checkpoint")
+    if addon is None:
         return {}
+    plan = addon.plan
     out = dict(plan.stats)
     out["replayed_by_op"] = dict(out["replayed_by_op"])
     return out

@@ -38,10 +38,10 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
+from .addons import TapeAddon, register_config
 from .errors import ArgumentError, NonDeterministicOpError, describe
 from .options import OptionEnum
 from .random_state import manual_seed
-from .tape import _TAPE_INIT_HOOKS
 from .tensor import Tensor
 
 __all__ = ["DeterministicConfig", "DeterministicMode", "seed_everything"]
@@ -195,18 +195,24 @@ class _Guard:
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
-def _init_deterministic(tape) -> None:
-    cfg = tape.deterministic_config
-    if cfg is None:
-        return
+class _DeterministicTape(TapeAddon):
+    kind = "deterministic"
+
+    def __init__(self, mode: DeterministicMode):
+        self.interceptors = (_Guard(mode),)
+
+
+def _deterministic_config(cfg, tape):
+    """GradientTape(deterministic=...): a DeterministicConfig; an enabled one is applied (seeds,
+    cuBLAS workspace) and its guard checks every op the tape records or sweeps."""
     if not isinstance(cfg, DeterministicConfig):
         raise ArgumentError(f"GradientTape: argument 'deterministic' expected a "
                             f"DeterministicConfig, got {describe(cfg)}")
     if not cfg.enabled:
-        return
+        return cfg, None
     if not cfg._applied:
         cfg.apply()
-    tape.add_hook(_Guard(cfg.mode))
+    return cfg, _DeterministicTape(cfg.mode)
 
 
-_TAPE_INIT_HOOKS.append(_init_deterministic)
+register_config("deterministic", _deterministic_config)

@@ -25,19 +25,9 @@ import numbers
 import threading
 from dataclasses import dataclass
 
-from .errors import ArgumentError, ShapeError, describe
-from .forward import (
-    _as_tensor_list,
-    assemble_jacobian,
-    forward_jacobian_parts,
-    identity_chunks,
-    join_chunks,
-    relevant_nodes,
-)
-from .ops.context import STATE
+from .addons import register_config
+from .errors import ArgumentError, describe
 from .options import OptionEnum
-from .tape import _TAPE_INIT_HOOKS, GradientTape, check_sources, check_unconnected
-from .tensor import Tensor
 
 __all__ = ["SchedulingStrategy", "SchedulerConfig", "Schedule", "HybridScheduler",
            "last_schedule"]
@@ -299,154 +289,10 @@ class HybridScheduler:
         return Schedule(kind, mode, s, why, n_inputs=n, n_outputs=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# the Jacobian on a tape
+def _scheduler_config(value, tape):
+    """GradientTape(scheduler=...): a SchedulerConfig or a strategy name, validated when the tape
+    is made (an unknown strategy fails there, not at the first Jacobian); no add-on."""
+    return SchedulerConfig.coerce(value, "GradientTape"), None
 
 
-def reverse_jacobian_parts(tape, sources, targets, chunk=None, differentiable=False):
-    """Reverse-mode Jacobian blocks: for each target, each source's cotangents under an identity
-    seed batch, (m_target,) + source shape, chunked over the target's elements."""
-    table = []
-    was_persistent = tape.persistent
-    tape.persistent = True  # chunks sweep the same graph several times
-    try:
-        for tgt in targets:
-            sizes, seeds_iter = identity_chunks(tgt, chunk, differentiable)
-            per_source = [[] for _ in sources]
-            for eye in seeds_iter:
-                res = tape.backward([(tgt, eye)], [s._node for s in sources], batch_nd=1)
-                for lst, r in zip(per_source, res):
-                    lst.append(r)
-            row = [join_chunks(lst, sizes, src, differentiable) for src, lst in
-                   zip(sources, per_source)]
-            table.append(row)
-    finally:
-        tape.persistent = was_persistent
-    return table
-
-
-def _jacobian(self, target, source, mode="auto", unconnected_gradients="none",
-              chunk_size=None):
-    """d target / d source, shape target.shape + source.shape.
-
-    ``mode``: "auto" (the tape's SchedulerConfig decides; see ``tape.last_schedule``),
-    "forward" or "reverse". ``source``/``target`` may be lists: the result is then a list per
-    target (when ``target`` is a list) of a list per source (when ``source`` is a list)."""
-    where = "GradientTape.jacobian"
-    self._check_usable("jacobian")
-    srcs, s_single = _as_tensor_list(source, "source", where)
-    tgts, t_single = _as_tensor_list(target, "target", where)
-    zero = check_unconnected(unconnected_gradients, where)
-    check_sources(srcs, where)
-    sched = HybridScheduler(self.scheduler_config)
-    req = SchedulingStrategy.parse(mode, where, "mode")
-    if chunk_size is not None:
-        sched = HybridScheduler(SchedulerConfig(
-            strategy=sched.config.strategy, forward_mode_threshold=sched.config.
-            forward_mode_threshold, reverse_mode_threshold=sched.config.reverse_mode_threshold,
-            enable_mixed_mode=sched.config.enable_mixed_mode, chunk_size=chunk_size))
-    nodes = relevant_nodes(self, {s._node for s in srcs}, [t._node for t in tgts])
-    stats = GraphStats(nodes)
-    n = sum(s.size for s in srcs)
-    m = sum(t.size for t in tgts)
-    itemsize = max(_itemsize(t.dtype) for t in tgts + srcs)
-    plan = sched.plan_jacobian(stats, n, m, itemsize, "jacobian",
-                               None if req is SchedulingStrategy.AUTO else req)
-    _remember(self, plan)
-    differentiable = bool(STATE.recording.keys() - {self.id} or STATE.accumulators)
-    table = []
-    if plan.mode == "forward":
-        parts = forward_jacobian_parts(self, srcs, tgts, plan.chunk_size, differentiable, nodes)
-        for t_i, tgt in enumerate(tgts):
-            table.append([assemble_jacobian(parts[s_i][t_i], tgt, src, zero, differentiable)
-                          for s_i, src in enumerate(srcs)])
-    else:
-        parts = reverse_jacobian_parts(self, srcs, tgts, plan.chunk_size, differentiable)
-        for t_i, tgt in enumerate(tgts):
-            table.append([assemble_jacobian(parts[t_i][s_i], tgt, src, zero, differentiable,
-                                               forward=False)
-                          for s_i, src in enumerate(srcs)])
-    if not self.persistent:
-        self._finish()
-    rows = [r[0] if s_single else r for r in table]
-    return rows[0] if t_single else rows
-
-
-def _batch_jacobian(self, target, source, mode="auto", unconnected_gradients="none"):
-    """Per-example Jacobians for a leading batch axis: J[b] = d target[b] / d source[b], shape
-    (B,) + target.shape[1:] + source.shape[1:]. Assumes example b of the target depends only on
-    example b of the source (cross-example terms would be summed in). One batched sweep: the
-    identity over one example's elements, repeated over the batch axis."""
-    where = "GradientTape.batch_jacobian"
-    self._check_usable("batch_jacobian")
-    if not isinstance(target, Tensor) or not isinstance(source, Tensor):
-        raise ArgumentError(f"{where}: arguments 'target' and 'source' expected Tensors, got "
-                            f"{describe(target)} and {describe(source)}")
-    zero = check_unconnected(unconnected_gradients, where)
-    check_sources([source], where)
-    if target.ndim < 1 or source.ndim < 1 or target.shape[0] != source.shape[0]:
-        raise ShapeError(f"{where}: expected target and source with the same leading batch "
-                         f"axis, got target {target.shape} and source {source.shape}")
-    B = target.shape[0]
-    ts, ss = target.shape[1:], source.shape[1:]
-    m1, n1 = _size(ts), _size(ss)
-    nodes = relevant_nodes(self, {source._node}, [target._node])
-    stats = GraphStats(nodes)
-    sched = HybridScheduler(self.scheduler_config)
-    req = SchedulingStrategy.parse(mode, where, "mode")
-    plan = sched.plan_jacobian(stats, n1, m1, _itemsize(target.dtype), "batch_jacobian",
-                               None if req is SchedulingStrategy.AUTO else req)
-    _remember(self, plan)
-    bk = source._bk
-    xp = bk.xp
-    differentiable = bool(STATE.recording.keys() - {self.id} or STATE.accumulators)
-    out_shape = (B,) + ts + ss
-    if plan.mode == "forward":
-        from .forward import replay_jvp
-
-        eye = xp.broadcast_to(xp.eye(n1, dtype=source.dtype).reshape(n1, 1, n1), (n1, B, n1))
-        seed = Tensor(xp.ascontiguousarray(eye).reshape((n1,) + source.shape), bk)
-        (t,) = replay_jvp(self, [source], [seed], [target], (n1,), nodes)
-        if t is None:
-            res = Tensor(xp.zeros(out_shape, dtype=target.dtype), bk) if zero else None
-        elif differentiable:
-            from .ops import api as A
-
-            r = A.transpose(A.reshape(t, (n1, B, m1)), (1, 2, 0))
-            res = A.reshape(r, out_shape)
-        else:
-            res = Tensor(xp.moveaxis(t._data.reshape(n1, B, m1), 0, 2).reshape(out_shape), bk)
-    else:
-        eye = xp.broadcast_to(xp.eye(m1, dtype=target.dtype).reshape(m1, 1, m1), (m1, B, m1))
-        seed = xp.ascontiguousarray(eye).reshape((m1,) + target.shape)
-        was = self.persistent
-        self.persistent = True
-        try:
-            (g,) = self.backward([(target, seed)], [source._node], batch_nd=1)
-        finally:
-            self.persistent = was
-        if g is None:
-            res = Tensor(xp.zeros(out_shape, dtype=source.dtype), bk) if zero else None
-        elif differentiable:
-            from .ops import api as A
-
-            res = A.reshape(A.transpose(A.reshape(g, (m1, B, n1)), (1, 0, 2)), out_shape)
-        else:
-            res = Tensor(xp.swapaxes(g._data.reshape(m1, B, n1), 0, 1).reshape(out_shape), bk)
-    if not self.persistent:
-        self._finish()
-    return res
-
-
-GradientTape.jacobian = _jacobian
-GradientTape.batch_jacobian = _batch_jacobian
-
-
-def _init_tape(tape) -> None:
-    """GradientTape(scheduler=...) accepts a SchedulerConfig or a strategy name: validate it when
-    the tape is made (an unknown strategy fails here, not at the first Jacobian)."""
-    if tape.scheduler_config is not None:
-        tape.scheduler_config = SchedulerConfig.coerce(tape.scheduler_config, "GradientTape")
-
-
-_TAPE_INIT_HOOKS.append(_init_tape)
+register_config("scheduler", _scheduler_config)

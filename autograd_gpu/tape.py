@@ -1,11 +1,15 @@
-"""GradientTape: record eagerly, then sweep backwards by generation.
+"""GradientTape: record eagerly, then sweep backwards in reverse recording order.
 
 A tape records the ops whose inputs it tracks while it is recording: inside its ``with`` block,
 or, when it is not used as a context, from its creation until its (non-persistent) ``gradient``
-call. The reverse sweep is iterative (a heap ordered by node generation), releases each node's
-saved values as soon as the last tape that needs them has used them, and runs the rules on raw
-arrays unless an outer tape or accumulator could observe the computation, in which case it runs
-them through ``apply`` so that the gradient is itself recorded (higher-order derivatives).
+call. The reverse sweep (``sweep.py``) is iterative: it walks the recorded nodes backwards
+(recording order is a topological order), releases each node's saved values as soon as the last
+tape that needs them has used them, and runs the rules on raw arrays unless an outer tape or
+accumulator could observe the computation, in which case it runs them through ``apply`` so that
+the gradient is itself recorded (higher-order derivatives).
+
+Features extend a tape only through add-ons (``addons.py``): checkpointing, mixed precision,
+determinism checks and data-parallel reduction attach there; the tape knows none by name.
 """
 
 from __future__ import annotations
@@ -15,15 +19,24 @@ import threading
 import weakref
 
 from . import dtypes as _dt
-from .backend import NUMPY
-from .backend.host_pool import POOL as HOST_POOL
+from .addons import TapeAddon, config_factory
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
 from .ops.context import LIVE, STATE, Suspend, new_id, pop_hook, push_hook
 from .ops.graph import Node
-from .ops.registry import native_sweep, raw, saved_tensors, sum_to, tensors
+from .ops.registry import raw, tensors
+from .sweep import ready_points, run_sweep, sweep_context
 from .tensor import Tensor, TrackedTensor, Variable
 
-_EMPTY = frozenset()
+__all__ = ["GradientTape", "no_grad", "stop_gradient", "live_tapes", "check_sources",
+           "check_unconnected"]
+
+_LIVE_TAPES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> tape
+
+
+def live_tapes(since_id: int = 0) -> list:
+    """Tapes alive now whose id is above ``since_id`` (ids only grow: ``ops.context.new_id()``
+    before a stretch of code, then this, gives the tapes made during it)."""
+    return [t for i, t in list(_LIVE_TAPES.items()) if i > since_id]
 
 
 def _as_list(x, what):
@@ -45,7 +58,7 @@ class GradientTape:
     """
 
     def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True, *,
-                 checkpoint=None, amp=None, scheduler=None, deterministic=None):
+                 checkpoint=None, amp=None, scheduler=None, deterministic=None, addons=()):
         if not isinstance(persistent, bool):
             raise ArgumentError(f"GradientTape: argument 'persistent' expected a bool, "
                                 f"got {persistent!r}")
@@ -57,15 +70,18 @@ class GradientTape:
         self._live = False
         self._in_context = False
         self._watched: list = []  # weakrefs to tensors whose _tapes hold our id (cleaned at stop)
-        self.checkpoint_config = checkpoint
-        self.amp_config = amp
-        self.scheduler_config = scheduler
-        self.deterministic_config = deterministic
         self.last_schedule = None
-        self._hooks: list = []  # interceptors active while recording and during our sweeps
-        self._amp = None  # amp._AmpTape: loss scaling in gradient()
-        for hook in _TAPE_INIT_HOOKS:
-            hook(self)
+        self._addons: list = []
+        self._hooks: list = []  # the add-ons' interceptors
+        for kw, value in (("checkpoint", checkpoint), ("amp", amp), ("scheduler", scheduler),
+                          ("deterministic", deterministic)):
+            cfg, addon = (None, None) if value is None else config_factory(kw)(value, self)
+            setattr(self, f"{kw}_config", cfg)
+            if addon is not None:
+                self._attach(addon)
+        for addon in addons:
+            self._attach(addon)
+        _LIVE_TAPES[self.id] = self
         self._start()
 
     # ---- configuration constructors (guide style) -------------------------------------------
@@ -95,27 +111,35 @@ class GradientTape:
         self._live = True
         # the recording thread's table (a tape records in one thread; another thread may
         # stop it, e.g. by dropping the last reference, and must clean this table, not its own)
-        self._owner = STATE.recording
-        self._owner_hooks = STATE.hooks
+        self._owner, self._owner_hooks = STATE.recording, STATE.hooks
+        self._owner_observers = STATE.observers
         LIVE[self.id] = threading.get_ident()
-        STATE.recording[self.id] = self._nodes  # apply appends each recorded node here
+        self._record_here()
         for h in self._hooks:
             push_hook(h)
         STATE.refresh()
 
+    def _record_here(self) -> None:
+        self._owner[self.id] = self._nodes  # apply appends each recorded node here
+        observe = _observer(self._addons)
+        if observe is not None:
+            self._owner_observers[self.id] = observe
+
     def _pause(self) -> bool:
         was = self._owner.pop(self.id, None) is not None
+        self._owner_observers.pop(self.id, None)
         STATE.refresh()
         return was
 
     def _resume(self, was: bool):
         if was and self._live:
-            self._owner[self.id] = self._nodes
+            self._record_here()
             STATE.refresh()
 
     def _stop(self):
         self._live = False
         self._owner.pop(self.id, None)
+        self._owner_observers.pop(self.id, None)
         LIVE.pop(self.id, None)
         _remove_all(self._owner_hooks, self._hooks)
         try:
@@ -129,18 +153,41 @@ class GradientTape:
                 v._tapes = v._tapes - {self.id}
         self._watched = []
 
-    def add_hook(self, hook) -> None:
-        """Install an interceptor (see ops.context.push_hook) for this tape: active while the tape
-        records and during its gradient sweeps (AMP autocast, determinism checks)."""
-        self._hooks.append(hook)
+    # ---- add-ons ---------------------------------------------------------------------------
+    def add_addon(self, addon: TapeAddon) -> TapeAddon:
+        """Attach an add-on (see autograd_gpu.addons) to this tape from now on."""
+        if not isinstance(addon, TapeAddon):
+            raise ArgumentError(f"GradientTape.add_addon: argument 'addon' expected a TapeAddon, "
+                                f"got {describe(addon)}")
+        self._attach(addon)
         if self._live:
-            push_hook(hook)
+            for h in addon.interceptors:
+                if LIVE.get(self.id) == threading.get_ident():
+                    push_hook(h)
+                else:
+                    self._owner_hooks.append(h)
+            if addon.records and self.id in self._owner:
+                self._record_here()
+        return addon
+
+    def _attach(self, addon) -> None:
+        self._addons.append(addon)
+        self._hooks.extend(addon.interceptors)
+
+    @property
+    def addons(self) -> tuple:
+        return tuple(self._addons)
+
+    def addon(self, kind: str):
+        """The attached add-on of that kind ("checkpoint", "amp", ...), or None."""
+        return next((a for a in self._addons if a.kind == kind), None)
+
 
     @property
     def step_skipped(self) -> bool:
-        """True when the last gradient() of this AMP tape overflowed: the optimizer must skip
-        the step (see autograd_gpu.amp)."""
-        return self._amp is not None and self._amp.step_skipped
+        """True when an add-on says the last gradient() must not be applied (an AMP overflow:
+        the optimizer skips the step)."""
+        return any(a.step_skipped for a in self._addons)
 
     @property
     def is_recording(self) -> bool:
@@ -169,13 +216,15 @@ class GradientTape:
 
             raise cross_thread_error("GradientTape.__enter__", [self.id])
         was = self._owner.pop(self.id, None) is not None
+        self._owner_observers.pop(self.id, None)
         _remove_all(self._owner_hooks, self._hooks)
         for h in self._hooks:
             push_hook(h)
         self._owner, self._owner_hooks = STATE.recording, STATE.hooks
+        self._owner_observers = STATE.observers
         LIVE[self.id] = threading.get_ident()
         if was:
-            STATE.recording[self.id] = self._nodes
+            self._record_here()
         STATE.refresh()
 
     def __del__(self):
@@ -274,21 +323,50 @@ class GradientTape:
                         f"GradientTape.gradient: output_gradients[{i}] expected shape {t.shape} "
                         f"(the target's), got {tuple(seed.shape)}"
                     )
-            if self._amp is not None:
-                seed = self._amp.scale_seed(seed)
+            for a in self._addons:
+                seed = a.scale_seed(seed)
             seeds.append((t, seed))
         check_sources(slist, "GradientTape.gradient")
-        results = self.backward(seeds, [s._node for s in slist], batch_nd=0)
+        want = [s._node for s in slist]
+        on_ready = None
+        for a in self._addons:
+            on_ready = a.watch_gradients(want, self._nodes) or on_ready
+        results = self.backward(seeds, want, batch_nd=0, on_ready=on_ready)
         out = []
         for s, g in zip(slist, results):
             if g is None and unconnected_gradients == "zero":
                 g = Tensor(s._bk.xp.zeros(s.shape, dtype=s.dtype), s._bk)
             out.append(g)
-        if self._amp is not None:
-            out = self._amp.unscale(out)  # and checks for inf/NaN: may mark the step skipped
+        for a in self._addons:
+            out = a.finish(out)  # AMP: unscale, check for inf/NaN (may mark the step skipped)
         if not self.persistent:
             self._finish()
         return out
+
+    # ---- Jacobians (jacobians.py: the scheduler picks the mode from the recorded graph) -------
+    def jacobian(self, target, source, mode="auto", unconnected_gradients="none",
+                 chunk_size=None):
+        """d target / d source, shape target.shape + source.shape; ``mode`` "auto" (the tape's
+        SchedulerConfig decides; see ``tape.last_schedule``), "forward" or "reverse"; lists of
+        targets and sources give nested lists (see jacobians.tape_jacobian)."""
+        from .jacobians import tape_jacobian  # (a cycle: jacobians.py builds on the tape)
+
+        return tape_jacobian(self, target, source, mode, unconnected_gradients, chunk_size)
+
+    def batch_jacobian(self, target, source, mode="auto", unconnected_gradients="none"):
+        """Per-example Jacobians for a leading batch axis (see jacobians.tape_batch_jacobian)."""
+        from .jacobians import tape_batch_jacobian  # (a cycle: jacobians.py builds on the tape)
+
+        return tape_batch_jacobian(self, target, source, mode, unconnected_gradients)
+
+    def forward_gradient(self, source, target, tangent=None, unconnected_gradients="none",
+                         chunk_size=None):
+        """Forward mode over the recorded graph: the JVP J t with ``tangent``, else the full
+        Jacobian from identity tangent batches (see jacobians.tape_forward_gradient)."""
+        from .jacobians import tape_forward_gradient  # (a cycle: jacobians.py builds on the tape)
+
+        return tape_forward_gradient(self, source, target, tangent, unconnected_gradients,
+                                     chunk_size)
 
     def _check_usable(self, what):
         if self._used:
@@ -297,107 +375,63 @@ class GradientTape:
                 "has released its graph; pass persistent=True to GradientTape to call it again"
             )
 
-    def backward(self, seeds, want, batch_nd=0) -> list:
+    def backward(self, seeds, want, batch_nd=0, on_ready=None) -> list:
         """The reverse sweep. ``seeds``: (target tensor, seed array with ``batch_nd`` leading
         batch axes); ``want``: nodes whose cotangents to return. Returns one entry per ``want``
-        (a Tensor or None). Saved values are released on the way for non-persistent tapes."""
-        tid = self.id
+        (a Tensor or None). Saved values are released on the way for non-persistent tapes.
+        ``on_ready(leaf, cotangent)`` is called for each wanted leaf as soon as its cotangent is
+        final (None for a leaf the recorded graph does not use: before the sweep)."""
         st = STATE
         was = self._pause()
         swept = [h for h in self._hooks if all(h is not x for x in st.hooks)]
         for h in swept:  # a tape's hooks also watch its sweep after it stopped recording
             push_hook(h)
-        pooled = None
+        bk = seeds[0][0]._bk if seeds else None
         try:
-            differentiable = bool(st.recording or st.accumulators)
-            bk = seeds[0][0]._bk if seeds else None
             if bk is None:
                 return [None] * len(want)
-            if bk is NUMPY:  # arrays made here come from (and die into) the host pool
-                pooled = HOST_POOL.enter()
-            F = tensors(bk) if differentiable else raw(bk)
-            release = not self.persistent
-            want_set = set(want)
-            grads: dict = {}
-            found: dict = {}
-            for t, seed in seeds:
-                node = t._node
-                if node is None:  # an untracked target contributes nothing
-                    continue
-                if differentiable:
-                    g = seed if isinstance(seed, Tensor) else Tensor(seed, bk)
-                else:
-                    g = seed._data if isinstance(seed, Tensor) else seed
-                grads[node] = grads[node] + g if node in grads else g
-            hooks = st.hooks
-            if native_sweep is not None and not hooks:  # the loop below, in C (_native.c)
-                native_sweep(self._nodes, grads, want_set, found, tid, release, F,
-                             self._restore, saved_tensors if differentiable else None, bk,
-                             sum_to, batch_nd, _EMPTY)
-            else:
-                # Recording order is a topological order: sweep it backwards. Nodes without a
-                # cotangent are skipped at the cost of one dict lookup.
-                for node in reversed(self._nodes):
-                    g = grads.pop(node, None)
-                    if g is None:
-                        continue
-                    if node in want_set:
-                        found[node] = g
-                    saved = node.saved
-                    if saved is None:
-                        saved = self._restore(node)
-                    if differentiable:
-                        saved = saved_tensors(node, bk)
-                    parents = node.parents
-                    if hooks:
-                        gis = _hooked_vjp(hooks, node, F, g, saved, parents)
-                    elif node.params:
-                        gis = node.op.vjp(F, g, saved, parents, **node.params)
-                    else:
-                        gis = node.op.vjp(F, g, saved, parents)
-                    g = saved = None  # not held while the sums below allocate
-                    if release:
-                        if len(node.tapes) == 1:  # only this tape: free the saved values now
-                            node.tapes = _EMPTY
-                            node.saved = None
-                            node.extra = None  # checkpoint bookkeeping goes with them
-                        else:
-                            node.drop_tape(tid)
-                    for p, gi in zip(parents, gis):
-                        if p is None or gi is None:
-                            continue
-                        if (p.op is None or tid not in p.tapes) and p not in want_set:
-                            continue  # a leaf or another tape's node that nobody asked for
-                        # a tracked input's (shape, dtype) is its parent's output meta
-                        shape, dtype = p.out_meta
-                        gshape = gi.shape
-                        if (gshape[batch_nd:] if batch_nd else gshape) != shape:
-                            gi = sum_to(F, gi, shape, batch_nd)
-                        gd = gi.dtype
-                        if gd is not dtype and gd != dtype:
-                            gi = F.astype(gi, dtype=dtype)
-                        if p in grads:
-                            grads[p] = grads[p] + gi
-                        else:
-                            grads[p] = gi
-                    gis = gi = None  # not held through the next node's restore and rule
-            for node in want:
-                if node not in found and node in grads:
-                    found[node] = grads[node]
-            out = []
-            for node in want:
-                g = found.get(node)
-                if g is not None and not isinstance(g, Tensor):
-                    if type(g) is not bk.array_type:
-                        g = bk.xp.asarray(g)
-                    g = Tensor(g, bk)
-                out.append(g)
-            return out
+            with bk.sweep_scope():  # (NumPy: arrays made here come from the host pool)
+                return self._sweep(seeds, want, batch_nd, on_ready, bk)
         finally:
-            HOST_POOL.leave(pooled)
             self._resume(was)
             for h in swept:
                 pop_hook(h)
+
+    def _sweep(self, seeds, want, batch_nd, on_ready, bk) -> list:
+        st = STATE
+        differentiable = bool(st.recording or st.accumulators)
+        F = tensors(bk) if differentiable else raw(bk)
+        want_set = set(want)
+        grads: dict = {}
+        found: dict = {}
+        for t, seed in seeds:
+            node = t._node
+            if node is None:  # an untracked target contributes nothing
+                continue
+            if differentiable:
+                g = seed if isinstance(seed, Tensor) else Tensor(seed, bk)
+            else:
+                g = seed._data if isinstance(seed, Tensor) else seed
+            grads[node] = grads[node] + g if node in grads else g
+        ready_at = None
+        if on_ready is not None:
+            ready_at, unused = ready_points(self._nodes, want)
+            for leaf in unused:
+                on_ready(leaf, grads.get(leaf))
+        ctx = sweep_context(self.id, not self.persistent, F, self._restore, differentiable, bk,
+                            batch_nd, ready_at, on_ready)
+        run_sweep(self._nodes, grads, want_set, found, ctx, st.hooks)
+        out = []
+        for node in want:
+            g = found.get(node)
+            if g is None:
+                g = grads.get(node)
+            if g is not None and not isinstance(g, Tensor):
+                if type(g) is not bk.array_type:
+                    g = bk.xp.asarray(g)
+                g = Tensor(g, bk)
+            out.append(g)
+        return out
 
     def _restore(self, node):
         """The saved values of a node whose values were released: recomputed by checkpointing,
@@ -432,12 +466,27 @@ class GradientTape:
         for node in self._nodes:
             node.drop_tape(tid)
         self._nodes.clear()
-        if self._amp is not None:
-            self._amp.autocast.cache.clear()
+        for a in self._addons:
+            a.on_release()
 
     def __repr__(self) -> str:
         state = "used" if self._used else ("recording" if self.is_recording else "idle")
         return f"GradientTape(id={self.id}, nodes={len(self._nodes)}, {state})"
+
+
+def _observer(addons):
+    """The function registry.apply calls with each node recorded on a tape whose add-ons watch
+    recording, or None. It holds the add-ons, not the tape: a tape nobody references must still
+    die (and stop recording) while it records."""
+    recs = [a for a in addons if a.records]
+    if not recs:
+        return None
+
+    def observe(node, arrays, out):
+        for a in recs:
+            a.on_record(node, arrays, out)
+
+    return observe
 
 
 def _remove_all(hooks: list, mine: list) -> None:
@@ -467,19 +516,6 @@ def check_sources(sources, where: str) -> None:
                 f"{where}: sources[{i}] ({describe(s)}) is not tracked by any tape; call "
                 "tape.watch(x) on it (or make it a Variable) before computing with it"
             )
-
-
-def _hooked_vjp(hooks, node, F, g, saved, needs):
-    def run(i, args, params):
-        if i < 0:
-            return node.op.vjp(F, args[0], args[1], needs, **params)
-        return hooks[i]("vjp", node.op, args, params, lambda a, p: run(i - 1, a, p))
-
-    return run(len(hooks) - 1, (g, saved, node), node.params)
-
-
-# Hooks later layers install to initialise per-tape features (checkpointing, AMP, scheduling).
-_TAPE_INIT_HOOKS: list = []
 
 
 class no_grad(Suspend):

@@ -325,7 +325,7 @@ def test_cast_cache_casts_a_weight_once_per_tape():
     # one recorded cast for w1 (used four times); the cache holds x and w1 (the temporaries
     # x*2 and tanh(x) are gone, and so are their entries)
     assert sum(n.op.name == "astype" for n in tape._nodes) == 1
-    assert len(tape._amp.autocast.cache) == 2
+    assert len(tape.addon("amp").autocast.cache) == 2
     (g,) = tape.gradient(loss, [w1])
     xs = x.numpy()
     ref = (2 * xs + 2 * xs + np.tanh(xs)).sum(0)[:, None] * np.ones((1, 4))
@@ -366,9 +366,9 @@ def test_released_tape_drops_its_casts_so_updates_stay_in_place():
     opt = ag.optim.SGD([w1], lr=0.1)
     with ag.GradientTape(amp=cfg) as tape:
         loss = (x @ w1).sum()
-    assert len(tape._amp.autocast.cache) == 2
+    assert len(tape.addon("amp").autocast.cache) == 2
     grads = tape.gradient(loss, [w1])
-    assert len(tape._amp.autocast.cache) == 0
+    assert len(tape.addon("amp").autocast.cache) == 0
     before = id(w1._data)  # (holding the array itself would force the copy)
     opt.step(grads)
     assert id(w1._data) == before
@@ -378,7 +378,7 @@ def test_cast_cache_is_weak_and_sees_reassignment():
     x, w1, _ = _data()
     cfg = ag.AmpConfig(loss_scaler=ag.LossScaler.none())
     with ag.GradientTape(amp=cfg) as tape:
-        cache = tape._amp.autocast.cache
+        cache = tape.addon("amp").autocast.cache
         tmp = ag.Tensor.from_array(np.ones((5, 2), np.float32))
         _ = x @ tmp
         n = len(cache)

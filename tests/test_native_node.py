@@ -208,14 +208,14 @@ def test_compiled_recording_declines_what_it_does_not_handle():
         assert _native.record(add, (x, x), {}, STATE.mode) is NotImplemented
 
 
-# ---- the compiled sweep (_native.sweep) against the Python loop in GradientTape.backward -------
+# ---- the compiled sweep (_native.sweep) against the Python loop in sweep.py --------------------
 
 def _sweep_both(fn):
     """fn() -> list of gradient results (Tensors, None, or nested lists); run with the compiled
-    sweep and with tape.native_sweep switched off (the Python loop)."""
-    from autograd_gpu import tape as tape_mod
+    sweep and with registry.native_sweep switched off (the Python loop)."""
+    from autograd_gpu.ops import registry
 
-    return _with_and_without(tape_mod, "native_sweep", fn)
+    return _with_and_without(registry, "native_sweep", fn)
 
 
 def _flat(x):
@@ -319,7 +319,7 @@ def test_compiled_sweep_stops_on_a_rule_error_and_frees_nothing_twice():
 
 @native
 def test_hooks_take_the_python_loop():
-    from autograd_gpu import tape as tape_mod
+    from autograd_gpu.ops import registry as tape_mod
 
     calls = []
     saved = tape_mod.native_sweep
@@ -333,3 +333,91 @@ def test_hooks_take_the_python_loop():
     finally:
         tape_mod.native_sweep = saved
     assert calls == [] and np.allclose(g.numpy(), np.e)
+
+
+# ---- the contract between _native.c and the Python code -----------------------------------------
+
+@native
+def test_the_contract_names_exist_on_the_python_side():
+    from autograd_gpu.ops import registry
+
+    table = _native.contract()
+    assert {"Tensor slots", "Mode", "Op", "SweepContext"} <= set(table)
+    assert registry._contract_problems(table) == []
+
+
+@native
+def test_a_contract_mismatch_falls_back_to_python_with_a_warning():
+    from autograd_gpu.ops import registry
+
+    class Renamed:  # the extension as it would be if it read a slot this code does not have
+        @staticmethod
+        def contract():
+            t = _native.contract()
+            t["Tensor slots"] = list(t["Tensor slots"]) + ["_grad"]
+            return t
+
+    try:
+        with pytest.warns(RuntimeWarning, match=r"Tensor slots\._grad"):
+            assert registry.enable_native(Renamed) is False
+        assert registry._record is None and registry.native_sweep is None
+        x = ag.Tensor.from_array(np.arange(3.0))  # the Python paths still give gradients
+        with ag.GradientTape() as tape:
+            tape.watch(x)
+            y = (x * x).sum()
+        np.testing.assert_allclose(tape.gradient(y, [x])[0].numpy(), [0.0, 2.0, 4.0])
+    finally:
+        assert registry.enable_native() is True
+
+
+def _count_python_paths(monkeypatch):
+    from autograd_gpu import sweep
+    from autograd_gpu.ops import registry
+
+    calls = {"record": 0, "sweep": 0}
+    record, loop = registry._apply_observed, sweep.python_sweep
+
+    def counted_record(*a, **k):
+        calls["record"] += 1
+        return record(*a, **k)
+
+    def counted_sweep(*a, **k):
+        calls["sweep"] += 1
+        return loop(*a, **k)
+
+    monkeypatch.setattr(registry, "_apply_observed", counted_record)
+    monkeypatch.setattr(sweep, "python_sweep", counted_sweep)
+    return calls
+
+
+@native
+@pytest.mark.parametrize("case", ["elementwise", "matmul", "reductions", "nested", "batched",
+                                  "checkpoint"])
+def test_common_recording_and_sweep_cases_take_the_compiled_path(case, monkeypatch):
+    x = ag.Tensor.from_array(np.linspace(-1, 1, 12).reshape(3, 4))
+    w = ag.Tensor.from_array(np.linspace(0.5, 1.5, 8).reshape(4, 2))
+    tapes = []
+    kw = {"checkpoint": ag.CheckpointConfig("block", checkpoint_every_n=2)} \
+        if case == "checkpoint" else {}
+    outer = ag.GradientTape(persistent=True)  # (nested: a second recording tape)
+    outer.watch([x, w]) if case == "nested" else outer._finish()
+    tape = ag.GradientTape(persistent=case == "batched", **kw)
+    tape.watch([x, w])
+    calls = _count_python_paths(monkeypatch)
+    if case == "elementwise":
+        y = ag.tanh(x * 2.0 - 1.0) / 3.0 + ag.exp(-x)
+    elif case == "matmul":
+        y = ag.sigmoid(x @ w) * (x @ w)
+    elif case == "reductions":
+        y = (x - x.mean(axis=1, keepdims=True)).sum(axis=0) + x.max()
+    else:
+        y = ag.sin(x) * x + ag.cos(x @ w).sum()
+    tapes.append(tape)
+    assert calls["record"] == 0, f"{case}: recording took the Python path"
+    if case == "batched":
+        tape.jacobian(y, x, mode="reverse")
+    else:
+        tape.gradient(y, [x, w], unconnected_gradients="zero")
+    assert calls["sweep"] == 0, f"{case}: the sweep took the Python loop"
+    if case == "nested":
+        outer._finish()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -261,6 +262,11 @@ class CupyBackend:
     def asarray(self, obj, dtype=None):
         with self.xp.cuda.Device(self.index):
             return self.xp.asarray(obj, dtype=dtype)
+
+    @staticmethod
+    def sweep_scope():
+        """Context around a reverse sweep (nothing to do: CuPy has its own memory pool)."""
+        return contextlib.nullcontext()
 
     def to_numpy(self, arr):
         return self.xp.asnumpy(arr)

@@ -15,6 +15,7 @@ allocates as NumPy does by default. ``AUTOGRAD_GPU_HOST_POOL_MB`` sets the limit
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from ..errors import ArgumentError
@@ -109,6 +110,15 @@ class HostMemoryPool:
     def leave(self, token) -> None:
         if token is not None:
             self._ext.restore(token)
+
+    @contextlib.contextmanager
+    def scope(self):
+        """The pool as this thread's NumPy allocator inside the block (enter/leave)."""
+        token = self.enter()
+        try:
+            yield
+        finally:
+            self.leave(token)
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..dtypes import bfloat16 as _BF16
 from .base import Device
+from .host_pool import POOL as HOST_POOL
 
 _SIMD_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -41,6 +42,12 @@ class NumpyBackend:
 
     def asarray(self, obj, dtype=None):
         return np.asarray(obj, dtype=dtype)
+
+    @staticmethod
+    def sweep_scope():
+        """Context around a reverse sweep: arrays made inside come from (and die into) the host
+        memory pool (backend/host_pool.py)."""
+        return HOST_POOL.scope()
 
     def to_numpy(self, arr):
         return np.asarray(arr)

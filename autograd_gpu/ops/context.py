@@ -24,13 +24,14 @@ class Mode:
     """What observes ops in this thread now (the containers themselves, not copies: tapes and
     hooks that change them in place need no refresh; replacing one needs ``refresh``)."""
 
-    __slots__ = ("recording", "autowatch", "accumulators", "hooks")
+    __slots__ = ("recording", "autowatch", "accumulators", "hooks", "observers")
 
     def __init__(self, st):
         self.recording = st.recording
         self.autowatch = st.autowatch
         self.accumulators = st.accumulators
         self.hooks = st.hooks
+        self.observers = st.observers
 
 
 class ThreadState(threading.local):
@@ -39,6 +40,9 @@ class ThreadState(threading.local):
         self.autowatch: list = []  # context tapes that watch the Variables read inside them
         self.accumulators: list = []  # active ForwardAccumulators, innermost last
         self.hooks: list = []  # interceptors: hook(phase, op, args, params, call) -> result
+        # tape id -> observe(node, arrays, out), for recording tapes whose add-ons watch what
+        # is recorded (checkpointing): called after the node is appended
+        self.observers: dict[int, object] = {}
         self.mode = None
 
     def refresh(self) -> None:

@@ -415,11 +415,13 @@ def _apply_observed(op, inputs, params, st=None):
         node = Node(op, params, parents, in_meta, saved, codes, found, out_meta)
         if const and st.accumulators and saved:
             node.fw = _const_tangents(inputs, parents, codes)
+        observers = st.observers
         for tid in found:
-            nodes = recording[tid]
-            nodes.append(node)
-            if type(nodes) is not list:  # a checkpointing tape's node list (see checkpoint.py)
-                nodes.recorded(node, arrs, out)
+            recording[tid].append(node)
+            if observers:
+                obs = observers.get(tid)
+                if obs is not None:  # a tape add-on watching what is recorded (checkpointing)
+                    obs(node, arrs, out)
         result = _new_tensor(TrackedTensor)
         result._data = out
         result._bk = bk
@@ -473,22 +475,67 @@ def _const_tangents(inputs, parents, codes):
     return None if fw is None else tuple(fw)
 
 
-def _native_parts():
-    """``(_native.record, _native.sweep)`` configured for this build, or (None, None) (not
-    compiled, or the pure-Python node in use: AUTOGRAD_GPU_PURE_PYTHON=1)."""
-    if Node is PyNode:
-        return None, None
-    from .. import _native
+def _contract_problems(table: dict) -> list:
+    """Names the compiled code reads (``_native.contract()``) that the Python side lacks."""
+    from ..backend import NUMPY
+    from .context import ThreadState
 
-    _native.configure(Node, Tensor, TrackedTensor, _fix_out, layout_error)
-    return _native.record, _native.sweep
+    have = {
+        "Tensor slots": lambda n: n in Tensor.__slots__,
+        "Mode": lambda n: n in Mode.__slots__ and hasattr(ThreadState(), n),
+        "Op": lambda n: n in Op.__slots__ or callable(getattr(Op, n, None)),
+        "backend": lambda n: hasattr(NUMPY, n),
+        "array": lambda n: hasattr(NUMPY.xp.ndarray, n),
+        "rule namespace": lambda n: n in REGISTRY,
+        "astype keyword": lambda n: n in REGISTRY["astype"].params,
+        "Node methods": lambda n: callable(getattr(Node, n, None)),
+    }
+    problems = []
+    for group, names in table.items():
+        if group == "SweepContext":
+            from ..sweep import SweepContext  # (a cycle: sweep.py builds on this module)
+
+            if tuple(names) != SweepContext._fields:
+                problems.append(f"SweepContext fields {SweepContext._fields} != {tuple(names)}")
+            continue
+        check = have.get(group)
+        if check is None:
+            problems.append(f"unknown group {group!r}")
+            continue
+        problems += [f"{group}.{n}" for n in names if not check(n)]
+    return problems
 
 
-_record, native_sweep = _native_parts()
+def enable_native(native=None) -> bool:
+    """Turn the compiled recording and sweep on when the extension is in use and its contract
+    (every name it reads from Python objects) matches this code; otherwise warn and keep the
+    Python paths. Called once every op is registered (ops/__init__.py)."""
+    global _record, native_sweep
+    _record = native_sweep = None
+    if Node is PyNode:  # not compiled, or AUTOGRAD_GPU_PURE_PYTHON=1
+        return False
+    if native is None:
+        from .. import _native as native
+    problems = _contract_problems(native.contract())
+    if problems:
+        import warnings
+
+        warnings.warn("autograd_gpu: the compiled extension (_native) does not match the Python "
+                      f"code it reads ({'; '.join(problems)}); using the pure-Python recording "
+                      "and sweep instead (rebuild the extension: pip install .)", RuntimeWarning,
+                      stacklevel=2)
+        return False
+    native.configure(Node, Tensor, TrackedTensor, _fix_out, layout_error)
+    _record, native_sweep = native.record, native.sweep
+    return True
+
+
+_record = native_sweep = None  # set by enable_native()
 
 # what a hook's own call sees when nothing observes any more (never filled: nobody holds it)
 _IDLE = Mode.__new__(Mode)
 _IDLE.recording, _IDLE.autowatch, _IDLE.accumulators, _IDLE.hooks = {}, [], [], []
+_IDLE.observers = {}
 _new_tensor = object.__new__  # a TrackedTensor without __init__'s defaults (every slot set)
 
 

@@ -29,32 +29,14 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
-import weakref
 from dataclasses import dataclass, field
 
 from ..backend.host_pool import POOL as HOST_POOL
 from ..errors import ArgumentError
+from ..ops.context import new_id
+from ..tape import live_tapes
 
 _MB = 1024.0 * 1024.0
-_ACTIVE: list = []  # weakrefs to profilers that are profiling (they track new tapes)
-
-
-def _track_tape(tape) -> None:
-    for ref in list(_ACTIVE):
-        prof = ref()
-        if prof is None:
-            _ACTIVE.remove(ref)
-        else:
-            prof._tapes.append(weakref.ref(tape))
-
-
-def _install_tape_hook() -> None:
-    from ..tape import _TAPE_INIT_HOOKS
-
-    if _track_tape not in _TAPE_INIT_HOOKS:
-        _TAPE_INIT_HOOKS.append(_track_tape)
-
-
 @dataclass
 class MemorySnapshot:
     """Memory at one ``record_checkpoint``. Bytes are absolute; ``peak_bytes`` is the highest
@@ -121,7 +103,7 @@ class GradientMemoryProfiler:
         self.gpu = str(dev).startswith("cuda")
         self.growth_threshold_mb = float(growth_threshold_mb)
         self.snapshots: list[MemorySnapshot] = []
-        self._tapes: list = []
+        self._ids = (0, None)  # tapes made while profiling have ids in this range (see tape.py)
         self._profiling = False
         self._started_tracemalloc = False
         self._t0 = 0.0
@@ -137,7 +119,7 @@ class GradientMemoryProfiler:
         if self._profiling:
             self.stop_profiling()
         self.snapshots = []
-        self._tapes = []
+        self._ids = (new_id(), None)
         if self.gpu:
             self._start_gpu()
         else:
@@ -145,8 +127,6 @@ class GradientMemoryProfiler:
                 tracemalloc.start()
                 self._started_tracemalloc = True
             tracemalloc.reset_peak()
-        _install_tape_hook()
-        _ACTIVE.append(weakref.ref(self))
         self._profiling = True
         self._t0 = time.perf_counter()
         cur = self._current()
@@ -159,9 +139,7 @@ class GradientMemoryProfiler:
         if not self._profiling:
             return
         self._profiling = False
-        for ref in list(_ACTIVE):
-            if ref() is self or ref() is None:
-                _ACTIVE.remove(ref)
+        self._ids = (self._ids[0], new_id())
         if self._hook is not None:
             self._hook.__exit__(None, None, None)
             self._hook = None
@@ -291,12 +269,9 @@ class GradientMemoryProfiler:
 
     # ---- what the tapes keep -----------------------------------------------------------------
     def _live_tapes(self) -> list:
-        out = []
-        for ref in self._tapes:
-            t = ref()
-            if t is not None:
-                out.append(t)
-        return out
+        """The tapes made while profiling that are still alive."""
+        first, last = self._ids
+        return [t for t in live_tapes(first) if last is None or t.id < last]
 
     @staticmethod
     def _kept_table(tapes) -> dict:
