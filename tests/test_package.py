@@ -12,6 +12,7 @@ import pytest
 import autograd_gpu as ag
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(ag.__file__).resolve().parent  # the installed copy (CI and the image: a wheel)
 
 
 def _pyproject() -> str:
@@ -27,7 +28,7 @@ def test_version_has_one_source():
     m = re.search(r'^version = "([^"]+)"', _pyproject(), flags=re.M)
     assert m, "pyproject.toml has no static version"
     quoted = re.compile(r"""__version__\s*=\s*["']""")
-    for path in (ROOT / "autograd_gpu").rglob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         assert not quoted.search(path.read_text()), f"{path} hard-codes __version__"
 
 
@@ -43,7 +44,7 @@ def test_license_and_typing_marker_ship():
     text = _pyproject()
     assert 'license = "MIT"' in text and "LICENSE" in text
     assert "MIT License" in (ROOT / "LICENSE").read_text()
-    assert (ROOT / "autograd_gpu" / "py.typed").exists()
+    assert (PACKAGE / "py.typed").exists()  # shipped with the installed package
     package_data = text.split("[tool.setuptools.package-data]")[1].split("\n\n")[0]
     assert '"py.typed"' in package_data
 
