@@ -208,10 +208,27 @@ _TENSOR_TYPES = {Tensor, TrackedTensor, Variable}
 _SCALAR_TYPES = {int, float, bool}
 
 
-def _unwrap(op, inputs):
-    """(backend, arrays) from Tensors and Python scalars; checks kinds and devices."""
+class _Inputs:
+    """What one pass over apply's inputs gives: the backend, the arrays, and when tapes record,
+    the graph edges (parent node or None per input), the ids of the recording tapes that track
+    some input (``found``) and whether a constant is among the inputs."""
+
+    __slots__ = ("bk", "arrs", "parents", "found", "const")
+
+
+def _collect(op, inputs, recording=None, autowatch=()) -> _Inputs:
+    """The one definition of apply's input handling (the fast path in ``apply`` and the C
+    ``record`` are its specialisations for the common cases and defer to it for the rest):
+    Tensors give their arrays and must share one device; Python real numbers pass as they are;
+    anything else raises, naming the op and the argument. With ``recording`` (the thread's
+    recording tapes) it also collects the graph edges, and lets context tapes watch the
+    Variables they read (``autowatch``)."""
+    got = _Inputs()
     bk = None
     arrs = []
+    parents = [] if recording else None
+    found = None
+    const = False  # an input no tape tracks (its meta is stored; tracked ones are shared)
     for i, x in enumerate(inputs):
         tx = type(x)
         if tx in _TENSOR_TYPES or isinstance(x, Tensor):
@@ -224,8 +241,23 @@ def _unwrap(op, inputs):
                     f"got {xb.device} (move it with .to(...); no silent copies)"
                 )
             arrs.append(x._data)
+            if parents is None:
+                continue
+            if autowatch and tx is not Tensor and getattr(x, "trainable", False):
+                for tape in autowatch:
+                    tape._autowatch(x)
+            tp = x._tapes
+            if tp:
+                found = tp if found is None or tp == found else found | tp
+                parents.append(x._node)
+            else:
+                parents.append(None)
+                const = True
         elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
             arrs.append(x)
+            if parents is not None:
+                parents.append(None)
+                const = True
         elif isinstance(x, numbers.Complex):
             raise DTypeError(f"{op.name}: argument {i} expected a real number, got the complex "
                              f"{x!r}: complex numbers are not supported")
@@ -233,11 +265,17 @@ def _unwrap(op, inputs):
             raise ArgumentError(
                 f"{op.name}: argument {i} expected a Tensor or a Python number, got {describe(x)}"
             )
+    if found is not None and not found <= recording.keys():
+        err = cross_thread_error(op.name, found)
+        if err is not None:
+            raise err
+        found = frozenset(t for t in found if t in recording) or None
     if bk is None:
-        from ..backend import default_backend
+        from ..backend import default_backend  # (a cycle: backend selection imports tensors)
 
         bk = default_backend()
-    return bk, arrs
+    got.bk, got.arrs, got.parents, got.found, got.const = bk, arrs, parents, found, const
+    return got
 
 
 def _forward(op, bk, arrs, params, codes=()):
@@ -299,7 +337,8 @@ def apply(op: Op, *inputs, **params) -> Tensor:
             bk = None
             break
     if bk is None:  # scalars only, subclasses, mixed devices, bad arguments
-        bk, arrs = _unwrap(op, inputs)
+        got = _collect(op, inputs)
+        bk, arrs = got.bk, got.arrs
     try:
         out = op.forward(bk, *arrs, **params)[0]
     except (ValueError, IndexError, TypeError):
@@ -317,8 +356,9 @@ def _run_hooks(hooks, i, op, inputs, params):
 
 
 def _apply_observed(op, inputs, params, st=None):
-    """apply with tapes, accumulators or hooks active: one pass over the inputs collects the
-    arrays, the recording tapes that track them and the graph edges. ``st``: STATE.mode."""
+    """apply with tapes, accumulators or hooks active: collect the inputs (and the graph edges
+    when tapes record), run the forward, record a node on the tapes that track an input, then
+    push forward-mode tangents. ``st``: STATE.mode."""
     if st is None:
         st = STATE.mode or _IDLE
     elif not (st.recording or st.accumulators or st.hooks):
@@ -327,64 +367,8 @@ def _apply_observed(op, inputs, params, st=None):
         STATE.refresh()
         st = _IDLE
     recording = st.recording if op.differentiable else None
-    bk = None
-    arrs = []
-    found = None
-    if recording:
-        autowatch = st.autowatch
-        parents = []
-        const = False  # an input no tape tracks (its meta is stored; tracked ones are shared)
-        for x in inputs:
-            tx = type(x)
-            if tx is TrackedTensor or tx is Tensor or isinstance(x, Tensor):
-                xb = x._bk
-                if xb is not bk:
-                    if bk is not None:
-                        _unwrap(op, inputs)  # raises the DeviceError
-                    bk = xb
-                a = x._data
-                arrs.append(a)
-                if autowatch and tx is not Tensor and getattr(x, "trainable", False):
-                    for tape in autowatch:
-                        tape._autowatch(x)
-                tp = x._tapes
-                if tp:
-                    if found is None:
-                        found = tp
-                    elif tp is not found and tp != found:
-                        found = found | tp
-                    parents.append(x._node)
-                else:
-                    parents.append(None)
-                    const = True
-            elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
-                arrs.append(x)
-                parents.append(None)
-                const = True
-            else:
-                _unwrap(op, inputs)  # raises the ArgumentError
-        if found is not None:
-            for tid in found:
-                if tid not in recording:
-                    err = cross_thread_error(op.name, found)
-                    if err is not None:
-                        raise err
-                    found = frozenset(t for t in found if t in recording) or None
-                    break
-    else:
-        for x in inputs:
-            if isinstance(x, Tensor):
-                if x._bk is not bk:
-                    if bk is not None:
-                        _unwrap(op, inputs)  # raises the DeviceError
-                    bk = x._bk
-                arrs.append(x._data)
-            elif type(x) in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
-                arrs.append(x)
-            else:
-                _unwrap(op, inputs)  # raises the ArgumentError
-    if bk is None:
-        bk = _unwrap(op, inputs)[0]
+    got = _collect(op, inputs, recording, st.autowatch if recording else ())
+    bk, arrs = got.bk, got.arrs
     codes = op.saved_codes
     if codes is None:
         codes = op.codes_for(len(arrs), params)
@@ -394,51 +378,57 @@ def _apply_observed(op, inputs, params, st=None):
         out, saved = _forward(op, bk, arrs, params, codes)  # re-run for a translated error
     if type(out) is not bk.array_type:
         out, saved = _fix_out(bk, out, saved, codes)
-    if found:
-        if len(saved) != len(codes):
-            raise layout_error(op, saved, codes)
-        parents = tuple(parents)
-        # Few GC-tracked tuples per node: on a long graph the collector's passes over them
-        # cost more than building them. A tracked input's meta is its parent's out_meta (the
-        # node derives in_meta from the parents when every input is tracked), and the output
-        # shares a parent's out_meta when its shape and dtype are the same (elementwise ops).
-        in_meta = None
-        if const:
-            in_meta = tuple(p.out_meta if p is not None else
-                            (a.shape, a.dtype) if isinstance(x, Tensor) else ((), None)
-                            for p, x, a in zip(parents, inputs, arrs))
-        shape, dtype = out.shape, out.dtype
-        p = parents[0] or parents[-1]
-        out_meta = p.out_meta if p is not None else None
-        if out_meta is None or out_meta[1] is not dtype or out_meta[0] != shape:
-            out_meta = (shape, dtype)
-        node = Node(op, params, parents, in_meta, saved, codes, found, out_meta)
-        if const and st.accumulators and saved:
-            node.fw = _const_tangents(inputs, parents, codes)
-        observers = st.observers
-        for tid in found:
-            recording[tid].append(node)
-            if observers:
-                obs = observers.get(tid)
-                if obs is not None:  # a tape add-on watching what is recorded (checkpointing)
-                    obs(node, arrs, out)
+    if got.found:
+        node = _record_node(op, params, inputs, got, out, saved, codes, st)
         result = _new_tensor(TrackedTensor)
         result._data = out
         result._bk = bk
         result._node = node
-        result._tapes = found
+        result._tapes = got.found
         result._fw = None
-        if st.hooks:
-            for h in st.hooks:
-                rec = getattr(h, "on_record", None)
-                if rec is not None:
-                    rec(node)
     else:
         result = Tensor(out, bk)
     if st.accumulators and op.differentiable:
         for acc in st.accumulators:
             acc.propagate(op, bk, inputs, arrs, params, out, saved, result)
     return result
+
+
+def _record_node(op, params, inputs, got, out, saved, codes, st):
+    """The node of one recorded application, appended to every recording tape that tracks an
+    input (their add-ons that watch recording see it), and shown to the hooks."""
+    if len(saved) != len(codes):
+        raise layout_error(op, saved, codes)
+    parents, arrs, found = tuple(got.parents), got.arrs, got.found
+    # Few GC-tracked tuples per node: on a long graph the collector's passes over them cost
+    # more than building them. A tracked input's meta is its parent's out_meta (the node
+    # derives in_meta from the parents when every input is tracked), and the output shares a
+    # parent's out_meta when its shape and dtype are the same (elementwise ops).
+    in_meta = None
+    if got.const:
+        in_meta = tuple(p.out_meta if p is not None else
+                        (a.shape, a.dtype) if isinstance(x, Tensor) else ((), None)
+                        for p, x, a in zip(parents, inputs, arrs))
+    shape, dtype = out.shape, out.dtype
+    p = parents[0] or parents[-1]
+    out_meta = p.out_meta if p is not None else None
+    if out_meta is None or out_meta[1] is not dtype or out_meta[0] != shape:
+        out_meta = (shape, dtype)
+    node = Node(op, params, parents, in_meta, saved, codes, found, out_meta)
+    if got.const and st.accumulators and saved:
+        node.fw = _const_tangents(inputs, parents, codes)
+    recording, observers = st.recording, st.observers
+    for tid in found:
+        recording[tid].append(node)
+        if observers:
+            obs = observers.get(tid)
+            if obs is not None:  # a tape add-on watching what is recorded (checkpointing)
+                obs(node, arrs, out)
+    for h in st.hooks:
+        rec = getattr(h, "on_record", None)
+        if rec is not None:
+            rec(node)
+    return node
 
 
 def _fix_out(bk, out, saved, codes):
