@@ -1,7 +1,9 @@
 """Tensor: an array and the backend that owns it. TrackedTensor and Variable take part in tapes.
 
 Tensors are immutable values (Variables are the mutable exception). Arithmetic operators and
-methods are installed by ``ops.methods`` so that this module depends only on the backend layer.
+methods are installed by ``ops.methods`` so that this module depends only on the backend layer;
+NumPy's protocols (``np.sin(t)``, ``ndarray * t``) go through ``NUMPY_PROTOCOL``, which
+``ops.numpy_protocol`` fills in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,21 @@ from .errors import ArgumentError, DeviceError, DTypeError, ShapeError
 _EMPTY = frozenset()
 
 
+class _NumpyProtocol:
+    """Where Tensor.__array_ufunc__ and __array_function__ send NumPy's calls. ops.numpy_protocol
+    installs its dispatch here when the ops load (this module imports only the backend layer);
+    until then NumPy's calls on tensors are declined, and NumPy raises TypeError."""
+
+    __slots__ = ("ufunc", "function")
+
+    def __init__(self):
+        self.ufunc = lambda ufunc, method, inputs, kwargs: NotImplemented
+        self.function = lambda func, types, args, kwargs: NotImplemented
+
+
+NUMPY_PROTOCOL = _NumpyProtocol()
+
+
 def _backend(device):
     return default_backend() if device is None else backend_for(device)
 
@@ -30,7 +47,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "_bk", "_node", "_tapes", "_fw", "__weakref__")
-    __array_priority__ = 1000  # numpy defers binary operators to us
+    __array_priority__ = 1000  # cupy_array * t defers to us (NumPy's: __array_ufunc__)
     __hash__ = object.__hash__  # identity hashing; == is elementwise
 
     def __init__(self, data, bk=None):
@@ -252,6 +269,17 @@ class Tensor:
                                  "copy, but copy=False was asked")
             return a.astype(dtype)
         return a.copy() if copy else NUMPY.readonly(a)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """NumPy ufuncs and operators with a tensor operand (np.sin(t), ndarray * t,
+        np.add.reduce(t)): the ag op of the same meaning, recorded on the tapes, or TypeError
+        naming the nearest op (ops/numpy_protocol.py); never a plain array without gradient."""
+        return NUMPY_PROTOCOL.ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """NumPy functions with a tensor argument (np.sum(t, axis=0), np.concatenate([t, a])):
+        as __array_ufunc__."""
+        return NUMPY_PROTOCOL.function(func, types, args, kwargs)
 
     def __dlpack__(self, *args, **kwargs):
         return self._data.__dlpack__(*args, **kwargs)
