@@ -257,11 +257,17 @@ class Tensor:
         return Tensor(self._data, self._bk)
 
     def __array__(self, dtype=None, copy=None):
-        """np.asarray(t): a read-only view of a CPU tensor (np.array(t) a writable copy)."""
+        """np.asarray(t): a read-only view of a CPU tensor (np.array(t) a writable copy).
+        Refused while a tape records this tensor or an accumulator carries its tangent: NumPy
+        would go on with a plain array, and the gradient through it would silently be lost
+        (``np.array([t1, t2])``; NumPy does not dispatch on tensors inside lists). Use
+        ``ag.stack``, or ``t.detach().numpy()`` to leave the graph on purpose."""
         if self._bk is not NUMPY:
             raise DeviceError(
                 f"__array__: tensor lives on {self.device}; call .numpy() to copy it to the host"
             )
+        if self._tapes or self._fw:
+            _refuse_if_observed(self)
         a = self._data
         if dtype is not None and np.dtype(dtype) != a.dtype:
             if copy is False:
@@ -314,6 +320,22 @@ class Tensor:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+
+def _refuse_if_observed(t) -> None:
+    from .errors import TapeError
+    from .ops.context import LIVE, STATE  # (a cycle: the ops build on tensors)
+
+    tapes = [tid for tid in t._tapes if tid in LIVE and tid in STATE.recording]
+    accs = [a for a in STATE.accumulators if t._fw and a.id in t._fw]
+    if tapes or accs:
+        who = (f"GradientTape {tapes[0]} records it" if tapes else
+               "a ForwardAccumulator carries its tangent")
+        raise TapeError(
+            f"__array__: {who}, and converting it to a NumPy array would cut it from the "
+            "graph without an error (np.array([t1, t2]), np.sum([t1, t2]): NumPy does not "
+            "dispatch on tensors inside lists); use ag.stack / ag ops, or t.detach().numpy() "
+            "to leave the graph on purpose")
 
 
 class TrackedTensor(Tensor):

@@ -273,3 +273,21 @@ def test_forward_accumulator_takes_its_tangent_off_the_primal():
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 300 * 100, f"{grown} bytes kept after 300 uses"
+
+
+def test_numpy_conversion_of_a_recorded_tensor_inside_a_list_is_refused():
+    x, y = T([1.0, 2.0]), T([3.0, 4.0])
+    with ag.GradientTape() as tape:
+        tape.watch([x, y])
+        with pytest.raises(ag.TapeError, match="cut it from the graph"):
+            np.sum([x * 2.0, y])
+        with pytest.raises(ag.TapeError, match="detach"):
+            np.array([x, y])
+        s = ag.stack([x * 2.0, y]).sum()  # the way that keeps the gradient
+    gx, gy = tape.gradient(s, [x, y])
+    np.testing.assert_allclose(gx.numpy(), [2.0, 2.0])
+    assert np.asarray(s) == 13.0  # the tape stopped recording: converting is fine
+    with ag.ForwardAccumulator(x, T([1.0, 0.0])):
+        with pytest.raises(ag.TapeError, match="ForwardAccumulator"):
+            np.array([x * 3.0])
+    assert np.array(x.detach()).tolist() == [1.0, 2.0]
