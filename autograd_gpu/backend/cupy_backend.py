@@ -125,6 +125,17 @@ class CupyBackend:
 
     matmul = staticmethod(gpu_matmul)
 
+    @functools.cached_property
+    def scipy(self):
+        """cupyx.scipy (special, linalg, signal, fft): NumpyBackend.scipy's GPU counterpart."""
+        import cupyx.scipy  # (CuPy itself is imported lazily: see the module docstring)
+        import cupyx.scipy.fft
+        import cupyx.scipy.linalg
+        import cupyx.scipy.signal
+        import cupyx.scipy.special  # noqa: F401
+
+        return cupyx.scipy
+
     def sum(self, x, axis=None, keepdims=False, dtype=None):
         """``cupy.sum``; a large C-contiguous float array summed over its leading axes (a bias
         gradient) goes through cuBLAS as ones @ x instead (see ``cublas.sum_rows``)."""

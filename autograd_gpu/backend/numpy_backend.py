@@ -43,6 +43,19 @@ class NumpyBackend:
     def asarray(self, obj, dtype=None):
         return np.asarray(obj, dtype=dtype)
 
+    @functools.cached_property
+    def scipy(self):
+        """SciPy for this backend's arrays (special, linalg, signal, stats, fft): scipy here,
+        cupyx.scipy on CuPy. Imported on first use: only the NumPy/SciPy surface needs it."""
+        import scipy  # (optional until first use: the core runs on numpy alone)
+        import scipy.fft
+        import scipy.linalg
+        import scipy.signal
+        import scipy.special
+        import scipy.stats  # noqa: F401  (the submodules are attributes once imported)
+
+        return scipy
+
     @staticmethod
     def sweep_scope():
         """Context around a reverse sweep: arrays made inside come from (and die into) the host

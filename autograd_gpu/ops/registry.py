@@ -67,11 +67,15 @@ class Op:
     __slots__ = (
         "name", "forward", "vjp", "jvp", "sample", "cost", "params", "deterministic",
         "differentiable", "broadcasting", "doc", "impl", "arity", "saves", "saved_codes",
+        "complex_ok",
     )
 
     def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting,
-                 saves=()):
+                 saves=(), complex_ok=False):
         self.name = name
+        # True: the op accepts complex inputs and its rules follow the complex convention of
+        # docs/contributing.md (vjp = transpose of the complex-linear derivative, as in JAX)
+        self.complex_ok = complex_ok
         self.impl = impl
         self.forward = getattr(impl, "forward", None)
         self.vjp = getattr(impl, "vjp", None)
@@ -176,7 +180,7 @@ def elementwise(k: float = 1.0):
 
 
 def defop(name: str, params=(), cost=None, deterministic=True, differentiable=True,
-          broadcasting=False, register=True, saves=()):
+          broadcasting=False, register=True, saves=(), complex_ok=False):
     """Declare a primitive. ``broadcasting=True`` marks elementwise ops whose inputs broadcast
     against each other (the engine then aligns tangent batches and unbroadcasts cotangents).
     ``register=False`` builds the Op without adding it to REGISTRY (user ops, test doubles).
@@ -184,7 +188,10 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
     ``saves``: the layout of the saved values the forward returns, one entry per slot: the name
     (or position) of the forward input it holds, ``"out"`` for the output, None for a constant.
     A callable ``saves(n_inputs, params) -> entries`` for layouts that depend on the call
-    (variadic forwards, parameter-dependent choices)."""
+    (variadic forwards, parameter-dependent choices).
+
+    ``complex_ok=True``: the op takes complex inputs (where NumPy defines it for them) and its
+    rules follow the complex convention (docs/contributing.md); other ops refuse them."""
 
     def deco(impl):
         if register and name in REGISTRY:
@@ -192,7 +199,7 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
         if getattr(impl, "forward", None) is None:
             raise ArgumentError(f"defop: op {name!r} has no forward")
         op = Op(name, impl, params, cost if cost is not None else elementwise(1.0),
-                deterministic, differentiable, broadcasting, saves)
+                deterministic, differentiable, broadcasting, saves, complex_ok)
         if register:
             REGISTRY[name] = op
         return op
