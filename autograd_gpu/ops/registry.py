@@ -67,12 +67,14 @@ class Op:
     __slots__ = (
         "name", "forward", "vjp", "jvp", "sample", "cost", "params", "deterministic",
         "differentiable", "broadcasting", "doc", "impl", "arity", "saves", "saved_codes",
-        "complex_ok",
+        "complex_ok", "batch",
     )
 
     def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting,
-                 saves=(), complex_ok=False):
+                 saves=(), complex_ok=False, batch=None):
         self.name = name
+        # how ag.vmap maps the op over a batch axis (see defop and docs/contributing.md)
+        self.batch = _check_batch(name, batch)
         # True: the op accepts complex inputs and its rules follow the complex convention of
         # docs/contributing.md (vjp = transpose of the complex-linear derivative, as in JAX)
         self.complex_ok = complex_ok
@@ -151,6 +153,17 @@ def _arity(fn):
     return n
 
 
+def _check_batch(name, batch):
+    """A defop batch declaration, validated (see defop)."""
+    if batch is None or callable(batch) or batch in ("elementwise", "leading"):
+        return batch
+    if (isinstance(batch, tuple) and len(batch) >= 2 and batch[0] == "axes"
+            and all(isinstance(p, str) for p in batch[1:])):
+        return batch
+    raise ArgumentError(f"defop: op {name!r}: 'batch' expected 'elementwise', 'leading', "
+                        f"('axes', param, ...) or a rule, got {batch!r}")
+
+
 def _input_names(fn) -> list:
     """Names of the array inputs of a forward(bk, ...) (a variadic one: its *name)."""
     import inspect
@@ -180,7 +193,7 @@ def elementwise(k: float = 1.0):
 
 
 def defop(name: str, params=(), cost=None, deterministic=True, differentiable=True,
-          broadcasting=False, register=True, saves=(), complex_ok=False):
+          broadcasting=False, register=True, saves=(), complex_ok=False, batch=None):
     """Declare a primitive. ``broadcasting=True`` marks elementwise ops whose inputs broadcast
     against each other (the engine then aligns tangent batches and unbroadcasts cotangents).
     ``register=False`` builds the Op without adding it to REGISTRY (user ops, test doubles).
@@ -191,7 +204,13 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
     (variadic forwards, parameter-dependent choices).
 
     ``complex_ok=True``: the op takes complex inputs (where NumPy defines it for them) and its
-    rules follow the complex convention (docs/contributing.md); other ops refuse them."""
+    rules follow the complex convention (docs/contributing.md); other ops refuse them.
+
+    ``batch``: how ``ag.vmap`` maps the op over a batch axis: "elementwise" (inputs broadcast
+    elementwise), "leading" (the forward already treats extra leading axes of its array inputs
+    as a batch, broadcasting them), ``("axes", "axis", ...)`` ("leading", and the named params'
+    non-negative axes shift past the batch axis), or a rule ``rule(F, args, dims, **params) ->
+    (out, out_dim)`` (``dims``: per input its batch axis or None)."""
 
     def deco(impl):
         if register and name in REGISTRY:
@@ -199,7 +218,7 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
         if getattr(impl, "forward", None) is None:
             raise ArgumentError(f"defop: op {name!r} has no forward")
         op = Op(name, impl, params, cost if cost is not None else elementwise(1.0),
-                deterministic, differentiable, broadcasting, saves, complex_ok)
+                deterministic, differentiable, broadcasting, saves, complex_ok, batch)
         if register:
             REGISTRY[name] = op
         return op
