@@ -7,7 +7,10 @@
   PyTorch eager when installed.
 * mlp: one training step, batch 256, width 1024, 4 layers, ReLU, MSE, SGD, float32, against the
   same step written by hand in NumPy.
-Ratios are printed at the end (``-s`` shows them) and stored in each benchmark's extra_info.
+The comparisons are ``test_chain_interleaved`` and ``test_mlp_step_interleaved``: they alternate
+the sides in rounds and store the median and spread of the per-round ratios in their
+``extra_info`` (``-s`` prints them). The other benchmarks time one side each, one after another:
+their absolute times are for pytest-benchmark's own comparisons between runs on a quiet machine.
 """
 
 from __future__ import annotations
@@ -30,20 +33,17 @@ def _report(name, benchmark, per=1.0):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _print_ratios():
+def _print_times():
     yield
     lines = []
-    if "chain_ag" in RESULTS:
-        for k in ("chain_numpy", "chain_torch"):
-            if k in RESULTS:
-                lines.append(f"chain: autograd_gpu {RESULTS['chain_ag'] * 1e6:.2f} us/op, "
-                             f"{k[6:]} {RESULTS[k] * 1e6:.2f} us/op, ratio "
-                             f"{RESULTS['chain_ag'] / RESULTS[k]:.2f}x")
-    if "mlp_ag" in RESULTS and "mlp_numpy" in RESULTS:
-        lines.append(f"mlp step: autograd_gpu {RESULTS['mlp_ag'] * 1e3:.1f} ms, numpy "
-                     f"{RESULTS['mlp_numpy'] * 1e3:.1f} ms, ratio "
-                     f"{RESULTS['mlp_ag'] / RESULTS['mlp_numpy']:.3f}x")
-    print("\n" + "\n".join(lines))
+    for key, unit, scale in (("chain_ag", "us/op", 1e6), ("chain_numpy", "us/op", 1e6),
+                             ("chain_torch", "us/op", 1e6), ("mlp_ag", "ms", 1e3),
+                             ("mlp_numpy", "ms", 1e3)):
+        if key in RESULTS:
+            lines.append(f"{key}: {RESULTS[key] * scale:.2f} {unit} (best, sequential)")
+    if lines:
+        print("\n" + "\n".join(lines) + "\n(sequential bests are not comparable on a busy "
+              "machine: see the *_interleaved benchmarks' ratios)")
 
 
 def _chain_inputs():
@@ -192,46 +192,41 @@ def test_mlp_step_matches_numpy():
     np.testing.assert_allclose(params[0].numpy(), ws0[0], rtol=1e-4, atol=1e-6)
 
 
-def test_mlp_step_interleaved_with_numpy():
-    """Alternates the two steps (sequential benchmarks drift on a shared VM) and prints the
-    median of the rounds' ratios, the ratio of the best times, and each side's page faults per
-    step (-s). Three warm-up rounds first: the first steps fault in every array."""
-    import resource
-    import time
+def test_mlp_step_interleaved(benchmark, interleaved):
+    """autograd_gpu's MLP step against the same step written by hand in NumPy (and PyTorch when
+    installed), one BLAS / PyTorch thread, 30 interleaved rounds (three warm-up steps first: the
+    first steps fault in every array). Prints the ratios (-s)."""
+    from autograd_gpu.bench import make_ag_mlp_step, mlp_data, mlp_step_by_hand
 
-    step, _ = _make_ag_step()
-    x0, y0, ws, bs = _mlp_data()
-    sides = (("ours", step), ("numpy", lambda: _numpy_step(x0, y0, ws, bs)))
-    times = {"ours": [], "numpy": []}
-    faults = {"ours": [], "numpy": []}
-    for r in range(3 + 30):
-        for name, fn in sides:
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
+    step, _ = make_ag_mlp_step(B, W, L)
+    x0, y0, ws, bs = mlp_data(B, W, L)
+    sides = {"autograd_gpu": step, "numpy": lambda: mlp_step_by_hand(np, x0, y0, ws, bs)}
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from autograd_gpu.bench import _case_mlp, _Env
+
+        sides["torch"] = _case_mlp(_Env(ag.Device("cpu"), ("torch",), 1)).peers["torch"][0]
+    except ImportError:
+        pass
+    with ag.blas_threads(1):
+        for fn in sides.values():
             fn()
-            t = time.perf_counter() - t0
-            if r >= 3:
-                times[name].append(t)
-                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    ratios = sorted(a / b for a, b in zip(times["ours"], times["numpy"]))
-    best = {k: min(v) for k, v in times.items()}
-    med_faults = {k: sorted(v)[len(v) // 2] for k, v in faults.items()}
-    print(f"\ninterleaved mlp step: autograd_gpu {best['ours'] * 1e3:.1f} ms, numpy "
-          f"{best['numpy'] * 1e3:.1f} ms (bests), ratio of bests "
-          f"{best['ours'] / best['numpy']:.3f}x, median ratio of 30 rounds "
-          f"{ratios[len(ratios) // 2]:.3f}x; page faults per step {med_faults['ours']} "
-          f"(ours) {med_faults['numpy']} (numpy); {ag.host_memory_pool()}")
+            fn()
+        info = interleaved(benchmark, sides, rounds=30, calls=1)
+    print("\ninterleaved mlp step (process CPU time, 1 thread): "
+          + "; ".join(f"{k[6:-7]} median ratio {v:.3f}x" for k, v in info.items()
+                      if k.endswith("_median"))
+          + f" (autograd_gpu best {info['ours_best_s'] * 1e3:.1f} ms; {ag.host_memory_pool()})")
 
 
-def test_chain_interleaved_with_torch():
-    """Sequential benchmarks drift on a shared VM; this alternates ours and PyTorch's step in
-    rounds and prints the median of the rounds' ratios (-s)."""
-    import time
-
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+def test_chain_interleaved(benchmark, interleaved):
+    """The 1,000-op chain against PyTorch eager (1 thread) when installed and the same chain
+    written by hand in NumPy: 12 rounds, each the best of 5 calls of every side. Prints the
+    median ratios (-s)."""
     x0, c0 = _chain_inputs()
-    c, ct = ag.Tensor.from_array(c0), torch.from_numpy(c0)
+    c = ag.Tensor.from_array(c0)
 
     def ours():
         tape = ag.GradientTape()
@@ -241,27 +236,26 @@ def test_chain_interleaved_with_torch():
             y = y + ag.tanh(ag.sin(y)) * c
         return tape.gradient(y, [x])[0].numpy()
 
-    def theirs():
-        x = torch.from_numpy(x0).requires_grad_(True)
-        y = x
-        for _ in range(REPS):
-            y = y + torch.tanh(torch.sin(y)) * ct
-        return torch.autograd.grad(y, [x], torch.ones_like(y))[0].numpy()
+    sides = {"autograd_gpu": ours, "numpy": lambda: _numpy_chain(x0, c0)}
+    try:
+        import torch
 
-    # 12 rounds, each the best of 5 calls of either side; the median of the rounds' ratios
-    # (the VM's speed changes between rounds, rarely within one)
-    rounds = {"ours": [], "torch": []}
-    for _ in range(12):
-        for name, fn in (("ours", ours), ("torch", theirs)):
-            best = 1e9
-            for _ in range(5):
-                t0 = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - t0)
-            rounds[name].append(best)
-    np.testing.assert_allclose(ours(), theirs(), rtol=1e-4)
-    ratios = sorted(a / b for a, b in zip(rounds["ours"], rounds["torch"]))
-    a, b = min(rounds["ours"]), min(rounds["torch"])
-    print(f"\ninterleaved chain: autograd_gpu {a / N_OPS * 1e6:.2f} us/op, torch "
-          f"{b / N_OPS * 1e6:.2f} us/op (bests), median ratio of 12 rounds "
-          f"{ratios[len(ratios) // 2]:.2f}x")
+        torch.set_num_threads(1)
+        ct = torch.from_numpy(c0)
+
+        def theirs():
+            x = torch.from_numpy(x0).requires_grad_(True)
+            y = x
+            for _ in range(REPS):
+                y = y + torch.tanh(torch.sin(y)) * ct
+            return torch.autograd.grad(y, [x], torch.ones_like(y))[0].numpy()
+
+        np.testing.assert_allclose(ours(), theirs(), rtol=1e-4)
+        sides["torch"] = theirs
+    except ImportError:
+        pass
+    info = interleaved(benchmark, sides, rounds=12, calls=5, per=N_OPS)
+    print(f"\ninterleaved chain (process CPU time): autograd_gpu {info['ours_best_s'] * 1e6:.2f} "
+          "us/op (best); " + "; ".join(
+              f"{k[6:-7]} median ratio {v:.2f}x" for k, v in info.items()
+              if k.endswith("_median")))
