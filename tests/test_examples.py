@@ -199,27 +199,45 @@ def test_amp_training(tmp_path):
     assert np.isfinite(r["scaler"].scale) and r["scaler"].scale >= 1.0
 
 
-def test_guide_snippets_run(tmp_path, monkeypatch, capsys):
-    """Every ```python block of docs/guide.md runs, in order, in one namespace."""
+def _run_python_blocks(doc, tmp_path, monkeypatch, skip_missing=True):
+    """Runs every ```python block of ``doc`` in order, in one namespace, from ``tmp_path``
+    (paths under /tmp/ are moved there). Returns (blocks, how many ran)."""
     import re
 
-    text = (ROOT / "docs" / "guide.md").read_text()
+    text = (ROOT / doc).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 20
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     ran = 0
     for block in blocks:
         code = block.replace("/tmp/", f"{tmp_path}/")
         wanted = set(re.findall(r"\bag\.([A-Za-z_]\w*)", code))
-        if any(not hasattr(ag, n) for n in wanted):
+        if skip_missing and any(not hasattr(ag, n) for n in wanted):
             continue  # a layer this build lacks
-        exec(compile(code, "docs/guide.md", "exec"), ns)
+        exec(compile(code, doc, "exec"), ns)
         ran += 1
+    return blocks, ran
+
+
+def test_guide_snippets_run(tmp_path, monkeypatch, capsys):
+    """Every ```python block of docs/guide.md runs, in order, in one namespace."""
+    blocks, ran = _run_python_blocks("docs/guide.md", tmp_path, monkeypatch)
+    assert len(blocks) >= 20
     assert ran >= len(blocks) - 2
     out = capsys.readouterr().out
     assert "Gradient: [[2. 4.]" in out and "caught:" in out
     assert (tmp_path / "guide_trace.json").exists() and (tmp_path / "guide_model.npz").exists()
+
+
+def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
+    """Every ```python block of README.md runs, in order, in one namespace (none skipped): the
+    quick start, training with ag.data, measuring and profiling."""
+    with ag.blas_threads(1):
+        blocks, ran = _run_python_blocks("README.md", tmp_path, monkeypatch, skip_missing=False)
+    assert ran == len(blocks) >= 3
+    out = capsys.readouterr().out
+    assert "train_step:" in out and "95% CI" in out
+    assert (tmp_path / "digits.npz").exists() and (tmp_path / "trace.json").exists()
 
 
 @pytest.mark.gpu

@@ -75,3 +75,14 @@ def test_cpu_run_reports_gpu_tests_in_one_line(tmp_path):
     summary = [ln for ln in lines if "GPU tests not run (deselected): no usable GPU" in ln]
     assert len(summary) == 1 and int(summary[0].split()[0]) > 0
     assert not [ln for ln in lines if ln.startswith("SKIPPED") and "GPU" in ln]
+
+
+def test_bench_extra_pulls_no_cuda_build():
+    """``pip install ".[bench]"`` must not bring PyPI's CUDA torch (and its nvidia-* wheels)
+    onto a CPU machine: torch is installed separately, as the README says."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads(_pyproject())["project"]["optional-dependencies"]
+    names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in extras["bench"]]
+    assert "torch" not in names and not any(n.startswith("nvidia") for n in names)
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in readme
