@@ -134,6 +134,20 @@ def test_tensor_power_masks_the_zero_exponent_and_the_zero_base():
         assert same(tgx, GX_REF) and same(tgp, GP_REF)
 
 
+def test_zero_exponent_keeps_its_mixed_partial_away_from_zero_bases():
+    """At p == 0 with x != 0, d2(x**p)/dx dp = x**(p-1) (1 + p log x) = 1/x is finite: only
+    x == 0 is masked (PyTorch masks every p == 0 and drops it: its second derivative of
+    (0.5**x)**x at x = 0 is -0.693, the exact value 2 log 0.5 = -1.386)."""
+    f = lambda x: ((0.5 ** x) ** x).sum()  # noqa: E731  (= 0.5 ** (x * x))
+    rr, fr = second(f, [0.0, 0.5])
+    exact = 2 * np.log(0.5) * 0.5 ** np.array([0.0, 0.25]) * (1 + 2 * np.array([0.0, 0.25])
+                                                              * np.log(0.5))
+    assert np.allclose(rr, exact, rtol=1e-12) and np.allclose(fr, exact, rtol=1e-12)
+    # the mixed partial itself, at x = 2, p = 0: d/dp of d/dx is 1/2
+    dp = ag.grad(lambda p: ag.grad(lambda x: (x ** p).sum())(T([2.0])).sum())(T([0.0]))
+    assert same(dp.numpy(), [0.5])
+
+
 def test_zero_base_power_has_a_zero_exponent_gradient():
     y = [0.0, 1.0, 2.5, -1.0]
     f = lambda y: (0.0 ** y).sum()  # noqa: E731

@@ -208,15 +208,17 @@ def _is_number(v) -> bool:
 
 def _pow_dx(F, t, x, p):
     """t * d(x**p)/dx = t p x**(p-1), exactly 0 where p == 0 (x**0 is the constant 1; at x = 0
-    the product form is 0 * inf = NaN): PyTorch's convention. Where p is an array, the base is
-    replaced by 1 at those points before the power, so no inf is formed there and the masked
-    branch stays finite under higher derivatives too (a where only stops a NaN in the values,
-    not in the inactive branch's own derivative)."""
+    the product form is 0 * inf = NaN): PyTorch's value. Where p is an array, only the points
+    with p == 0 and x == 0 are masked, and there the base is replaced by 1 before the power, so
+    no inf is formed and the masked branch stays finite under higher derivatives (a where only
+    stops a NaN in the values, not in the inactive branch's own derivative). Elsewhere p == 0
+    needs no mask (0 * x**-1 is 0), and masking it would lose the mixed partial
+    d2(x**p)/dx dp = 1/x there, which PyTorch's p == 0 mask drops."""
     if _is_number(p):
         if p == 0:
             return F.zeros(tuple(t.shape), t.dtype)
         return t * p * x ** (p - 1)
-    zero = F.equal(p, 0)
+    zero = F.logical_and(F.equal(p, 0), F.equal(x, 0))
     xs = F.where(zero, 1.0, x)
     return F.where(zero, 0.0, t * p * xs ** (p - 1))
 
@@ -261,17 +263,19 @@ class Pow:
                     None if tp is None else tp * y * _pow_log_base(F, x, p))
 
     def sample(draw):
-        """Four regimes: positive bases with real exponents (both differentiated); bases with
-        exact zeros (and negatives) under a constant integer exponent, 0..3 (p = 0 and p = 1
-        at x = 0 are the edge points; integer powers are smooth there); the same with an
-        integer array exponent (the array form of the p == 0 mask); and the number bases 0
-        and 2 under positive exponents (d/dp of 0**p is 0 there)."""
+        """Four regimes: positive bases with real exponents, some exactly 0 (both
+        differentiated); bases with exact zeros (and negatives) under a constant integer
+        exponent, 0..3 (p = 0 and p = 1 at x = 0 are the edge points; integer powers are smooth
+        there); the same with an integer array exponent (the array form of the p == 0 mask);
+        and the number bases 0 and 2 under positive exponents (d/dp of 0**p is 0 there)."""
         import numpy as np  # (this module's abs is the op)
         from hypothesis import strategies as st
 
         kind = draw(st.integers(0, 3))
-        if kind == 0:
-            return _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)(draw)
+        if kind == 0:  # with exact zero exponents: d2/dx dp = x**(p-1) (1 + p log x) = 1/x there
+            (x, p), _ = _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)(draw)
+            p = np.where(draw(S.arrays(np.shape(p), 0.0, 1.0)) < 0.3, 0.0, p)
+            return (x, p), {}
         if kind == 3:
             y = draw(S.arrays(draw(S.shapes()), 0.3, 2.5))
             return (draw(st.sampled_from([0.0, 2.0])), y), {}
@@ -877,11 +881,16 @@ class Clip:
         return (x,), {"lo": -1.0, "hi": 1.0}
 
 
-@defop("astype", params=("dtype",), cost=elementwise(0.5), saves=(None,))
+@defop("astype", params=("dtype",), cost=elementwise(0.5), saves=(None,), complex_ok=True,
+       batch="elementwise")
 class AsType:
-    """y = x converted to dtype (the gradient is converted back)"""
+    """y = x converted to dtype (the gradient is converted back). Complex to real keeps the
+    real part: the cast the engine gives a complex cotangent of a real input (the convention
+    of docs/contributing.md); the public ag.astype refuses that cast (use ag.real)."""
 
     def forward(bk, x, *, dtype):
+        if x.dtype.kind == "c" and dtype.kind != "c":
+            x = x.real
         return bk.astype(x, dtype), (x.dtype,)
 
     def vjp(F, g, saved, needs, *, dtype):
@@ -1054,5 +1063,15 @@ def clip(x, lo=None, hi=None):
 
 
 def astype(x, dtype):
-    """x converted to dtype (differentiable between floating dtypes)."""
-    return apply(AsType, as_tensor(x, None, "x", "astype"), dtype=as_dtype(dtype))
+    """x converted to dtype (differentiable between floating and complex dtypes). Complex to
+    real is refused: NumPy drops the imaginary part with only a warning; say which part
+    (ag.real, ag.imag, ag.abs)."""
+    x = as_tensor(x, None, "x", "astype")
+    dt = as_dtype(dtype)
+    if x.dtype.kind == "c" and dt.kind != "c":
+        from ..errors import DTypeError
+
+        raise DTypeError(f"astype: argument 'dtype' expected a complex dtype for a complex x "
+                         f"({x.dtype}), got {dt}: take ag.real(x), ag.imag(x) or ag.abs(x) "
+                         "first (a cast would drop the imaginary part)")
+    return apply(AsType, x, dtype=dt)
