@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import DeviceError
 from .base import Device
@@ -31,7 +33,7 @@ def backend_for(device: str | Device) -> object:
     return _backend(device, "ask for the device 'cpu'")
 
 
-def _backend(device, cpu_fix: str) -> object:
+def _backend(device: str | Device, cpu_fix: str) -> object:
     dev = device if isinstance(device, Device) else Device(device)
     bk = _backends.get(dev)
     if bk is None:
@@ -78,11 +80,11 @@ def default_device() -> Device:
     return _default
 
 
-def default_backend():
+def default_backend() -> object:
     return backend_for(default_device())
 
 
-def set_default_device(device) -> Device:
+def set_default_device(device: str | Device | None) -> Device:
     """Set the process-wide default device ("cpu", "cuda", "cuda:N" or None for automatic)."""
     global _default
     if device is None:
@@ -95,7 +97,7 @@ def set_default_device(device) -> Device:
 
 
 @contextlib.contextmanager
-def device(spec):
+def device(spec: str | Device) -> Iterator[Device]:
     """``with ag.device("cpu"):`` new tensors in this thread go to that device."""
     dev = Device(spec)
     backend_for(dev)
@@ -109,7 +111,7 @@ def device(spec):
         stack.pop()
 
 
-def backend_of_array(arr):
+def backend_of_array(arr: Any) -> object:
     """The backend owning a raw array (numpy ndarray -> cpu, cupy ndarray -> its GPU)."""
     mod = type(arr).__module__
     if mod.startswith("cupy"):
