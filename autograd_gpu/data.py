@@ -112,12 +112,15 @@ class DataLoader:
         share the data: the epoch's order is cut to a multiple of ``num_shards`` samples and
         shard ``s`` takes every ``num_shards``-th sample from position ``s``; all shards have the
         same number of batches.
+    sampler: an object whose ``indices(epoch)`` gives the sample indices of each epoch, in
+        order, and whose ``len()`` is their number (``autograd_gpu.distributed.shard``); it
+        replaces ``shuffle`` and ``num_shards``.
     """
 
     def __init__(self, dataset: Any, batch_size: int = 32, *, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False,
                  transform: Callable[..., Any] | None = None, device: str | Device | None = None,
-                 prefetch: int = 2, num_shards: int = 1, shard_index: int = 0):
+                 prefetch: int = 2, num_shards: int = 1, shard_index: int = 0, sampler=None):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise ArgumentError("DataLoader: argument 'dataset' expected an ArrayDataset or an "
                                 f"object with __len__ and __getitem__, got "
@@ -142,6 +145,15 @@ class DataLoader:
             raise ArgumentError("DataLoader: shuffle with num_shards > 1 needs an explicit "
                                 "'seed', the same on every shard, so that all shards cut one "
                                 "permutation")
+        if sampler is not None:
+            if not callable(getattr(sampler, "indices", None)) or not hasattr(sampler, "__len__"):
+                raise ArgumentError(f"DataLoader: argument 'sampler' expected an object with "
+                                    f"indices(epoch) and __len__ (dist.shard), got "
+                                    f"{type(sampler).__name__}")
+            if shuffle or self.num_shards > 1:
+                raise ArgumentError("DataLoader: argument 'sampler' decides the order and the "
+                                    "shard; leave shuffle=False and num_shards=1 with it")
+        self.sampler = sampler
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.transform = transform
@@ -153,6 +165,8 @@ class DataLoader:
     # ---- sizes and order ---------------------------------------------------------------------
 
     def _samples_per_epoch(self) -> int:
+        if self.sampler is not None:
+            return len(self.sampler)
         n = len(self.dataset)
         return (n - n % self.num_shards) // self.num_shards
 
@@ -164,7 +178,9 @@ class DataLoader:
     def indices(self, epoch: int) -> np.ndarray:
         """The sample indices this loader (this shard) visits in ``epoch``, in order."""
         n = len(self.dataset)
-        if self.shuffle:
+        if self.sampler is not None:
+            order = np.asarray(self.sampler.indices(epoch))
+        elif self.shuffle:
             order = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
         else:
             order = np.arange(n)
@@ -182,7 +198,7 @@ class DataLoader:
             # a run of consecutive indices is a slice: a view, no gather (not when a transform
             # could write into it: a gather is a copy)
             if (self.transform is None and len(idx) and not self.shuffle
-                    and idx[-1] - idx[0] == len(idx) - 1):
+                    and self.sampler is None and idx[-1] - idx[0] == len(idx) - 1):
                 arrays = ds[int(idx[0]):int(idx[-1]) + 1]
             else:
                 arrays = ds[idx]

@@ -1,0 +1,311 @@
+"""MPI through mpi4py: host arrays directly, device arrays staged through the host (or passed
+as they are to a CUDA-aware MPI).
+
+Every collective is MPI's non-blocking one (``Iallreduce``, ``Ibcast``, ...) on a duplicate of
+the job's communicator, so the library's traffic never matches a user's own MPI calls. Types MPI
+has no reduction for are handled here: float16 and bfloat16 buffers are summed in float32 and
+rounded back (as NCCL accumulates them), booleans travel as bytes; data movement of any dtype
+goes as raw bytes.
+
+MPICH progresses a non-blocking collective only while the process is inside an MPI call, so the
+caller tests its work at points it reaches anyway (``DataParallel`` at each gradient the sweep
+finishes, the group in its wait loop).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import dtypes as _dt
+from .comm import Communicator, DistributedError, Work
+
+__all__ = ["MPICommunicator", "ArrivalBoard", "load_mpi"]
+
+CUDA_AWARE_ENV = "AUTOGRAD_GPU_MPI_CUDA_AWARE"
+_SIXTEEN = (np.dtype(np.float16), np.dtype(_dt.bfloat16))
+
+
+def load_mpi():
+    """mpi4py's MPI module, or a DistributedError saying how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise DistributedError(
+            f"autograd_gpu.distributed: MPI is needed for a launched job or backend='mpi', and "
+            f"mpi4py does not import ({exc}); install it with pip install "
+            "\"autograd_gpu[distributed]\" (mpi4py and MPICH)") from None
+    return MPI
+
+
+class _MPIWork(Work):
+    """An MPI request; ``then`` runs once it completes (staging back, rounding back)."""
+
+    __slots__ = ("_req", "_then", "_keep")
+
+    def __init__(self, req, then=None, keep=None):
+        super().__init__()
+        self._req = req
+        self._then = then
+        self._keep = keep  # buffers MPI reads or writes until completion
+
+    def test(self) -> bool:
+        if self.done:
+            return True
+        if self._req.Test():
+            self.done = True
+            then, self._then, self._keep = self._then, None, None
+            if then is not None:
+                then()
+        return self.done
+
+
+class _FixedSum(Work):
+    """A sum in rank order: an alltoall hands rank r the r-th chunk of every rank's buffer, r
+    adds them up in rank order, an allgather puts the chunks back together. The two phases run
+    on separate channels, and each work launches its second phase only after its predecessor
+    did, so every rank issues the phases in the same order whatever their timing."""
+
+    def __init__(self, owner: MPICommunicator, flat, prev):
+        super().__init__()
+        size = owner.size
+        self._owner = owner
+        self._flat = flat
+        self._chunks = flat.reshape(size, -1)
+        self._recv = np.empty_like(self._chunks)
+        self._first = owner.alltoall(self._chunks, self._recv)
+        self._second = None
+        self._prev = prev
+
+    def _launch_second(self) -> None:
+        recv = self._recv
+        acc = recv[0].copy()
+        for r in range(1, recv.shape[0]):
+            np.add(acc, recv[r], out=acc)
+        self._acc = acc
+        self._second = self._owner.second.allgather(acc, self._chunks)
+
+    def launched_second(self) -> bool:
+        return self._second is not None
+
+    def test(self) -> bool:
+        if self.done:
+            return True
+        if self._second is None:
+            prev = self._prev
+            if prev is not None:
+                prev.test()
+                if not prev.launched_second():
+                    return False
+                self._prev = None
+            if not self._first.test():
+                return False
+            self._launch_second()
+        if self._second.test():
+            self.done = True
+            self._recv = self._acc = self._chunks = None
+        return self.done
+
+
+class MPICommunicator(Communicator):
+    """MPI on a duplicate of ``comm`` (mpi4py's Intracomm)."""
+
+    name = "mpi"
+
+    def __init__(self, comm, cuda_aware: bool | None = None, board: bool = True):
+        self.MPI = load_mpi()
+        self.comm = comm.Dup()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self._ops = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}
+        if cuda_aware is None:
+            cuda_aware = os.environ.get(CUDA_AWARE_ENV, "").strip() in ("1", "true", "yes")
+        self.cuda_aware = bool(cuda_aware)
+        self._board = ArrivalBoard(comm.Dup(), self.MPI) if board and self.size > 1 else None
+        self._second = None
+        self._last_fixed = None
+
+    @property
+    def second(self) -> MPICommunicator:
+        """A second channel (another duplicate) for the fixed-order sum's second phase."""
+        if self._second is None:
+            self._second = MPICommunicator(self.comm, self.cuda_aware, board=False)
+        return self._second
+
+    def supports(self, array) -> bool:
+        return True  # host arrays directly, device arrays staged (or CUDA-aware)
+
+    # ---- staging -----------------------------------------------------------------------------
+    def _host(self, buf, read: bool = True):
+        """(an array MPI can take, a function that copies it back into ``buf`` or None)."""
+        if isinstance(buf, np.ndarray):
+            return buf, None
+        if self.cuda_aware:
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()  # MPI reads it outside stream order
+            return buf, None
+        host = buf.get() if read else np.empty(buf.shape, buf.dtype)
+
+        def back():
+            buf.set(host)
+        return host, back
+
+    # ---- collectives -------------------------------------------------------------------------
+    def allreduce(self, buf, op: str) -> Work:
+        host, back = self._host(buf)
+        work = host
+        if host.dtype in _SIXTEEN:
+            work = host.astype(np.float32)
+        elif host.dtype == np.bool_:
+            work = host.view(np.uint8)
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE, work, op=self._ops[op])
+        if work is host and back is None:
+            return _MPIWork(req, keep=work)
+
+        def then():
+            if work is not host:
+                np.copyto(host, work, casting="unsafe")
+            if back is not None:
+                back()
+        return _MPIWork(req, then, keep=(host, work))
+
+    def broadcast(self, buf, root: int) -> Work:
+        host, back = self._host(buf)
+        req = self.comm.Ibcast(_bytes(host), root=root)
+        return _MPIWork(req, back, keep=host)
+
+    def allgather(self, send, recv) -> Work:
+        hsend, _ = self._host(send)
+        hrecv, back = self._host(recv, read=False)
+        req = self.comm.Iallgather(_bytes(hsend), _bytes(hrecv))
+        return _MPIWork(req, back, keep=(hsend, hrecv))
+
+    def alltoall(self, send, recv) -> Work:
+        hsend, _ = self._host(send)
+        hrecv, back = self._host(recv, read=False)
+        req = self.comm.Ialltoall(_bytes(hsend), _bytes(hrecv))
+        return _MPIWork(req, back, keep=(hsend, hrecv))
+
+    def barrier(self) -> Work:
+        return _MPIWork(self.comm.Ibarrier())
+
+    def fixed_sum(self, flat) -> Work:
+        """Sum ``flat`` (1-D, a multiple of ``size`` long) over the ranks in rank order, in
+        place: the same bits on every rank and in every run."""
+        if not isinstance(flat, np.ndarray):
+            host, back = self._host(flat)
+            inner = self.fixed_sum(host)
+
+            class _Staged(Work):
+                def test(self_):
+                    if not self_.done and inner.test():
+                        back()
+                        self_.done = True
+                    return self_.done
+            return _Staged()
+        work = _FixedSum(self, flat, self._last_fixed)
+        self._last_fixed = work
+        return work
+
+    # ---- job control -------------------------------------------------------------------------
+    def abort(self, code: int = 1) -> None:
+        self.MPI.COMM_WORLD.Abort(code)
+
+    def announce(self, seq: int) -> None:
+        if self._board is not None:
+            self._board.announce(seq)
+
+    def arrivals(self) -> list | None:
+        return None if self._board is None else self._board.arrivals()
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+        if self._second is not None:
+            self._second.close()
+        try:
+            self.comm.Free()
+        except Exception:
+            pass
+
+
+def _bytes(a: np.ndarray):
+    """A C-contiguous array as its raw bytes (any dtype, bfloat16 included)."""
+    if not a.flags.c_contiguous:
+        raise DistributedError(f"MPI: expected a C-contiguous buffer, got strides {a.strides}")
+    return a.reshape(-1).view(np.uint8)
+
+
+class ArrivalBoard:
+    """Which collective each rank has reached: every rank sends its collective number to every
+    other one as it launches a collective (8 bytes, MPI's eager path: the receiver need not be
+    listening), and reads the ones that came in whenever it announces its own. A rank that waits
+    past a deadline reads the board to name the ranks that never reached that collective.
+    Costs one 8-byte send per peer per collective."""
+
+    TAG = 17
+
+    def __init__(self, comm, MPI):
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.last = [-1] * self.size
+        self._bufs = [np.zeros(1, np.int64) for _ in range(self.size)]
+        self._recvs = [self._post(p) for p in range(self.size)]
+        self._sends: list = []
+
+    def _post(self, peer):
+        if peer == self.rank:
+            return self.MPI.REQUEST_NULL
+        return self.comm.Irecv(self._bufs[peer], source=peer, tag=self.TAG)
+
+    def announce(self, seq: int) -> None:
+        self.last[self.rank] = seq
+        msg = np.array([seq], np.int64)
+        sends = self._sends
+        for p in range(self.size):
+            if p != self.rank:
+                sends.append(self.comm.Isend(msg, dest=p, tag=self.TAG))
+        sends.append(msg)  # (kept alive until the sends complete)
+        if len(sends) > 64:
+            reqs = [r for r in sends if not isinstance(r, np.ndarray)]
+            if self.MPI.Request.Testall(reqs):
+                sends.clear()
+        self._drain()
+
+    def _drain(self) -> None:
+        MPI = self.MPI
+        while True:
+            done = MPI.Request.Testsome(self._recvs)
+            if not done:
+                return
+            for p in done:
+                self.last[p] = max(self.last[p], int(self._bufs[p][0]))
+                self._recvs[p] = self._post(p)
+
+    def arrivals(self) -> list:
+        self._drain()
+        return list(self.last)
+
+    def close(self) -> None:
+        for r in self._recvs:
+            if r != self.MPI.REQUEST_NULL:
+                try:
+                    r.Cancel()
+                    r.Wait()
+                except Exception:
+                    pass
+        self._recvs = []
+        try:  # (eager sends are complete; never block on a peer at shutdown)
+            self.MPI.Request.Testall([r for r in self._sends if not isinstance(r, np.ndarray)])
+        except Exception:
+            pass
+        self._sends = []
+        try:
+            self.comm.Free()
+        except Exception:
+            pass
