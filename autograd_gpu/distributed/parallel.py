@@ -55,7 +55,8 @@ def _named_parameters(model, where: str) -> list:
     elif isinstance(model, dict):
         named = list(model.items())
     elif isinstance(model, (list, tuple)):
-        named = [(getattr(p, "name", None) or str(i), p) for i, p in enumerate(model)]
+        named = [(f"[{i}] {p.name}" if getattr(p, "name", None) else f"[{i}]", p)
+                 for i, p in enumerate(model)]
     else:
         raise ArgumentError(f"{where}: argument 'model' expected an ag.nn.Module, a Variable, or "
                             f"a list or dict of Variables, got {describe(model)}")
