@@ -5,6 +5,8 @@ A message names the op, the argument, what was expected and what was given.
 
 from __future__ import annotations
 
+import numpy as _np
+
 
 class AutogradError(Exception):
     """Base class of every error raised by autograd_gpu."""
@@ -36,6 +38,13 @@ class AnomalyError(AutogradError, FloatingPointError):
 
 class ArgumentError(AutogradError, TypeError):
     """An argument of the wrong kind (not a tensor, an unknown option, a bad value)."""
+
+
+class LinAlgError(AutogradError, _np.linalg.LinAlgError):
+    """A linear-algebra routine failed where NumPy's raises numpy.linalg.LinAlgError (a singular
+    matrix in solve or inv, a matrix that is not positive definite in cholesky, no convergence
+    in eigh or svd): the same failure, naming the op. It is also a numpy.linalg.LinAlgError (a
+    ValueError), so code that catches NumPy's error catches it."""
 
 
 def describe(x) -> str:

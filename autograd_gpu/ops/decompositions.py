@@ -1,0 +1,346 @@
+"""Matrix decompositions: cholesky, eigh, svd, qr. The public functions (NumPy's signatures,
+results as NumPy's named tuples) are in autograd_gpu/linalg.py.
+
+An op records one output, so a decomposition with several results packs them along a last
+axis (``_linalg_util.pack``) and the public function unpacks them with getitem and reshape:
+the cotangent of an unused result is then exactly zero, which the rules treat as JAX treats a
+symbolic zero (see ``undefined_where``).
+
+Rules:
+* cholesky: Murray 2016 ("Differentiation of the Cholesky decomposition"), with triangular
+  solves. NumPy reads only the lower triangle, so the derivative is taken with respect to it.
+* eigh: dw = diag(V^H dS V), dV = V (F o V^H dS V) with F_ij = 1/(w_j - w_i), as JAX's rule;
+  only the triangle NumPy reads (UPLO) gets a cotangent.
+* svd: Townsend 2016 ("Differentiating the singular value decomposition"), JAX's svd_jvp.
+* qr: Walter and Lehmann 2018 / JAX's qr_jvp_rule, with triangular solves (m >= n).
+Equal eigenvalues (singular values) make the eigenvector (singular vector) derivative
+undefined: where a cotangent couples two equal values the rules give NaN, as JAX's 1/0 does,
+and eigenvalue-only functions keep a finite gradient.
+"""
+
+from __future__ import annotations
+
+from ..errors import ArgumentError
+from ._linalg_util import (
+    conj,
+    diag_embed,
+    diagonal,
+    eye,
+    herm_from_triangle,
+    lapack,
+    mH,
+    mT,
+    pack,
+    real,
+    reciprocal_or_zero,
+    solve_tri,
+    tri,
+    triangle_cotangent,
+    undefined_where,
+    unpack,
+)
+from .registry import defop
+from .solves import _real_dtype, _rng, batch_shape, spd
+
+__all__ = ["Cholesky", "Eigh", "Svd", "Qr"]
+
+
+def _cube(out, a, **p):
+    n = a.shape[-1]
+    return float(max(a.size // max(n * a.shape[-2], 1), 1) * 10.0 * n ** 3)
+
+
+def _phi(F, x):
+    """The lower triangle of x with its diagonal halved (Murray's Phi)."""
+    n = x.shape[-1]
+    rd = _real_dtype(x)
+    return x * (tri(F, n, 0, rd) - 0.5 * eye(F, n, rd))
+
+
+@defop("cholesky", cost=lambda out, a, **p: out.size * a.shape[-1] / 3.0, saves=("out",),
+       complex_ok=True, batch="leading")
+class Cholesky:
+    """L lower triangular with L L^H = S, S the Hermitian matrix of a's lower triangle (NumPy
+    reads only it). jvp: dL = L Phi(L^{-1} dS L^{-H}); vjp: S_bar = L^{-T} Phi(L^T L_bar)
+    conj(L)^{-1} by two triangular solves, a_bar its lower-triangle part (Murray 2016)."""
+
+    def forward(bk, a):
+        low = lapack("cholesky", bk.xp.linalg.cholesky, a)
+        return low, (low,)
+
+    def vjp(F, g, saved, needs):
+        (low,) = saved
+        p = _phi(F, F.matmul(mT(F, low), g))
+        y = solve_tri(F, low, p, True, 1)
+        sbar = mT(F, solve_tri(F, low, mT(F, y), True, 2))
+        return (triangle_cotangent(F, sbar, True),)
+
+    def jvp(F, ts, saved):
+        (low,) = saved
+        z = solve_tri(F, low, herm_from_triangle(F, ts[0], True), True, 0)
+        m = mH(F, solve_tri(F, low, mH(F, z), True, 0))
+        return F.matmul(low, _phi(F, m))
+
+    def sample(draw):
+        import numpy as np
+        from hypothesis import strategies as st
+
+        rng = _rng(draw)
+        n = draw(st.integers(1, 4))
+        a = spd(rng, batch_shape(draw) + (n, n))
+        # the upper triangle is never read: junk there checks that it gets no cotangent
+        return (a + (1 - np.tri(n)) * rng.uniform(-3, 3, a.shape),), {}
+
+
+# ---- eigh -----------------------------------------------------------------------------------
+
+
+def _gaps(F, w):
+    """d_ij = w_j - w_i over the last axis of w, and the constant mask of off-diagonal zeros."""
+    n = w.shape[-1]
+    lead = tuple(w.shape[:-1])
+    d = F.reshape(w, lead + (1, n)) - F.reshape(w, lead + (n, 1))
+    zero = (F.data(d) == 0) & (F.xp.eye(n) == 0)
+    return d, zero
+
+
+def _over_gaps(F, x, d, zero):
+    """x / d entrywise off the diagonal (0 on it), NaN where d == 0 meets x != 0."""
+    return x * reciprocal_or_zero(F, d) + undefined_where(F, x, zero)
+
+
+@defop("eigh", params=("lower",), cost=_cube, saves=("out",), complex_ok=False,
+       batch="leading")
+class Eigh:
+    """w, V with S V = V diag(w), w ascending, S the symmetric (Hermitian) matrix of a's lower
+    (upper) triangle; packed as (..., n + n*n). With X = V^H dS V: jvp dw = Re diag(X),
+    dV = V (F o X), F_ij = 1/(w_j - w_i) off the diagonal; vjp S_bar = conj(V) (diag(w_bar) +
+    F o V^T V_bar) V^T, a_bar its triangle part."""
+
+    def forward(bk, a, *, lower=True):
+        w, v = lapack("eigh", bk.xp.linalg.eigh, a, UPLO="L" if lower else "U")
+        out = pack(bk.xp, w, v, core_ndims=(1, 2))
+        return out, (out,)
+
+    def vjp(F, g, saved, needs, *, lower=True):
+        (out,) = saved
+        n = _n_of(out)
+        w, v = unpack(F, out, ((n,), (n, n)))
+        gw, gv = unpack(F, g, ((n,), (n, n)))
+        d, zero = _gaps(F, w)
+        xbar = diag_embed(F, real(F, gw)) + _over_gaps(F, F.matmul(mT(F, v), gv), d, zero)
+        sbar = F.matmul(F.matmul(conj(F, v), xbar), mT(F, v))
+        return (triangle_cotangent(F, sbar, lower),)
+
+    def jvp(F, ts, saved, *, lower=True):
+        (out,) = saved
+        n = _n_of(out)
+        w, v = unpack(F, out, ((n,), (n, n)))
+        x = F.matmul(F.matmul(mH(F, v), herm_from_triangle(F, ts[0], lower)), v)
+        d, zero = _gaps(F, w)
+        dw = real(F, diagonal(F, x))
+        dv = F.matmul(v, _over_gaps(F, x, d, zero))
+        lead = tuple(dv.shape[:-2])
+        return F.concatenate(dw, F.reshape(dv, lead + (n * n,)), axis=-1)
+
+    def sample(draw):
+        import numpy as np
+        from hypothesis import strategies as st
+
+        rng = _rng(draw)
+        n = draw(st.integers(1, 4))
+        shape = batch_shape(draw) + (n, n)
+        q = np.linalg.qr(rng.standard_normal(shape))[0]
+        w = np.sort(rng.permutation(np.arange(n))[:n] * 0.7 + rng.uniform(-0.1, 0.1, n) - 1.0)
+        a = (q * w) @ np.swapaxes(q, -1, -2)
+        lower = draw(st.booleans())
+        junk = rng.uniform(-3, 3, shape) * ((1 - np.tri(n)) if lower else np.tri(n, k=-1))
+        return (a + junk,), {"lower": lower}
+
+
+def _n_of(out):
+    """n from a packed (w, V) of length n + n*n."""
+    k = out.shape[-1]
+    n = int(round((-1 + (1 + 4 * k) ** 0.5) / 2))
+    return n
+
+
+# ---- svd ------------------------------------------------------------------------------------
+
+
+def _svd_shapes(m, n, full):
+    k = min(m, n)
+    return ((m, m if full else k), (k,), (n if full else k, n))
+
+
+def _not_differentiable(op, why):
+    raise ArgumentError(f"{op}: not differentiable here: {why}")
+
+
+def _svd_common(F, out, shape, full):
+    m, n = shape
+    if full and m != n:
+        _not_differentiable("svd", "full_matrices=True with m != n: the extra singular vectors "
+                                   "are not unique (use full_matrices=False)")
+    u, s, vh = unpack(F, out, _svd_shapes(m, n, full))
+    s2 = s * s
+    d, zero = _gaps(F, s2)
+    return u, s, vh, d, zero
+
+
+def _over_s(F, x, s):
+    """x with column j divided by s_j (0 where s_j == 0 and x's column is zero, else NaN)."""
+    k = s.shape[-1]
+    lead = tuple(s.shape[:-1])
+    sr = F.reshape(s, lead + (1, k))
+    zero = F.data(sr) == 0
+    return x * reciprocal_or_zero(F, sr) + undefined_where(F, x, zero)
+
+
+@defop("svd", params=("full_matrices",), cost=_cube, saves=("out", None), complex_ok=False,
+       batch="leading")
+class Svd:
+    """a = U diag(s) Vh, s descending; packed as (..., m*ku + k + kv*n). Real rules (Townsend
+    2016), with F_ij = 1/(s_j^2 - s_i^2) and dS = U^T da V: ds = diag(dS); dU = U (F o (dS S +
+    S dS^T)) + (I - U U^T) da V S^{-1}; dV = V (F o (S dS + dS^T S)) + (I - V V^T) da^T U S^{-1}
+    (the projections vanish when U, V are square); the vjp is their transpose.
+    full_matrices=True is differentiable only for square a."""
+
+    def forward(bk, a, *, full_matrices=False):
+        u, s, vh = lapack("svd", bk.xp.linalg.svd, a, full_matrices=full_matrices)
+        out = pack(bk.xp, u, s, vh, core_ndims=(2, 1, 2))
+        return out, (out, a.shape[-2:])
+
+    def vjp(F, g, saved, needs, *, full_matrices=False):
+        out, (m, n) = saved
+        u, s, vh, d, zero = _svd_common(F, out, (m, n), full_matrices)
+        gu, gs, gvh = unpack(F, g, _svd_shapes(m, n, full_matrices))
+        k = s.shape[-1]
+        u, gu = _first_cols(F, u, k), _first_cols(F, gu, k)
+        v, gv = mT(F, _first_rows(F, vh, k)), mT(F, _first_rows(F, gvh, k))
+        utgu = F.matmul(mT(F, u), gu)
+        vtgv = F.matmul(mT(F, v), gv)
+        j = _over_gaps(F, utgu - mT(F, utgu), d, zero)
+        kk = _over_gaps(F, vtgv - mT(F, vtgv), d, zero)
+        lead = tuple(s.shape[:-1])
+        s_row, s_col = F.reshape(s, lead + (1, k)), F.reshape(s, lead + (k, 1))
+        inner = j * s_row + s_col * kk + diag_embed(F, gs)
+        ga = F.matmul(F.matmul(u, inner), mT(F, v))
+        if m > k:
+            ga = ga + F.matmul(_over_s(F, gu - F.matmul(u, utgu), s), mT(F, v))
+        if n > k:
+            ga = ga + F.matmul(u, mT(F, _over_s(F, gv - F.matmul(v, vtgv), s)))
+        return (ga,)
+
+    def jvp(F, ts, saved, *, full_matrices=False):
+        out, (m, n) = saved
+        u, s, vh, d, zero = _svd_common(F, out, (m, n), full_matrices)
+        v = mT(F, vh)
+        da = ts[0]
+        ds_ = F.matmul(F.matmul(mT(F, u), da), v)
+        k = s.shape[-1]
+        lead = tuple(ds_.shape[:-2])
+        s_row = F.reshape(s, tuple(s.shape[:-1]) + (1, k))
+        s_col = F.reshape(s, tuple(s.shape[:-1]) + (k, 1))
+        dss = ds_ * s_row
+        sds = s_col * ds_
+        du = F.matmul(u, _over_gaps(F, dss + mT(F, dss), d, zero))
+        dv = F.matmul(v, _over_gaps(F, sds + mT(F, sds), d, zero))
+        if m > k:
+            dav = F.matmul(da, v)
+            du = du + _over_s(F, dav - F.matmul(u, F.matmul(mT(F, u), dav)), s)
+        if n > k:
+            dau = F.matmul(mT(F, da), u)
+            dv = dv + _over_s(F, dau - F.matmul(v, F.matmul(mT(F, v), dau)), s)
+        parts = [F.reshape(du, lead + (m * k,)), diagonal(F, ds_),
+                 F.reshape(mT(F, dv), lead + (k * n,))]
+        return F.concatenate(*parts, axis=-1)
+
+    def sample(draw):
+        import numpy as np
+        from hypothesis import strategies as st
+
+        rng = _rng(draw)
+        m, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        lead = batch_shape(draw)
+        k = min(m, n)
+        u = np.linalg.qr(rng.standard_normal(lead + (m, k)))[0]
+        v = np.linalg.qr(rng.standard_normal(lead + (n, k)))[0]
+        s = 2.5 - np.arange(k) * 0.6 + rng.uniform(-0.1, 0.1, k)
+        full = m == n and draw(st.booleans())
+        return ((u * s) @ np.swapaxes(v, -1, -2),), {"full_matrices": full}
+
+
+def _first_cols(F, x, k):
+    return x if x.shape[-1] == k else F.getitem(x, index=((0, x.shape[-2], 1), (0, k, 1)))
+
+
+def _first_rows(F, x, k):
+    return x if x.shape[-2] == k else F.getitem(x, index=((0, k, 1), (0, x.shape[-1], 1)))
+
+
+# ---- qr -------------------------------------------------------------------------------------
+
+
+def _qr_shapes(m, n, complete):
+    k = m if complete else min(m, n)
+    return ((m, k), (k, n))
+
+
+def _qr_parts(F, out, shape, complete):
+    m, n = shape
+    if m < n:
+        _not_differentiable("qr", "more columns than rows (ag.linalg.qr differentiates that case "
+                                  "through the square factorisation of the first m columns)")
+    if complete and m > n:
+        _not_differentiable("qr", "mode='complete' with more rows than columns: the last m - n "
+                                  "columns of Q are not unique (use mode='reduced')")
+    return unpack(F, out, _qr_shapes(m, n, complete))
+
+
+@defop("qr", params=("complete",), cost=_cube, saves=("out", None), complex_ok=False,
+       batch="leading")
+class Qr:
+    """a = Q R, Q with orthonormal columns, R upper triangular (NumPy's qr, mode 'reduced' or
+    'complete'); packed as (..., m*k + k*n). Differentiable for m >= n (and 'complete' only
+    when m == n). jvp (JAX): Y = da R^{-1}, C = Q^T Y, O = tril(C, -1) - tril(C, -1)^T,
+    dQ = Q (O - C) + Y, dR = (C - O) R; vjp: M = R_bar R^T - Q^T Q_bar, N = the symmetric
+    matrix of M's upper triangle, a_bar = (Q_bar + Q N) R^{-T} (a triangular solve)."""
+
+    def forward(bk, a, *, complete=False):
+        q, r = lapack("qr", bk.xp.linalg.qr, a, mode="complete" if complete else "reduced")
+        out = pack(bk.xp, q, r, core_ndims=(2, 2))
+        return out, (out, a.shape[-2:])
+
+    def vjp(F, g, saved, needs, *, complete=False):
+        out, (m, n) = saved
+        q, r = _qr_parts(F, out, (m, n), complete)
+        gq, gr = unpack(F, g, _qr_shapes(m, n, complete))
+        mm = F.matmul(gr, mT(F, r)) - F.matmul(mT(F, q), gq)
+        up = mm * tri(F, n, 0, _real_dtype(mm), upper=True)
+        nn = up + mT(F, up) - mm * eye(F, n, _real_dtype(mm))
+        b = gq + F.matmul(q, nn)
+        return (mT(F, solve_tri(F, r, mT(F, b), False, 0)),)
+
+    def jvp(F, ts, saved, *, complete=False):
+        out, (m, n) = saved
+        q, r = _qr_parts(F, out, (m, n), complete)
+        y = mT(F, solve_tri(F, r, mT(F, ts[0]), False, 1))
+        c = F.matmul(mT(F, q), y)
+        low = c * tri(F, n, -1, _real_dtype(c))
+        o = low - mT(F, low)
+        dq = F.matmul(q, o - c) + y
+        dr = F.matmul(c - o, r)
+        lead = tuple(dq.shape[:-2])
+        return F.concatenate(F.reshape(dq, lead + (m * n,)), F.reshape(dr, lead + (n * n,)),
+                             axis=-1)
+
+    def sample(draw):
+        import numpy as np
+        from hypothesis import strategies as st
+
+        rng = _rng(draw)
+        n = draw(st.integers(1, 4))
+        m = n + draw(st.integers(0, 2))
+        a = rng.standard_normal(batch_shape(draw) + (m, n)) + 2.0 * np.eye(m, n)
+        return (a,), {"complete": m == n and draw(st.booleans())}
