@@ -19,6 +19,12 @@ only that part; the parent writes the JSON after every part):
   8192 x 4096 in float32 and bfloat16: with the fused kernels, without them, and PyTorch.
 * ``amp_bf16``: the MLP step under ``ag.AmpConfig(precision_mode="bfloat16")`` (if the library
   has AMP) against PyTorch autocast to bfloat16.
+* ``distributed``: ``autograd_gpu.distributed`` on one GPU: the NCCL path with a world of one
+  (collectives' values, a DataParallel MLP step's gradients equal to the tape's bit for bit, its
+  step time against the plain step and against PyTorch DDP on NCCL with a world of one), and the
+  host-staged MPI path with two ranks sharing the GPU (``mpiexec -n 2``; gradients against the
+  average of each rank's own, step time). NCCL refuses two ranks on one GPU: multi-GPU figures
+  wait for a machine with several GPUs.
 
 Times are medians of CUDA-event timings after warm-up; ratios are autograd_gpu / peer.
 """
@@ -40,7 +46,8 @@ ROOT = os.path.dirname(HERE)
 # (part, precision, time limit in seconds), in the order they run: the targets of open issues
 # first (the suite's budget may run out before the last parts)
 PARTS = [("chain", "fp32", 50), ("mlp_fp32", "fp32", 50), ("mlp_tf32", "tf32", 40),
-         ("checkpoint", "fp32", 120), ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40)]
+         ("checkpoint", "fp32", 120), ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40),
+         ("distributed", "fp32", 150)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,6 +625,183 @@ def part_checkpoint(res, quick, precision):
 
 
 # ---------------------------------------------------------------------------------------------
+# distributed (autograd_gpu.distributed on one GPU)
+
+
+def _dist_mlp(ag, B, W, L, device, seed=0):
+    """(params, x, y, loss_of): an MLP on ``device`` with its batch."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    params = []
+    for _ in range(L):
+        params.append(ag.Variable((rng.standard_normal((W, W)) / np.sqrt(W)).astype(np.float32),
+                                  device=device))
+        params.append(ag.Variable(np.zeros(W, np.float32), device=device))
+    x = ag.Tensor.from_array(rng.standard_normal((B, W)).astype(np.float32), device=device)
+    y = ag.Tensor.from_array(rng.standard_normal((B, W)).astype(np.float32), device=device)
+
+    def loss_of(xb, yb):
+        h = xb
+        for i in range(L):
+            h = h @ params[2 * i] + params[2 * i + 1]
+            if i < L - 1:
+                h = ag.relu(h)
+        d = h - yb
+        return (d * d).mean()
+
+    return params, x, y, loss_of
+
+
+def part_distributed(res, quick, precision):
+    import cupy as cp
+    import numpy as np
+
+    import autograd_gpu as ag
+    import autograd_gpu.distributed as dist
+    from autograd_gpu.distributed.nccl import nccl_status
+
+    ok, why = nccl_status()
+    res["nccl_status"] = why
+    B, W, L = (512, 1024, 4) if quick else (4096, 4096, 6)
+    res["shape"] = {"batch": B, "width": W, "layers": L}
+    if ok:
+        dist.init(backend="nccl", timeout_s=60)
+        try:
+            t = ag.Tensor.from_array(np.arange(1 << 20, dtype=np.float32), device="cuda")
+            checks = {
+                "sum": dist.all_reduce(t), "mean": dist.all_reduce(t, "mean"),
+                "max": dist.all_reduce(t, "max"), "fixed": dist.all_reduce(t, deterministic=True),
+                "bcast": dist.broadcast(t), "gather": dist.all_gather(t)[0],
+            }
+            want = t.numpy()
+            res["nccl_collectives_equal"] = {k: bool(np.array_equal(v.numpy(), want))
+                                             for k, v in checks.items()}
+            params, x, y, loss_of = _dist_mlp(ag, B, W, L, "cuda")
+            dp = dist.DataParallel(params)
+            res["nccl_transport"] = type(dist.group.world("bench").comm_for(
+                params[0]._data, "bench")).__name__
+
+            def plain():
+                with ag.GradientTape() as tape:
+                    loss = loss_of(x, y)
+                return tape.gradient(loss, params)
+
+            def dp_step():
+                with ag.GradientTape() as tape:
+                    loss = loss_of(x, y)
+                return dp.gradient(tape, loss)
+
+            same = all(bool(cp.array_equal(a._data, b._data)) for a, b in zip(plain(),
+                                                                               dp_step()))
+            res["nccl_dp_grads_bitwise_equal_tape"] = same
+            iters = 5 if quick else 20
+            res["plain_step_ms"] = time_cupy(plain, 3, iters)
+            res["nccl_dp_step_ms"] = time_cupy(dp_step, 3, iters)
+            res["nccl_dp_overhead"] = _ratio(res["nccl_dp_step_ms"], res["plain_step_ms"])
+            res["nccl_dp_buckets"] = len(dp.buckets)
+            res["nccl_dp_exposed_ms"] = 1e3 * dp.last_step["exposed_s"]
+        finally:
+            dist.shutdown()
+        try:
+            res["torch_ddp_nccl_step_ms"] = _torch_ddp_one(B, W, L, quick)
+            res["ratio_vs_torch_ddp"] = _ratio(res["nccl_dp_step_ms"],
+                                               res["torch_ddp_nccl_step_ms"])
+        except Exception as exc:
+            res["torch_ddp_error"] = f"{type(exc).__name__}: {exc}"[:500]
+    _write_partial(res)
+    # two ranks sharing the GPU: MPI staged through the host
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.path.exists(mpiexec):
+        res["mpi_staged"] = "skipped: mpiexec not installed (pip install autograd_gpu[distributed])"
+        return
+    out = os.path.join(os.path.dirname(os.path.abspath(_PARTIAL_PATH or "x")), ".dist_ranks.json")
+    cmd = [mpiexec, "-n", "2", sys.executable, os.path.abspath(__file__), "--dist-worker", out]
+    cmd += ["--quick"] if quick else []
+    env = dict(os.environ, UCX_LOG_LEVEL="error")
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=100)
+    res["mpi_staged_rc"] = r.returncode
+    if r.returncode != 0 or not os.path.exists(out):
+        res["mpi_staged_tail"] = (r.stdout + r.stderr)[-3000:]
+        return
+    with open(out) as f:
+        res["mpi_staged"] = json.load(f)
+    os.remove(out)
+
+
+def _torch_ddp_one(B, W, L, quick):
+    """PyTorch DDP on NCCL with a world of one: its step time (ms)."""
+    import torch
+    import torch.distributed as td
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    td.init_process_group("nccl", init_method="tcp://127.0.0.1:29533", rank=0, world_size=1)
+    try:
+        layers = []
+        for i in range(L):
+            layers.append(torch.nn.Linear(W, W))
+            if i < L - 1:
+                layers.append(torch.nn.ReLU())
+        model = DDP(torch.nn.Sequential(*layers).cuda(), device_ids=[0])
+        x = torch.randn(B, W, device="cuda")
+        y = torch.randn(B, W, device="cuda")
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            ((model(x) - y) ** 2).mean().backward()
+
+        return time_torch(step, 3, 5 if quick else 20)
+    finally:
+        td.destroy_process_group()
+
+
+def dist_worker(out, quick):
+    """One of two ranks on the same GPU (part_distributed): MPI staged through the host."""
+    import cupy as cp
+    import numpy as np
+
+    import autograd_gpu as ag
+    import autograd_gpu.distributed as dist
+
+    g = dist.init(backend="mpi", timeout_s=60)
+    B, W, L = (256, 1024, 4) if quick else (1024, 4096, 4)
+    params, x, y, loss_of = _dist_mlp(ag, B, W, L, "cuda", seed=0)
+    xr = x + g.rank  # each rank its own batch
+    dp = dist.DataParallel(params)
+
+    def local():
+        with ag.GradientTape() as tape:
+            loss = loss_of(xr, y)
+        return tape.gradient(loss, params)
+
+    def dp_step():
+        with ag.GradientTape() as tape:
+            loss = loss_of(xr, y)
+        return dp.gradient(tape, loss)
+
+    mine = [a.numpy().astype(np.float64) for a in local()]
+    every = dist.all_gather(ag.Tensor(np.concatenate([m.ravel() for m in mine])))
+    want = every.numpy().mean(axis=0)
+    got = np.concatenate([a.numpy().astype(np.float64).ravel() for a in dp_step()])
+    err = float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-30))
+    iters = 3 if quick else 10
+    t_local = time_cupy(local, 2, iters)
+    dist.barrier()
+    t_dp = time_cupy(dp_step, 2, iters)
+    if g.rank == 0:
+        with open(out, "w") as f:
+            json.dump({"ranks": g.size, "transport": type(g.comm_for(params[0]._data,
+                                                                     "bench")).__name__,
+                       "grad_rel_error_vs_average": err, "local_step_ms": t_local,
+                       "dp_step_ms": t_dp, "buckets": len(dp.buckets),
+                       "exposed_ms": 1e3 * dp.last_step["exposed_s"],
+                       "batch": B, "width": W, "layers": L, "cupy": cp.__version__}, f)
+    dist.barrier()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # driver
 
 _PARTIAL_PATH = None
@@ -636,7 +820,8 @@ def run_child(part, precision, quick, out_path):
     t0 = time.time()
     try:
         fn = {"mlp_fp32": part_mlp, "mlp_tf32": part_mlp, "chain": part_chain,
-              "kernels": part_kernels, "checkpoint": part_checkpoint, "amp_bf16": part_amp}[part]
+              "kernels": part_kernels, "checkpoint": part_checkpoint, "amp_bf16": part_amp,
+              "distributed": part_distributed}[part]
         fn(res, quick, precision)
         res["ok"] = True
     except Exception as exc:
@@ -677,9 +862,12 @@ def main(argv=None):
     ap.add_argument("--parts", default=",".join(p for p, _, _ in PARTS))
     ap.add_argument("--part", help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    ap.add_argument("--dist-worker", help=argparse.SUPPRESS)  # a rank of part_distributed
     ap.add_argument("--budget", type=float, default=190.0,
                     help="seconds for the whole suite; parts that would not fit are skipped")
     args = ap.parse_args(argv)
+    if args.dist_worker:
+        return dist_worker(args.dist_worker, args.quick)
     if args.part:
         return run_child(args.part, args.precision, args.quick, args.out)
 
@@ -771,6 +959,15 @@ def summary(report) -> str:
         lines.append(f"checkpoint {side} (saved% / time+%): " + ", ".join(
             f"{r['name']}={_fmt(r.get('saved_pct'), 0)}/{_fmt(r.get('overhead_pct'), 0)}"
             if "error" not in r else f"{r['name']}=ERROR" for r in k.get(side, [])))
+    d = p.get("distributed", {})
+    m = d.get("mpi_staged") if isinstance(d.get("mpi_staged"), dict) else {}
+    lines.append(f"distributed: NCCL world of 1 DP step {_fmt(d.get('nccl_dp_step_ms'))} ms vs "
+                 f"plain {_fmt(d.get('plain_step_ms'))} ms (x{_fmt(d.get('nccl_dp_overhead'), 3)})"
+                 f", torch DDP {_fmt(d.get('torch_ddp_nccl_step_ms'))} ms; grads equal "
+                 f"{d.get('nccl_dp_grads_bitwise_equal_tape')}; MPI staged 2 ranks DP "
+                 f"{_fmt(m.get('dp_step_ms'))} ms vs local {_fmt(m.get('local_step_ms'))} ms, "
+                 f"error {_fmt(m.get('grad_rel_error_vs_average'), 8)}"
+                 + (f"  ERROR {d.get('error')}" if d.get("error") else ""))
     return "\n".join(lines)
 
 
