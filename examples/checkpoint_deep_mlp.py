@@ -14,7 +14,11 @@ Measures (the same as that table, so the figures can be compared):
   once; weights, their gradients and graph objects cancel. "saved" is relative to NONE.
 * time = per strategy, the median over ``--rounds`` interleaved rounds (each round runs every
   strategy once, so all see the same machine speed) of its time divided by NONE's in that round.
-  AUTO is warmed for two steps first: from its second step it follows the plan it learned.
+  AUTO is warmed for two steps first: from its second step it follows the plan it learned. The
+  time is the process's CPU time by default (``--timer wall`` for the wall clock, which that
+  table used on a quieter machine): with one BLAS thread it counts the step's work, where on a
+  busy machine the wall clock mostly counts the waits for a core (5 wall-clock rounds at load 11
+  put SELECTIVE, which replays nothing, 33% below NONE).
 
     python examples/checkpoint_deep_mlp.py [--small] [--depth 48 --width 128 --batch 1024]
                                           [--rounds 15] [--out checkpoint_tradeoff.png]
@@ -96,13 +100,13 @@ def strategies(depth: int, none_act_mb: float, budgets=(0.50, 0.30, 0.25)) -> di
     return out
 
 
-def plot(path: str, rows: dict, title: str, rounds: int) -> str:
+def plot(path: str, rows: dict, title: str, rounds: int, timer: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.2))
+    fig, ax = plt.subplots(figsize=(11, 5.2))
     for i, (name, r) in enumerate(rows.items()):
         ax.scatter(r["saved_pct"], r["overhead_pct"], s=60, color=f"C{i}", zorder=3,
                    label=f"{name}: {r['act_mb']:.1f} MB, {r['replays']} ops replayed")
@@ -110,12 +114,14 @@ def plot(path: str, rows: dict, title: str, rounds: int) -> str:
         # and AUTO at similar savings) would otherwise print over each other
         ax.annotate(name, (r["saved_pct"], r["overhead_pct"]), textcoords="offset points",
                     xytext=(6, 6 if i % 2 == 0 else -12), fontsize=8, color=f"C{i}")
-    ax.legend(fontsize=8, loc="upper left", title="activation memory, replays per step",
-              title_fontsize=8)
+    # outside the axes: inside, it covered a strategy's point
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              title="activation memory, replays per step", title_fontsize=8)
     ax.axhline(0, color="0.4", lw=0.8)
     ax.axvline(0, color="0.4", lw=0.8)
     ax.set_xlabel("activation memory saved (% of NONE's; peak(2B) - peak(B), tracemalloc)")
-    ax.set_ylabel(f"extra time per step (% of NONE's; median of {rounds} interleaved rounds)")
+    ax.set_ylabel(f"extra {timer} time per step (% of NONE's; median of {rounds} rounds)",
+                  fontsize=9)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.margins(x=0.2, y=0.25)
@@ -133,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (15)")
+    ap.add_argument("--timer", choices=("cpu", "wall"), default="cpu",
+                    help="process CPU time (default) or wall-clock time")
     ap.add_argument("--blas-threads", type=int, default=1,
                     help="BLAS threads (default 1: steadier times on a busy machine; 0 = the "
                          "library's default)")
@@ -162,12 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
             rows[name] = {"act_mb": act, "replays": steps[name].stats.get("replayed_ops", 0),
                           "bitwise_equal": all(np.array_equal(a, b)
                                                for a, b in zip(grads, reference))}
+        clock = time.process_time if args.timer == "cpu" else time.perf_counter
         times: dict = {name: [] for name in steps}
         for _ in range(rounds):
             for name, step in steps.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 step()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     for name, r in rows.items():
         ratios = [a / b for a, b in zip(times[name], times["NONE"])]
         r["ms"] = 1e3 * statistics.median(times[name])
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
              "activation memory against time")
     print(title)
     print("memory: peak(batch 2B) - peak(batch B) of one step (tracemalloc); time: median of "
-          f"{rounds} interleaved rounds' ratios to NONE"
+          f"{rounds} interleaved rounds' ratios to NONE ({args.timer} time)"
           + (" (the model and measures of docs/benchmarks.md's CPU table)"
              if (depth, width, batch) == (48, 128, 1024) else ""))
     print(f"{'strategy':<12} {'act MB':>8} {'saved':>7} {'median ms':>10} {'time':>7} "
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['overhead_pct']:>+6.0f}% {r['replays']:>8} {str(r['bitwise_equal']):>12}")
     path = None
     if not args.no_plot:
-        path = plot(args.out, rows, title, rounds)
+        path = plot(args.out, rows, title, rounds, args.timer)
         print(f"plot: {path}")
     return {"rows": rows, "plot": path, "none_act_mb": none_act,
             "model": {"depth": depth, "width": width, "batch": batch}}
