@@ -57,8 +57,10 @@ print('autograd_gpu', ag.__version__, 'with its compiled extensions')"
 FROM base AS test
 COPY --from=build /opt/venv /opt/venv
 COPY docker/requirements-test.txt /tmp/
+# the test folder belongs to the user: pytest and hypothesis write their caches there
 RUN pip install --no-cache-dir -r /tmp/requirements-test.txt \
-    && useradd --create-home --uid 10001 ag
+    && useradd --create-home --uid 10001 ag \
+    && install -d -o 10001 -g 10001 /home/ag/autograd_gpu
 WORKDIR /home/ag/autograd_gpu
 # what the tests read besides the installed package (README and guide snippets, the examples)
 COPY --chown=10001:10001 pyproject.toml README.md LICENSE ./
