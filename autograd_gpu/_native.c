@@ -155,6 +155,8 @@ static struct {
     PyTypeObject *tracked_type;
     PyObject *fix_out;         /* registry._fix_out(bk, out, saved, codes) -> (out, saved) */
     PyObject *layout_error;    /* registry.layout_error(op, saved, codes) -> exception */
+    PyObject *complex_error;   /* registry.complex_error(op, arrays) -> exception */
+    PyObject *complex64, *complex128;  /* the complex dtypes (singletons in NumPy) */
     Py_ssize_t off_data, off_bk, off_node, off_tapes, off_fw;
     PyObject *scalar_meta;     /* ((), None) */
     PyObject *empty;           /* () */
@@ -170,8 +172,8 @@ static struct {
  * position (the order below is the order of the fields). */
 
 static PyObject *s_recording, *s_accumulators, *s_observers, *s_differentiable, *s_forward,
-    *s_vjp, *s_saved_codes, *s_codes_for, *s_array_type, *s_shape, *s_dtype, *s_astype,
-    *s_dtype_kw, *s_drop_tape;
+    *s_vjp, *s_saved_codes, *s_codes_for, *s_complex_ok, *s_array_type, *s_shape, *s_dtype,
+    *s_astype, *s_dtype_kw, *s_drop_tape;
 
 typedef struct {
     const char *group;
@@ -193,6 +195,7 @@ static const ContractEntry CONTRACT[] = {
     {"Op", "vjp", &s_vjp},
     {"Op", "saved_codes", &s_saved_codes},
     {"Op", "codes_for", &s_codes_for},
+    {"Op", "complex_ok", &s_complex_ok},
     {"backend", "array_type", &s_array_type},
     {"array", "shape", &s_shape},
     {"array", "dtype", &s_dtype},
@@ -271,10 +274,11 @@ static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     (void)module;
-    PyObject *node_type, *tensor_type, *tracked_type, *fix_out, *layout_error;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO:configure", &PyType_Type, &node_type, &PyType_Type,
-                          &tensor_type, &PyType_Type, &tracked_type, &fix_out,
-                          &layout_error)) {
+    PyObject *node_type, *tensor_type, *tracked_type, *fix_out, *layout_error, *complex_error;
+    PyObject *c64, *c128;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOO(OO):configure", &PyType_Type, &node_type,
+                          &PyType_Type, &tensor_type, &PyType_Type, &tracked_type, &fix_out,
+                          &layout_error, &complex_error, &c64, &c128)) {
         return NULL;
     }
     if (((PyTypeObject *)node_type)->tp_basicsize != sizeof(NodeObject) ||
@@ -308,11 +312,17 @@ configure(PyObject *module, PyObject *args)
     Py_INCREF(tracked_type);
     Py_INCREF(fix_out);
     Py_INCREF(layout_error);
+    Py_INCREF(complex_error);
+    Py_INCREF(c64);
+    Py_INCREF(c128);
     Py_XSETREF(R.node_type, (PyTypeObject *)node_type);
     Py_XSETREF(R.tensor_type, (PyTypeObject *)tensor_type);
     Py_XSETREF(R.tracked_type, (PyTypeObject *)tracked_type);
     Py_XSETREF(R.fix_out, fix_out);
     Py_XSETREF(R.layout_error, layout_error);
+    Py_XSETREF(R.complex_error, complex_error);
+    Py_XSETREF(R.complex64, c64);
+    Py_XSETREF(R.complex128, c128);
     R.ready = 1;
     Py_RETURN_NONE;
 }
@@ -531,6 +541,28 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     shape = PyObject_GetAttr(out, s_shape);
     dtype = shape ? PyObject_GetAttr(out, s_dtype) : NULL;
     if (dtype == NULL) goto done;
+    if (dtype == R.complex64 || dtype == R.complex128) {  /* refused unless the op has rules */
+        PyObject *ok = PyObject_GetAttr(op, s_complex_ok);
+        if (ok == NULL) goto done;
+        int is_ok = PyObject_IsTrue(ok);
+        Py_DECREF(ok);
+        if (is_ok < 0) goto done;
+        if (!is_ok) {
+            PyObject *alist = PyTuple_New(n);
+            if (alist == NULL) goto done;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                Py_INCREF(arrs[i]);
+                PyTuple_SET_ITEM(alist, i, arrs[i]);
+            }
+            PyObject *exc = PyObject_CallFunctionObjArgs(R.complex_error, op, alist, NULL);
+            Py_DECREF(alist);
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+            goto done;
+        }
+    }
     {   /* share a parent's out_meta when shape and dtype are the same */
         PyObject *p = pars[0] != Py_None ? pars[0] : pars[n - 1];
         if (p != Py_None) {
@@ -938,7 +970,8 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef native_methods[] = {
     {"configure", (PyCFunction)configure, METH_VARARGS,
-     "configure(Node, Tensor, TrackedTensor, fix_out, layout_error): enable record()."},
+     "configure(Node, Tensor, TrackedTensor, fix_out, layout_error, complex_error, "
+     "(complex64, complex128)): enable record()."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(op, inputs, params, mode) -> TrackedTensor, or NotImplemented (Python path)."},
     {"sweep", (PyCFunction)(void (*)(void))sweep, METH_FASTCALL,

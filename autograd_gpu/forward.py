@@ -51,13 +51,14 @@ def coerce_tangent(t, primal, batch_nd, where, what="tangents"):
     else:
         raise ArgumentError(f"{where}: argument '{what}' expected a Tensor or an array, "
                             f"got {describe(t)}")
-    _dt.check_real(arr.dtype, where, what)
+    if not _dt.is_complex(primal.dtype):
+        _dt.check_real(arr.dtype, where, what)
     shape = tuple(arr.shape)
     if len(shape) != primal.ndim + batch_nd or shape[batch_nd:] != primal.shape:
         lead = f"{batch_nd} batch axes + " if batch_nd else ""
         raise ShapeError(f"{where}: argument '{what}' expected shape {lead}{primal.shape} (the "
                          f"primal's), got {shape}")
-    if not _dt.is_floating(primal.dtype):
+    if not _dt.is_inexact(primal.dtype):
         raise DTypeError(f"{where}: the primal for '{what}' has dtype {_dt.name(primal.dtype)}; "
                          "integer and bool tensors are never differentiable")
     if arr.dtype != primal.dtype:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numbers
 
-from .errors import ArgumentError, ShapeError, describe
+from . import dtypes as _dt
+from .errors import ArgumentError, DTypeError, ShapeError, describe
 from .forward import ForwardAccumulator, coerce_tangent
 from .ops.context import STATE, Suspend
 from .ops.registry import Op, apply, sum_to, tensors
@@ -103,12 +104,37 @@ def _unwatch(tape, leaves):
             t._tapes = tp - {tid}
 
 
-def _check_scalar(y, where):
+def _check_scalar(y, where, holomorphic=False):
     if not isinstance(y, Tensor):
         raise ArgumentError(f"{where}: f expected to return a Tensor, got {describe(y)}")
     if y.size != 1:
         raise ShapeError(f"{where}: f expected to return a scalar (one element), got shape "
                          f"{y.shape}; use jacobian or vjp for non-scalar outputs")
+    _check_complex_output(y, where, holomorphic)
+
+
+def _check_complex_output(y, where, holomorphic):
+    """A complex-valued f has no gradient of its own unless it is holomorphic (JAX's rule):
+    with holomorphic=True the result is the complex derivative f'(z)."""
+    if _dt.is_complex(y.dtype) and not holomorphic:
+        raise DTypeError(f"{where}: f returned a complex value ({_dt.name(y.dtype)}): pass "
+                         "holomorphic=True for a holomorphic f (the result is then f'(z)), or "
+                         "differentiate a real function of it (ag.real, ag.abs)")
+
+
+def _check_holomorphic_inputs(flat, where, holomorphic):
+    if holomorphic:
+        for i, t in enumerate(flat):
+            if not _dt.is_complex(t.dtype):
+                raise DTypeError(f"{where}: holomorphic=True expected complex inputs, got "
+                                 f"{_dt.name(t.dtype)} for differentiated input {i}")
+
+
+def _seed(y, holomorphic):
+    """gradient()'s output_gradients for a scalar y: None (ones) or a complex one."""
+    if holomorphic and _dt.is_complex(y.dtype):
+        return [Tensor(y._bk.xp.ones(y.shape, dtype=y.dtype), y._bk)]
+    return None
 
 
 def _zeros_like(t):
@@ -119,21 +145,24 @@ def _zeros_like(t):
 # reverse mode
 
 
-def _value_and_grad(f, argnums, has_aux, args, kwargs, where):
+def _value_and_grad(f, argnums, has_aux, args, kwargs, where, holomorphic=False):
     nums, single = _argnums(argnums, len(args), where)
     args, per_arg, rebuilds = _prepare(args, nums, where)
     flat = [t for leaves in per_arg for t in leaves]
+    _check_holomorphic_inputs(flat, where, holomorphic)
     tape = GradientTape(watch_accessed_variables=False)
     try:
         with tape:
             tape.watch(flat)
             res = f(*args, **kwargs)
-        return _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, where)
+        return _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, where,
+                                      holomorphic)
     finally:
         _unwatch(tape, flat)
 
 
-def _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, where):
+def _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, where,
+                           holomorphic=False):
     if has_aux:
         if not isinstance(res, (tuple, list)) or len(res) != 2:
             raise ArgumentError(f"{where}: with has_aux=True, f expected to return (value, aux), "
@@ -141,8 +170,9 @@ def _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, 
         y, aux = res
     else:
         y, aux = res, None
-    _check_scalar(y, where)
-    gs = tape.gradient(y, flat, unconnected_gradients="zero")
+    _check_scalar(y, where, holomorphic)
+    gs = tape.gradient(y, flat, output_gradients=_seed(y, holomorphic),
+                       unconnected_gradients="zero")
     out, k = [], 0
     for leaves, rb in zip(per_arg, rebuilds):
         out.append(rb(gs[k:k + len(leaves)]))
@@ -151,29 +181,34 @@ def _finish_value_and_grad(tape, res, flat, per_arg, rebuilds, single, has_aux, 
     return y, aux, grads
 
 
-def grad(f, argnums=0, has_aux: bool = False):
+def grad(f, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """The gradient of a scalar-valued f with respect to argument(s) ``argnums``:
     ``grad(f)(x) = df/dx``. With ``has_aux``, f returns (value, aux) and the result is
     (gradient, aux). Each differentiated argument is its own variable: the same tensor passed
     at two positions gets two partials, and a tensor f reads from a closure is a constant
-    (JAX's meaning)."""
+    (JAX's meaning).
+
+    Complex inputs (JAX's convention): for a real-valued f of complex z the result is
+    df/dx - i df/dy; a complex-valued f needs ``holomorphic=True`` (and complex inputs), and
+    the result is then the complex derivative f'(z)."""
     if not callable(f):
         raise ArgumentError(f"grad: argument 'f' expected a callable, got {describe(f)}")
 
     def grad_f(*args, **kwargs):
-        _, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, "grad")
+        _, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, "grad", holomorphic)
         return (g, aux) if has_aux else g
 
     return grad_f
 
 
-def value_and_grad(f, argnums=0, has_aux: bool = False):
+def value_and_grad(f, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """Like ``grad``, returning (value, gradient) (``((value, aux), gradient)`` with has_aux)."""
     if not callable(f):
         raise ArgumentError(f"value_and_grad: argument 'f' expected a callable, got {describe(f)}")
 
     def vg(*args, **kwargs):
-        y, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, "value_and_grad")
+        y, aux, g = _value_and_grad(f, argnums, has_aux, args, kwargs, "value_and_grad",
+                                    holomorphic)
         return ((y, aux) if has_aux else y), g
 
     return vg
@@ -278,7 +313,8 @@ def _flatten_any(x):
 # Jacobians and Hessians
 
 
-def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_size=None):
+def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_size=None,
+             holomorphic: bool = False):
     """The Jacobian of f at x, shape f(x).shape + x.shape.
 
     ``x`` a Tensor: f(x). ``x`` a tuple/list: f(*x), differentiated with respect to the
@@ -286,7 +322,12 @@ def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_si
     argument that is itself a tuple/list gives Jacobians in its structure; an f returning a
     tuple/list gives one entry per output. ``mode``: "auto" (the scheduler decides from the
     recorded graph; ``ag.scheduler.last_schedule()`` says what it chose and why), "forward",
-    "reverse"; ``scheduler``: a SchedulerConfig (or strategy name) for AUTO."""
+    "reverse"; ``scheduler``: a SchedulerConfig (or strategy name) for AUTO.
+
+    Complex values (JAX's rules): a complex-valued f needs ``holomorphic=True`` (complex
+    inputs; the result is the complex Jacobian, in either mode); a real-valued f of complex
+    inputs gives, per output, its gradient df/dx - i df/dy (reverse mode only: a forward
+    tangent cannot carry both directions)."""
     where = "jacobian"
     if not callable(f):
         raise ArgumentError(f"jacobian: argument 'f' expected a callable, got {describe(f)}")
@@ -303,11 +344,20 @@ def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_si
     cfg = SchedulerConfig.coerce(scheduler, where)
     tape = GradientTape(watch_accessed_variables=False, scheduler=cfg)
     flat = [t for leaves in per_arg for t in leaves]
+    _check_holomorphic_inputs(flat, where, holomorphic)
+    if not holomorphic and any(_dt.is_complex(t.dtype) for t in flat):
+        if mode == "forward":
+            raise DTypeError("jacobian: mode 'forward' expected real inputs or holomorphic=True "
+                             "(a real function of complex inputs has a gradient, df/dx - i "
+                             "df/dy, only in reverse mode)")
+        mode = "reverse"
     try:
         with tape:
             tape.watch(flat)
             res = f(*args)
         outs, rb_out = _flatten(res, where, "f's output")
+        for o in outs:
+            _check_complex_output(o, where, holomorphic)
         table = tape.jacobian(list(outs), flat, mode=mode, unconnected_gradients="zero",
                               chunk_size=chunk_size)
     finally:

@@ -260,11 +260,11 @@ class GradientTape:
             raise ArgumentError(
                 f"GradientTape.watch: argument 'tensor' expected a Tensor, got {describe(tensor)}"
             )
-        if not _dt.is_floating(tensor.dtype):
+        if not _dt.is_inexact(tensor.dtype):
             raise DTypeError(
-                f"GradientTape.watch: argument 'tensor' expected a floating dtype (float16, "
-                f"bfloat16, float32, float64), got {_dt.name(tensor.dtype)}: integer and bool "
-                "tensors are never differentiable"
+                f"GradientTape.watch: argument 'tensor' expected a floating or complex dtype "
+                f"(float16, bfloat16, float32, float64, complex64, complex128), got "
+                f"{_dt.name(tensor.dtype)}: integer and bool tensors are never differentiable"
             )
         if type(tensor) is Tensor:
             tensor.__class__ = TrackedTensor
@@ -312,10 +312,16 @@ class GradientTape:
                     f"GradientTape.gradient: targets[{i}] expected a Tensor, got {describe(t)}"
                 )
             if og is None:
+                if _dt.is_complex(t.dtype):
+                    raise DTypeError(
+                        f"GradientTape.gradient: targets[{i}] is complex ({_dt.name(t.dtype)}): "
+                        "a complex target has no gradient of its own; pass output_gradients "
+                        "(a cotangent), or use ag.grad(f, holomorphic=True) for a holomorphic f")
                 seed = t._bk.xp.ones(t.shape, dtype=t.dtype)
             else:
                 seed = og if isinstance(og, Tensor) else t._bk.xp.asarray(og)
-                _dt.check_real(seed.dtype, "GradientTape.gradient", f"output_gradients[{i}]")
+                if not _dt.is_complex(t.dtype):
+                    _dt.check_real(seed.dtype, "GradientTape.gradient", f"output_gradients[{i}]")
                 if not isinstance(og, Tensor) and seed.dtype != t.dtype:
                     seed = seed.astype(t.dtype)
                 if tuple(seed.shape) != t.shape:

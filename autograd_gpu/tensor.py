@@ -81,7 +81,6 @@ class Tensor:
             )
         want = None if dtype is None else _dt.as_dtype(dtype)
         if type(array).__module__.startswith("cupy"):
-            _dt.check_real(array.dtype, "Tensor.from_array", "array")
             src = backend_of_array(array)
             bk = src if device is None else backend_for(device)
             if bk is not src:
@@ -103,10 +102,12 @@ class Tensor:
                 fresh = True
                 if want is None and array.dtype == np.float64:
                     want = _dt.float32
-        if array.dtype.kind not in "biuf" and array.dtype != _dt.bfloat16:
+                elif want is None and array.dtype == np.complex128:
+                    want = _dt.complex64  # (as PyTorch: Python numbers give single precision)
+        if array.dtype.kind not in "biufc" and array.dtype != _dt.bfloat16:
             raise DTypeError(
-                "Tensor.from_array: argument 'array' expected real numbers (bool, int, float, "
-                f"bfloat16), got dtype={array.dtype}"
+                "Tensor.from_array: argument 'array' expected numbers (bool, int, float, "
+                f"bfloat16, complex), got dtype={array.dtype}"
             )
         bk = _backend(device)
         arr = bk.asarray(array, want)
@@ -116,8 +117,11 @@ class Tensor:
 
     @staticmethod
     def _filled(shape, value, dtype, device, op="Tensor.full"):
-        if not isinstance(value, numbers.Number) or isinstance(value, complex):
-            raise ArgumentError(f"{op}: argument 'value' expected a real number, got {value!r}")
+        dt = _dt.as_dtype(dtype)
+        if not isinstance(value, numbers.Number) or (
+                isinstance(value, complex) and not _dt.is_complex(dt)):
+            raise ArgumentError(f"{op}: argument 'value' expected a number of dtype "
+                                f"{_dt.name(dt)}, got {value!r}")
         bk = _backend(device)
         return Tensor(bk.xp.full(_shape(shape, op), value, dtype=_dt.as_dtype(dtype)), bk)
 
@@ -395,7 +399,7 @@ class Variable(TrackedTensor):
         self, value, name: str | None = None, trainable: bool = True, dtype=None, device=None
     ):
         t = Tensor.from_array(value, device=device, dtype=dtype)
-        if trainable and not _dt.is_floating(t.dtype):
+        if trainable and not _dt.is_inexact(t.dtype):
             from .errors import DTypeError
 
             raise DTypeError(

@@ -44,7 +44,7 @@ NO_SHARED_PAIR.update({
 
 
 def _is_diff_input(a):
-    return isinstance(a, np.ndarray) and a.dtype == np.float64
+    return isinstance(a, np.ndarray) and a.dtype in (np.float64, np.complex128)
 
 
 def _tensors(inputs):
@@ -314,3 +314,67 @@ def test_forward_over_reverse_matches_central_differences_of_the_vjp(name, data)
     scale = float(np.max(np.abs(fd), initial=0.0)) + 1.0
     assert np.allclose(t, fd, rtol=0, atol=1e-5 * scale), \
         f"{name}: forward-over-reverse {t} vs central differences of the vjp {fd}"
+
+
+COMPLEX_OPS = sorted(n for n in DIFF_OPS if REGISTRY[n].complex_ok)
+
+
+def _complexify(inputs, rng):
+    """The sample with its float64 inputs made complex128 (a small imaginary part, so domains
+    that hold on the real line - log's and sqrt's x > 0 - stay away from branch cuts)."""
+    return [np.asarray(a + 1j * rng.uniform(-0.4, 0.4, np.shape(a)))
+            if isinstance(a, np.ndarray) and a.dtype == np.float64 else a for a in inputs]
+
+
+def _rand_like(rng, shape, complex_):
+    r = rng.standard_normal(shape)
+    return r + 1j * rng.standard_normal(shape) if complex_ else r
+
+
+@pytest.mark.parametrize("name", COMPLEX_OPS)
+@given(data=st.data())
+def test_complex_rules_match_central_differences(name, data):
+    """complex128 inputs: the vjp satisfies Re(sum(vjp(u) * v)) = d/dt Re(sum(u * f(z + t v)))
+    (the convention of docs/contributing.md) and the jvp is d/dt f(z + t v), both along
+    directions v with real and imaginary parts."""
+    op = REGISTRY[name]
+    inputs, params = op.sample(data.draw)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    inputs = _complexify(list(inputs), rng)
+    diff_idx = [i for i, a in enumerate(inputs) if isinstance(a, np.ndarray)
+                and a.dtype == np.complex128]
+    assume(diff_idx)
+    y = _forward(op, inputs, params)
+    u = _rand_like(rng, y.shape, np.iscomplexobj(y))
+    dirs = [_rand_like(rng, np.shape(a), True) if i in diff_idx else None
+            for i, a in enumerate(inputs)]
+    fd_f = _fd(lambda xs: _forward(op, xs, params), inputs, dirs)  # d/dt f(z + t v)
+    ref = float(np.real(np.sum(u * fd_f)))
+    scale = float(np.sum(np.abs(u * fd_f))) + 1.0
+    grads = _vjp(op, inputs, params, u)
+    vjp_val = sum(float(np.real(np.sum(g * dirs[i]))) for i, g in zip(diff_idx, grads))
+    assert _close(vjp_val, ref, scale), f"{name}: complex vjp {vjp_val} vs central diff. {ref}"
+    tan = _jvp(op, inputs, params, dirs)
+    assert np.allclose(tan, fd_f, atol=1e-6 * (1.0 + float(np.max(np.abs(fd_f), initial=0)))), \
+        f"{name}: complex jvp {tan} vs central differences {fd_f}"
+
+
+NON_COMPLEX_OPS = sorted(n for n in DIFF_OPS if not REGISTRY[n].complex_ok)
+
+
+@pytest.mark.parametrize("name", NON_COMPLEX_OPS)
+@given(data=st.data())
+def test_ops_without_complex_rules_refuse_complex_inputs(name, data):
+    """A complex value must never pass through a real rule (its imaginary part would be lost
+    or its gradient wrong without an error)."""
+    op = REGISTRY[name]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    for _ in range(5):  # (a sampler may draw integer-only inputs: nothing to refuse then)
+        inputs, params = op.sample(data.draw)
+        inputs = _complexify(list(inputs), rng)
+        if any(isinstance(a, np.ndarray) and a.dtype == np.complex128 for a in inputs):
+            break
+    else:
+        return
+    with pytest.raises(ag.DTypeError):
+        _forward(op, inputs, params)

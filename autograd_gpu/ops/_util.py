@@ -96,3 +96,10 @@ def norm_axis(axis, ndim, op="op"):
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: argument 'axis' has repeated axes: {axis!r}")
     return tuple(sorted(out))
+
+
+def real_only(x, name):
+    """Raise TypeError (apply turns it into a DTypeError naming the op) for a complex x: for an
+    op whose output is real, the engine's check of complex outputs cannot see it."""
+    if x.dtype.kind == "c":
+        raise TypeError(f"{name} has no complex rules (its output would be real)")

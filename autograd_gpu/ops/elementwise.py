@@ -9,7 +9,7 @@ import math
 
 from ..dtypes import as_dtype
 from . import sampling as S
-from ._util import FAST_ARGS, as_tensor, scale, tsum, weak_scalars
+from ._util import FAST_ARGS, as_tensor, real_only, scale, tsum, weak_scalars
 from .registry import apply, defop, elementwise
 
 _SQRT_2 = math.sqrt(2.0)
@@ -41,7 +41,7 @@ def _unary_sample(lo=-2.0, hi=2.0, away=None):
 # ---- arithmetic -----------------------------------------------------------------------------
 
 
-@defop("add", broadcasting=True)
+@defop("add", broadcasting=True, complex_ok=True)
 class Add:
     """y = a + b"""
 
@@ -60,7 +60,7 @@ class Add:
     sample = _binary_sample()
 
 
-@defop("sub", broadcasting=True)
+@defop("sub", broadcasting=True, complex_ok=True)
 class Sub:
     """y = a - b"""
 
@@ -83,7 +83,7 @@ class Sub:
     sample = _binary_sample()
 
 
-@defop("mul", broadcasting=True, saves=("a", "b"))
+@defop("mul", broadcasting=True, saves=("a", "b"), complex_ok=True)
 class Mul:
     """y = a * b"""
 
@@ -113,7 +113,7 @@ class Mul:
     sample = _binary_sample()
 
 
-@defop("div", broadcasting=True, saves=("b", "out"))
+@defop("div", broadcasting=True, saves=("b", "out"), complex_ok=True)
 class Div:
     """y = a / b"""
 
@@ -185,7 +185,7 @@ class Mod:
     sample = _mod_sample
 
 
-@defop("neg")
+@defop("neg", complex_ok=True)
 class Neg:
     """y = -x"""
 
@@ -238,7 +238,7 @@ def _pow_log_base(F, x, p):
     return F.log(F.where(mask, 1.0, x))  # (log 1 = 0: finite at every order)
 
 
-@defop("pow", broadcasting=True, cost=elementwise(10), saves=("x", "p", "out"))
+@defop("pow", broadcasting=True, cost=elementwise(10), saves=("x", "p", "out"), complex_ok=True)
 class Pow:
     """y = x ** p. d/dx = p x^(p-1), and 0 where p == 0 (also at x = 0); d/dp = y log(x), and 0
     where x == 0 and p >= 0 (PyTorch's conventions: both limits are finite, 0 * inf is not);
@@ -290,7 +290,7 @@ class Pow:
 # ---- transcendental -------------------------------------------------------------------------
 
 
-@defop("exp", cost=elementwise(4), saves=("out",))
+@defop("exp", cost=elementwise(4), saves=("out",), complex_ok=True)
 class Exp:
     """y = exp(x)"""
 
@@ -307,7 +307,7 @@ class Exp:
     sample = _unary_sample()
 
 
-@defop("expm1", cost=elementwise(4), saves=("out",))
+@defop("expm1", cost=elementwise(4), saves=("out",), complex_ok=True)
 class Expm1:
     """y = exp(x) - 1, accurate near 0"""
 
@@ -324,7 +324,7 @@ class Expm1:
     sample = _unary_sample()
 
 
-@defop("log", cost=elementwise(4), saves=("x",))
+@defop("log", cost=elementwise(4), saves=("x",), complex_ok=True)
 class Log:
     """y = log(x), x > 0"""
 
@@ -340,7 +340,7 @@ class Log:
     sample = _unary_sample(0.2, 3.0)
 
 
-@defop("log1p", cost=elementwise(4), saves=("x",))
+@defop("log1p", cost=elementwise(4), saves=("x",), complex_ok=True)
 class Log1p:
     """y = log(1 + x), x > -1, accurate near 0"""
 
@@ -356,7 +356,7 @@ class Log1p:
     sample = _unary_sample(-0.7, 3.0)
 
 
-@defop("sqrt", cost=elementwise(2), saves=("out",))
+@defop("sqrt", cost=elementwise(2), saves=("out",), complex_ok=True)
 class Sqrt:
     """y = sqrt(x), x > 0"""
 
@@ -378,6 +378,7 @@ class Abs:
     """y = |x| (derivative sign(x); 0 at 0)"""
 
     def forward(bk, x):
+        real_only(x, "abs")
         return bk.unary("abs", x), (x,)
 
     def vjp(F, g, saved, needs):
@@ -389,7 +390,7 @@ class Abs:
     sample = _unary_sample(away=(0.0, 0.1))
 
 
-@defop("sin", cost=elementwise(4), saves=("x",))
+@defop("sin", cost=elementwise(4), saves=("x",), complex_ok=True)
 class Sin:
     """y = sin(x)"""
 
@@ -405,7 +406,7 @@ class Sin:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("cos", cost=elementwise(4), saves=("x",))
+@defop("cos", cost=elementwise(4), saves=("x",), complex_ok=True)
 class Cos:
     """y = cos(x)"""
 
@@ -421,7 +422,7 @@ class Cos:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("tan", cost=elementwise(4), saves=("out",))
+@defop("tan", cost=elementwise(4), saves=("out",), complex_ok=True)
 class Tan:
     """y = tan(x); dy/dx = 1 + y^2"""
 
@@ -440,7 +441,7 @@ class Tan:
     sample = _unary_sample(-1.2, 1.2)
 
 
-@defop("tanh", cost=elementwise(4), saves=("out",))
+@defop("tanh", cost=elementwise(4), saves=("out",), complex_ok=True)
 class Tanh:
     """y = tanh(x); dy/dx = 1 - y^2"""
 
@@ -459,7 +460,7 @@ class Tanh:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("sigmoid", cost=elementwise(4), saves=("out",))
+@defop("sigmoid", cost=elementwise(4), saves=("out",), complex_ok=True)
 class Sigmoid:
     """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 (no overflow); dy/dx = y(1-y)"""
 
@@ -602,7 +603,7 @@ def _act_grad_op(name, act, dh, doc):
     impl = type(name.title().replace("_", ""), (), {
         "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
         "sample": staticmethod(_act_grad_sample), "__doc__": doc})
-    return defop(name, broadcasting=True, saves=("g", "y"))(impl)
+    return defop(name, broadcasting=True, saves=("g", "y"), complex_ok=True)(impl)
 
 
 TanhGrad = _act_grad_op("tanh_grad", "tanh", lambda g, t: g * t * -2.0,
@@ -818,7 +819,7 @@ class Minimum:
     sample = _select_sample
 
 
-@defop("where", broadcasting=True, saves=("cond",))
+@defop("where", broadcasting=True, saves=("cond",), complex_ok=True)
 class Where:
     """y = a where cond else b (cond is boolean and not differentiated)"""
 

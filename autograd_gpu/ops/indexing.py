@@ -347,7 +347,7 @@ def _getitem_saves(n, params):
     return (None, *range(1, n))
 
 
-@defop("getitem", params=("index",), cost=_gather_cost, saves=_getitem_saves)
+@defop("getitem", params=("index",), cost=_gather_cost, saves=_getitem_saves, complex_ok=True)
 class GetItem:
     """y = x[index] (NumPy basic, integer-array and mask indexing, index in canonical form).
     dy/dx: the cotangent scatter-added into zeros of x's shape (repeated indices accumulate)."""
@@ -391,7 +391,7 @@ def _index_arrays(n, params):
 
 
 @defop("scatter_add", params=("index", "shape"), cost=_scatter_cost,
-       deterministic=_scatter_deterministic, saves=_index_arrays)
+       deterministic=_scatter_deterministic, saves=_index_arrays, complex_ok=True)
 class ScatterAdd:
     """y = zeros(shape); y[index] += v, with repeated indices accumulated (the adjoint of
     getitem). dy/dv: gather, v_bar = y_bar[index]."""

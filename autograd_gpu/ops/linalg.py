@@ -18,7 +18,7 @@ def _matmul_cost(out, a, b):
     return 2.0 * out.size * k
 
 
-@defop("matmul", cost=_matmul_cost, saves=("a", "b"))
+@defop("matmul", cost=_matmul_cost, saves=("a", "b"), complex_ok=True)
 class Matmul:
     """y = a @ b with NumPy's rules: 1-d operands are promoted and the added axis removed;
     leading (batch) axes broadcast."""
@@ -121,7 +121,7 @@ def _mat_vec(F, a, tb):
     return F.reshape(y, y.shape[:-2] + (y.shape[-2],))
 
 
-@defop("swapaxes", params=("a1", "a2"), cost=lambda out, *xs, **p: 0.0)
+@defop("swapaxes", params=("a1", "a2"), cost=lambda out, *xs, **p: 0.0, complex_ok=True)
 class SwapAxes:
     """y = x with axes a1 and a2 exchanged (negative axes, so leading batches are kept)"""
 
@@ -196,7 +196,7 @@ def _all_inputs(n, params):
     return tuple(range(n))
 
 
-@defop("einsum", params=("subscripts",), cost=_einsum_cost, saves=_all_inputs)
+@defop("einsum", params=("subscripts",), cost=_einsum_cost, saves=_all_inputs, complex_ok=True)
 class Einsum:
     """y = einsum(subscripts, *operands): for 'ab,bc->ac', y_ac = sum_b x0_ab x1_bc.
 

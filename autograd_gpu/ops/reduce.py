@@ -10,7 +10,7 @@ import numbers
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
 from . import sampling as S
-from ._util import as_tensor, norm_axis
+from ._util import as_tensor, norm_axis, real_only
 from .registry import apply, defop
 
 
@@ -52,7 +52,7 @@ def _neg_axes(axes, nd):
     return tuple(a if a < 0 else a - nd for a in axes)
 
 
-@defop("sum", params=("axis", "keepdims"), saves=(None,))
+@defop("sum", params=("axis", "keepdims"), saves=(None,), complex_ok=True)
 class Sum:
     """y = sum of x over axis (a tuple of axes: non-negative from the public function, negative
     ones from rules)"""
@@ -71,7 +71,7 @@ class Sum:
     sample = _reduce_sample
 
 
-@defop("mean", params=("axis", "keepdims"), saves=(None,))
+@defop("mean", params=("axis", "keepdims"), saves=(None,), complex_ok=True)
 class Mean:
     """y = mean of x over axis"""
 
@@ -195,6 +195,7 @@ class Var:
     dy/dx = 2 (x - mean(x)) / (n - ddof)."""
 
     def forward(bk, x, *, axis, ddof=0, keepdims=False):
+        real_only(x, "var/std")
         acc = _acc(x)
         y = bk.xp.var(_low_to_f32(x), axis=axis, ddof=ddof, keepdims=keepdims)
         return (y.astype(x.dtype) if acc else y), (x,)
@@ -234,6 +235,7 @@ class Std:
     convention for a function with no derivative there (sqrt's inf times var's 0 was NaN)."""
 
     def forward(bk, x, *, axis, ddof=0, keepdims=False):
+        real_only(x, "var/std")
         acc = _acc(x)
         y = bk.xp.std(_low_to_f32(x), axis=axis, ddof=ddof, keepdims=keepdims)
         return (y.astype(x.dtype) if acc else y), (x, y)
@@ -281,7 +283,7 @@ def _prod_weights(F, x, axes):
     return F.where(F.equal(zc, 0), pnz / nz, one_zero)
 
 
-@defop("prod", params=("axis", "keepdims"), cost=_reduce_cost(1), saves=("x",))
+@defop("prod", params=("axis", "keepdims"), cost=_reduce_cost(1), saves=("x",), complex_ok=True)
 class Prod:
     """y = product of x over axis; dy/dx_i = prod_{j != i} x_j. The first derivative is exact
     where x has zeros; second and higher derivatives are exact where the reduced slice holds no

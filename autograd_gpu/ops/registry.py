@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numbers
 
+from .. import dtypes as _dt
 from ..errors import ArgumentError, AutogradError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
 from .context import LIVE, STATE, Mode, cross_thread_error
@@ -231,7 +232,8 @@ def defop(name: str, params=(), cost=None, deterministic=True, differentiable=Tr
 
 
 _TENSOR_TYPES = {Tensor, TrackedTensor, Variable}
-_SCALAR_TYPES = {int, float, bool}
+_SCALAR_TYPES = {int, float, bool, complex}
+_COMPLEX = frozenset({_dt.complex64, _dt.complex128})
 
 
 class _Inputs:
@@ -279,14 +281,11 @@ def _collect(op, inputs, recording=None, autowatch=()) -> _Inputs:
             else:
                 parents.append(None)
                 const = True
-        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Real):
+        elif tx in _SCALAR_TYPES or x is None or isinstance(x, numbers.Number):
             arrs.append(x)
             if parents is not None:
                 parents.append(None)
                 const = True
-        elif isinstance(x, numbers.Complex):
-            raise DTypeError(f"{op.name}: argument {i} expected a real number, got the complex "
-                             f"{x!r}: complex numbers are not supported")
         else:
             raise ArgumentError(
                 f"{op.name}: argument {i} expected a Tensor or a Python number, got {describe(x)}"
@@ -302,6 +301,15 @@ def _collect(op, inputs, recording=None, autowatch=()) -> _Inputs:
         bk = default_backend()
     got.bk, got.arrs, got.parents, got.found, got.const = bk, arrs, parents, found, const
     return got
+
+
+def complex_error(op, arrs) -> DTypeError:
+    """An op without complex support gave a complex output (complex inputs reached it)."""
+    got = "; ".join(f"argument {i}: dtype {getattr(a, 'dtype', type(a).__name__)}"
+                    for i, a in enumerate(arrs))
+    return DTypeError(f"{op.name}: expected real inputs (this op has no complex rules), got "
+                      f"{got}; take ag.real / ag.imag / ag.abs first, or use an op that accepts "
+                      "complex values")
 
 
 def _forward(op, bk, arrs, params, codes=()):
@@ -371,6 +379,8 @@ def apply(op: Op, *inputs, **params) -> Tensor:
         out = _forward(op, bk, arrs, params)[0]  # re-run for a translated error
     if type(out) is not bk.array_type:
         out = bk.xp.asarray(out)
+    if not op.complex_ok and out.dtype in _COMPLEX and op.differentiable:
+        raise complex_error(op, arrs)
     return Tensor(out, bk)
 
 
@@ -404,6 +414,8 @@ def _apply_observed(op, inputs, params, st=None):
         out, saved = _forward(op, bk, arrs, params, codes)  # re-run for a translated error
     if type(out) is not bk.array_type:
         out, saved = _fix_out(bk, out, saved, codes)
+    if not op.complex_ok and out.dtype in _COMPLEX and op.differentiable:
+        raise complex_error(op, arrs)
     if got.found:
         node = _record_node(op, params, inputs, got, out, saved, codes, st)
         result = _new_tensor(TrackedTensor)
@@ -541,7 +553,8 @@ def enable_native(native=None) -> bool:
                       "and sweep instead (rebuild the extension: pip install .)", RuntimeWarning,
                       stacklevel=2)
         return False
-    native.configure(Node, Tensor, TrackedTensor, _fix_out, layout_error)
+    native.configure(Node, Tensor, TrackedTensor, _fix_out, layout_error, complex_error,
+                     tuple(_COMPLEX))
     _record, native_sweep = native.record, native.sweep
     return True
 

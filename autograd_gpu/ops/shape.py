@@ -11,7 +11,7 @@ def _batch(g, nd_out):
     return tuple(g.shape[: g.ndim - nd_out])
 
 
-@defop("identity", cost=lambda out, *xs, **p: 0.0)
+@defop("identity", cost=lambda out, *xs, **p: 0.0, complex_ok=True)
 class Identity:
     """y = x: a new graph node over the same array. The functional transforms give each
     differentiated argument one, so that every position is its own variable (the same tensor
@@ -30,7 +30,7 @@ class Identity:
         return (draw(S.arrays(draw(S.shapes()))),), {}
 
 
-@defop("reshape", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
+@defop("reshape", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,), complex_ok=True)
 class Reshape:
     """y = x with a new shape of the same size"""
 
@@ -57,7 +57,8 @@ class Reshape:
         return (x,), {"shape": new}
 
 
-@defop("broadcast_to", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
+@defop("broadcast_to", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,),
+       complex_ok=True)
 class BroadcastTo:
     """y = x broadcast to shape (a read-only view); the gradient sums over broadcast axes"""
 
@@ -82,7 +83,7 @@ class BroadcastTo:
         return (draw(S.arrays(sa)),), {"shape": target}
 
 
-@defop("transpose", params=("axes",), cost=lambda out, *xs, **p: 0.0)
+@defop("transpose", params=("axes",), cost=lambda out, *xs, **p: 0.0, complex_ok=True)
 class Transpose:
     """y = x with axes permuted (axes: a permutation of range(ndim))"""
 
@@ -211,7 +212,8 @@ def _copy_cost(out, *xs, **p):
     return float(out.size)
 
 
-@defop("expand_dims", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
+@defop("expand_dims", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,),
+       complex_ok=True)
 class ExpandDims:
     """y = x with new axes of length 1 at the output positions ``axis`` (sorted, non-negative)"""
 
@@ -246,7 +248,7 @@ def _squeezed(shape, axis):
     return tuple(n for d, n in enumerate(shape) if d not in axis)
 
 
-@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,))
+@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,), complex_ok=True)
 class Squeeze:
     """y = x without its length-1 axes ``axis`` (sorted, non-negative)"""
 
@@ -273,7 +275,7 @@ class Squeeze:
         return (draw(S.arrays(tuple(shape))),), {"axis": tuple(sorted(axis))}
 
 
-@defop("concatenate", params=("axis",), cost=_copy_cost, saves=(None,))
+@defop("concatenate", params=("axis",), cost=_copy_cost, saves=(None,), complex_ok=True)
 class Concatenate:
     """y = [x_0, x_1, ...] joined along ``axis`` (a negative axis); dy/dx_i: the matching slice
     of the cotangent"""
@@ -313,7 +315,7 @@ class Concatenate:
         return tuple(xs), {"axis": axis}
 
 
-@defop("stack", params=("axis",), cost=_copy_cost, saves=(None, None))
+@defop("stack", params=("axis",), cost=_copy_cost, saves=(None, None), complex_ok=True)
 class Stack:
     """y = x_0, x_1, ... (same shapes) stacked along a new axis ``axis`` (negative, counted in
     the output); dy/dx_i: the cotangent at index i of that axis"""
@@ -342,7 +344,7 @@ class Stack:
         return xs, {"axis": axis}
 
 
-@defop("pad", params=("pad_width", "value"), cost=_copy_cost, saves=(None,))
+@defop("pad", params=("pad_width", "value"), cost=_copy_cost, saves=(None,), complex_ok=True)
 class Pad:
     """y = x surrounded by ``value``: pad_width[d] = (before, after) entries on axis d (constant
     mode); dy/dx: the cotangent cropped back to x's region"""
@@ -370,7 +372,7 @@ class Pad:
         return (draw(S.arrays(shape)),), {"pad_width": pw, "value": value}
 
 
-@defop("flip", params=("axis",), cost=_copy_cost)
+@defop("flip", params=("axis",), cost=_copy_cost, complex_ok=True)
 class Flip:
     """y = x reversed along each axis in ``axis`` (negative axes); its own adjoint"""
 
@@ -392,7 +394,7 @@ class Flip:
         return (draw(S.arrays(shape)),), {"axis": tuple(sorted(axis))}
 
 
-@defop("cumsum", params=("axis",), cost=_copy_cost)
+@defop("cumsum", params=("axis",), cost=_copy_cost, complex_ok=True)
 class Cumsum:
     """y_i = sum_{j <= i} x_j along ``axis`` (negative); dy/dx: the reversed cumulative sum of
     the cotangent, flip(cumsum(flip(g)))"""
