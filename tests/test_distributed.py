@@ -418,6 +418,39 @@ def test_data_parallel_unused_and_no_sync_in_a_world_of_one(one):
     np.testing.assert_array_equal(again[0].numpy(), second_local[0].numpy())
 
 
+def test_parameter_first_read_off_the_loss_path(one):
+    """The sweep never reaches a node no cotangent flows into, so a parameter whose first
+    reader is such a node is never reported ready during the sweep: its bucket is filled from
+    the tape's result at the end (the value must still be right)."""
+    X, y = W.data(1, 8)
+    model = W.mlp(seed=0)
+    dp = dist.DataParallel(model, bucket_mb=1e-3)
+    w0 = model.parameters()[0]
+    with ag.GradientTape() as tape:
+        side = ag.tanh(w0 * 2.0)  # recorded first, not part of the loss
+        loss = ag.nn.cross_entropy(dp(ag.Tensor(X)), ag.Tensor(y))
+    grads = dp.gradient(tape, loss)
+    del side
+    assert dp.last_step["filled_at_end"] == 1  # w0, from the tape's result
+    ref = W.grads_of(model, X, y)
+    for g, r in zip(grads, ref):
+        assert g.numpy().tobytes() == r.tobytes()
+
+
+class _Broken(Work):
+    def test(self):
+        raise RuntimeError("message truncated: 24 bytes received, 16 expected")
+
+
+def test_transport_error_becomes_distributed_error(one):
+    g = one
+    with pytest.raises(dist.DistributedError, match=r"bucket x \(collective #\d+\) failed in "
+                       r"the transport: message truncated"):
+        g.wait([g.launch(_Broken, "bucket x")])
+    with pytest.raises(dist.DistributedError, match="the process group is broken"):
+        dist.barrier()
+
+
 def test_data_parallel_amp_in_a_world_of_one(one):
     scaler = ag.LossScaler.dynamic(init_scale=256.0, growth_interval=100)
     cfg = ag.AmpConfig(precision_mode="float16", loss_scaler=scaler)

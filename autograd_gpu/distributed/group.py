@@ -29,7 +29,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import ArgumentError, describe
+from ..errors import ArgumentError, AutogradError, describe
 from .comm import Communicator, DistributedError, LocalCommunicator, Work
 from .launch import LaunchInfo, launch_info
 
@@ -110,7 +110,13 @@ class Group:
             self.seq += 1
             seq = self.seq
             self.host.announce(seq)
-        work = start()
+        try:
+            work = start()
+        except AutogradError:
+            raise
+        except Exception as exc:  # the transport's own error (an MPI error class, NCCL's)
+            self.broken = f"{label}: the transport failed to start it ({exc})"
+            raise DistributedError(self.broken) from exc
         work.seq = seq
         work.label = label
         return work
@@ -123,7 +129,7 @@ class Group:
         own blocking wait spins without yielding (on the 2-core VM at load 15 a 4 MB allreduce
         polled without yielding took 25 ms, with yielding 11 ms, as long as MPI_Allreduce). After
         ``_SPIN_S`` the loop naps instead (a peer still computing)."""
-        pending = [w for w in works if not w.test()]
+        pending = [w for w in works if not self._test(w)]
         if not pending:
             return
         t0 = time.monotonic()
@@ -133,13 +139,23 @@ class Group:
                 _yield()
             else:
                 time.sleep(min(_MAX_NAP, (now - t0) / 64))
-            pending = [w for w in pending if not w.test()]
+            pending = [w for w in pending if not self._test(w)]
             if not pending:
                 return
             now = time.monotonic()
             late = [w for w in pending if now - w.started > self.timeout_s]
             if late:
                 raise DistributedError(self._timed_out(min(late, key=lambda w: w.seq)))
+
+    def _test(self, work: Work) -> bool:
+        try:
+            return work.test()
+        except AutogradError:
+            raise
+        except Exception as exc:  # the transport's own error, e.g. buffers of different sizes
+            self.broken = (f"{work.label} (collective #{work.seq}) failed in the transport: "
+                           f"{exc}")
+            raise DistributedError(self.broken) from exc
 
     def watch(self, work: Work) -> None:
         """A device work the host does not wait for: the watchdog thread enforces its

@@ -137,6 +137,12 @@ class DataParallel:
     ``grads = dp.gradient(tape, loss)``: the gradients of ``loss`` with respect to the model's
     parameters (in ``parameters()`` order), averaged over the ranks; None for a parameter no
     rank used. Every rank calls it once per step.
+
+    ``dp.last_step``: figures of the last synchronised step: ``buckets``, ``bytes``,
+    ``sweep_s`` (until the tape's finish), ``exposed_s`` (waiting for the buckets after the
+    sweep: the communication the backward did not hide), ``total_s``, ``launch_s`` (each
+    bucket's launch, from the start of the step) and ``filled_at_end`` (parameters whose first
+    reader the sweep never reached, so they were reported only at the end).
     """
 
     def __init__(self, model, bucket_mb: float | None = None, *,
@@ -450,6 +456,7 @@ class _Step:
         t_sweep = time.perf_counter() - self.t0
         # parameters whose first consumer the sweep never reached (no cotangent flowed there)
         # come from the tape's result; AMP's finish, which ran first, unscaled them
+        late = [i for i, d in enumerate(self.delivered) if not d]
         for i, gi in enumerate(grads):
             if not self.delivered[i]:
                 if isinstance(gi, Tensor) and self.amp is not None and gi is not None:
@@ -482,6 +489,7 @@ class _Step:
                                                      if f is not None),
             "sweep_s": t_sweep, "exposed_s": t_done - t_wait,
             "total_s": time.perf_counter() - self.t0, "launch_s": list(self.launch_t),
+            "filled_at_end": len(late),
         }
         if self.recorded:
             raise TapeError("DataParallel.gradient: an outer tape or accumulator records this "
