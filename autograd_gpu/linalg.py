@@ -25,6 +25,7 @@ from collections import namedtuple
 
 from .errors import ArgumentError, DTypeError, LinAlgError, ShapeError, describe
 from .ops import decompositions as _dec
+from .ops import matfuncs as _mf
 from .ops import solves as _sol
 from .ops._linalg_util import unpack as _unpack
 from .ops._util import as_tensor
@@ -32,9 +33,10 @@ from .ops.registry import apply, tensors
 from .tensor import Tensor
 
 __all__ = [
-    "svd", "svdvals", "eigh", "eigvalsh", "solve", "inv", "det", "slogdet", "cholesky",
+    "norm", "svd", "svdvals", "eigh", "eigvalsh", "solve", "inv", "det", "slogdet", "cholesky",
     "qr", "solve_triangular", "cho_factor", "cho_solve", "lu_factor", "lu_solve",
-    "solve_sylvester", "EighResult", "SVDResult", "QRResult", "SlogdetResult",
+    "solve_sylvester", "pinv", "lstsq", "matrix_power", "multi_dot", "expm", "sqrtm",
+    "EighResult", "SVDResult", "QRResult", "SlogdetResult",
 ]
 
 EighResult = namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
@@ -373,3 +375,286 @@ def qr(a, mode="reduced"):
         q, r = _unpack(F, apply(_dec.Qr, a, complete=complete),
                        _dec._qr_shapes(m, n, complete))
     return r if mode == "r" else QRResult(q, r)
+
+
+# ---- pseudo-inverse, least squares, products ------------------------------------------------
+
+
+_NOVALUE = object()
+
+
+def _rtol_of(a, rcond, rtol):
+    """NumPy's pinv defaults: rcond 1e-15 when neither is given; rtol=None means
+    max(m, n) * eps."""
+    if rcond is None:
+        if rtol is _NOVALUE:
+            return 1e-15
+        if rtol is None:
+            return max(a.shape[-2:]) * float(a._bk.xp.finfo(a.dtype).eps)
+        rcond = rtol
+    elif rtol is not _NOVALUE:
+        raise ArgumentError("pinv: arguments 'rcond' and 'rtol' cannot both be given")
+    if not isinstance(rcond, numbers.Real):
+        raise ArgumentError(f"pinv: argument 'rcond' expected a real number, got {rcond!r}")
+    return float(rcond)
+
+
+def pinv(a, rcond=None, hermitian=False, *, rtol=_NOVALUE):
+    """The Moore-Penrose pseudo-inverse of a (..., m, n) (numpy.linalg.pinv): singular values
+    at or below rcond (rtol) times the largest are dropped. Its derivative (Golub and Pereyra)
+    holds where the rank does not change, that is away from singular values at the cutoff.
+    hermitian=True inverts the Hermitian matrix of a's lower triangle (the triangle NumPy's
+    eigh-based path reads)."""
+    a = _matrix(a, "pinv")
+    if _check_bool(hermitian, "pinv", "hermitian"):
+        a = _herm_lower(_matrix(a, "pinv", square=True))
+    return apply(_mf.Pinv, a, rtol=_rtol_of(a, rcond, rtol))
+
+
+def lstsq(a, b, rcond=None):
+    """(x, residuals, rank, s) for min ||b - a x|| (numpy.linalg.lstsq): a (m, n), b (m,) or
+    (m, k). x = pinv(a) b with singular values at or below rcond * the largest dropped (rcond
+    None: eps * max(m, n)), the minimum-norm solution, as NumPy's; residuals the squared
+    column norms of b - a x when rank == n < m, else empty; s a's singular values. x, residuals
+    and s are differentiable (rank must not change nearby); rank is an int (reading it waits
+    for the device)."""
+    a = _matrix(a, "lstsq")
+    if a.ndim != 2:
+        raise ShapeError(f"lstsq: argument 'a' expected a 2-d matrix (m, n) as NumPy's, got "
+                         f"shape {a.shape}")
+    m, n = a.shape
+    b = _tensor(b, "lstsq", "b", a)
+    if b.ndim not in (1, 2) or b.shape[0] != m:
+        raise ShapeError(f"lstsq: argument 'b' expected shape ({m},) or ({m}, k), got {b.shape}")
+    eps = float(a._bk.xp.finfo(a.dtype).eps)
+    rc = eps * max(m, n) if rcond is None else rcond
+    if not isinstance(rc, numbers.Real):
+        raise ArgumentError(f"lstsq: argument 'rcond' expected a real number, got {rcond!r}")
+    x = apply(_mf.Pinv, a, rtol=float(rc)) @ b
+    s = svdvals(a)
+    sd = s.detach().numpy()
+    rank = int((sd > float(rc) * sd[0]).sum()) if sd.size else 0
+    if rank == n and m > n:
+        r = b - a @ x
+        resid = (_real(r * _conj(r))).sum(axis=0)
+        resid = resid.reshape((1,)) if b.ndim == 1 else resid
+    else:
+        resid = _const(a, a._bk.xp.empty((0,), dtype=s.dtype))
+    return x, resid, rank, s
+
+
+def matrix_power(a, n):
+    """a raised to the integer power n (numpy.linalg.matrix_power): repeated squaring with
+    NumPy's order of products; n = 0 gives the identity (a constant), n < 0 powers of inv(a)."""
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+        raise ArgumentError(f"matrix_power: argument 'n' expected an integer, got {n!r}")
+    a = as_tensor(a, None, "a", "matrix_power")
+    if not isinstance(a, Tensor) or a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ShapeError(f"matrix_power: argument 'a' expected square matrices (..., n, n), "
+                         f"got {describe(a)}")
+    n = int(n)
+    if n == 0:
+        xp = a._bk.xp
+        return _const(a, xp.broadcast_to(xp.eye(a.shape[-1], dtype=a.dtype), a.shape).copy())
+    if n < 0:
+        a = inv(a)
+        n = -n
+    if n == 1:
+        return a
+    if n in (2, 3):
+        return a @ a if n == 2 else (a @ a) @ a
+    z = result = None
+    while n > 0:
+        z = a if z is None else z @ z
+        n, bit = divmod(n, 2)
+        if bit:
+            result = z if result is None else result @ z
+    return result
+
+
+def multi_dot(arrays, *, out=None):
+    """The product of two or more matrices in the cheapest order (numpy.linalg.multi_dot): the
+    first may be a vector (a row), the last a vector (a column), the others 2-d."""
+    if out is not None:
+        raise ArgumentError("multi_dot: argument 'out' is not supported (tensors are immutable)")
+    ts = [as_tensor(x, None, f"arrays[{i}]", "multi_dot") for i, x in enumerate(arrays)]
+    if len(ts) < 2:
+        raise ArgumentError(f"multi_dot: argument 'arrays' expected at least two arrays, got "
+                            f"{len(ts)}")
+    first_vec, last_vec = ts[0].ndim == 1, ts[-1].ndim == 1
+    if first_vec:
+        ts[0] = ts[0].reshape((1, -1))
+    if last_vec:
+        ts[-1] = ts[-1].reshape((-1, 1))
+    for i, t in enumerate(ts):
+        if t.ndim != 2:
+            raise ShapeError(f"multi_dot: arrays[{i}] expected a 2-d array (the first and last "
+                             f"may be 1-d), got shape {t.shape}")
+    for i in range(len(ts) - 1):
+        if ts[i].shape[1] != ts[i + 1].shape[0]:
+            raise ShapeError(f"multi_dot: arrays[{i}] {ts[i].shape} and arrays[{i + 1}] "
+                             f"{ts[i + 1].shape} do not fit")
+    res = _chain(ts, _chain_order([t.shape[0] for t in ts] + [ts[-1].shape[1]]), 0, len(ts) - 1)
+    if first_vec and last_vec:
+        return res.reshape(())
+    if first_vec or last_vec:
+        return res.reshape((-1,))
+    return res
+
+
+def _chain_order(p):
+    """The split table of the cheapest parenthesisation of matrices of sizes p[i] x p[i+1]
+    (Cormen et al., Introduction to Algorithms, 15.2; NumPy's multi_dot uses the same)."""
+    n = len(p) - 1
+    cost = [[0] * n for _ in range(n)]
+    split = [[0] * n for _ in range(n)]
+    for length in range(1, n):
+        for i in range(n - length):
+            j = i + length
+            cost[i][j] = None
+            for k in range(i, j):
+                c = cost[i][k] + cost[k + 1][j] + p[i] * p[k + 1] * p[j + 1]
+                if cost[i][j] is None or c < cost[i][j]:
+                    cost[i][j], split[i][j] = c, k
+    return split
+
+
+def _chain(ts, split, i, j):
+    if i == j:
+        return ts[i]
+    k = split[i][j]
+    return _chain(ts, split, i, k) @ _chain(ts, split, k + 1, j)
+
+
+# ---- matrix functions -----------------------------------------------------------------------
+
+
+def expm(A):  # noqa: N803
+    """The matrix exponential of A (..., n, n) (scipy.linalg.expm). Its derivative, the Frechet
+    derivative, is a block of the exponential of a 2n x 2n block matrix."""
+    return apply(_mf.Expm, _matrix(A, "expm", "A", square=True))
+
+
+def sqrtm(A):  # noqa: N803
+    """The principal square root of A (..., n, n) (scipy.linalg.sqrtm; complex for a real A
+    with eigenvalues on the negative real axis, as SciPy's). Derivatives solve Sylvester
+    equations. Not available on a GPU (cupyx.scipy has no sqrtm)."""
+    return apply(_mf.Sqrtm, _matrix(A, "sqrtm", "A", square=True))
+
+
+# ---- norms ----------------------------------------------------------------------------------
+
+
+def _api():
+    from .ops import api  # (a cycle at import time: api imports every op family)
+
+    return api
+
+
+def _safe_root(s, p=2.0):
+    """s ** (1/p) for s >= 0 whose gradient at s == 0 is 0 (PyTorch's norm at the zero vector:
+    a subgradient) instead of inf * 0 = NaN; the inner where keeps every order finite."""
+    ag = _api()
+    zero = s == 0
+    safe = ag.where(zero, 1.0, s)
+    root = ag.sqrt(safe) if p == 2.0 else safe ** (1.0 / p)
+    return ag.where(zero, 0.0, root)
+
+
+def _abs(x):
+    if _is_complex(x):
+        return _safe_root(_real(x * _conj(x)))
+    return _api().abs(x)
+
+
+def _sq(x):
+    return _real(x * _conj(x)) if _is_complex(x) else x * x
+
+
+def _norm_axes(axis, nd):
+    if axis is None:
+        return tuple(range(nd))
+    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
+        axis = (axis,)
+    if not isinstance(axis, tuple) or not all(isinstance(a, numbers.Integral) for a in axis):
+        raise ArgumentError(f"norm: argument 'axis' expected None, an int or a tuple of ints, "
+                            f"got {axis!r}")
+    out = tuple(int(a) % nd if -nd <= a < nd else None for a in axis)
+    if None in out:
+        raise ShapeError(f"norm: argument 'axis' {axis!r} is out of range for {nd} dimensions")
+    if len(set(out)) != len(out):
+        raise ShapeError(f"norm: argument 'axis' repeats an axis: {axis!r}")
+    return out
+
+
+def _vector_norm(x, ord, axes, keepdims):  # noqa: A002
+    ag = _api()
+    inf = float("inf")
+    if ord is None or ord == 2:
+        return _safe_root(ag.sum(_sq(x), axis=axes, keepdims=keepdims))
+    if isinstance(ord, str) or not isinstance(ord, numbers.Real):
+        raise ArgumentError(f"norm: invalid norm order {ord!r} for vectors")
+    if ord == inf:
+        return ag.max(_abs(x), axis=axes, keepdims=keepdims)
+    if ord == -inf:
+        return ag.min(_abs(x), axis=axes, keepdims=keepdims)
+    if ord == 0:  # the count of non-zero entries: piecewise constant
+        nz = _const(x, (x.detach().data != 0).astype(_real(x).dtype))
+        return ag.sum(nz, axis=axes, keepdims=keepdims)
+    if ord == 1:
+        return ag.sum(_abs(x), axis=axes, keepdims=keepdims)
+    return _safe_root(ag.sum(_abs(x) ** float(ord), axis=axes, keepdims=keepdims), float(ord))
+
+
+def _matrix_norm(x, ord, axes, keepdims):  # noqa: A002
+    ag = _api()
+    r, c = axes
+    inf = float("inf")
+    if ord in (None, "fro", "f"):
+        y = _safe_root(ag.sum(_sq(x), axis=axes, keepdims=keepdims))
+        return y
+    if ord in (2, -2, "nuc"):
+        rest = [d for d in range(x.ndim) if d not in axes]
+        s = svdvals(x.transpose(tuple(rest) + (r, c)))
+        y = ag.max(s, axis=-1) if ord == 2 else ag.min(s, axis=-1) if ord == -2 else \
+            ag.sum(s, axis=-1)
+    elif ord in (1, -1, inf, -inf):
+        # 1: the largest column sum (sum over rows); inf: the largest row sum
+        over, then = (r, c) if ord in (1, -1) else (c, r)
+        sums = ag.sum(_abs(x), axis=over, keepdims=True)
+        y = ag.max(sums, axis=then, keepdims=True) if ord in (1, inf) else \
+            ag.min(sums, axis=then, keepdims=True)
+        y = y.reshape(tuple(n for d, n in enumerate(x.shape) if d not in axes))
+    else:
+        raise ArgumentError(f"norm: invalid norm order {ord!r} for matrices")
+    if keepdims:
+        y = y.reshape(tuple(1 if d in axes else n for d, n in enumerate(x.shape)))
+    return y
+
+
+def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
+    """Vector and matrix norms (numpy.linalg.norm). axis None: the 2-norm of the flattened x
+    for ord None (ord must be None, or x 1-d or 2-d); an int: vector norms (ord None/2, 1, inf,
+    -inf, 0, any p); a pair: matrix norms ('fro', 'nuc', 1, -1, 2, -2, inf, -inf). The 2-norm
+    (and 'fro', and p-norms) has gradient 0 at the zero vector, as PyTorch's (a subgradient),
+    where sqrt's derivative would give NaN; 2, -2 and 'nuc' come from svdvals."""
+    x = as_tensor(x, None, "x", "norm")
+    if not isinstance(x, Tensor):
+        x = Tensor.from_array(x)
+    if x.dtype.kind not in "fc":
+        raise DTypeError(f"norm: argument 'x' expected a floating or complex dtype, got "
+                         f"{x.dtype}")
+    keepdims = _check_bool(keepdims, "norm", "keepdims")
+    if axis is None:
+        if ord is None or (ord in ("f", "fro") and x.ndim == 2) or (ord == 2 and x.ndim == 1):
+            y = _safe_root(_api().sum(_sq(x), axis=None))
+            return y.reshape((1,) * x.ndim) if keepdims else y
+        if x.ndim not in (1, 2):
+            raise ShapeError(f"norm: ord={ord!r} with axis=None needs a 1-d or 2-d x, got "
+                             f"shape {x.shape}")
+    axes = _norm_axes(axis, x.ndim)
+    if len(axes) == 1:
+        return _vector_norm(x, ord, axes, keepdims)
+    if len(axes) == 2:
+        return _matrix_norm(x, ord, axes, keepdims)
+    raise ShapeError(f"norm: argument 'axis' expected one or two axes, got {axis!r}")

@@ -9,6 +9,7 @@ transposes (``mT``), and conjugates appear only where the forward map itself con
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as _np  # only for numpy.linalg.LinAlgError, which NumPy, SciPy and CuPy all raise
@@ -49,15 +50,42 @@ def imag(F, x):
     return F.imag(x)
 
 
+@functools.lru_cache(maxsize=24)
+def _mask(bk, n, dtype, lower, k, diag):
+    """A cached constant n x n mask: 1 on the triangle strictly below (lower) or above diagonal
+    k... see tri_weights. Read-only where the backend allows: rules share it, never write it."""
+    xp = bk.xp
+    if lower:
+        m = xp.tri(n, n, k - 1, dtype=dtype)
+    else:  # (j > i + k) is the transpose of (j < i - k)
+        m = xp.ascontiguousarray(xp.tri(n, n, -k - 1, dtype=dtype).T)
+    if diag is not None:
+        m = m + xp.asarray(diag, dtype=dtype) * xp.eye(n, dtype=dtype)
+    if hasattr(m, "flags") and hasattr(m.flags, "writeable"):
+        try:
+            m.flags.writeable = False
+        except ValueError:  # (CuPy's flags are read-only attributes)
+            pass
+    return m
+
+
+def tri_weights(F, n, dtype, lower=True, strict=1.0, diag=0.0):
+    """The constant n x n matrix with ``strict`` on the strict lower (upper) triangle and
+    ``diag`` on the diagonal, 0 elsewhere (one cached array per shape: masks are applied with
+    one product)."""
+    m = _mask(F.bk, n, _np.dtype(dtype), bool(lower), 0, None if diag == 0.0 else float(diag))
+    return F.const(m) if strict == 1.0 else F.const(m) * strict
+
+
 def eye(F, n, dtype):
-    return F.const(F.xp.eye(n, dtype=dtype))
+    return F.const(_mask(F.bk, n, _np.dtype(dtype), True, -n, 1.0))
 
 
 def tri(F, n, k, dtype, upper=False):
     """The 0/1 mask of the lower triangle at and below diagonal k (upper: at and above it)."""
-    if upper:  # (j >= i + k) is the transpose of (j <= i - k)
-        return F.const(F.xp.tri(n, n, -k, dtype=dtype).T.copy())
-    return F.const(F.xp.tri(n, n, k, dtype=dtype))
+    if upper:  # at and above k: strictly above k - 1
+        return F.const(_mask(F.bk, n, _np.dtype(dtype), False, k - 1, None))
+    return F.const(_mask(F.bk, n, _np.dtype(dtype), True, k + 1, None))
 
 
 def diagonal(F, x):
@@ -175,19 +203,17 @@ def over_batch(xp, fn, *arrays, core=2):
 
 def herm_from_triangle(F, t, lower):
     """The Hermitian matrix LAPACK reads when given only one triangle of t: the strict triangle,
-    its conjugate transpose, and the real part of the diagonal."""
-    n = t.shape[-1]
-    s = t * tri(F, n, -1 if lower else 1, _real_dtype(t), upper=not lower)
-    return s + mH(F, s) + real(F, t) * eye(F, n, _real_dtype(t))
+    its conjugate transpose, and the real part of the diagonal (half of t_ii + conj(t_ii))."""
+    s = t * tri_weights(F, t.shape[-1], _real_dtype(t), lower, 1.0, 0.5)
+    return s + mH(F, s)
 
 
 def triangle_cotangent(F, sbar, lower):
     """The adjoint of herm_from_triangle: the cotangent of t from that of the Hermitian matrix
-    it stands for (strict triangle of sbar + sbar^H, and the real part of the diagonal)."""
-    n = sbar.shape[-1]
-    rd = _real_dtype(sbar)
-    strict = (sbar + mH(F, sbar)) * tri(F, n, -1 if lower else 1, rd, upper=not lower)
-    return strict + real(F, sbar) * eye(F, n, rd)
+    it stands for: the strict triangle of sbar + sbar^H, and on the diagonal the real part of
+    sbar_ii (half of the diagonal of sbar + sbar^H)."""
+    return (sbar + mH(F, sbar)) * tri_weights(F, sbar.shape[-1], _real_dtype(sbar), lower, 1.0,
+                                              0.5)
 
 
 def solve_tri(F, a, b, lower, trans=0, unit=False):

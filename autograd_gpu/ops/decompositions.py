@@ -35,6 +35,7 @@ from ._linalg_util import (
     reciprocal_or_zero,
     solve_tri,
     tri,
+    tri_weights,
     triangle_cotangent,
     undefined_where,
     unpack,
@@ -52,9 +53,7 @@ def _cube(out, a, **p):
 
 def _phi(F, x):
     """The lower triangle of x with its diagonal halved (Murray's Phi)."""
-    n = x.shape[-1]
-    rd = _real_dtype(x)
-    return x * (tri(F, n, 0, rd) - 0.5 * eye(F, n, rd))
+    return x * tri_weights(F, x.shape[-1], _real_dtype(x), True, 1.0, 0.5)
 
 
 @defop("cholesky", cost=lambda out, a, **p: out.size * a.shape[-1] / 3.0, saves=("out",),

@@ -161,9 +161,9 @@ class SolveTriangular:
         else:
             gb = solve_tri(F, a, g, lower, 1 - trans, unit_diagonal)
         ga = None
-        if needs[0]:
-            m = _op_of(F, F.matmul(gb, mT(F, x)), trans)
-            ga = -(m * _tri_mask(F, a.shape[-1], _real_dtype(a), lower, unit_diagonal))
+        if needs[0]:  # (the sign on the small factor: one pass over the n x n result)
+            m = _op_of(F, F.matmul(-gb, mT(F, x)), trans)
+            ga = m * _tri_mask(F, a.shape[-1], _real_dtype(a), lower, unit_diagonal)
         return ga, (gb if needs[1] else None)
 
     def jvp(F, ts, saved, *, trans=0, lower=False, unit_diagonal=False):
