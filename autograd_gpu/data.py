@@ -193,13 +193,21 @@ class DataLoader:
     # ---- batches -----------------------------------------------------------------------------
 
     def _host_batch(self, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._host_batch_owned(idx)[0]
+
+    def _host_batch_owned(self, idx: np.ndarray) -> tuple[tuple[np.ndarray, ...], bool]:
+        """The batch's host arrays, and whether the loader made them (a gather: a Tensor may
+        take them without a copy) rather than sharing the dataset's memory (a slice) or
+        receiving them from the transform (which may return arrays it keeps)."""
         ds = self.dataset
+        owned = self.transform is None
         if isinstance(ds, ArrayDataset):
             # a run of consecutive indices is a slice: a view, no gather (not when a transform
             # could write into it: a gather is a copy)
             if (self.transform is None and len(idx) and not self.shuffle
                     and self.sampler is None and idx[-1] - idx[0] == len(idx) - 1):
                 arrays = ds[int(idx[0]):int(idx[-1]) + 1]
+                owned = False
             else:
                 arrays = ds[idx]
         else:
@@ -211,7 +219,7 @@ class DataLoader:
         if self.transform is not None:
             out = self.transform(*arrays)
             arrays = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-        return tuple(a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays)
+        return tuple(a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays), owned
 
     def _index_batches(self, epoch: int) -> Iterator[np.ndarray]:
         order = self.indices(epoch)
@@ -221,10 +229,18 @@ class DataLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         epoch = self.epoch
         self.epoch += 1
-        host = (self._host_batch(idx) for idx in self._index_batches(epoch))
         if self.device.type == "cpu":
-            return (tuple(Tensor.from_array(a, device=self.device) for a in b) for b in host)
+            return self._cpu_batches(epoch)
+        host = (self._host_batch(idx) for idx in self._index_batches(epoch))
         return _CudaPrefetcher(self.device, self.prefetch).run(host)
+
+    def _cpu_batches(self, epoch: int) -> Iterator[tuple[Tensor, ...]]:
+        for idx in self._index_batches(epoch):
+            arrays, owned = self._host_batch_owned(idx)
+            # a gathered batch is the loader's own: no second copy (from_array copies by
+            # default so that a tensor never shares memory its creator may write into later)
+            yield tuple(Tensor.from_array(a, device=self.device, copy=not owned)
+                        for a in arrays)
 
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, "
@@ -275,8 +291,8 @@ class _CudaPrefetcher:
         self.device = device
         self.depth = depth
 
-    def wrap(self, arrays: Sequence[Any]) -> tuple[Tensor, ...]:
-        return tuple(Tensor.from_array(a, device=self.device) for a in arrays)
+    def wrap(self, arrays: Sequence[Any], copy: bool = True) -> tuple[Tensor, ...]:
+        return tuple(Tensor.from_array(a, device=self.device, copy=copy) for a in arrays)
 
     def run(self, host_batches: Iterator[Sequence[np.ndarray]]) -> Iterator[tuple[Tensor, ...]]:
         if self.depth == 0:  # synchronous copies on the consumer's stream
@@ -304,7 +320,7 @@ class _CudaPrefetcher:
                 return
             arrays, done = pending.popleft()
             consumer.wait_event(done)
-            yield self.wrap(arrays)
+            yield self.wrap(arrays, copy=False)  # device arrays made for this batch alone
 
     def _issue(self, batch: Sequence[np.ndarray], slot: _PinnedSlot, consumer, side):
         cp = self.cp

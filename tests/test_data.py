@@ -32,6 +32,16 @@ def test_batches_in_order_cover_everything():
     assert yb.dtype == np.int64
 
 
+def test_batches_never_share_memory_the_dataset_can_change():
+    """An in-order batch is a slice of the dataset's array: its tensor must hold a copy, or a
+    later write into the dataset would change a value a tape may have saved."""
+    ds, X, _ = _ds(10)
+    xb, _ = next(iter(ag.data.DataLoader(ds, batch_size=4)))
+    before = xb.numpy().copy()
+    ds.arrays[0][:4] += 100.0
+    np.testing.assert_array_equal(xb.numpy(), before)
+
+
 def test_drop_last():
     ds, _, _ = _ds(10)
     loader = ag.data.DataLoader(ds, batch_size=4, drop_last=True, device="cpu")
@@ -220,7 +230,7 @@ def _fake_prefetch(depth, batches):
     log = _Log()
     pf = D._CudaPrefetcher(ag.Device("cuda:0"), depth, cp=_FakeCuda(log), cupyx=_FakeCupyx(log))
     out = []
-    pf.wrap = lambda arrays: tuple(a.value.copy() for a in arrays)
+    pf.wrap = lambda arrays, copy=True: tuple(a.value.copy() for a in arrays)
     for got in pf.run(iter(batches)):
         log.append(("yield",))
         out.append(got)
@@ -272,7 +282,7 @@ def test_prefetch_depth_zero_copies_on_demand():
     batches = [(np.ones(3, np.float32) * k,) for k in range(3)]
     log = _Log()
     pf = D._CudaPrefetcher(ag.Device("cuda:0"), 0, cp=_FakeCuda(log), cupyx=_FakeCupyx(log))
-    pf.wrap = lambda arrays: tuple(np.asarray(a) for a in arrays)
+    pf.wrap = lambda arrays, copy=True: tuple(np.asarray(a) for a in arrays)
     out = list(pf.run(iter(batches)))
     assert [o[0][0] for o in out] == [0.0, 1.0, 2.0] and log == []
 
