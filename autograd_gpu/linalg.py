@@ -171,6 +171,13 @@ def slogdet(a):
 _TRANS = {0: 0, 1: 1, 2: 2, "N": 0, "T": 1, "C": 2}
 
 
+def _pair(x, op, name, what):
+    if not isinstance(x, (tuple, list)) or len(x) != 2:
+        raise ArgumentError(f"{op}: argument '{name}' expected a pair {what} returns, got "
+                            f"{describe(x)}")
+    return x
+
+
 def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False,
                      check_finite=True):
     """x with op(t) x = b, t the lower (lower=True) or upper triangle of a (scipy.linalg.
@@ -201,11 +208,7 @@ def cho_factor(a, lower=False, overwrite_a=False, check_finite=True):
 def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
     """x with a x = b from cho_factor's (c, lower) (scipy.linalg.cho_solve): two triangular
     solves, whose rules give the gradient with respect to c and b."""
-    try:
-        c, lower = c_and_lower
-    except (TypeError, ValueError):
-        raise ArgumentError("cho_solve: argument 'c_and_lower' expected a pair (c, lower) as "
-                            f"cho_factor returns, got {describe(c_and_lower)}") from None
+    c, lower = _pair(c_and_lower, "cho_solve", "c_and_lower", "(c, lower) as cho_factor")
     c = _matrix(c, "cho_solve", "c", square=True)
     b, vec = _rhs(b, c.shape[-1], "cho_solve", c)
     low = _check_bool(lower, "cho_solve", "lower")
@@ -233,11 +236,7 @@ def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True):
     (scipy.linalg.lu_solve): a row permutation and two triangular solves, whose rules give the
     gradient with respect to lu and b (piv is an integer array)."""
     op = "lu_solve"
-    try:
-        lu, piv = lu_and_piv
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{op}: argument 'lu_and_piv' expected a pair (lu, piv) as "
-                            f"lu_factor returns, got {describe(lu_and_piv)}") from None
+    lu, piv = _pair(lu_and_piv, op, "lu_and_piv", "(lu, piv) as lu_factor")
     if trans not in _TRANS:
         raise ArgumentError(f"{op}: argument 'trans' expected 0, 1, 2, 'N', 'T' or 'C', got "
                             f"{trans!r}")
@@ -416,8 +415,8 @@ def lstsq(a, b, rcond=None):
     (m, k). x = pinv(a) b with singular values at or below rcond * the largest dropped (rcond
     None: eps * max(m, n)), the minimum-norm solution, as NumPy's; residuals the squared
     column norms of b - a x when rank == n < m, else empty; s a's singular values. x, residuals
-    and s are differentiable (rank must not change nearby); rank is an int (reading it waits
-    for the device)."""
+    and s are differentiable (rank must not change nearby); rank is a 0-d int32 tensor (it
+    decides the residuals' shape, so computing it waits for the device)."""
     a = _matrix(a, "lstsq")
     if a.ndim != 2:
         raise ShapeError(f"lstsq: argument 'a' expected a 2-d matrix (m, n) as NumPy's, got "
@@ -434,13 +433,14 @@ def lstsq(a, b, rcond=None):
     s = svdvals(a)
     sd = s.detach().numpy()
     rank = int((sd > float(rc) * sd[0]).sum()) if sd.size else 0
+    rank_t = _const(a, a._bk.xp.asarray(rank, dtype="int32"))
     if rank == n and m > n:
         r = b - a @ x
         resid = (_real(r * _conj(r))).sum(axis=0)
         resid = resid.reshape((1,)) if b.ndim == 1 else resid
     else:
         resid = _const(a, a._bk.xp.empty((0,), dtype=s.dtype))
-    return x, resid, rank, s
+    return x, resid, rank_t, s
 
 
 def matrix_power(a, n):
