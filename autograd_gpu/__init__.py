@@ -62,6 +62,9 @@ _LAYERS = (
     ("numerical", ("NumericalChecker", "ValidationResult")),
     ("interop", ("from_dlpack",)),
     ("debug", ("detect_anomaly",)),
+    ("vmap", ("vmap", "VmapError")),
+    ("pytree", ("tree_map", "tree_flatten", "tree_unflatten", "tree_leaves",
+                "tree_structure")),
     ("profiling", ("PerformanceBenchmark", "BenchmarkConfig", "BenchmarkResult",
                    "GradientMemoryProfiler", "LeakReport", "profiler")),
 )

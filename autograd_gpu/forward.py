@@ -114,6 +114,11 @@ class ForwardAccumulator:
                 raise ShapeError("ForwardAccumulator: argument 'tangents' expected the same batch "
                                  f"shape {self.batch_shape} for every tangent, got {b} for "
                                  f"tangents[{i}]")
+            if p._batched or t._batched:  # inside ag.vmap: the tangent of the physical tensor
+                from .vmap import _absolute, match_layout  # (a cycle: vmap builds on this)
+
+                phys, axes = _absolute(p)
+                p, t = phys, match_layout(t, phys, axes, lead=self.batch_nd)
             self._seeds.append((p, t))
         if self.batch_shape is None:
             self.batch_shape = ()
@@ -156,6 +161,11 @@ class ForwardAccumulator:
         if not isinstance(y, Tensor):
             raise ArgumentError(f"ForwardAccumulator.jvp: argument 'y' expected a Tensor, "
                                 f"got {describe(y)}")
+        if y._batched:  # inside ag.vmap: the physical tensor's tangent, batched again
+            from .vmap import physical, rewrap  # (a cycle: vmap builds on this module)
+
+            phys, chain = physical(y)
+            return rewrap(self.jvp(phys, unconnected_gradients), chain, lead=self.batch_nd)
         t = y._fw.get(self.id) if y._fw else None
         if t is None:  # a primal, read outside the context
             t = next((t for p, t in self._seeds if p is y), None)

@@ -17,6 +17,7 @@ from .forward import ForwardAccumulator, coerce_tangent
 from .ops.context import STATE, Suspend
 from .ops.registry import Op, apply, sum_to, tensors
 from .ops.shape import Identity
+from .vmap import active_levels, lift
 from .scheduler import HybridScheduler, SchedulerConfig, _remember
 from .tape import GradientTape
 from .tensor import Tensor
@@ -86,7 +87,7 @@ def _prepare(args, nums, where):
     per_arg, rebuilds = [], []
     for i in nums:
         leaves, rb = _flatten(args[i], where, f"args[{i}]")
-        leaves = [apply(Identity, t) for t in leaves]
+        leaves = [lift(apply(Identity, t)) for t in leaves]
         args[i] = rb(leaves)
         per_arg.append(leaves)
         rebuilds.append(rb)
@@ -375,7 +376,7 @@ def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_si
 def _hessian_input(x, where):
     if not isinstance(x, Tensor):
         x = _leaf(x, where, "x")
-    return x
+    return lift(x)
 
 
 def _eye_batch(x, k0, k1):
@@ -432,7 +433,8 @@ def hessian(f, x, *, scheduler=None, chunk_size=None):
             _unwatch(outer, [x])
         _remember(None, plan)  # the inner Jacobian recorded its own decision
         return H
-    observed = bool(STATE.recording or STATE.accumulators)  # then H must be differentiable
+    # then H must be differentiable (or, inside ag.vmap, assembled with ops on batched values)
+    observed = bool(STATE.recording or STATE.accumulators or active_levels())
     if observed:
         chunk = n
     blocks = []

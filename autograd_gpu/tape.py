@@ -260,6 +260,16 @@ class GradientTape:
             raise ArgumentError(
                 f"GradientTape.watch: argument 'tensor' expected a Tensor, got {describe(tensor)}"
             )
+        if tensor._batched:  # inside ag.vmap: the tape tracks the physical tensor
+            from .vmap import physical  # (a cycle: vmap builds on the tape's layers)
+
+            phys, _ = physical(tensor)
+            self.watch(phys)
+            t = tensor
+            while t._batched:
+                t._node, t._tapes = phys._node, phys._tapes
+                t = t._phys
+            return tensor
         if not _dt.is_inexact(tensor.dtype):
             raise DTypeError(
                 f"GradientTape.watch: argument 'tensor' expected a floating or complex dtype "
@@ -295,6 +305,10 @@ class GradientTape:
         self._check_usable("gradient")
         tlist, _ = _as_list(targets, "targets")
         slist, _ = _as_list(sources, "sources")
+        if any(getattr(t, "_batched", False) for t in tlist + slist):
+            from .vmap import batched_gradient  # (a cycle: vmap builds on the tape's layers)
+
+            return batched_gradient(self, tlist, slist, output_gradients, unconnected_gradients)
         check_unconnected(unconnected_gradients, "GradientTape.gradient")
         if output_gradients is None:
             ogs = [None] * len(tlist)

@@ -48,6 +48,7 @@ class Tensor:
 
     __slots__ = ("_data", "_bk", "_node", "_tapes", "_fw", "__weakref__")
     __array_priority__ = 1000  # cupy_array * t defers to us (NumPy's: __array_ufunc__)
+    _batched = False  # True for vmap.BatchedTensor (a per-example view inside ag.vmap)
     __hash__ = object.__hash__  # identity hashing; == is elementwise
 
     def __init__(self, data, bk=None):

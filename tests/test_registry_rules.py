@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import autograd_gpu as ag
@@ -378,3 +378,92 @@ def test_ops_without_complex_rules_refuse_complex_inputs(name, data):
         return
     with pytest.raises(ag.DTypeError):
         _forward(op, inputs, params)
+
+
+# ---- vmap: every op against a loop over examples -------------------------------------------------
+
+B_SIZE = 3
+
+
+def _examples(inputs, rng, n):
+    """n examples of one sample: float inputs perturbed per example (forward values only are
+    compared, so kinks do not matter), other inputs repeated."""
+    return [[np.asarray(a + 0.01 * k * rng.standard_normal(np.shape(a)))
+             if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in inputs]
+            for k in range(n)]
+
+
+def _stacked(examples, axes):
+    out = []
+    for i, a in enumerate(examples[0]):
+        if axes[i] is None:
+            out.append(a)
+        else:
+            out.append(np.stack([ex[i] for ex in examples], axis=axes[i]))
+    return out
+
+
+def _axes_for(inputs, in_axis, only_first=False):
+    axes, first = [], True
+    for a in inputs:
+        if not isinstance(a, np.ndarray) or (only_first and not first):
+            axes.append(None)
+            continue
+        first = False
+        nd = a.ndim
+        ax = in_axis if -(nd + 1) <= in_axis <= nd else 0
+        axes.append(ax)
+    return axes
+
+
+def _apply_np(op, xs, params):
+    return apply(op, *_tensors(xs), **params)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in REGISTRY.items() if op.sample))
+def test_every_op_declares_a_batching_rule(name):
+    assert REGISTRY[name].batch is not None, f"op {name!r} has no batching rule (defop batch=)"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in REGISTRY.items() if op.sample))
+@settings(max_examples=max(4, settings.default.max_examples // 3))  # (each runs 5 vmaps)
+@given(data=st.data())
+def test_vmap_of_each_op_equals_a_loop_over_examples(name, data):
+    """vmap(op) at in_axes 0, 1 and -1, with only the first array input mapped, and nested
+    twice, against stacking the op over the examples."""
+    import warnings
+
+    op = REGISTRY[name]
+    inputs, params = op.sample(data.draw)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    inputs = list(inputs)
+    if not any(isinstance(a, np.ndarray) for a in inputs):
+        return
+    exs = _examples(inputs, rng, B_SIZE)
+    ref = [_apply_np(op, ex, params).numpy() for ex in exs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (the loop fallback's notice)
+        for in_axis, only_first in ((0, False), (1, False), (-1, False), (0, True)):
+            axes = _axes_for(inputs, in_axis, only_first)
+            if only_first:
+                exs_k = [[ex[i] if axes[i] is not None else exs[0][i] for i in range(len(ex))]
+                         for ex in exs]
+                want = np.stack([_apply_np(op, ex, params).numpy() for ex in exs_k])
+            else:
+                exs_k, want = exs, np.stack(ref)
+            got = ag.vmap(lambda *xs: apply(op, *xs, **params), in_axes=tuple(axes),
+                          randomness="same")(*_tensors(_stacked(exs_k, axes)))
+            assert np.allclose(got.numpy(), want, rtol=1e-12, atol=1e-12, equal_nan=True), \
+                f"{name}: vmap at in_axes {axes} differs from the loop"
+        # nested twice: a (2, B) grid of examples
+        grid = [_examples(ex, rng, 2) for ex in exs]  # grid[b][c]
+        axes = _axes_for(inputs, 0)
+        inner = [_stacked(row, axes) for row in grid]  # per b: stacked over c
+        both = _stacked(inner, axes)  # (B, 2, ...)
+        want = np.stack([np.stack([_apply_np(op, ex, params).numpy() for ex in row])
+                         for row in grid])
+        f = ag.vmap(ag.vmap(lambda *xs: apply(op, *xs, **params), in_axes=tuple(axes),
+                            randomness="same"), in_axes=tuple(axes), randomness="same")
+        got = f(*_tensors(both))
+        assert np.allclose(got.numpy(), want, rtol=1e-12, atol=1e-12, equal_nan=True), \
+            f"{name}: nested vmap differs from the loop"

@@ -152,7 +152,9 @@ def checkpoint(fn, *args):
                 f"checkpoint: argument args[{i}] expected a Tensor or a Python number, "
                 f"got {describe(a)}"
             )
-    if not STATE.recording:  # nothing records: nothing to save, just run it
+    if not STATE.recording or any(getattr(a, "_batched", False) for a in args):
+        # nothing records: nothing to save, just run it; inside ag.vmap the per-example
+        # values are views of a batch, and fn runs on them directly (no memory saving there)
         return fn(*args)
     trace = _Trace()
     externals: dict = {}

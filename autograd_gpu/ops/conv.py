@@ -251,11 +251,26 @@ def _conv_sample(draw):
     return xs, ws, _geom(stride, padding, dilation, groups)
 
 
+def _conv_batch(F, op, args, dims, params):
+    (x, w), (dx, dw) = args, dims
+    if dw is not None:
+        return F.loop(op, args, dims, params)
+    x = F.to_front(x, dx)
+    b, n = x.shape[0], x.shape[1]
+    y = F.apply(op, F.reshape(x, (b * n,) + tuple(x.shape[2:])), w, **params)
+    return F.reshape(y, (b, n) + tuple(y.shape[1:])), 0
+
+
 @defop("conv2d", params=("stride", "padding", "dilation", "groups"), cost=_conv_cost,
        saves=("x", "w"))
 class Conv2d:
     """y[n, o, i, j] = sum_{c, a, b} x_pad[n, g(o) * Cig + c, i * sh + a * dh, j * sw + b * dw]
     * w[o, c, a, b]; x (N, C, H, W), w (Co, C / groups, kh, kw); padding ((t, b), (l, r))."""
+
+    def batch(F, args, dims, **params):
+        """A batch of inputs with one shared second operand: the batch folds into N (one op);
+        per-example second operands take the per-example loop."""
+        return _conv_batch(F, Conv2d, args, dims, params)
 
     def forward(bk, x, w, *, stride, padding, dilation, groups):
         return _conv_forward(bk.xp, x, w, stride, padding, dilation, groups), (x, w)
@@ -284,6 +299,11 @@ class Conv2d:
 class Conv2dTransposeInput:
     """x = J_x^T g for y = conv2d(x, w): x_pad[n, c, i*sh + a*dh, j*sw + b*dw] += g[n, o, i, j]
     * w[o, c', a, b] (a transposed convolution), cropped to in_hw = (H, W)."""
+
+    def batch(F, args, dims, **params):
+        """A batch of inputs with one shared second operand: the batch folds into N (one op);
+        per-example second operands take the per-example loop."""
+        return _conv_batch(F, Conv2dTransposeInput, args, dims, params)
 
     def forward(bk, g, w, *, in_hw, stride, padding, dilation, groups):
         y = _conv_transpose_forward(bk.xp, g, w, in_hw, stride, padding, dilation, groups)
@@ -315,6 +335,9 @@ class Conv2dTransposeInput:
 class Conv2dWeight:
     """w = J_w^T g for y = conv2d(x, w): w[o, c, a, b] = sum_{n, i, j} g[n, o, i, j]
     * x_pad[n, g(o) * Cig + c, i*sh + a*dh, j*sw + b*dw]; w_hw = (kh, kw)."""
+
+    def batch(F, args, dims, **params):
+        return F.loop(Conv2dWeight, args, dims, params)  # (per-example weight gradients)
 
     def forward(bk, x, g, *, w_hw, stride, padding, dilation, groups):
         y = _conv_weight_forward(bk.xp, x, g, w_hw, stride, padding, dilation, groups)
@@ -397,7 +420,8 @@ def _pool_sample(draw):
     return shape, {"kernel": kernel, "stride": stride, "padding": padding}
 
 
-@defop("max_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost, saves=(None, None))
+@defop("max_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost, saves=(None, None),
+       batch="leading")
 class MaxPool2d:
     """y[..., i, j] = max_{a, b} x_pad[..., i*sh + a, j*sw + b] (padding with -inf); the
     gradient flows to the first maximum of each window."""
@@ -445,7 +469,7 @@ def _amax_sample(draw):
 
 
 @defop("max_pool2d_scatter", params=("in_hw", "kernel", "stride", "padding"),
-       cost=_pool_grad_cost, saves=("amax",))
+       cost=_pool_grad_cost, saves=("amax",), batch="leading")
 class MaxPool2dScatter:
     """x[..., i*sh + a, j*sw + b] += g[..., i, j] where amax[i, j] == a * kw + b (cropped to
     in_hw); the gradient of max_pool2d. amax (int, trailing dims of g) is a constant."""
@@ -469,7 +493,7 @@ class MaxPool2dScatter:
 
 
 @defop("max_pool2d_gather", params=("kernel", "stride", "padding"), cost=_pool_cost,
-       saves=("amax", None))
+       saves=("amax", None), batch="leading")
 class MaxPool2dGather:
     """y[..., i, j] = x_pad[..., i*sh + a, j*sw + b] with a * kw + b = amax[i, j] (zero padding):
     the adjoint of max_pool2d_scatter, and max_pool2d's tangent map."""
@@ -503,7 +527,8 @@ class MaxPool2dGather:
         return (draw(S.arrays(shape)), amax), p
 
 
-@defop("avg_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost, saves=(None,))
+@defop("avg_pool2d", params=("kernel", "stride", "padding"), cost=_pool_cost, saves=(None,),
+       batch="leading")
 class AvgPool2d:
     """y[..., i, j] = sum_{a, b} x_pad[..., i*sh + a, j*sw + b] / (kh * kw) (zero padding,
     counted in the mean)."""
@@ -533,7 +558,8 @@ class AvgPool2d:
         return (draw(S.arrays(shape)),), p
 
 
-@defop("avg_pool2d_grad", params=("in_hw", "kernel", "stride", "padding"), cost=_pool_grad_cost)
+@defop("avg_pool2d_grad", params=("in_hw", "kernel", "stride", "padding"), cost=_pool_grad_cost,
+       batch="leading")
 class AvgPool2dGrad:
     """x[..., i*sh + a, j*sw + b] += g[..., i, j] / (kh * kw), cropped to in_hw: the adjoint of
     avg_pool2d."""
@@ -572,6 +598,13 @@ def _embedding_sample(draw):
 class Embedding:
     """y[..., *k, :] = w[..., indices[*k], :]; w (..., V, D), indices integer of any shape."""
 
+    def batch(F, args, dims):
+        """Batched indices into a shared table: leading index axes (one take); a per-example
+        table takes the per-example loop."""
+        if dims[1] is not None:
+            return F.loop(Embedding, args, dims, {})
+        return F.apply(Embedding, F.to_front(args[0], dims[0]), args[1]), 0
+
     def forward(bk, indices, w):
         return bk.xp.take(w, indices, axis=-2), (indices, w.shape[-2])
 
@@ -596,6 +629,9 @@ class EmbeddingGrad:
     """w[..., v, :] = sum_{k: indices[k] == v} g[..., *k, :] for v < num (a segment sum; repeated
     indices accumulate): the adjoint of embedding. On a GPU the scatter uses atomics unless a
     deterministic tape asks for ``bk.deterministic_scatter_add``."""
+
+    def batch(F, args, dims, *, num):
+        return F.loop(EmbeddingGrad, args, dims, {"num": num})
 
     def forward(bk, g, indices, *, num):
         xp = bk.xp

@@ -41,7 +41,7 @@ def _unary_sample(lo=-2.0, hi=2.0, away=None):
 # ---- arithmetic -----------------------------------------------------------------------------
 
 
-@defop("add", broadcasting=True, complex_ok=True)
+@defop("add", broadcasting=True, complex_ok=True, batch="elementwise")
 class Add:
     """y = a + b"""
 
@@ -60,7 +60,7 @@ class Add:
     sample = _binary_sample()
 
 
-@defop("sub", broadcasting=True, complex_ok=True)
+@defop("sub", broadcasting=True, complex_ok=True, batch="elementwise")
 class Sub:
     """y = a - b"""
 
@@ -83,7 +83,7 @@ class Sub:
     sample = _binary_sample()
 
 
-@defop("mul", broadcasting=True, saves=("a", "b"), complex_ok=True)
+@defop("mul", broadcasting=True, saves=("a", "b"), complex_ok=True, batch="elementwise")
 class Mul:
     """y = a * b"""
 
@@ -113,7 +113,7 @@ class Mul:
     sample = _binary_sample()
 
 
-@defop("div", broadcasting=True, saves=("b", "out"), complex_ok=True)
+@defop("div", broadcasting=True, saves=("b", "out"), complex_ok=True, batch="elementwise")
 class Div:
     """y = a / b"""
 
@@ -162,7 +162,7 @@ def _mod_sample(draw):
     return (a, np.asarray(a / q)), {}
 
 
-@defop("mod", broadcasting=True, cost=elementwise(4), saves=("a", "b"))
+@defop("mod", broadcasting=True, cost=elementwise(4), saves=("a", "b"), batch="elementwise")
 class Mod:
     """y = a mod b with the sign of b (NumPy's remainder, Python's %): a - b floor(a/b).
     d/da = 1, d/db = -floor(a/b); discontinuous where a/b is an integer (the jump's one-sided
@@ -185,7 +185,7 @@ class Mod:
     sample = _mod_sample
 
 
-@defop("neg", complex_ok=True)
+@defop("neg", complex_ok=True, batch="elementwise")
 class Neg:
     """y = -x"""
 
@@ -238,7 +238,8 @@ def _pow_log_base(F, x, p):
     return F.log(F.where(mask, 1.0, x))  # (log 1 = 0: finite at every order)
 
 
-@defop("pow", broadcasting=True, cost=elementwise(10), saves=("x", "p", "out"), complex_ok=True)
+@defop("pow", broadcasting=True, cost=elementwise(10), saves=("x", "p", "out"), complex_ok=True,
+       batch="elementwise")
 class Pow:
     """y = x ** p. d/dx = p x^(p-1), and 0 where p == 0 (also at x = 0); d/dp = y log(x), and 0
     where x == 0 and p >= 0 (PyTorch's conventions: both limits are finite, 0 * inf is not);
@@ -290,7 +291,7 @@ class Pow:
 # ---- transcendental -------------------------------------------------------------------------
 
 
-@defop("exp", cost=elementwise(4), saves=("out",), complex_ok=True)
+@defop("exp", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
 class Exp:
     """y = exp(x)"""
 
@@ -307,7 +308,7 @@ class Exp:
     sample = _unary_sample()
 
 
-@defop("expm1", cost=elementwise(4), saves=("out",), complex_ok=True)
+@defop("expm1", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
 class Expm1:
     """y = exp(x) - 1, accurate near 0"""
 
@@ -324,7 +325,7 @@ class Expm1:
     sample = _unary_sample()
 
 
-@defop("log", cost=elementwise(4), saves=("x",), complex_ok=True)
+@defop("log", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
 class Log:
     """y = log(x), x > 0"""
 
@@ -340,7 +341,7 @@ class Log:
     sample = _unary_sample(0.2, 3.0)
 
 
-@defop("log1p", cost=elementwise(4), saves=("x",), complex_ok=True)
+@defop("log1p", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
 class Log1p:
     """y = log(1 + x), x > -1, accurate near 0"""
 
@@ -356,7 +357,7 @@ class Log1p:
     sample = _unary_sample(-0.7, 3.0)
 
 
-@defop("sqrt", cost=elementwise(2), saves=("out",), complex_ok=True)
+@defop("sqrt", cost=elementwise(2), saves=("out",), complex_ok=True, batch="elementwise")
 class Sqrt:
     """y = sqrt(x), x > 0"""
 
@@ -373,7 +374,7 @@ class Sqrt:
     sample = _unary_sample(0.2, 3.0)
 
 
-@defop("abs", saves=("x",))
+@defop("abs", saves=("x",), batch="elementwise")
 class Abs:
     """y = |x| (derivative sign(x); 0 at 0)"""
 
@@ -390,7 +391,7 @@ class Abs:
     sample = _unary_sample(away=(0.0, 0.1))
 
 
-@defop("sin", cost=elementwise(4), saves=("x",), complex_ok=True)
+@defop("sin", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
 class Sin:
     """y = sin(x)"""
 
@@ -406,7 +407,7 @@ class Sin:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("cos", cost=elementwise(4), saves=("x",), complex_ok=True)
+@defop("cos", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
 class Cos:
     """y = cos(x)"""
 
@@ -422,7 +423,7 @@ class Cos:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("tan", cost=elementwise(4), saves=("out",), complex_ok=True)
+@defop("tan", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
 class Tan:
     """y = tan(x); dy/dx = 1 + y^2"""
 
@@ -441,7 +442,7 @@ class Tan:
     sample = _unary_sample(-1.2, 1.2)
 
 
-@defop("tanh", cost=elementwise(4), saves=("out",), complex_ok=True)
+@defop("tanh", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
 class Tanh:
     """y = tanh(x); dy/dx = 1 - y^2"""
 
@@ -460,7 +461,7 @@ class Tanh:
     sample = _unary_sample(-3.0, 3.0)
 
 
-@defop("sigmoid", cost=elementwise(4), saves=("out",), complex_ok=True)
+@defop("sigmoid", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
 class Sigmoid:
     """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 (no overflow); dy/dx = y(1-y)"""
 
@@ -508,7 +509,7 @@ def _erf(bk, x):
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
-@defop("erf", cost=elementwise(8), saves=("x",))
+@defop("erf", cost=elementwise(8), saves=("x",), batch="elementwise")
 class Erf:
     """y = erf(x); dy/dx = 2/sqrt(pi) exp(-x^2)"""
 
@@ -529,7 +530,7 @@ class Erf:
 # ---- activations ----------------------------------------------------------------------------
 
 
-@defop("relu", saves=("out",))
+@defop("relu", saves=("out",), batch="elementwise")
 class Relu:
     """y = max(x, 0); dy/dx = 0 where y <= 0 else 1 (at x = 0 too; a NaN x passes the
     gradient, and a NaN or inf cotangent where y <= 0 gives 0: PyTorch's conventions)"""
@@ -549,7 +550,7 @@ class Relu:
     sample = _unary_sample(away=(0.0, 0.1))
 
 
-@defop("relu_grad", broadcasting=True, saves=("x", None))
+@defop("relu_grad", broadcasting=True, saves=("x", None), batch="elementwise")
 class ReluGrad:
     """y = 0 where x <= 0 else g (relu's vjp and jvp as one primitive: one kernel on the GPU
     instead of a comparison and a product). A select: a NaN or inf g where x <= 0 gives 0 (a
@@ -603,7 +604,8 @@ def _act_grad_op(name, act, dh, doc):
     impl = type(name.title().replace("_", ""), (), {
         "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
         "sample": staticmethod(_act_grad_sample), "__doc__": doc})
-    return defop(name, broadcasting=True, saves=("g", "y"), complex_ok=True)(impl)
+    return defop(name, broadcasting=True, saves=("g", "y"), complex_ok=True,
+                 batch="elementwise")(impl)
 
 
 TanhGrad = _act_grad_op("tanh_grad", "tanh", lambda g, t: g * t * -2.0,
@@ -612,7 +614,7 @@ SigmoidGrad = _act_grad_op("sigmoid_grad", "sigmoid", lambda g, s: g * (1.0 - 2.
                            "y = g s (1 - s): sigmoid's vjp and jvp from its output s")
 
 
-@defop("leaky_relu", params=("negative_slope",), saves=("x",))
+@defop("leaky_relu", params=("negative_slope",), saves=("x",), batch="elementwise")
 class LeakyRelu:
     """y = x where x > 0 else negative_slope * x"""
 
@@ -656,7 +658,8 @@ def _bias_act_saves(n, params):
     return ("x", "b") if params["act"] == "gelu" else ("out",)
 
 
-@defop("bias_act", params=("act",), cost=elementwise(12), broadcasting=True, saves=_bias_act_saves)
+@defop("bias_act", params=("act",), cost=elementwise(12), broadcasting=True, saves=_bias_act_saves,
+       batch="elementwise")
 class BiasAct:
     """y = act(x + b), act in relu, tanh, gelu (tanh form): a layer's bias add and activation as
     one op. On the GPU, with b a row over x's last axis in x's dtype, one kernel
@@ -712,7 +715,7 @@ class BiasAct:
         return (x, b), {"act": act}
 
 
-@defop("gelu", params=("approximate",), cost=elementwise(12), saves=("x",))
+@defop("gelu", params=("approximate",), cost=elementwise(12), saves=("x",), batch="elementwise")
 class Gelu:
     """GELU. approximate="tanh": 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)));
     approximate="none": x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))."""
@@ -738,7 +741,7 @@ class Gelu:
         return (x,), {"approximate": draw(st.sampled_from(["tanh", "none"]))}
 
 
-@defop("softplus", cost=elementwise(6), saves=("x",))
+@defop("softplus", cost=elementwise(6), saves=("x",), batch="elementwise")
 class Softplus:
     """y = log(1 + exp(x)) (stable: logaddexp(x, 0)); dy/dx = sigmoid(x)"""
 
@@ -787,7 +790,7 @@ def _select_jvp(F, ts, saved):
                 None if tb is None else F.where(b_loses, 0.0, tb))
 
 
-@defop("maximum", broadcasting=True, saves=(None, None))
+@defop("maximum", broadcasting=True, saves=(None, None), batch="elementwise")
 class Maximum:
     """y = max(a, b) elementwise; the gradient goes to a where a >= b, else to b, and to both
     where a or b is NaN (y is NaN: PyTorch's convention; at ties PyTorch gives each half)"""
@@ -803,7 +806,7 @@ class Maximum:
     sample = _select_sample
 
 
-@defop("minimum", broadcasting=True, saves=(None, None))
+@defop("minimum", broadcasting=True, saves=(None, None), batch="elementwise")
 class Minimum:
     """y = min(a, b) elementwise; the gradient goes to a where a <= b, else to b, and to both
     where a or b is NaN (y is NaN: PyTorch's convention; at ties PyTorch gives each half)"""
@@ -819,7 +822,7 @@ class Minimum:
     sample = _select_sample
 
 
-@defop("where", broadcasting=True, saves=("cond",), complex_ok=True)
+@defop("where", broadcasting=True, saves=("cond",), complex_ok=True, batch="elementwise")
 class Where:
     """y = a where cond else b (cond is boolean and not differentiated)"""
 
@@ -854,7 +857,7 @@ class Where:
         return (np.asarray(draw(S.arrays(sc)) > 0), draw(S.arrays(sa)), draw(S.arrays(sb))), {}
 
 
-@defop("clip", params=("lo", "hi"), saves=(None,))
+@defop("clip", params=("lo", "hi"), saves=(None,), batch="elementwise")
 class Clip:
     """y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi"""
 
@@ -914,7 +917,7 @@ def _nondiff(name, fn, doc):
         return fn(bk.xp)(*xs, **p), ()
 
     impl = type(name.title(), (), {"forward": staticmethod(forward), "__doc__": doc})
-    return defop(name, differentiable=False, broadcasting=True)(impl)
+    return defop(name, differentiable=False, broadcasting=True, batch="elementwise")(impl)
 
 
 SIGN = _nondiff("sign", lambda xp: xp.sign, "sign(x): -1, 0 or 1 (derivative zero)")

@@ -352,6 +352,13 @@ class GetItem:
     """y = x[index] (NumPy basic, integer-array and mask indexing, index in canonical form).
     dy/dx: the cotangent scatter-added into zeros of x's shape (repeated indices accumulate)."""
 
+    def batch(F, args, dims, *, index):
+        """x's extra leading axes are a batch the forward keeps in front; batched index arrays
+        (a different index per example) take the per-example loop."""
+        if any(d is not None for d in dims[1:]):
+            return F.loop(GetItem, args, dims, {"index": index})
+        return F.apply(GetItem, F.to_front(args[0], dims[0]), *args[1:], index=index), 0
+
     def forward(bk, x, *arrays, index):
         idx, nd_in, _, front, nadv = _layout(index, arrays)
         b = x.ndim - nd_in
@@ -395,6 +402,12 @@ def _index_arrays(n, params):
 class ScatterAdd:
     """y = zeros(shape); y[index] += v, with repeated indices accumulated (the adjoint of
     getitem). dy/dv: gather, v_bar = y_bar[index]."""
+
+    def batch(F, args, dims, *, index, shape):
+        if any(d is not None for d in dims[1:]):
+            return F.loop(ScatterAdd, args, dims, {"index": index, "shape": shape})
+        return F.apply(ScatterAdd, F.to_front(args[0], dims[0]), *args[1:], index=index,
+                       shape=shape), 0
 
     def forward(bk, v, *arrays, index, shape):
         idx, _, nd_out, front, nadv = _layout(index, arrays)

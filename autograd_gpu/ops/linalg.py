@@ -23,6 +23,36 @@ class Matmul:
     """y = a @ b with NumPy's rules: 1-d operands are promoted and the added axis removed;
     leading (batch) axes broadcast."""
 
+    def batch(F, args, dims):
+        """Each operand in matrix form (a vector gets a unit axis, removed at the end) with the
+        batch axis first, padded so that the batch axes line up; unbatched operands broadcast."""
+        (a, b), (da, db) = args, dims
+        ra, rb = a.ndim - (da is not None), b.ndim - (db is not None)
+        mats = []
+        for x, d, r, vec in ((a, da, ra, -2), (b, db, rb, -1)):
+            if d is not None:
+                x = F.to_front(x, d)
+                core = tuple(x.shape[1:])
+                if r == 1:
+                    core = (1,) + core if vec == -2 else core + (1,)
+                mats.append((x, (x.shape[0],), core))
+            else:
+                core = tuple(x.shape)
+                if r == 1:
+                    core = (1,) + core if vec == -2 else core + (1,)
+                mats.append((x, (), core))
+        lead = max(len(c) for _, _, c in mats) - 2
+        ops = []
+        for x, bshape, core in mats:
+            pad = (1,) * (lead - (len(core) - 2)) if bshape else ()
+            ops.append(F.reshape(x, bshape + pad + core))
+        y = F.matmul(*ops)
+        if rb == 1:
+            y = F.squeeze(y, -1)
+        if ra == 1:
+            y = F.squeeze(y, -1 if rb == 1 else -2)
+        return y, 0
+
     def forward(bk, a, b):
         y = bk.matmul(a, b)
         if y.dtype != a.dtype and a.dtype == b.dtype:  # NumPy's bfloat16 matmul gives float32
@@ -121,7 +151,8 @@ def _mat_vec(F, a, tb):
     return F.reshape(y, y.shape[:-2] + (y.shape[-2],))
 
 
-@defop("swapaxes", params=("a1", "a2"), cost=lambda out, *xs, **p: 0.0, complex_ok=True)
+@defop("swapaxes", params=("a1", "a2"), cost=lambda out, *xs, **p: 0.0, complex_ok=True,
+       batch="leading")
 class SwapAxes:
     """y = x with axes a1 and a2 exchanged (negative axes, so leading batches are kept)"""
 
@@ -204,6 +235,20 @@ class Einsum:
     operand k is an einsum of g with the other operands that produces k's subscripts: a letter
     repeated in k (a diagonal) is routed through an identity matrix, a letter found only in k
     is broadcast by a vector of ones. Tangent and cotangent batches get fresh letters."""
+
+    def batch(F, args, dims, *, subscripts):
+        """A fresh letter for the batch axis, in front of each batched operand and the output."""
+        ins, out = _parse(subscripts)
+        z = next(_fresh(set(subscripts)))
+        terms, ops = [], []
+        for x, d, term in zip(args, dims, ins):
+            if d is None:
+                terms.append(term)
+                ops.append(x)
+            else:
+                terms.append(z + term)
+                ops.append(F.to_front(x, d))
+        return F.apply(Einsum, *ops, subscripts=",".join(terms) + "->" + z + out), 0
 
     def forward(bk, *operands, subscripts):
         return _einsum_xp(bk, subscripts, *operands), operands

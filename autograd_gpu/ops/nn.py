@@ -45,7 +45,8 @@ def _keep_axis(F, v, axis, ndim):
 # ---- softmax family -------------------------------------------------------------------------
 
 
-@defop("softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",))
+@defop("softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",),
+       batch=("axes", "axis"))
 class Softmax:
     """y = exp(x) / sum(exp(x), axis) (computed from x - max(x)); saves y only.
     vjp: y * (g - sum(g * y, axis)); jvp: y * (t - sum(t * y, axis))."""
@@ -79,7 +80,8 @@ class Softmax:
         return (draw(S.arrays(shape, -3.0, 3.0)),), {"axis": axis}
 
 
-@defop("log_softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",))
+@defop("log_softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",),
+       batch=("axes", "axis"))
 class LogSoftmax:
     """y = x - logsumexp(x, axis) (computed from x - max(x)); saves y only.
     vjp: g - exp(y) * sum(g, axis); jvp: t - sum(exp(y) * t, axis)."""
@@ -139,6 +141,11 @@ class CrossEntropy:
     softmax primitive, since lse is a constant to the rules. A label outside [0, C) gives a NaN
     loss and NaN first-order gradient for its example (the public function raises on the CPU
     before that; on a GPU it does not synchronise to check)."""
+
+    def batch(F, args, dims, *, axis=-1, label_smoothing=0.0):
+        x, labels = (F.front(a, d) for a, d in zip(args, dims))
+        return F.apply(CrossEntropy, x, labels, axis=axis + 1 if axis >= 0 else axis,
+                       label_smoothing=label_smoothing), 0
 
     def forward(bk, x, labels, *, axis=-1, label_smoothing=0.0):
         if axis == -1 and bk.has_kernel("cross_entropy"):  # fused kernel: loss and lse, 1 pass
@@ -228,7 +235,7 @@ def _ln_rule(F, v, y, rstd, n_axes):
 
 
 @defop("layer_norm", params=("n_axes", "eps"), cost=lambda out, x, **p: 8.0 * x.size,
-       saves=("x", "out", None))
+       saves=("x", "out", None), batch="leading")
 class LayerNorm:
     """y = (x - mean(x)) / sqrt(var(x) + eps) over the last n_axes axes (no affine part: the
     public layer_norm multiplies by weight and adds bias as composites).

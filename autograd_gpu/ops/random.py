@@ -147,6 +147,15 @@ class Dropout:
     """y = x * m, m = [u >= p] / (1 - p) with u = Philox(seed)[position] ~ U[0, 1): inverted
     dropout, E[y] = x. The mask m is a saved constant."""
 
+    def batch(F, args, dims, *, p, seed):
+        """randomness="different": one draw over the whole batch (independent per example);
+        "same": one example's mask, shared by every example; "error" raises."""
+        x = F.to_front(args[0], dims[0])
+        if F.random_mode("dropout") == "different":
+            return F.apply(Dropout, x, p=p, seed=seed), 0
+        ones = x[0] * 0.0 + 1.0
+        return x * F.apply(Dropout, ones, p=p, seed=seed), 0
+
     def forward(bk, x, *, p, seed):
         if bk.has_kernel("dropout_mask"):  # fused Philox4x32-10 kernel (GPU), graph-capturable
             m = bk.kernel("dropout_mask")(x.shape, p, seed, 0, x.dtype)

@@ -52,7 +52,7 @@ def _neg_axes(axes, nd):
     return tuple(a if a < 0 else a - nd for a in axes)
 
 
-@defop("sum", params=("axis", "keepdims"), saves=(None,), complex_ok=True)
+@defop("sum", params=("axis", "keepdims"), saves=(None,), complex_ok=True, batch=("axes", "axis"))
 class Sum:
     """y = sum of x over axis (a tuple of axes: non-negative from the public function, negative
     ones from rules)"""
@@ -71,7 +71,7 @@ class Sum:
     sample = _reduce_sample
 
 
-@defop("mean", params=("axis", "keepdims"), saves=(None,), complex_ok=True)
+@defop("mean", params=("axis", "keepdims"), saves=(None,), complex_ok=True, batch=("axes", "axis"))
 class Mean:
     """y = mean of x over axis"""
 
@@ -148,7 +148,7 @@ def _extreme(name, fn_name, doc):
         "sample": staticmethod(sample), "__doc__": doc,
     })
     return defop(name, params=("axis", "keepdims"), cost=_reduce_cost(1),
-                 saves=("x", "out"))(impl)
+                 saves=("x", "out"), batch=("axes", "axis"))(impl)
 
 
 Max = _extreme("max", "max", """y = max of x over axis. The gradient is split equally among tied
@@ -159,7 +159,8 @@ minima: d y / d x_i = [x_i == y] / #{j : x_j == y}. A slice holding NaN has the 
 NaN entries share the gradient (PyTorch's min()).""")
 
 
-@defop("logsumexp", params=("axis", "keepdims"), cost=_reduce_cost(6), saves=("x", "out"))
+@defop("logsumexp", params=("axis", "keepdims"), cost=_reduce_cost(6), saves=("x", "out"),
+       batch=("axes", "axis"))
 class LogSumExp:
     """y = log(sum(exp(x), axis)), computed as m + log(sum(exp(x - m))) with m = max(x) (no
     overflow); dy/dx = exp(x - y) = softmax(x)."""
@@ -189,7 +190,8 @@ class LogSumExp:
     sample = _reduce_sample
 
 
-@defop("var", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(4), saves=("x",))
+@defop("var", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(4), saves=("x",),
+       batch=("axes", "axis"))
 class Var:
     """y = sum((x - mean(x))^2, axis) / (n - ddof), n the number of reduced elements;
     dy/dx = 2 (x - mean(x)) / (n - ddof)."""
@@ -228,7 +230,8 @@ def _std_scale(F, y, n_eff):
     return F.where(zero, 0.0, 1.0 / (F.where(zero, 1.0, y) * n_eff))
 
 
-@defop("std", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(5), saves=("x", "out"))
+@defop("std", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(5), saves=("x", "out"),
+       batch=("axes", "axis"))
 class Std:
     """y = sqrt(var(x, axis, ddof)); dy/dx = (x - mean(x)) / ((n - ddof) y) where y > 0, and 0
     where y == 0 (zero variance: constant slices, one-element groups with ddof=0): PyTorch's
@@ -283,7 +286,8 @@ def _prod_weights(F, x, axes):
     return F.where(F.equal(zc, 0), pnz / nz, one_zero)
 
 
-@defop("prod", params=("axis", "keepdims"), cost=_reduce_cost(1), saves=("x",), complex_ok=True)
+@defop("prod", params=("axis", "keepdims"), cost=_reduce_cost(1), saves=("x",), complex_ok=True,
+       batch=("axes", "axis"))
 class Prod:
     """y = product of x over axis; dy/dx_i = prod_{j != i} x_j. The first derivative is exact
     where x has zeros; second and higher derivatives are exact where the reduced slice holds no
@@ -317,9 +321,21 @@ def _nondiff_reduce(name, fn_name, doc):
     def forward(bk, x, *, axis, keepdims=False):
         return getattr(bk.xp, fn_name)(x, axis=axis, keepdims=keepdims), ()
 
-    impl = type(name.title(), (), {"forward": staticmethod(forward), "__doc__": doc})
-    return defop(name, params=("axis", "keepdims"), cost=_reduce_cost(1),
-                 differentiable=False)(impl)
+    def batch(F, args, dims, *, axis, keepdims=False):
+        x = F.to_front(args[0], dims[0])
+        if axis is None:  # (argmax/argmin: an index into each flattened example)
+            x, axis = F.reshape(x, (x.shape[0], -1)), 1
+        elif isinstance(axis, tuple):
+            axis = tuple(a + 1 for a in axis)
+        else:
+            axis = axis + 1
+        return F.apply(op, x, axis=axis, keepdims=keepdims), 0
+
+    impl = type(name.title(), (), {"forward": staticmethod(forward), "__doc__": doc,
+                                   "batch": staticmethod(batch)})
+    op = defop(name, params=("axis", "keepdims"), cost=_reduce_cost(1),
+               differentiable=False)(impl)
+    return op
 
 
 ARGMAX = _nondiff_reduce("argmax", "argmax", "index of the maximum along axis (first on ties)")

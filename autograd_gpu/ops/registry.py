@@ -74,8 +74,10 @@ class Op:
     def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting,
                  saves=(), complex_ok=False, batch=None):
         self.name = name
-        # how ag.vmap maps the op over a batch axis (see defop and docs/contributing.md)
-        self.batch = _check_batch(name, batch)
+        # how ag.vmap maps the op over a batch axis (see defop and docs/contributing.md): the
+        # defop argument, or a ``batch`` rule beside forward, vjp and jvp in the op's class
+        self.batch = _check_batch(name, batch if batch is not None
+                                  else getattr(impl, "batch", None))
         # True: the op accepts complex inputs and its rules follow the complex convention of
         # docs/contributing.md (vjp = transpose of the complex-linear derivative, as in JAX)
         self.complex_ok = complex_ok
@@ -260,6 +262,11 @@ def _collect(op, inputs, recording=None, autowatch=()) -> _Inputs:
     for i, x in enumerate(inputs):
         tx = type(x)
         if tx in _TENSOR_TYPES or isinstance(x, Tensor):
+            if x._batched:  # its vmap's interceptor would have taken it: the vmap has ended
+                raise ArgumentError(
+                    f"{op.name}: argument {i} is a batched value of an ag.vmap that is no "
+                    "longer running (it escaped through a closure, a global or a side effect); "
+                    "return it from the mapped function instead")
             xb = x._bk
             if bk is None:
                 bk = xb

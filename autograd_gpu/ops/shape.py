@@ -11,7 +11,7 @@ def _batch(g, nd_out):
     return tuple(g.shape[: g.ndim - nd_out])
 
 
-@defop("identity", cost=lambda out, *xs, **p: 0.0, complex_ok=True)
+@defop("identity", cost=lambda out, *xs, **p: 0.0, complex_ok=True, batch="elementwise")
 class Identity:
     """y = x: a new graph node over the same array. The functional transforms give each
     differentiated argument one, so that every position is its own variable (the same tensor
@@ -33,6 +33,10 @@ class Identity:
 @defop("reshape", params=("shape",), cost=lambda out, *xs, **p: 0.0, saves=(None,), complex_ok=True)
 class Reshape:
     """y = x with a new shape of the same size"""
+
+    def batch(F, args, dims, *, shape):
+        x = F.to_front(args[0], dims[0])
+        return F.reshape(x, (x.shape[0],) + tuple(shape)), 0
 
     def forward(bk, x, *, shape):
         return x.reshape(shape), (x.shape,)
@@ -62,6 +66,12 @@ class Reshape:
 class BroadcastTo:
     """y = x broadcast to shape (a read-only view); the gradient sums over broadcast axes"""
 
+    def batch(F, args, dims, *, shape):
+        x = F.to_front(args[0], dims[0])
+        lead = len(shape) - (x.ndim - 1)  # align the example's axes with the target's
+        x = F.reshape(x, (x.shape[0],) + (1,) * lead + tuple(x.shape[1:]))
+        return F.broadcast_to(x, (x.shape[0],) + tuple(shape)), 0
+
     def forward(bk, x, *, shape):
         return bk.xp.broadcast_to(x, shape), (x.shape,)
 
@@ -86,6 +96,10 @@ class BroadcastTo:
 @defop("transpose", params=("axes",), cost=lambda out, *xs, **p: 0.0, complex_ok=True)
 class Transpose:
     """y = x with axes permuted (axes: a permutation of range(ndim))"""
+
+    def batch(F, args, dims, *, axes):
+        x = F.to_front(args[0], dims[0])
+        return F.transpose(x, (0,) + tuple(a + 1 for a in axes)), 0
 
     def forward(bk, x, *, axes):
         return bk.xp.transpose(x, axes), ()
@@ -213,7 +227,7 @@ def _copy_cost(out, *xs, **p):
 
 
 @defop("expand_dims", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,),
-       complex_ok=True)
+       complex_ok=True, batch=("axes", "axis"))
 class ExpandDims:
     """y = x with new axes of length 1 at the output positions ``axis`` (sorted, non-negative)"""
 
@@ -248,7 +262,8 @@ def _squeezed(shape, axis):
     return tuple(n for d, n in enumerate(shape) if d not in axis)
 
 
-@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,), complex_ok=True)
+@defop("squeeze", params=("axis",), cost=lambda out, *xs, **p: 0.0, saves=(None,), complex_ok=True,
+       batch=("axes", "axis"))
 class Squeeze:
     """y = x without its length-1 axes ``axis`` (sorted, non-negative)"""
 
@@ -279,6 +294,9 @@ class Squeeze:
 class Concatenate:
     """y = [x_0, x_1, ...] joined along ``axis`` (a negative axis); dy/dx_i: the matching slice
     of the cotangent"""
+
+    def batch(F, args, dims, *, axis):  # (a negative axis: unchanged past the batch axis)
+        return F.apply(Concatenate, *(F.front(x, d) for x, d in zip(args, dims)), axis=axis), 0
 
     def forward(bk, *xs, axis):
         return bk.xp.concatenate(xs, axis=axis), (tuple(x.shape for x in xs),)
@@ -320,6 +338,9 @@ class Stack:
     """y = x_0, x_1, ... (same shapes) stacked along a new axis ``axis`` (negative, counted in
     the output); dy/dx_i: the cotangent at index i of that axis"""
 
+    def batch(F, args, dims, *, axis):  # (a negative axis: unchanged past the batch axis)
+        return F.apply(Stack, *(F.front(x, d) for x, d in zip(args, dims)), axis=axis), 0
+
     def forward(bk, *xs, axis):
         return bk.xp.stack(xs, axis=axis), (xs[0].shape, len(xs))
 
@@ -344,7 +365,8 @@ class Stack:
         return xs, {"axis": axis}
 
 
-@defop("pad", params=("pad_width", "value"), cost=_copy_cost, saves=(None,), complex_ok=True)
+@defop("pad", params=("pad_width", "value"), cost=_copy_cost, saves=(None,), complex_ok=True,
+       batch="leading")
 class Pad:
     """y = x surrounded by ``value``: pad_width[d] = (before, after) entries on axis d (constant
     mode); dy/dx: the cotangent cropped back to x's region"""
@@ -372,7 +394,7 @@ class Pad:
         return (draw(S.arrays(shape)),), {"pad_width": pw, "value": value}
 
 
-@defop("flip", params=("axis",), cost=_copy_cost, complex_ok=True)
+@defop("flip", params=("axis",), cost=_copy_cost, complex_ok=True, batch="leading")
 class Flip:
     """y = x reversed along each axis in ``axis`` (negative axes); its own adjoint"""
 
@@ -394,7 +416,7 @@ class Flip:
         return (draw(S.arrays(shape)),), {"axis": tuple(sorted(axis))}
 
 
-@defop("cumsum", params=("axis",), cost=_copy_cost, complex_ok=True)
+@defop("cumsum", params=("axis",), cost=_copy_cost, complex_ok=True, batch="leading")
 class Cumsum:
     """y_i = sum_{j <= i} x_j along ``axis`` (negative); dy/dx: the reversed cumulative sum of
     the cotangent, flip(cumsum(flip(g)))"""
