@@ -756,13 +756,18 @@ def plot(report: dict, path: str) -> str:
     if labels:
         ypos = np.arange(len(labels))[::-1]
         colors = ["C3" if b else ("C2" if r < 1 else "C0") for r, b in zip(med, bad)]
-        ax.barh(ypos, med, xerr=[lo, hi], color=colors, alpha=0.8, capsize=3)
+        # bars grow from parity (1x) to the ratio, so a log axis shows faster and slower alike
+        left = [min(r, 1.0) for r in med]
+        width = [abs(r - 1.0) for r in med]
+        ax.barh(ypos, width, left=left, color=colors, alpha=0.8)
+        ax.errorbar(med, ypos, xerr=[lo, hi], fmt="none", ecolor="k", capsize=3)
         ax.set_yticks(ypos)
         ax.set_yticklabels(labels, fontsize=8)
         for y, r, h in zip(ypos, med, hi):
-            ax.text(r + h, y, f"  {r:.3g}x", va="center", fontsize=8)
+            ax.text(max(r + h, 1.0), y, f"  {r:.3g}x", va="center", fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlim(right=max(r + h for r, h in zip(med, hi)) * 4)
+        ax.set_xlim(min(min(r - lo_ for r, lo_ in zip(med, lo)), 1.0) / 1.5,
+                    max(max(r + h for r, h in zip(med, hi)), 1.0) * 4)
         ax.axvline(1.0, color="0.2", lw=1)
         from matplotlib.patches import Patch
 
