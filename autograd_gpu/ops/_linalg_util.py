@@ -15,11 +15,12 @@ import itertools
 import numpy as _np  # only for numpy.linalg.LinAlgError, which NumPy, SciPy and CuPy all raise
 
 from ..errors import LinAlgError
+from .registry import REGISTRY
 
 __all__ = [
     "is_complex", "mT", "mH", "conj", "real", "imag", "eye", "tri", "diagonal", "diag_embed",
     "lift", "reciprocal_or_zero", "undefined_where", "pack", "unpack", "lapack", "over_batch",
-    "herm_from_triangle", "triangle_cotangent", "solve_tri", "square_check",
+    "herm_from_triangle", "triangle_cotangent", "solve_tri", "square_check", "batch_matrices",
 ]
 
 
@@ -227,3 +228,25 @@ def square_check(x, op, name="a"):
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         raise ShapeError(f"{op}: argument '{name}' expected square matrices (..., n, n), got "
                          f"shape {tuple(x.shape)}")
+
+
+def batch_matrices(name):
+    """A vmap batching rule for op ``name`` whose array inputs are all (..., m, n) matrices with
+    leading axes that broadcast: each batched input gets its batch axis in front, then
+    singleton axes up to the largest leading rank among the inputs, so that its own leading
+    axes stay aligned with the other inputs' (with the batch axis merely moved to the front, a
+    matrix with fewer leading axes would line its batch up with another's leading axis)."""
+
+    def rule(F, args, dims, **params):
+        lead = max(a.ndim - (d is not None) - 2 for a, d in zip(args, dims))
+        new = []
+        for a, d in zip(args, dims):
+            if d is not None:
+                a = F.to_front(a, d)
+                k = a.ndim - 3
+                if k < lead:
+                    a = F.reshape(a, (a.shape[0],) + (1,) * (lead - k) + tuple(a.shape[1:]))
+            new.append(a)
+        return F.apply(REGISTRY[name], *new, **params), 0
+
+    return rule

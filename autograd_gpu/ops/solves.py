@@ -11,6 +11,7 @@ rules), with transposes, not conjugates, per the complex convention of docs/cont
 from __future__ import annotations
 
 from ._linalg_util import (
+    batch_matrices,
     conj,
     diagonal,
     eye,
@@ -76,7 +77,8 @@ def spd(rng, shape):
 # ---- solve ----------------------------------------------------------------------------------
 
 
-@defop("solve", cost=_n3, saves=("a", "out", None), complex_ok=True, batch="leading")
+@defop("solve", cost=_n3, saves=("a", "out", None), complex_ok=True,
+       batch=batch_matrices("solve"))
 class Solve:
     """x = a^{-1} b for a (..., n, n) and b (..., n, k), leading axes broadcast.
     jvp: dx = solve(a, db - da x); vjp: b_bar = solve(a^T, x_bar), a_bar = -b_bar x^T."""
@@ -142,7 +144,7 @@ def _op_of(F, m, trans):
 
 
 @defop("solve_triangular", params=("trans", "lower", "unit_diagonal"), cost=_n3,
-       saves=("a", "out", None), complex_ok=True, batch="leading")
+       saves=("a", "out", None), complex_ok=True, batch=batch_matrices("solve_triangular"))
 class SolveTriangular:
     """x = op(t)^{-1} b, t the lower (or upper) triangle of a (with a unit diagonal when
     unit_diagonal), op = identity, transpose or conjugate transpose for trans = 0, 1, 2 (SciPy's
@@ -383,7 +385,7 @@ def _sylvester(bk, a, b, q):
 
 @defop("solve_sylvester", cost=lambda out, a, b, q, **p: 10.0 * (a.size * a.shape[-1] +
                                                                     b.size * b.shape[-1]),
-       saves=("a", "b", "out", None), complex_ok=True, batch="leading")
+       saves=("a", "b", "out", None), complex_ok=True, batch=batch_matrices("solve_sylvester"))
 class SolveSylvester:
     """x with a x + x b = q (SciPy's solve_sylvester, Bartels-Stewart; a (..., n, n),
     b (..., m, m), q (..., n, m)). jvp: dx = sylv(a, b, dq - da x - x db); vjp: q_bar =
