@@ -39,6 +39,11 @@ def _as_tensor_list(x, what, where):
 def coerce_tangent(t, primal, batch_nd, where, what="tangents"):
     """A tangent for ``primal`` as a Tensor on its device with its dtype; shape checked."""
     bk = primal._bk
+    if isinstance(t, Tensor) and t._batched:  # inside ag.vmap: ForwardAccumulator lays it out
+        if tuple(t.shape[batch_nd:]) != tuple(primal.shape):
+            raise ShapeError(f"{where}: argument '{what}' expected shape {primal.shape} (the "
+                             f"primal's), got {t.shape}")
+        return t
     if isinstance(t, Tensor):
         if t._bk is not bk:
             from .errors import DeviceError

@@ -14,13 +14,15 @@ import numbers
 from . import dtypes as _dt
 from .errors import ArgumentError, DTypeError, ShapeError, describe
 from .forward import ForwardAccumulator, coerce_tangent
+from .ops import api as A
 from .ops.context import STATE, Suspend
 from .ops.registry import Op, apply, sum_to, tensors
 from .ops.shape import Identity
-from .vmap import active_levels, lift
+from .pytree import tree_flatten, tree_unflatten
 from .scheduler import HybridScheduler, SchedulerConfig, _remember
 from .tape import GradientTape
 from .tensor import Tensor
+from .vmap import active_levels, lift, vmap
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "custom_op",
            "custom_gradient", "CustomOp"]
@@ -35,28 +37,16 @@ def _leaf(x, where, what):
         return x
     if isinstance(x, numbers.Number) or type(x).__module__.startswith(("numpy", "cupy")):
         return Tensor.from_array(x)
-    raise ArgumentError(f"{where}: argument '{what}' expected a Tensor, an array or a "
-                        f"tuple/list of them, got {describe(x)}")
+    raise ArgumentError(f"{where}: argument '{what}' expected a Tensor, an array or a pytree "
+                        f"(tuples, lists, dicts, namedtuples) of them, got {describe(x)}")
 
 
 def _flatten(x, where, what):
-    """(leaves, rebuild): the Tensors of a nested tuple/list and a function putting new leaves
-    back in the same structure."""
-    if isinstance(x, (list, tuple)):
-        parts = [_flatten(e, where, f"{what}[{i}]") for i, e in enumerate(x)]
-        leaves = [leaf for p in parts for leaf in p[0]]
-        sizes = [len(p[0]) for p in parts]
-        kind = type(x)
-
-        def rebuild(new):
-            out, k = [], 0
-            for (_, rb), s in zip(parts, sizes):
-                out.append(rb(new[k:k + s]))
-                k += s
-            return kind(out)
-
-        return leaves, rebuild
-    return [_leaf(x, where, what)], lambda new: new[0]
+    """(leaves, rebuild): the Tensors of a pytree (nested tuples, lists, dicts, namedtuples;
+    see pytree.py) and a function putting new leaves back in the same structure."""
+    leaves, treedef = tree_flatten(x)
+    leaves = [_leaf(v, where, what) for v in leaves]
+    return leaves, lambda new: tree_unflatten(treedef, new)
 
 
 def _argnums(argnums, nargs, where):
@@ -281,10 +271,7 @@ def jvp(f, primals, tangents):
     flat = [t for leaves in per_arg for t in leaves]
     tflat = []
     for i, (tg, leaves) in enumerate(zip(tangents, per_arg)):
-        if isinstance(tg, (list, tuple)):
-            tl = list(_flatten_any(tg))
-        else:
-            tl = [tg]
+        tl = tree_flatten(tg)[0]
         if len(tl) != len(leaves):
             raise ShapeError(f"jvp: tangents[{i}] expected the structure of primals[{i}] "
                              f"({len(leaves)} tensors), got {len(tl)}")
@@ -300,14 +287,6 @@ def jvp(f, primals, tangents):
             if p._fw and acc.id in p._fw:
                 del p._fw[acc.id]
     return res, rb(touts)
-
-
-def _flatten_any(x):
-    if isinstance(x, (list, tuple)):
-        for e in x:
-            yield from _flatten_any(e)
-    else:
-        yield x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +338,11 @@ def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_si
         outs, rb_out = _flatten(res, where, "f's output")
         for o in outs:
             _check_complex_output(o, where, holomorphic)
-        table = tape.jacobian(list(outs), flat, mode=mode, unconnected_gradients="zero",
-                              chunk_size=chunk_size)
+        if active_levels():  # inside ag.vmap: the batched sweep of vmap(vjp) per output
+            table = _jacobian_by_vmap(tape, outs, flat)
+        else:
+            table = tape.jacobian(list(outs), flat, mode=mode, unconnected_gradients="zero",
+                                  chunk_size=chunk_size)
     finally:
         _unwatch(tape, flat)
     rows = []
@@ -371,6 +353,29 @@ def jacobian(f, x, mode: str = "auto", *, argnums=None, scheduler=None, chunk_si
             k += len(leaves)
         rows.append(per[0] if single else tuple(per))
     return rb_out(rows)
+
+
+def _jacobian_by_vmap(tape, outs, flat) -> list:
+    """The Jacobian blocks (one row per output, one entry per source) by reverse mode as
+    ``vmap`` of the vjp over an identity basis of each output: inside an ag.vmap, where the
+    tape's own Jacobian machinery would read batched values' arrays."""
+    table = []
+    for o in outs:
+        m = o.size
+        basis = Tensor(o._bk.xp.eye(m, dtype=o.dtype).reshape((m,) + tuple(o.shape)), o._bk)
+
+        def pull(u, o=o):
+            return tuple(tape.gradient(o, flat, output_gradients=u,
+                                       unconnected_gradients="zero"))
+
+        tape.persistent, was = True, tape.persistent  # one sweep per output, same graph
+        try:
+            blocks = vmap(pull)(basis)
+        finally:
+            tape.persistent = was
+        table.append([A.reshape(b, tuple(o.shape) + tuple(s.shape))
+                      for b, s in zip(blocks, flat)])
+    return table
 
 
 def _hessian_input(x, where):
@@ -635,7 +640,8 @@ def _stack(F, items, B):
     return F.reshape(out, (B,) + shape)
 
 
-def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batched):
+def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batched,
+             batch=None):
     def forward(bk, *arrs, **prm):
         if tensor_forward:
             with Suspend():
@@ -736,7 +742,7 @@ def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batche
     })
     # the arity is the forward's: after xp for array forwards
     # saved: every input, then the output
-    op = Op(name, impl, params, cost, True, True, False, saves=_inputs_and_output)
+    op = Op(name, impl, params, cost, True, True, False, saves=_inputs_and_output, batch=batch)
     op.arity = _user_arity(fwd, skip=0 if tensor_forward else 1)
     return op
 
@@ -796,7 +802,7 @@ def _default_cost(out, *xs, **p):
 
 
 def custom_op(forward=None, vjp=None, jvp=None, *, name: str | None = None, params=(),
-              cost=None, tensor_forward: bool = False, batched: bool = False):
+              cost=None, tensor_forward: bool = False, batched: bool = False, batch=None):
     """Declare a user primitive with its own derivative rules. Returns a CustomOp (callable).
 
     - ``forward(xp, *arrays, **params) -> array``: on backend arrays (``xp`` is numpy or cupy);
@@ -812,13 +818,20 @@ def custom_op(forward=None, vjp=None, jvp=None, *, name: str | None = None, para
     - ``batched=True`` says the rules accept leading batch axes on g / the tangents (Jacobians
       then take one sweep); otherwise they run once per batch entry.
     - ``cost(out_meta, *in_metas, **params)``: flop estimate for the scheduler.
+    - ``batch``: how ``ag.vmap`` maps the op (docs/contributing.md: "elementwise", "leading",
+      ("axes", ...), or a rule ``batch(F, args, dims, **params) -> (out, out_dim)``); without
+      it the op runs once per example under vmap, with a one-time warning naming it.
 
     Also a class decorator: ``@ag.custom_op`` on a class with static ``forward``/``vjp``/``jvp``
-    (and optional ``name``, ``params``, ``cost``, ``tensor_forward``, ``batched`` attributes)."""
+    (and optional ``name``, ``params``, ``cost``, ``tensor_forward``, ``batched``, ``batch``
+    attributes)."""
     if isinstance(forward, type):
         cls = forward
         kw = {k: getattr(cls, k) for k in ("params", "tensor_forward", "batched")
               if hasattr(cls, k)}
+        bt = cls.__dict__.get("batch")
+        if bt is not None:
+            kw["batch"] = bt.__func__ if isinstance(bt, staticmethod) else bt
         cst = cls.__dict__.get("cost")
         if isinstance(cst, staticmethod):
             cst = cst.__func__
@@ -833,9 +846,11 @@ def custom_op(forward=None, vjp=None, jvp=None, *, name: str | None = None, para
             if not isinstance(cls, type):
                 raise ArgumentError(f"custom_op: expected a class, got {describe(cls)}")
             for k, v in (("name", name), ("params", params), ("cost", cost),
-                         ("tensor_forward", tensor_forward), ("batched", batched)):
+                         ("tensor_forward", tensor_forward), ("batched", batched),
+                         ("batch", batch)):
                 if v and not hasattr(cls, k):
-                    setattr(cls, k, staticmethod(v) if k == "cost" else v)
+                    setattr(cls, k, staticmethod(v) if k in ("cost", "batch") and callable(v)
+                            else v)
             return custom_op(cls)
 
         return deco
@@ -849,7 +864,8 @@ def custom_op(forward=None, vjp=None, jvp=None, *, name: str | None = None, para
         raise ArgumentError(f"custom_op: argument 'jvp' expected a callable or None, "
                             f"got {describe(jvp)}")
     op = _make_op(name or getattr(forward, "__name__", "custom_op"), forward, vjp, jvp,
-                  tuple(params), cost or _default_cost, bool(tensor_forward), bool(batched))
+                  tuple(params), cost or _default_cost, bool(tensor_forward), bool(batched),
+                  batch)
     return CustomOp(op)
 
 

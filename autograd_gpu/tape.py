@@ -305,7 +305,9 @@ class GradientTape:
         self._check_usable("gradient")
         tlist, _ = _as_list(targets, "targets")
         slist, _ = _as_list(sources, "sources")
-        if any(getattr(t, "_batched", False) for t in tlist + slist):
+        ogl = output_gradients if isinstance(output_gradients, (list, tuple)) else [
+            output_gradients]
+        if any(getattr(t, "_batched", False) for t in tlist + slist + list(ogl)):
             from .vmap import batched_gradient  # (a cycle: vmap builds on the tape's layers)
 
             return batched_gradient(self, tlist, slist, output_gradients, unconnected_gradients)

@@ -45,10 +45,28 @@ class VmapError(AutogradError, RuntimeError):
     vmap (a value that differs per example has no single Python value)."""
 
 
+class _NoArray:
+    """A batched value's ``_data``: code that would read a Tensor's array directly must see it
+    through ``vmap.physical`` instead (the physical array has the batch axis: used as the
+    example's array it would be silently wrong), so any use of it raises."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        raise VmapError(f"vmap: the array of a batched value was read directly (.{name}): this "
+                        "code path does not support values inside ag.vmap; please report it")
+
+    def __repr__(self) -> str:
+        return "<the array of a batched value>"
+
+
+_NO_ARRAY = _NoArray()
+
+
 class BatchedTensor(Tensor):
     """A per-example view of a batch inside ``ag.vmap``: ``shape`` is one example's shape;
     the batch lives in ``_phys`` (a Tensor, or a BatchedTensor of an outer vmap) along axis
-    ``_bdim``. ``_data`` is the innermost physical array (for value checks only)."""
+    ``_bdim``. It has no array of its own (``_data`` refuses every use)."""
 
     __slots__ = ("_phys", "_bdim", "_level")
     _batched = True
@@ -57,7 +75,7 @@ class BatchedTensor(Tensor):
         self._phys = phys
         self._bdim = bdim
         self._level = level
-        self._data = phys._data
+        self._data = _NO_ARRAY
         self._bk = phys._bk
         self._node = phys._node
         self._tapes = phys._tapes
@@ -511,31 +529,42 @@ def batched_levels(x) -> set:
 
 
 def batched_gradient(tape, targets, sources, output_gradients, unconnected_gradients):
-    """tape.gradient for batched targets or sources inside ag.vmap: the sweep runs on their
-    physical tensors, every example at once; each example's targets depend on its own slice of
-    the sources only (the transforms lift their arguments), so the physical cotangent of a
-    source is, per example, the gradient of that example's targets."""
+    """tape.gradient for batched targets, sources or cotangents inside ag.vmap: the sweep runs
+    on the physical tensors, every example at once. Each example's targets depend on its own
+    slice of the sources only (the transforms lift their arguments), so the physical cotangent
+    of a source is, per example, the gradient of that example's targets. Cotangents batched at
+    a level the targets are not (``vmap(vjp_fn)``: many cotangents for one forward) become a
+    leading batch of cotangents: one batched sweep, as a Jacobian's."""
     ogs = output_gradients
     if ogs is not None:
         ogs = list(ogs) if isinstance(ogs, (list, tuple)) else [ogs]
         if len(ogs) != len(targets):
             raise ShapeError(f"GradientTape.gradient: argument 'output_gradients' expected "
                              f"{len(targets)} entries (one per target), got {len(ogs)}")
-    pt, pogs, target_levels = [], [], set()
-    for i, t in enumerate(targets):
-        P, axes = _absolute(t)
-        target_levels |= set(axes)
-        pt.append(P)
-        if ogs is not None and ogs[i] is not None:
-            g = ogs[i] if isinstance(ogs[i], Tensor) else Tensor.from_array(ogs[i])
-            pogs.append(match_layout(g, P, axes))
-        elif ogs is not None:
-            pogs.append(None)
+        ogs = [None if g is None else g if isinstance(g, Tensor) else Tensor.from_array(g)
+               for g in ogs]
+    layouts = [_absolute(t) for t in targets]
+    target_levels = set().union(*(set(a) for _, a in layouts))
+    extra = sorted({L for g in (ogs or ()) if g is not None for L in _absolute(g)[1]}
+                   - target_levels, key=lambda L: L.id)
+    ps, chains = _sources(sources, target_levels)
+    seeds = []
+    for i, (P, axes) in enumerate(layouts):
+        g = None if ogs is None else ogs[i]
+        seeds.append((P, None if g is None else _seed_layout(g, P, axes, extra)))
+    if not extra:
+        res = tape.gradient([p for p, _ in seeds], ps,
+                            output_gradients=None if ogs is None else [s for _, s in seeds],
+                            unconnected_gradients=unconnected_gradients)
+        return [rewrap(g, c) for g, c in zip(res, chains)]
+    return _extra_sweep(tape, seeds, sources, ps, extra, unconnected_gradients)
+
+
+def _sources(sources, target_levels):
     ps, chains = [], []
     for i, s in enumerate(sources):
         P, axes = _absolute(s)
-        missing = [L for L in target_levels if L not in axes]
-        if missing:
+        if any(L not in axes for L in target_levels):
             raise VmapError(
                 f"GradientTape.gradient: sources[{i}] is not batched at the ag.vmap level its "
                 "targets are batched at: its physical gradient would be the sum over the "
@@ -543,6 +572,41 @@ def batched_gradient(tape, targets, sources, output_gradients, unconnected_gradi
                 "(they give each example its own copy of a shared value)")
         ps.append(P)
         chains.append(physical(s)[1])
-    res = tape.gradient(pt, ps, output_gradients=None if ogs is None else pogs,
-                        unconnected_gradients=unconnected_gradients)
-    return [rewrap(g, c) for g, c in zip(res, chains)]
+    return ps, chains
+
+
+def _seed_layout(g, P, axes, extra):
+    """A cotangent laid out like target P (its batch levels on P's axes), with the levels in
+    ``extra`` (batched in the cotangent, not in the target) as leading axes in that order."""
+    Q, qaxes = _absolute(g)
+    for L in extra:
+        if L not in qaxes:  # (this cotangent is the same for every entry of that level)
+            Q = A.expand_dims(Q, 0)
+            qaxes = {m: a + 1 for m, a in qaxes.items()}
+            qaxes[L] = 0
+    front = [qaxes[L] for L in extra]
+    perm = tuple(front) + tuple(i for i in range(Q.ndim) if i not in front)
+    if perm != tuple(range(Q.ndim)):
+        Q = A.transpose(Q, perm)
+    body = {L: perm.index(a) for L, a in qaxes.items() if L not in extra}
+    # (_build only labels Q's axes for match_layout: the wrappers never reach an op)
+    return match_layout(_build(Q, body), P, axes, lead=len(extra))
+
+
+def _extra_sweep(tape, seeds, sources, ps, extra, unconnected_gradients):
+    lead = len(extra)
+    res = tape.backward([(P, s) for P, s in seeds if s is not None], [p._node for p in ps],
+                        batch_nd=lead)
+    if not tape.persistent:
+        tape._finish()
+    out = []
+    for s, p, g in zip(sources, ps, res):
+        if g is None:
+            if unconnected_gradients != "zero":
+                out.append(None)
+                continue
+            g = A.broadcast_to(p * 0.0, tuple(L.size for L in extra) + tuple(p.shape))
+        axes = {L: a + lead for L, a in _absolute(s)[1].items()}
+        axes.update({L: k for k, L in enumerate(extra)})
+        out.append(_build(g, axes))
+    return out

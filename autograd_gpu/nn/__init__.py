@@ -33,8 +33,10 @@ from .layers import (
 )
 from .losses import CrossEntropyLoss, MSELoss, cross_entropy, mse_loss
 from .module import Module, Parameter, StateDictError, load_npz
+from .stateless import functional_call, stack_modules
 
 __all__ = [
+    "functional_call", "stack_modules",
     "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Embedding", "Flatten", "GELU",
     "Identity", "LayerNorm", "Linear", "MSELoss", "MaxPool2d", "Module", "Parameter", "ReLU",
     "Sequential", "Sigmoid", "StateDictError", "Tanh", "cross_entropy", "load_npz",

@@ -103,3 +103,12 @@ def real_only(x, name):
     op whose output is real, the engine's check of complex outputs cannot see it."""
     if x.dtype.kind == "c":
         raise TypeError(f"{name} has no complex rules (its output would be real)")
+
+
+def check_values(t):
+    """A tensor's values for a host-side check (label and index bounds): its array, or for a
+    batched value inside ag.vmap the physical array of the whole batch (which holds every
+    example's values)."""
+    while t._batched:
+        t = t._phys
+    return t._data

@@ -29,7 +29,7 @@ import numbers
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError, describe
 from . import sampling as S
-from ._util import as_tensor, tsum
+from ._util import as_tensor, check_values, tsum
 from .context import deterministic_requested
 from .registry import apply, defop
 
@@ -849,7 +849,8 @@ def embedding(indices, weight):
     v = weight.shape[0]
     if indices._bk.name == "numpy" and indices.size:  # a bounds check costs a sync on a GPU
         xp = indices._bk.xp
-        lo, hi = int(xp.min(indices._data)), int(xp.max(indices._data))
+        vals = check_values(indices)
+        lo, hi = int(xp.min(vals)), int(xp.max(vals))
         if lo < 0 or hi >= v:
             raise ShapeError(f"{op}: argument 'indices' expected values in [0, {v}), got values "
                              f"in [{lo}, {hi}]")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numbers
 
-from ..dtypes import is_floating
+from ..dtypes import as_dtype, is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
 from . import sampling as S
-from ._util import as_tensor
+from ._util import as_tensor, check_values
+from .elementwise import AsType
 from .reduce import _low_to_f32
 from .registry import apply, defop
 
@@ -400,14 +401,15 @@ def cross_entropy(logits, target, axis: int = -1, reduction: str = "mean",
         if t.size and t._bk.name == "numpy":
             # free on the CPU; on a GPU this would be a host sync per call, so there the
             # primitive marks such examples with a NaN loss instead
-            lo, hi = int(t._data.min()), int(t._data.max())
+            vals = check_values(t)
+            lo, hi = int(vals.min()), int(vals.max())
             if lo < 0 or hi >= c:
                 raise ArgumentError(
                     f"{op}: argument 'target' expected class labels in [0, {c}), got values in "
                     f"[{lo}, {hi}]"
                 )
         if t.dtype != x._bk.xp.int64:
-            t = Tensor(t._data.astype(x._bk.xp.int64), t._bk)
+            t = apply(AsType, t, dtype=as_dtype("int64"))
         loss = apply(CrossEntropy, x, t, axis=ax, label_smoothing=s)
     elif kind == "f":
         if t.shape != x.shape:
