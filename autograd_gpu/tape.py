@@ -50,58 +50,12 @@ def _as_list(x, what):
     )
 
 
-class GradientTape:
-    """Records operations on watched tensors so that gradients can be computed.
+class _Recording:
+    """A tape's recording lifecycle: where it records (the recording thread's tables), starting,
+    pausing, resuming, stopping and moving to another thread, and its use as a context. The
+    state (set by GradientTape.__init__): ``_live``, ``_used``, ``_in_context``, ``_nodes``,
+    ``_hooks``, ``_addons``, ``_watched`` and the owner tables."""
 
-    ``persistent=False`` (the default) allows one ``gradient`` call and then releases the graph.
-    ``watch_accessed_variables=True``: as a context, the tape watches every Variable read inside.
-    """
-
-    def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True, *,
-                 checkpoint=None, amp=None, scheduler=None, deterministic=None, addons=()):
-        if not isinstance(persistent, bool):
-            raise ArgumentError(f"GradientTape: argument 'persistent' expected a bool, "
-                                f"got {persistent!r}")
-        self.id = new_id()
-        self.persistent = persistent
-        self.watch_accessed_variables = bool(watch_accessed_variables)
-        self._nodes: list[Node] = []
-        self._used = False
-        self._live = False
-        self._in_context = False
-        self._watched: list = []  # weakrefs to tensors whose _tapes hold our id (cleaned at stop)
-        self.last_schedule = None
-        self._addons: list = []
-        self._hooks: list = []  # the add-ons' interceptors
-        for kw, value in (("checkpoint", checkpoint), ("amp", amp), ("scheduler", scheduler),
-                          ("deterministic", deterministic)):
-            cfg, addon = (None, None) if value is None else config_factory(kw)(value, self)
-            setattr(self, f"{kw}_config", cfg)
-            if addon is not None:
-                self._attach(addon)
-        for addon in addons:
-            self._attach(addon)
-        _LIVE_TAPES[self.id] = self
-        self._start()
-
-    # ---- configuration constructors (guide style) -------------------------------------------
-    @classmethod
-    def with_checkpoint_config(cls, cfg, **kw) -> "GradientTape":
-        return cls(checkpoint=cfg, **kw)
-
-    @classmethod
-    def with_amp_config(cls, cfg, **kw) -> "GradientTape":
-        return cls(amp=cfg, **kw)
-
-    @classmethod
-    def with_scheduler_config(cls, cfg, **kw) -> "GradientTape":
-        return cls(scheduler=cfg, **kw)
-
-    @classmethod
-    def with_deterministic_config(cls, cfg, **kw) -> "GradientTape":
-        return cls(deterministic=cfg, **kw)
-
-    # ---- recording state -------------------------------------------------------------------
     def _start(self):
         if self._used:
             raise TapeError(
@@ -152,42 +106,6 @@ class GradientTape:
             if v is not None and self.id in v._tapes:
                 v._tapes = v._tapes - {self.id}
         self._watched = []
-
-    # ---- add-ons ---------------------------------------------------------------------------
-    def add_addon(self, addon: TapeAddon) -> TapeAddon:
-        """Attach an add-on (see autograd_gpu.addons) to this tape from now on."""
-        if not isinstance(addon, TapeAddon):
-            raise ArgumentError(f"GradientTape.add_addon: argument 'addon' expected a TapeAddon, "
-                                f"got {describe(addon)}")
-        self._attach(addon)
-        if self._live:
-            for h in addon.interceptors:
-                if LIVE.get(self.id) == threading.get_ident():
-                    push_hook(h)
-                else:
-                    self._owner_hooks.append(h)
-            if addon.records and self.id in self._owner:
-                self._record_here()
-        return addon
-
-    def _attach(self, addon) -> None:
-        self._addons.append(addon)
-        self._hooks.extend(addon.interceptors)
-
-    @property
-    def addons(self) -> tuple:
-        return tuple(self._addons)
-
-    def addon(self, kind: str):
-        """The attached add-on of that kind ("checkpoint", "amp", ...), or None."""
-        return next((a for a in self._addons if a.kind == kind), None)
-
-
-    @property
-    def step_skipped(self) -> bool:
-        """True when an add-on says the last gradient() must not be applied (an AMP overflow:
-        the optimizer skips the step)."""
-        return any(a.step_skipped for a in self._addons)
 
     @property
     def is_recording(self) -> bool:
@@ -249,6 +167,95 @@ class GradientTape:
         self._used = False
         if not self._live:
             self._start()
+
+
+
+class GradientTape(_Recording):
+    """Records operations on watched tensors so that gradients can be computed.
+
+    ``persistent=False`` (the default) allows one ``gradient`` call and then releases the graph.
+    ``watch_accessed_variables=True``: as a context, the tape watches every Variable read inside.
+    """
+
+    def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True, *,
+                 checkpoint=None, amp=None, scheduler=None, deterministic=None, addons=()):
+        if not isinstance(persistent, bool):
+            raise ArgumentError(f"GradientTape: argument 'persistent' expected a bool, "
+                                f"got {persistent!r}")
+        self.id = new_id()
+        self.persistent = persistent
+        self.watch_accessed_variables = bool(watch_accessed_variables)
+        self._nodes: list[Node] = []
+        self._used = False
+        self._live = False
+        self._in_context = False
+        self._watched: list = []  # weakrefs to tensors whose _tapes hold our id (cleaned at stop)
+        self.last_schedule = None
+        self._addons: list = []
+        self._hooks: list = []  # the add-ons' interceptors
+        for kw, value in (("checkpoint", checkpoint), ("amp", amp), ("scheduler", scheduler),
+                          ("deterministic", deterministic)):
+            cfg, addon = (None, None) if value is None else config_factory(kw)(value, self)
+            setattr(self, f"{kw}_config", cfg)
+            if addon is not None:
+                self._attach(addon)
+        for addon in addons:
+            self._attach(addon)
+        _LIVE_TAPES[self.id] = self
+        self._start()
+
+    # ---- configuration constructors (guide style) -------------------------------------------
+    @classmethod
+    def with_checkpoint_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(checkpoint=cfg, **kw)
+
+    @classmethod
+    def with_amp_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(amp=cfg, **kw)
+
+    @classmethod
+    def with_scheduler_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(scheduler=cfg, **kw)
+
+    @classmethod
+    def with_deterministic_config(cls, cfg, **kw) -> "GradientTape":
+        return cls(deterministic=cfg, **kw)
+
+    # ---- add-ons ---------------------------------------------------------------------------
+    def add_addon(self, addon: TapeAddon) -> TapeAddon:
+        """Attach an add-on (see autograd_gpu.addons) to this tape from now on."""
+        if not isinstance(addon, TapeAddon):
+            raise ArgumentError(f"GradientTape.add_addon: argument 'addon' expected a TapeAddon, "
+                                f"got {describe(addon)}")
+        self._attach(addon)
+        if self._live:
+            for h in addon.interceptors:
+                if LIVE.get(self.id) == threading.get_ident():
+                    push_hook(h)
+                else:
+                    self._owner_hooks.append(h)
+            if addon.records and self.id in self._owner:
+                self._record_here()
+        return addon
+
+    def _attach(self, addon) -> None:
+        self._addons.append(addon)
+        self._hooks.extend(addon.interceptors)
+
+    @property
+    def addons(self) -> tuple:
+        return tuple(self._addons)
+
+    def addon(self, kind: str):
+        """The attached add-on of that kind ("checkpoint", "amp", ...), or None."""
+        return next((a for a in self._addons if a.kind == kind), None)
+
+
+    @property
+    def step_skipped(self) -> bool:
+        """True when an add-on says the last gradient() must not be applied (an AMP overflow:
+        the optimizer skips the step)."""
+        return any(a.step_skipped for a in self._addons)
 
     # ---- watching --------------------------------------------------------------------------
     def watch(self, tensor):
@@ -312,39 +319,8 @@ class GradientTape:
 
             return batched_gradient(self, tlist, slist, output_gradients, unconnected_gradients)
         check_unconnected(unconnected_gradients, "GradientTape.gradient")
-        if output_gradients is None:
-            ogs = [None] * len(tlist)
-        else:
-            ogs, _ = _as_list(output_gradients, "output_gradients")
-            if len(ogs) != len(tlist):
-                raise ShapeError(
-                    f"GradientTape.gradient: argument 'output_gradients' expected {len(tlist)} "
-                    f"entries (one per target), got {len(ogs)}"
-                )
         seeds = []
-        for i, (t, og) in enumerate(zip(tlist, ogs)):
-            if not isinstance(t, Tensor):
-                raise ArgumentError(
-                    f"GradientTape.gradient: targets[{i}] expected a Tensor, got {describe(t)}"
-                )
-            if og is None:
-                if _dt.is_complex(t.dtype):
-                    raise DTypeError(
-                        f"GradientTape.gradient: targets[{i}] is complex ({_dt.name(t.dtype)}): "
-                        "a complex target has no gradient of its own; pass output_gradients "
-                        "(a cotangent), or use ag.grad(f, holomorphic=True) for a holomorphic f")
-                seed = t._bk.xp.ones(t.shape, dtype=t.dtype)
-            else:
-                seed = og if isinstance(og, Tensor) else t._bk.xp.asarray(og)
-                if not _dt.is_complex(t.dtype):
-                    _dt.check_real(seed.dtype, "GradientTape.gradient", f"output_gradients[{i}]")
-                if not isinstance(og, Tensor) and seed.dtype != t.dtype:
-                    seed = seed.astype(t.dtype)
-                if tuple(seed.shape) != t.shape:
-                    raise ShapeError(
-                        f"GradientTape.gradient: output_gradients[{i}] expected shape {t.shape} "
-                        f"(the target's), got {tuple(seed.shape)}"
-                    )
+        for t, seed in _seeds(tlist, output_gradients):
             for a in self._addons:
                 seed = a.scale_seed(seed)
             seeds.append((t, seed))
@@ -461,21 +437,7 @@ class GradientTape:
         if node.extra is not None:
             node.extra.restore(node)  # checkpointing: recompute the released values
         if node.saved is None:
-            if self.id not in node.tapes:
-                # only this tape's own sweep drops its claim on a node it recorded, and values
-                # are freed only once no claim is left: an earlier gradient() of this tape got
-                # past this node, then stopped (an exception or interrupt in a later rule)
-                raise TapeError(
-                    f"GradientTape.gradient: the saved values of op '{node.op.name}' were "
-                    "released by an earlier gradient() call on this non-persistent tape, which "
-                    "stopped part-way (an exception or interrupt inside its sweep); the sweep "
-                    "cannot run again: record the computation again, or use "
-                    "GradientTape(persistent=True) to keep saved values across gradient() calls"
-                )
-            raise TapeError(
-                f"GradientTape.gradient: the saved values of op '{node.op.name}' were released "
-                "and could not be recomputed"
-            )
+            raise _released(node, self.id)
         return node.saved
 
     def _finish(self):
@@ -509,6 +471,61 @@ def _observer(addons):
             a.on_record(node, arrays, out)
 
     return observe
+
+
+def _seeds(tlist, output_gradients) -> list:
+    """(target, seed) per target: ones, or the given output gradient checked against it."""
+    if output_gradients is None:
+        ogs = [None] * len(tlist)
+    else:
+        ogs, _ = _as_list(output_gradients, "output_gradients")
+        if len(ogs) != len(tlist):
+            raise ShapeError(
+                f"GradientTape.gradient: argument 'output_gradients' expected {len(tlist)} "
+                f"entries (one per target), got {len(ogs)}"
+            )
+    out = []
+    for i, (t, og) in enumerate(zip(tlist, ogs)):
+        if not isinstance(t, Tensor):
+            raise ArgumentError(
+                f"GradientTape.gradient: targets[{i}] expected a Tensor, got {describe(t)}"
+            )
+        if og is None:
+            if _dt.is_complex(t.dtype):
+                raise DTypeError(
+                    f"GradientTape.gradient: targets[{i}] is complex ({_dt.name(t.dtype)}): "
+                    "a complex target has no gradient of its own; pass output_gradients "
+                    "(a cotangent), or use ag.grad(f, holomorphic=True) for a holomorphic f")
+            out.append((t, t._bk.xp.ones(t.shape, dtype=t.dtype)))
+            continue
+        seed = og if isinstance(og, Tensor) else t._bk.xp.asarray(og)
+        if not _dt.is_complex(t.dtype):
+            _dt.check_real(seed.dtype, "GradientTape.gradient", f"output_gradients[{i}]")
+        if not isinstance(og, Tensor) and seed.dtype != t.dtype:
+            seed = seed.astype(t.dtype)
+        if tuple(seed.shape) != t.shape:
+            raise ShapeError(
+                f"GradientTape.gradient: output_gradients[{i}] expected shape {t.shape} "
+                f"(the target's), got {tuple(seed.shape)}"
+            )
+        out.append((t, seed))
+    return out
+
+
+def _released(node, tape_id) -> TapeError:
+    """Why a node's saved values are gone when the sweep needs them."""
+    if tape_id not in node.tapes:
+        # only this tape's own sweep drops its claim on a node it recorded, and values are
+        # freed only once no claim is left: an earlier gradient() of this tape got past this
+        # node, then stopped (an exception or interrupt in a later rule)
+        return TapeError(
+            f"GradientTape.gradient: the saved values of op '{node.op.name}' were released by "
+            "an earlier gradient() call on this non-persistent tape, which stopped part-way "
+            "(an exception or interrupt inside its sweep); the sweep cannot run again: record "
+            "the computation again, or use GradientTape(persistent=True) to keep saved values "
+            "across gradient() calls")
+    return TapeError(f"GradientTape.gradient: the saved values of op '{node.op.name}' were "
+                     "released and could not be recomputed")
 
 
 def _remove_all(hooks: list, mine: list) -> None:

@@ -153,7 +153,16 @@ _BOOL_UFUNCS = {"logical_and", "logical_or", "logical_xor", "logical_not", "bitw
 _DOMAINS = {"arccosh": (1.2, 2.5)}
 
 
+# SciPy's special functions whose leading arguments are orders or parameters without a
+# derivative (ag.special gives a tracked one a NaN gradient): integers, so they are not watched
+_PARAMETER_UFUNCS = {"gammainc": 1, "gammaincc": 1, "betainc": 2, "iv": 1, "ive": 1, "yn": 1}
+
+
 def _ufunc_case(uf, rng):
+    if uf.__name__ in _PARAMETER_UFUNCS:
+        params = [rng.integers(1, 4, (3,)) for _ in range(_PARAMETER_UFUNCS[uf.__name__])]
+        x = _pos(rng, (2, 3))
+        return [*params, x], lambda f, *a: f(*a)
     if uf.__name__ in _BOOL_UFUNCS:
         return [rng.uniform(size=(2, 3)) < 0.5 for _ in range(uf.nin)], lambda f, *a: f(*a)
     if uf.signature is not None:

@@ -41,6 +41,10 @@ NO_SHARED_PAIR.update({
     "max_pool2d_gather": "amax is integer",
     "max_pool2d_scatter": "amax is integer",
 })
+# ag.special: orders and parameters without a derivative are drawn as integers or numbers
+NO_SHARED_PAIR.update({n: "one differentiable input (orders and parameters are integers)" for n in
+                       ("polygamma", "jn", "yn", "gammainc", "gammaincc", "betainc", "iv", "ive",
+                        "zeta")})
 
 
 def _is_diff_input(a):
