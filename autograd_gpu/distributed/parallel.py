@@ -401,16 +401,15 @@ class _Step:
             g = g._data
         if g is None and acc is None:
             view[...] = 0
-            flat[bucket.flag_offset + k] = 0
         else:
+            if acc is not None and acc_scale != 1.0:
+                acc = acc * acc_scale  # kept unscaled; the bucket holds loss-scaled values
             if g is None:
-                xp.multiply(acc, acc_scale, out=view) if acc_scale != 1.0 else xp.copyto(view,
-                                                                                          acc)
+                xp.copyto(view, acc)
             elif acc is None:
                 xp.copyto(view, g)
             else:
-                xp.add(g, acc * acc_scale if acc_scale != 1.0 else acc, out=view)
-            flat[bucket.flag_offset + k] = 1
+                xp.add(g, acc, out=view)
             self.used[i] = True
         self.pending[b] -= 1
         if self.pending[b] == 0:
@@ -427,6 +426,10 @@ class _Step:
         g = self.g
         bucket = self.dp.buckets[b]
         flat = self._flat(b)
+        # the used-flags in one write (one host-to-device copy on a GPU, not one per parameter)
+        flags = np.array([self.used[i] for i in bucket.members], dtype=flat.dtype)
+        xp = self.dp.params[bucket.members[0]]._bk.xp
+        flat[bucket.flag_offset:bucket.flag_offset + len(flags)] = xp.asarray(flags)
         comm = g.comm_for(flat, "DataParallel.gradient")
         names = [self.dp._named[i][0] for i in bucket.members]
         shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
