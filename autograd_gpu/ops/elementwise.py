@@ -1079,3 +1079,13 @@ def astype(x, dtype):
                          f"({x.dtype}), got {dt}: take ag.real(x), ag.imag(x) or ag.abs(x) "
                          "first (a cast would drop the imaginary part)")
     return apply(AsType, x, dtype=dt)
+
+
+# the public functions (ag.<name>); the op records (Add, SIGN, ...) stay internal
+__all__ = ["add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "pow",
+           "power", "maximum", "minimum", "equal", "not_equal", "less", "less_equal", "greater",
+           "greater_equal", "logical_and", "logical_or", "neg", "negative", "exp", "expm1", "log",
+           "log1p", "sqrt", "abs", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "relu",
+           "softplus", "sign", "floor", "ceil", "round", "logical_not", "isfinite", "isnan",
+           "mod", "remainder", "floor_divide", "divmod", "square", "leaky_relu", "bias_act",
+           "gelu", "where", "clip", "astype"]
