@@ -4,7 +4,6 @@ autocast dtypes, the cast cache, and an AMP-trained MLP on scikit-learn's digits
 from __future__ import annotations
 
 import gc
-import time
 import warnings
 
 import numpy as np
@@ -430,7 +429,6 @@ def _train_mlp(cfg, epochs=12, batch=100, hidden=64):
 
 
 def test_amp_mlp_on_digits_matches_fp32_accuracy():
-    t0 = time.perf_counter()
     acc32, p32 = _train_mlp(None)
     f16 = ag.AmpConfig(precision_mode="float16")
     acc16, p16 = _train_mlp(f16)
@@ -441,7 +439,6 @@ def test_amp_mlp_on_digits_matches_fp32_accuracy():
     assert acc_bf >= acc32 - 1.0, (acc_bf, acc32)
     assert all(p.dtype == np.float32 for p in p16)  # master weights stayed float32
     assert f16.loss_scaler.steps == 12 * 14
-    assert time.perf_counter() - t0 < 40.0
 
 
 # ---- GPU ------------------------------------------------------------------------------------
