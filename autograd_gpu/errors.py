@@ -47,6 +47,12 @@ class LinAlgError(AutogradError, _np.linalg.LinAlgError):
     ValueError), so code that catches NumPy's error catches it."""
 
 
+class VmapError(AutogradError, RuntimeError):
+    """Inside ``ag.vmap``: data-dependent Python control flow on a batched value (a value that
+    differs per example has no single Python value), a random op under randomness='error', or
+    a batched value used after its vmap ended."""
+
+
 def describe(x) -> str:
     """A short description of a value for error messages: kind, shape, dtype, device."""
     shape = getattr(x, "shape", None)

@@ -114,10 +114,17 @@ def tape_forward_gradient(self, source, target, tangent=None, unconnected_gradie
             raise ShapeError(f"{where}: argument 'tangent' expected {len(srcs)} tangents (one per "
                              f"source), got {describe(tangent)}")
         seeds = [coerce_tangent(t, s, 0, where, "tangent") for t, s in zip(tl, srcs)]
-        res = replay_jvp(self, srcs, seeds, tgts, ())
+        if _any_batched(srcs, tgts, seeds):  # inside ag.vmap: replay the physical graph
+            res = _batched_jvp(self, srcs, seeds, tgts, where)
+        else:
+            res = replay_jvp(self, srcs, seeds, tgts, ())
         res = [Tensor(t._bk.xp.zeros(t.shape, dtype=t.dtype), t._bk) if r is None and zero
                else r for r, t in zip(res, tgts)]
         out = res[0] if t_single else res
+    elif _any_batched(srcs, tgts):  # inside ag.vmap: vmap of the tangent path over a basis
+        table = _batched_jacobian(self, srcs, tgts, "forward", zero)
+        rows = [r[0] if s_single else r for r in table]
+        out = rows[0] if t_single else rows
     else:
         differentiable = bool(STATE.recording.keys() - {self.id} or STATE.accumulators)
         nodes = relevant_nodes(self, {s._node for s in srcs}, [t._node for t in tgts])
@@ -196,6 +203,15 @@ def tape_jacobian(self, target, source, mode="auto", unconnected_gradients="none
     check_sources(srcs, where)
     sched = HybridScheduler(self.scheduler_config)
     req = SchedulingStrategy.parse(mode, where, "mode")
+    if _any_batched(srcs, tgts):  # inside ag.vmap: vmap of vjp (jvp) over an identity basis
+        n = sum(s.size for s in srcs)
+        m = sum(t.size for t in tgts)
+        fwd = req is SchedulingStrategy.FORWARD or (req is SchedulingStrategy.AUTO and n < m)
+        table = _batched_jacobian(self, srcs, tgts, "forward" if fwd else "reverse", zero)
+        if not self.persistent:
+            self._finish()
+        rows = [r[0] if s_single else r for r in table]
+        return rows[0] if t_single else rows
     if chunk_size is not None:
         sched = HybridScheduler(SchedulerConfig(
             strategy=sched.config.strategy, forward_mode_threshold=sched.config.
@@ -246,6 +262,13 @@ def tape_batch_jacobian(self, target, source, mode="auto", unconnected_gradients
     B = target.shape[0]
     ts, ss = target.shape[1:], source.shape[1:]
     m1, n1 = _size(ts), _size(ss)
+    if _any_batched([source], [target]):  # inside ag.vmap
+        req = SchedulingStrategy.parse(mode, where, "mode")
+        fwd = req is SchedulingStrategy.FORWARD or (req is SchedulingStrategy.AUTO and n1 < m1)
+        res = _batched_batch_jacobian(self, source, target, fwd, zero)
+        if not self.persistent:
+            self._finish()
+        return res
     nodes = relevant_nodes(self, {source._node}, [target._node])
     stats = GraphStats(nodes)
     sched = HybridScheduler(self.scheduler_config)
@@ -286,3 +309,129 @@ def tape_batch_jacobian(self, target, source, mode="auto", unconnected_gradients
     if not self.persistent:
         self._finish()
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# inside ag.vmap: the tape recorded the physical (whole-batch) graph; the Jacobian machinery
+# above reads arrays, which batched values do not have. These paths are vmaps of the tape's
+# batched-aware gradient (vmap.batched_gradient) and of _batched_jvp over identity bases: a
+# basis batched at a new level is an extra leading seed axis, so each is still one sweep.
+
+
+def _any_batched(*groups) -> bool:
+    return any(getattr(t, "_batched", False) for g in groups for t in g if t is not None)
+
+
+def _batched_jvp(tape, srcs, seeds, tgts, where):
+    """forward_gradient's tangent path on batched values: the seeds laid out like the physical
+    sources (levels a seed has and its targets lack become leading tangent axes, as a vmap over
+    tangents gives), replayed through the physical graph, the results batched again."""
+    from .vmap import VmapError, _absolute, _build, _seed_layout
+
+    slay = [_absolute(s) for s in srcs]
+    tlay = [_absolute(t) for t in tgts]
+    tl = set().union(*(set(a) for _, a in tlay))
+    levels = [set(_absolute(t)[1]) if t is not None else set() for t in seeds]
+    for i, ((_, axes), lv) in enumerate(zip(slay, levels)):
+        if (lv - set(axes)) & tl:
+            raise VmapError(
+                f"{where}: tangent {i} differs per example of an ag.vmap its source is not "
+                "mapped over: a per-example tangent needs a per-example source (differentiate "
+                "inside the vmap with ag.jvp, which gives each example its own copy)")
+    extra = sorted(set().union(*levels) - tl, key=lambda L: L.id)
+    phys = [None if t is None else _seed_layout(t, P, axes, extra)
+            for t, (P, axes) in zip(seeds, slay)]
+    lead = tuple(L.size for L in extra)
+    res = replay_jvp(tape, [P for P, _ in slay], phys, [P for P, _ in tlay], lead)
+    out = []
+    for r, (_, axes) in zip(res, tlay):
+        if r is None:
+            out.append(None)
+            continue
+        ax = {L: a + len(extra) for L, a in axes.items()}
+        ax.update({L: k for k, L in enumerate(extra)})
+        out.append(_build(r, ax))
+    return out
+
+
+def _zeros(t, shape):
+    """Zeros of logical ``shape`` in t's dtype: the same for every example (unbatched)."""
+    return Tensor(t._bk.xp.zeros(shape, dtype=t.dtype), t._bk)
+
+
+def _sweeps(tape, fn, basis):
+    """vmap(fn)(basis) on a tape kept alive between the batched sweeps."""
+    from .vmap import vmap
+
+    was = tape.persistent
+    tape.persistent = True
+    try:
+        return vmap(fn)(basis)
+    finally:
+        tape.persistent = was
+
+
+def _eye(t, n, shape):
+    xp = t._bk.xp
+    return Tensor(xp.eye(n, dtype=t.dtype).reshape((n,) + tuple(shape)), t._bk)
+
+
+def _batched_jacobian(tape, srcs, tgts, mode, zero) -> list:
+    """table[target][source] of Jacobian blocks (target shape + source shape) on batched
+    values: reverse mode as vmap of the tape's gradient over an identity basis of each target
+    (one batched sweep per target), forward mode as vmap of _batched_jvp over a basis of each
+    source."""
+    table = [[None] * len(srcs) for _ in tgts]
+    if mode == "reverse":
+        for i, tgt in enumerate(tgts):
+            def pull(u, tgt=tgt):
+                return tuple(tape.gradient([tgt], srcs, output_gradients=[u],
+                                           unconnected_gradients="none"))
+
+            blocks = _sweeps(tape, pull, _eye(tgt, tgt.size, tgt.shape))
+            for j, (b, src) in enumerate(zip(blocks, srcs)):
+                table[i][j] = None if b is None else A.reshape(b, tgt.shape + src.shape)
+    else:
+        for j, src in enumerate(srcs):
+            def push(t, src=src):
+                return tuple(_batched_jvp(tape, [src], [t], tgts, "GradientTape.jacobian"))
+
+            blocks = _sweeps(tape, push, _eye(src, src.size, src.shape))
+            for i, (b, tgt) in enumerate(zip(blocks, tgts)):
+                if b is not None:  # (n,) + target shape -> target shape + source shape
+                    b = A.transpose(A.reshape(b, (src.size, tgt.size)), (1, 0))
+                    table[i][j] = A.reshape(b, tgt.shape + src.shape)
+    for i, tgt in enumerate(tgts):
+        for j, src in enumerate(srcs):
+            if table[i][j] is None and zero:
+                table[i][j] = _zeros(tgt if mode == "forward" else src, tgt.shape + src.shape)
+    return table
+
+
+def _batched_batch_jacobian(tape, source, target, forward, zero):
+    """batch_jacobian on batched values: the identity over one example's elements broadcast
+    over the leading axis, vmapped (one sweep)."""
+    B, ts, ss = target.shape[0], tuple(target.shape[1:]), tuple(source.shape[1:])
+    m1, n1 = _size(ts), _size(ss)
+    if forward:
+        def push(t):
+            (r,) = _batched_jvp(tape, [source], [A.broadcast_to(t, source.shape)], [target],
+                                "GradientTape.batch_jacobian")
+            return (r,)
+
+        (r,) = _sweeps(tape, push, _eye(source, n1, ss))  # (n1, B) + ts
+        if r is not None:
+            r = A.transpose(A.reshape(r, (n1, B, m1)), (1, 2, 0))
+    else:
+        def pull(u):
+            return tuple(tape.gradient([target], [source],
+                                       output_gradients=[A.broadcast_to(u, target.shape)],
+                                       unconnected_gradients="none"))
+
+        (r,) = _sweeps(tape, pull, _eye(target, m1, ts))  # (m1, B) + ss
+        if r is not None:
+            r = A.transpose(A.reshape(r, (m1, B, n1)), (1, 0, 2))
+    shape = (B,) + ts + ss
+    if r is None:
+        return _zeros(source if not forward else target, shape) if zero else None
+    return A.reshape(r, shape)

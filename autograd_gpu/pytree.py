@@ -12,7 +12,7 @@ from __future__ import annotations
 from .errors import ArgumentError, ShapeError
 
 __all__ = ["TreeDef", "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves",
-           "tree_structure"]
+           "tree_structure", "leaf_paths"]
 
 
 def _is_namedtuple(x) -> bool:
@@ -107,6 +107,28 @@ def _build(td: TreeDef, it):
     return td.kind(*kids)  # a namedtuple
 
 
+def leaf_paths(tree, root: str = "") -> list:
+    """Each leaf's path as Python would index it (``root[0]['w']``), in flatten order: for
+    error messages that name an argument inside a pytree."""
+    out: list = []
+    _paths(tree, root, out)
+    return out
+
+
+def _paths(x, path, out):
+    if x is None:
+        return
+    if isinstance(x, dict):
+        for k in sorted(x):
+            _paths(x[k], f"{path}[{k!r}]", out)
+    elif isinstance(x, (tuple, list)):
+        names = getattr(type(x), "_fields", None) if _is_namedtuple(x) else None
+        for i, v in enumerate(x):
+            _paths(v, f"{path}.{names[i]}" if names else f"{path}[{i}]", out)
+    else:
+        out.append(path)
+
+
 def tree_leaves(tree) -> list:
     return tree_flatten(tree)[0]
 
@@ -129,28 +151,31 @@ def tree_map(fn, tree, *rest):
     return tree_unflatten(td, [fn(*xs) for xs in zip(leaves, *others)])
 
 
-def broadcast_prefix(prefix, tree, where: str, what: str) -> list:
+def broadcast_prefix(prefix, tree, where: str, what: str, root: str = "") -> list:
     """The leaves of ``prefix`` (a pytree prefix of ``tree``, e.g. vmap's in_axes) repeated
-    over the leaves of ``tree`` below each of its leaves: one entry per leaf of ``tree``."""
+    over the leaves of ``tree`` below each of its leaves: one entry per leaf of ``tree``.
+    ``root`` names ``tree`` in errors (``args``: a mismatch names ``args[1]['w']``)."""
     out: list = []
-    _broadcast(prefix, tree, out, where, what)
+    _broadcast(prefix, tree, out, where, what, root)
     return out
 
 
-def _broadcast(p, t, out, where, what):
+def _broadcast(p, t, out, where, what, path):
     if p is None or not isinstance(p, (tuple, list, dict)):  # a leaf of the prefix
         out.extend([p] * tree_structure(t).num_leaves)
         return
+    of = f" for {path}" if path else ""
     if isinstance(p, dict):
         if not isinstance(t, dict) or set(p) != set(t):
+            got = f"keys {sorted(t)!r}" if isinstance(t, dict) else type(t).__name__
             raise ShapeError(f"{where}: argument '{what}' expected a dict with the keys of the "
-                             f"argument it describes, got keys {sorted(p)!r}")
+                             f"argument it describes{of} ({got}), got keys {sorted(p)!r}")
         for k in sorted(p):
-            _broadcast(p[k], t[k], out, where, what)
+            _broadcast(p[k], t[k], out, where, what, f"{path}[{k!r}]" if path else "")
         return
     if not isinstance(t, (tuple, list)) or len(p) != len(t):
         raise ShapeError(f"{where}: argument '{what}' expected a {type(p).__name__} of "
-                         f"{len(p)} entries to match the argument it describes, got "
+                         f"{len(p)} entries to match the argument it describes{of}, got "
                          f"{type(t).__name__} with {len(t) if hasattr(t, '__len__') else 1}")
-    for pi, ti in zip(p, t):
-        _broadcast(pi, ti, out, where, what)
+    for i, (pi, ti) in enumerate(zip(p, t)):
+        _broadcast(pi, ti, out, where, what, f"{path}[{i}]" if path else "")

@@ -27,22 +27,17 @@ from __future__ import annotations
 import numbers
 import warnings
 
-from .errors import ArgumentError, AutogradError, ShapeError, describe
+from .errors import ArgumentError, ShapeError, VmapError, describe
 from .ops import api as A
 from .ops.context import STATE, pop_hook, push_hook
 from .ops.registry import apply
-from .pytree import broadcast_prefix, tree_flatten, tree_unflatten
+from .pytree import broadcast_prefix, leaf_paths, tree_flatten, tree_unflatten
 from .tensor import Tensor
 
 __all__ = ["vmap", "BatchedTensor", "VmapError", "lift", "physical", "rewrap", "match_layout",
            "random_mode"]
 
 _RANDOMNESS = ("error", "different", "same")
-
-
-class VmapError(AutogradError, RuntimeError):
-    """Data-dependent control flow on a batched value, or a batched value used outside its
-    vmap (a value that differs per example has no single Python value)."""
 
 
 class _NoArray:
@@ -333,7 +328,8 @@ def vmap(f, in_axes=0, out_axes=0, axis_size=None, randomness="error"):
     def mapped(*args):
         leaves, treedef = tree_flatten(args)
         axes = _in_axes(in_axes, args)
-        size = _batch_size(leaves, axes, axis_size)
+        names = leaf_paths(args, "args")
+        size = _batch_size(leaves, axes, axis_size, names)
         axes = _normalised(leaves, axes)
         level = _Level(size, randomness)
         push_hook(level)
@@ -356,7 +352,7 @@ def _in_axes(in_axes, args):
     if isinstance(in_axes, tuple) and len(in_axes) != len(args):
         raise ShapeError(f"vmap: argument 'in_axes' expected {len(args)} entries (one per "
                          f"positional argument), got {len(in_axes)}")
-    axes = broadcast_prefix(in_axes, args, "vmap", "in_axes")
+    axes = broadcast_prefix(in_axes, args, "vmap", "in_axes", "args")
     for a in axes:
         if a is not None and (not isinstance(a, numbers.Integral) or isinstance(a, bool)):
             raise ArgumentError(f"vmap: argument 'in_axes' expected ints or None, got {a!r}")
@@ -365,34 +361,35 @@ def _in_axes(in_axes, args):
 
 def _tensors(leaves, axes):
     out = []
-    for i, (x, a) in enumerate(zip(leaves, axes)):
+    for x, a in zip(leaves, axes):
         if a is None:
             out.append(x)
             continue
         if not isinstance(x, Tensor):
-            if isinstance(x, numbers.Number):
-                raise ShapeError(f"vmap: leaf {i} of the arguments is the number {x!r}, which "
-                                 f"has no axis {a} to map over (give it in_axes None)")
             x = Tensor.from_array(x)
         out.append(x)
     return out
 
 
-def _batch_size(leaves, axes, axis_size):
+def _batch_size(leaves, axes, axis_size, names):
     size = None
     first = None
-    for i, (x, a) in enumerate(zip(leaves, axes)):
+    for x, a, name in zip(leaves, axes, names):
         if a is None:
             continue
+        if isinstance(x, numbers.Number):
+            raise ShapeError(f"vmap: argument {name} is the number {x!r}, which has no axis "
+                             f"{a} to map over (give it in_axes None)")
         nd = len(getattr(x, "shape", ()))
         if not -nd <= a < nd:
-            raise ShapeError(f"vmap: argument leaf {i} has {nd} dims, in_axes asks for axis {a}")
+            raise ShapeError(f"vmap: argument {name} has {nd} dims (shape "
+                             f"{tuple(getattr(x, 'shape', ()))}), in_axes asks for axis {a}")
         n = x.shape[a]
         if size is None:
-            size, first = n, i
+            size, first = n, name
         elif n != size:
-            raise ShapeError(f"vmap: mapped axes of different sizes: argument leaf {first} has "
-                             f"{size} along its mapped axis, leaf {i} has {n}")
+            raise ShapeError(f"vmap: mapped axes of different sizes: argument {first} has "
+                             f"{size} along its mapped axis, argument {name} has {n}")
     if size is None:
         if axis_size is None:
             raise ShapeError("vmap: no argument is mapped (every in_axes is None): pass "

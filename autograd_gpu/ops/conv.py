@@ -28,6 +28,7 @@ import numbers
 
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError, describe
+from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor, check_values, tsum
 from .context import deterministic_requested
@@ -251,14 +252,68 @@ def _conv_sample(draw):
     return xs, ws, _geom(stride, padding, dilation, groups)
 
 
+class _ConvRuleF:
+    """The namespace the rule helpers above (``_conv_b``, ``_tx_b``, ``_tw_b``) expect, over a
+    batching rule's ``F``: the three convolution primitives go through ``F.apply`` (recorded,
+    and batched again by outer vmap levels)."""
+
+    def __init__(self, F):
+        self.F = F
+
+    def __getattr__(self, name):
+        return getattr(self.F, name)
+
+    def conv2d(self, x, w, **p):
+        return self.F.apply(Conv2d, x, w, **p)
+
+    def conv2d_transpose_input(self, g, w, **p):
+        return self.F.apply(Conv2dTransposeInput, g, w, **p)
+
+    def conv2d_weight(self, x, g, **p):
+        return self.F.apply(Conv2dWeight, x, g, **p)
+
+
 def _conv_batch(F, op, args, dims, params):
-    (x, w), (dx, dw) = args, dims
-    if dw is not None:
-        return F.loop(op, args, dims, params)
-    x = F.to_front(x, dx)
-    b, n = x.shape[0], x.shape[1]
-    y = F.apply(op, F.reshape(x, (b * n,) + tuple(x.shape[2:])), w, **params)
-    return F.reshape(y, (b, n) + tuple(y.shape[1:])), 0
+    """vmap of a convolution primitive. One batched operand: its batch axis goes in front and
+    the rule helpers fold it into an axis the primitive maps over (N, or the weight's output
+    channels), one op. Both batched (per-example weights: ``vmap(grad)`` of a CNN lifts the
+    weight to one copy per example): the batch becomes groups, one grouped op over B * groups
+    groups, as a per-example loop of B convolutions would compute but with one im2col."""
+    (a, b), (da, db) = args, dims
+    a, b = F.to_front(a, da), F.to_front(b, db)
+    if da is not None and db is not None:
+        return _grouped(F, op, a, b, params), 0
+    G = _ConvRuleF(F)
+    if op is Conv2d:
+        return _conv_b(G, a, b, params), 0
+    if op is Conv2dTransposeInput:
+        return _tx_b(G, a, b, params["in_hw"], _geom_of(params)), 0
+    return _tw_b(G, a, b, params["w_hw"], _geom_of(params)), 0
+
+
+def _geom_of(params):
+    return {k: params[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+def _grouped(F, op, a, b, params):
+    """Both operands with a leading batch axis B: example e's channels become groups
+    e * groups ... e * groups + groups - 1 of one op with B * groups groups."""
+    B = a.shape[0]
+    p = dict(params, groups=params["groups"] * B)
+
+    def nb_c(t):  # (B, N, C, H, W) -> (N, B * C, H, W)
+        t = F.transpose(t, (1, 0, 2, 3, 4))
+        return F.reshape(t, (t.shape[0], B * t.shape[2]) + tuple(t.shape[3:]))
+
+    def w_flat(w):  # (B, O, Cig, kh, kw) -> (B * O, Cig, kh, kw)
+        return F.reshape(w, (B * w.shape[1],) + tuple(w.shape[2:]))
+
+    if op is Conv2dWeight:  # (x, g) -> (B * O, Cig, kh, kw)
+        w = F.apply(op, nb_c(a), nb_c(b), **p)
+        return F.reshape(w, (B, w.shape[0] // B) + tuple(w.shape[1:]))
+    y = F.apply(op, nb_c(a), w_flat(b), **p)  # (N, B * C', H', W')
+    y = F.reshape(y, (y.shape[0], B, y.shape[1] // B) + tuple(y.shape[2:]))
+    return F.transpose(y, (1, 0, 2, 3, 4))
 
 
 @defop("conv2d", params=("stride", "padding", "dilation", "groups"), cost=_conv_cost,
@@ -268,8 +323,8 @@ class Conv2d:
     * w[o, c, a, b]; x (N, C, H, W), w (Co, C / groups, kh, kw); padding ((t, b), (l, r))."""
 
     def batch(F, args, dims, **params):
-        """A batch of inputs with one shared second operand: the batch folds into N (one op);
-        per-example second operands take the per-example loop."""
+        """One batched operand folds into N or the weight's channels (one op); both batched
+        (per-example weights) become groups (see _conv_batch)."""
         return _conv_batch(F, Conv2d, args, dims, params)
 
     def forward(bk, x, w, *, stride, padding, dilation, groups):
@@ -301,8 +356,8 @@ class Conv2dTransposeInput:
     * w[o, c', a, b] (a transposed convolution), cropped to in_hw = (H, W)."""
 
     def batch(F, args, dims, **params):
-        """A batch of inputs with one shared second operand: the batch folds into N (one op);
-        per-example second operands take the per-example loop."""
+        """One batched operand folds into N or the weight's channels (one op); both batched
+        (per-example weights) become groups (see _conv_batch)."""
         return _conv_batch(F, Conv2dTransposeInput, args, dims, params)
 
     def forward(bk, g, w, *, in_hw, stride, padding, dilation, groups):
@@ -337,7 +392,9 @@ class Conv2dWeight:
     * x_pad[n, g(o) * Cig + c, i*sh + a*dh, j*sw + b*dw]; w_hw = (kh, kw)."""
 
     def batch(F, args, dims, **params):
-        return F.loop(Conv2dWeight, args, dims, params)  # (per-example weight gradients)
+        """One batched operand folds into the channels (one op); both batched (per-example
+        weight gradients) become groups."""
+        return _conv_batch(F, Conv2dWeight, args, dims, params)
 
     def forward(bk, x, g, *, w_hw, stride, padding, dilation, groups):
         y = _conv_weight_forward(bk.xp, x, g, w_hw, stride, padding, dilation, groups)
@@ -594,16 +651,43 @@ def _embedding_sample(draw):
     return draw(S.ints(ishape, 0, v)), v, d
 
 
+def _axis_to(F, x, src, dst):
+    """x with axis ``src`` moved to position ``dst`` (one transpose, none when equal)."""
+    if src == dst:
+        return x
+    perm = [i for i in range(x.ndim) if i != src]
+    perm.insert(dst, src)
+    return F.transpose(x, tuple(perm))
+
+
+def _row_offsets(idx, B, rows):
+    """b * rows for example b, shaped to broadcast against idx (B, *k), in idx's dtype."""
+    xp = idx._bk.xp
+    off = (xp.arange(B) * rows).astype(idx.dtype).reshape((B,) + (1,) * (idx.ndim - 1))
+    return Tensor(off, idx._bk)
+
+
 @defop("embedding", cost=lambda out, idx, w, **p: float(out.size), saves=("indices", None))
 class Embedding:
     """y[..., *k, :] = w[..., indices[*k], :]; w (..., V, D), indices integer of any shape."""
 
     def batch(F, args, dims):
-        """Batched indices into a shared table: leading index axes (one take); a per-example
-        table takes the per-example loop."""
-        if dims[1] is not None:
-            return F.loop(Embedding, args, dims, {})
-        return F.apply(Embedding, F.to_front(args[0], dims[0]), args[1]), 0
+        """Batched indices into a shared table: leading index axes (one take). A per-example
+        table (vmap(grad) lifts a shared one): its batch is a leading table axis, which the
+        forward keeps; with per-example indices too, the B tables are stacked into one of B * V
+        rows and example b's indices offset by b * V (one take)."""
+        (idx, w), (di, dw) = args, dims
+        if dw is None:  # the output is w's leading axes, then idx's: the batch follows them
+            return F.apply(Embedding, F.to_front(idx, di), w), w.ndim - 2
+        w = F.to_front(w, dw)  # (B, L..., V, D)
+        if di is None:
+            return F.apply(Embedding, idx, w), 0
+        idx = F.to_front(idx, di)  # (B, *k)
+        nl = w.ndim - 3
+        B, V = w.shape[0], w.shape[-2]
+        w = _axis_to(F, w, 0, nl)  # (L..., B, V, D)
+        w = F.reshape(w, tuple(w.shape[:nl]) + (B * V, w.shape[-1]))
+        return F.apply(Embedding, F.add(idx, _row_offsets(idx, B, V)), w), nl
 
     def forward(bk, indices, w):
         return bk.xp.take(w, indices, axis=-2), (indices, w.shape[-2])
@@ -631,7 +715,18 @@ class EmbeddingGrad:
     deterministic tape asks for ``bk.deterministic_scatter_add``."""
 
     def batch(F, args, dims, *, num):
-        return F.loop(EmbeddingGrad, args, dims, {"num": num})
+        """A batched cotangent: a leading axis the forward keeps. Per-example indices: the
+        scatter goes into one (B * num, D) table, example b's indices offset by b * num."""
+        (g, idx), (dg, di) = args, dims
+        if di is None:
+            return F.apply(EmbeddingGrad, F.to_front(g, dg), idx, num=num), 0
+        idx = F.to_front(idx, di)  # (B, *k)
+        g = F.front(g, dg)  # (B, L..., *k, D)
+        B = idx.shape[0]
+        nl = g.ndim - idx.ndim - 1
+        g = _axis_to(F, g, 0, nl)  # (L..., B, *k, D)
+        out = F.apply(EmbeddingGrad, g, F.add(idx, _row_offsets(idx, B, num)), num=B * num)
+        return F.reshape(out, tuple(out.shape[:nl]) + (B, num, out.shape[-1])), nl
 
     def forward(bk, g, indices, *, num):
         xp = bk.xp

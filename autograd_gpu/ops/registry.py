@@ -34,7 +34,15 @@ from __future__ import annotations
 import numbers
 
 from .. import dtypes as _dt
-from ..errors import ArgumentError, AutogradError, DeviceError, DTypeError, ShapeError, describe
+from ..errors import (
+    ArgumentError,
+    AutogradError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    VmapError,
+    describe,
+)
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
 from .context import LIVE, STATE, Mode, cross_thread_error
 from .graph import CONST, OUTPUT, Node, PyNode
@@ -263,7 +271,7 @@ def _collect(op, inputs, recording=None, autowatch=()) -> _Inputs:
         tx = type(x)
         if tx in _TENSOR_TYPES or isinstance(x, Tensor):
             if x._batched:  # its vmap's interceptor would have taken it: the vmap has ended
-                raise ArgumentError(
+                raise VmapError(
                     f"{op.name}: argument {i} is a batched value of an ag.vmap that is no "
                     "longer running (it escaped through a closure, a global or a side effect); "
                     "return it from the mapped function instead")
