@@ -36,10 +36,11 @@ __all__ = [
     "norm", "svd", "svdvals", "eigh", "eigvalsh", "solve", "inv", "det", "slogdet", "cholesky",
     "qr", "solve_triangular", "cho_factor", "cho_solve", "lu_factor", "lu_solve",
     "solve_sylvester", "pinv", "lstsq", "matrix_power", "multi_dot", "expm", "sqrtm",
-    "EighResult", "SVDResult", "QRResult", "SlogdetResult",
+    "eig", "eigvals", "EighResult", "EigResult", "SVDResult", "QRResult", "SlogdetResult",
 ]
 
 EighResult = namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
+EigResult = namedtuple("EigResult", ["eigenvalues", "eigenvectors"])
 SVDResult = namedtuple("SVDResult", ["U", "S", "Vh"])
 QRResult = namedtuple("QRResult", ["Q", "R"])
 SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])
@@ -315,10 +316,33 @@ def eigvalsh(a, UPLO="L"):  # noqa: N803
     return eigh(a, UPLO).eigenvalues
 
 
+def eig(a):
+    """Eigenvalues and right eigenvectors of a general square a (..., n, n) (numpy.linalg.eig,
+    as its EigResult), always complex (as JAX's; NumPy returns real arrays when every
+    eigenvalue is real). Each eigenvector has unit norm and its largest-modulus entry real and
+    positive: NumPy's up to the sign of each eigenvector (LAPACK makes that entry real with a
+    sign that can flip under an arbitrarily small change of a, where the eigenvectors would not
+    be continuous). Gradients follow the complex convention of
+    docs/contributing.md (a real a gets the real part); eigenvector derivatives are undefined
+    where eigenvalues repeat (NaN where a cotangent couples them), and a defective a (no basis
+    of eigenvectors) makes the rules' solve with V raise LinAlgError."""
+    a = _matrix(a, "eig", square=True)
+    n = a.shape[-1]
+    F = tensors(a._bk)
+    w, v = _dec._eig_parts(F, apply(_dec.Eig, a), n)
+    return EigResult(w, v)
+
+
+def eigvals(a):
+    """The eigenvalues of a general square a (numpy.linalg.eigvals), complex: eig's."""
+    return eig(a).eigenvalues
+
+
 def _svd_parts(a, full):
     m, n = a.shape[-2:]
     out = apply(_dec.Svd, a, full_matrices=full)
-    return _unpack(tensors(a._bk), out, _dec._svd_shapes(m, n, full))
+    u, s, vh = _unpack(tensors(a._bk), out, _dec._svd_shapes(m, n, full))
+    return u, _real(s), vh
 
 
 def _herm_lower(a):

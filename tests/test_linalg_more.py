@@ -173,7 +173,8 @@ def test_values_and_gradients_against_numpy_and_scipy(name):
     check_grad(f_ag, f_ref, xs)
 
 
-X345 = RNG.standard_normal((3, 4, 5))
+# entries away from 0, where |x|^p with p < 1 is too steep for central differences
+X345 = RNG.uniform(0.3, 2.0, (3, 4, 5)) * RNG.choice([-1.0, 1.0], (3, 4, 5))
 NORM_CASES = [(None, None), (None, 1), (2, 0), (1, -1), (np.inf, 2), (-np.inf, 1), (0, -1),
               (3, 1), (0.5, 2), ("fro", (1, 2)), ("nuc", (2, 1)), (2, (0, 2)), (-2, (1, 2)),
               (1, (1, 2)), (-1, (2, 1)), (np.inf, (1, 2)), (-np.inf, (0, 1)), (None, (0, 1))]
@@ -533,3 +534,142 @@ def test_numpy_linalg_calls_on_tensors_are_differentiable():
     fd = (ref(a + EPS * d, b) - ref(a - EPS * d, b)) / (2 * EPS)
     assert float(np.sum(ga.numpy() * d)) == pytest.approx(fd, rel=1e-6)
     np.testing.assert_allclose(gb.numpy(), 2 * np.linalg.solve(a.T, np.linalg.solve(a, b)))
+
+
+# ---- complex inputs (the convention of docs/contributing.md) --------------------------------
+
+def crandn(*shape):
+    return RNG.standard_normal(shape) + 1j * RNG.standard_normal(shape)
+
+
+def _phased(v):
+    """NumPy's complex vectors with the phase ag fixes (largest-modulus entry real and
+    positive), so that central differences of NumPy follow ag's outputs."""
+    from autograd_gpu.ops.decompositions import fix_phase
+
+    return v * fix_phase(np, v)
+
+
+def _eigh_ref(a):
+    w, v = np.linalg.eigh(a)
+    return w, _phased(v)
+
+
+def _eig_ref(a):
+    w, v = np.linalg.eig(a)
+    return w.astype(complex), _phased(v.astype(complex))
+
+
+def _svd_ref(a):
+    from autograd_gpu.ops.decompositions import fix_phase
+
+    u, s, vh = np.linalg.svd(a, full_matrices=False)
+    c = fix_phase(np, np.swapaxes(vh, -1, -2).conj())
+    return u * c, s, vh * np.swapaxes(c, -1, -2).conj()
+
+
+def check_complex(f_ag, f_ref, xs, rtol=1e-5):
+    """Values equal; for cotangents u and directions v with real and imaginary parts,
+    Re(sum(vjp(u) * v)) = d/dt Re(sum(u * f(x + t v))) (central differences of f_ref)."""
+    ts = [T(x) for x in xs]
+    with ag.GradientTape() as tape:
+        tape.watch(ts)
+        ys = _flat(f_ag(*ts))
+    ref = [np.asarray(r) for r in _flat(f_ref(*xs))]
+    for y, r in zip(ys, ref):
+        np.testing.assert_allclose(y.numpy(), r, rtol=1e-9, atol=1e-10)
+    us = [crandn(*r.shape) if np.iscomplexobj(r) else RNG.standard_normal(r.shape) for r in ref]
+    grads = tape.gradient(ys, ts, output_gradients=[T(u) for u in us],
+                          unconnected_gradients="zero")
+    dirs = [crandn(*np.shape(x)) if np.iscomplexobj(x) else RNG.standard_normal(np.shape(x))
+            for x in xs]
+    plus = _flat(f_ref(*[x + EPS * d for x, d in zip(xs, dirs)]))
+    minus = _flat(f_ref(*[x - EPS * d for x, d in zip(xs, dirs)]))
+    fd = sum(float(np.real(np.sum(u * (np.asarray(p) - np.asarray(m)))))
+             for u, p, m in zip(us, plus, minus)) / (2 * EPS)
+    got = sum(float(np.real(np.sum(g.numpy() * d))) for g, d in zip(grads, dirs))
+    assert got == pytest.approx(fd, rel=rtol, abs=rtol), (got, fd)
+
+
+CA = well((2, 3, 3)) + 0.3j * well((2, 3, 3))
+CH = (lambda x: x @ np.swapaxes(x, -1, -2).conj() + 3 * np.eye(3))(crandn(2, 3, 3))
+
+COMPLEX_CASES = {
+    "solve": (L.solve, np.linalg.solve, [CA, crandn(2, 3, 2)]),
+    "inv": (L.inv, np.linalg.inv, [CA]),
+    "det": (L.det, np.linalg.det, [CA]),
+    "slogdet": (lambda a: tuple(L.slogdet(a)), np.linalg.slogdet, [CA]),
+    "cholesky": (L.cholesky, np.linalg.cholesky, [CH]),
+    "cholesky_upper": (lambda a: L.cholesky(a, upper=True),
+                       lambda a: np.linalg.cholesky(a, upper=True), [CH]),
+    "eigh": (lambda a: tuple(L.eigh(a)), _eigh_ref, [CH + np.diag([0.0, 1.5, 3.0])]),
+    "svd": (lambda a: tuple(L.svd(a, full_matrices=False)), _svd_ref, [crandn(4, 3)]),
+    "svd_wide": (lambda a: tuple(L.svd(a, full_matrices=False)), _svd_ref, [crandn(2, 2, 4)]),
+    "qr": (lambda a: tuple(L.qr(a)), np.linalg.qr, [crandn(2, 4, 3)]),
+    "qr_wide": (lambda a: tuple(L.qr(a)), np.linalg.qr, [crandn(2, 3)]),
+    "pinv": (L.pinv, np.linalg.pinv, [crandn(4, 3)]),
+    "lstsq": (lambda a, b: L.lstsq(a, b)[:2], lambda a, b: np.linalg.lstsq(a, b)[:2],
+              [crandn(4, 2), crandn(4)]),
+    "norm_fro": (L.norm, np.linalg.norm, [crandn(3, 4)]),
+    "norm_nuc": (lambda a: L.norm(a, "nuc"), lambda a: np.linalg.norm(a, "nuc"), [crandn(3, 4)]),
+    "norm_1": (lambda a: L.norm(a, 1, axis=-1), lambda a: np.linalg.norm(a, 1, axis=-1),
+               [crandn(3, 4)]),
+    "expm": (L.expm, sl.expm, [0.5 * crandn(3, 3)]),
+    "sqrtm": (L.sqrtm, sl.sqrtm, [CH[0]]),
+    "solve_triangular_C": (lambda a, b: L.solve_triangular(a, b, trans="C", lower=True),
+                           lambda a, b: sl.solve_triangular(a, b, trans="C", lower=True),
+                           [CA[0] + 3 * np.eye(3), crandn(3, 2)]),
+    "lu_solve": (lambda a, b: L.lu_solve(L.lu_factor(a), b, trans=2),
+                 lambda a, b: sl.lu_solve(sl.lu_factor(a), b, trans=2), [CA[0], crandn(3)]),
+    "cho_solve": (lambda a, b: L.cho_solve(L.cho_factor(a), b),
+                  lambda a, b: sl.cho_solve(sl.cho_factor(a), b), [CH[1], crandn(3, 2)]),
+    "eig": (lambda a: tuple(L.eig(a)), _eig_ref, [crandn(2, 3, 3)]),
+    "solve_sylvester": (L.solve_sylvester, sl.solve_sylvester,
+                        [CA[0] + 3 * np.eye(3), CA[1] + 3 * np.eye(3), crandn(3, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPLEX_CASES))
+def test_complex_inputs_against_numpy_and_central_differences(name):
+    f_ag, f_ref, xs = COMPLEX_CASES[name]
+    check_complex(f_ag, f_ref, xs)
+
+
+@pytest.mark.parametrize("a", [
+    RNG.standard_normal((4, 4)),  # (a complex pair, with probability 0.56)
+    np.array([[0.3, 0.7, 0.1], [-0.7, 0.3, 0.2], [0.0, 0.1, 1.5]]),  # a +- ib and one real
+    # all real (not triangular: LAPACK orders a triangular matrix's eigenvalues otherwise than
+    # its neighbours', so central differences of NumPy's eig would pair different eigenvalues)
+    (lambda p: p @ np.diag([1.0, 2.0, 3.5]) @ np.linalg.inv(p))(well((3, 3))),
+])
+def test_eig_of_real_matrices_is_complex_and_differentiable(a):
+    w, v = L.eig(T(a))
+    assert w.dtype == np.complex128 and v.dtype == np.complex128
+    check_complex(lambda x: tuple(L.eig(x)), _eig_ref, [a])
+    g = ag.grad(lambda x: ag.real(L.eigvals(x) * L.eigvals(x)).sum())(T(a))
+    assert g.dtype == np.float64  # a real input's gradient is real (the convention)
+
+
+def test_complex_gradients_are_conjugates_of_pytorchs():
+    """For a real loss, ag's gradient is dL/dx - i dL/dy (JAX's), PyTorch's its conjugate."""
+    torch = _torch()
+    a, b = CA[0], crandn(3)
+    cases = [
+        (lambda x: ag.real(L.det(x) * ag.conj(L.det(x))), lambda x: torch.linalg.det(x).abs() ** 2),
+        (lambda x: (ag.real(L.inv(x)) ** 2).sum(), lambda x: (torch.linalg.inv(x).real ** 2).sum()),
+        (lambda x: L.slogdet(x)[1], lambda x: torch.linalg.slogdet(x)[1]),
+        (lambda x: L.norm(x, "nuc"), lambda x: torch.linalg.matrix_norm(x, "nuc")),
+        (lambda x: (ag.imag(L.solve(x, T(b))) ** 2).sum(),
+         lambda x: (torch.linalg.solve(x, torch.from_numpy(b)).imag ** 2).sum()),
+        (lambda x: (L.eigvalsh(x + ag.conj(x).swapaxes(-1, -2)) ** 3).sum(),
+         lambda x: (torch.linalg.eigvalsh(x + x.mH) ** 3).sum()),
+        (lambda x: (ag.real(L.qr(x)[1]) ** 2).sum(),
+         lambda x: (torch.linalg.qr(x)[1].real ** 2).sum()),
+        (lambda x: (ag.real(L.eigvals(x)) ** 2).sum(),
+         lambda x: (torch.linalg.eigvals(x).real ** 2).sum()),
+    ]
+    for f_ag, f_t in cases:
+        g = ag.grad(f_ag)(T(a)).numpy()
+        x = torch.tensor(a, requires_grad=True)
+        f_t(x).backward()
+        np.testing.assert_allclose(g, np.conj(x.grad.numpy()), rtol=1e-8, atol=1e-10)
