@@ -299,10 +299,11 @@ def _uplo(UPLO, op):  # noqa: N803
 
 def eigh(a, UPLO="L"):  # noqa: N803
     """Eigenvalues (ascending) and eigenvectors of a Hermitian a (..., n, n) (numpy.linalg.eigh,
-    as its EighResult): only the lower (UPLO='L') or upper triangle is read. The eigenvector
-    derivative is undefined where eigenvalues repeat: a gradient through eigenvectors that
-    couples two equal eigenvalues is NaN (as JAX's); eigenvalue-only functions keep finite
-    gradients."""
+    as its EighResult): only the lower (UPLO='L') or upper triangle is read. Each eigenvector's
+    largest-magnitude entry is real and positive, so the eigenvectors are NumPy's up to a sign
+    (phase) each, the same on CPU and GPU, and continuous in a. The eigenvector derivative
+    is undefined where eigenvalues repeat: a gradient through eigenvectors that couples two
+    equal eigenvalues is NaN (as JAX's); eigenvalue-only functions keep finite gradients."""
     a = _matrix(a, "eigh", square=True)
     n = a.shape[-1]
     out = apply(_dec.Eigh, a, lower=_uplo(UPLO, "eigh"))
@@ -355,12 +356,14 @@ def _herm_lower(a):
 
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     """U, S, Vh with a = U diag(S) Vh (numpy.linalg.svd, as its SVDResult; S alone with
-    compute_uv=False). Differentiable with full_matrices=False (or square a): with
+    compute_uv=False). Each pair (u_j, v_j) is scaled so that v_j's largest-magnitude entry is
+    real and positive: NumPy's up to a sign (phase) per pair, the same on CPU and GPU.
+    Differentiable with full_matrices=False (or square a): with
     full_matrices=True and m != n the extra singular vectors are not unique, and the gradient
     raises ArgumentError. Singular-vector derivatives are undefined where singular values
     repeat (NaN where a cotangent couples them, as JAX's); S alone has finite gradients.
     hermitian=True factors the Hermitian matrix of a's lower triangle (the triangle NumPy's
-    eigh-based path reads); its singular vectors may differ from NumPy's in sign."""
+    eigh-based path reads)."""
     a = _matrix(a, "svd")
     full = _check_bool(full_matrices, "svd", "full_matrices")
     if _check_bool(hermitian, "svd", "hermitian"):

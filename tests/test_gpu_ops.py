@@ -20,6 +20,11 @@ SAMPLED = sorted(n for n, op in REGISTRY.items() if op.sample is not None)
 RANDOM = {"dropout"}  # CPU and GPU draw different numbers for one seed (see ops/random.py)
 # ops whose function cupyx.scipy.special (CuPy 14.2) lacks: a DeviceError on the GPU
 CPU_ONLY = {"iv", "ive", "jn"}
+# and cupyx.scipy.linalg (read in CuPy's sources, 2026-12-07: no sqrtm, no solve_sylvester)
+CPU_ONLY |= {"sqrtm", "solve_sylvester"}
+# ops whose CuPy routine itself reads a value on the host (CuPy's sources, 2026-12-07)
+HOST_SYNC = {"lu_factor": "cupyx.scipy.linalg.lu_factor reads getrf's status (dev_info)",
+             "expm": "cupyx.scipy.linalg.expm chooses its scaling from the norm on the host"}
 FAST = settings(max_examples=3, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
 
@@ -63,7 +68,7 @@ def test_op_on_gpu_matches_numpy(name, data):
     inputs, params = op.sample(data.draw)
     inputs = list(inputs)
     if name in CPU_ONLY:
-        with pytest.raises(ag.DeviceError, match=f"{name}: cupyx.scipy.special has no"):
+        with pytest.raises(ag.DeviceError, match=f"{name}: cupyx.scipy.(special|linalg) has no"):
             _run(op, inputs, params, "cuda:0")
         return
     _, yc = _run(op, inputs, params, "cpu")
@@ -146,6 +151,8 @@ def test_op_makes_no_host_synchronisation(name, data):
                     tape.gradient(y, diff, output_gradients=u, unconnected_gradients="zero")
         except cupyx.DeviceSynchronized as exc:
             if name in ("getitem", "scatter_add") and _has_mask(inputs, params):
+                return
+            if name in HOST_SYNC:  # (documented in the op's docstring)
                 return
             raise AssertionError(f"{name}: the GPU path synchronises with the host ({exc})") \
                 from exc

@@ -82,6 +82,32 @@ def check_grad(f_ag, f_ref, xs, rtol=1e-5):
     return [g.numpy() for g in grads]
 
 
+def _phased(v):
+    """NumPy's vectors with the sign (phase) ag fixes (largest-modulus entry real and
+    positive), so that values and central differences of NumPy follow ag's outputs."""
+    from autograd_gpu.ops.decompositions import fix_phase
+
+    return v * fix_phase(np, v)
+
+
+def _eigh_ref(a, uplo="L"):
+    w, v = np.linalg.eigh(a, uplo)
+    return w, _phased(v)
+
+
+def _eig_ref(a):
+    w, v = np.linalg.eig(a)
+    return w.astype(complex), _phased(v.astype(complex))
+
+
+def _svd_ref(a, full_matrices=False):
+    from autograd_gpu.ops.decompositions import fix_phase
+
+    u, s, vh = np.linalg.svd(a, full_matrices=full_matrices)
+    c = fix_phase(np, np.swapaxes(vh, -1, -2).conj())
+    return u * c, s, vh * np.swapaxes(c, -1, -2).conj()
+
+
 # ---- values and gradients against NumPy / SciPy -------------------------------------------
 
 A3 = well((3, 3))
@@ -101,15 +127,15 @@ CASES = {
     "cholesky": (L.cholesky, np.linalg.cholesky, [SB]),
     "cholesky_upper": (lambda a: L.cholesky(a, upper=True),
                        lambda a: np.linalg.cholesky(a, upper=True), [S4]),
-    "eigh": (lambda a: tuple(L.eigh(a)), np.linalg.eigh, [sep_sym((2, 4, 4))]),
-    "eigh_upper": (lambda a: tuple(L.eigh(a, UPLO="U")), lambda a: np.linalg.eigh(a, "U"),
+    "eigh": (lambda a: tuple(L.eigh(a)), _eigh_ref, [sep_sym((2, 4, 4))]),
+    "eigh_upper": (lambda a: tuple(L.eigh(a, UPLO="U")), lambda a: _eigh_ref(a, "U"),
                    [sep_sym((3, 3)) + np.tril(RNG.standard_normal((3, 3)), -1)]),
     "eigvalsh": (L.eigvalsh, np.linalg.eigvalsh, [sep_sym((4, 4))]),
-    "svd_tall": (lambda a: tuple(L.svd(a, full_matrices=False)),
-                 lambda a: np.linalg.svd(a, full_matrices=False), [sep_svd(5, 3, (2,))]),
-    "svd_wide": (lambda a: tuple(L.svd(a, full_matrices=False)),
-                 lambda a: np.linalg.svd(a, full_matrices=False), [sep_svd(2, 4)]),
-    "svd_square_full": (lambda a: tuple(L.svd(a)), np.linalg.svd, [sep_svd(3, 3)]),
+    "svd_tall": (lambda a: tuple(L.svd(a, full_matrices=False)), _svd_ref,
+                 [sep_svd(5, 3, (2,))]),
+    "svd_wide": (lambda a: tuple(L.svd(a, full_matrices=False)), _svd_ref, [sep_svd(2, 4)]),
+    "svd_square_full": (lambda a: tuple(L.svd(a)), lambda a: _svd_ref(a, True),
+                        [sep_svd(3, 3)]),
     "svdvals": (L.svdvals, np.linalg.svdvals, [sep_svd(4, 3, (2,))]),
     "svd_no_uv": (lambda a: L.svd(a, compute_uv=False),
                   lambda a: np.linalg.svd(a, compute_uv=False), [sep_svd(3, 5)]),
@@ -329,8 +355,7 @@ def test_eigenvector_gradients_coupling_repeated_eigenvalues_are_nan_as_jax():
     assert np.isnan(g.numpy()).all()
     # the eigenvector of the simple eigenvalue does not couple the pair: finite and right
     a = _degenerate_sym()
-    check_grad(lambda x: L.eigh(x).eigenvectors[:, 2] ** 2,
-               lambda x: np.linalg.eigh(x)[1][:, 2] ** 2, [a])
+    check_grad(lambda x: L.eigh(x).eigenvectors[:, 2], lambda x: _eigh_ref(x)[1][:, 2], [a])
 
 
 def test_singular_value_gradients_stay_finite_at_repeated_singular_values():
@@ -500,8 +525,9 @@ def test_bad_arguments_raise_argument_error(call, match):
 
 def test_non_unique_factors_compute_but_refuse_gradients():
     a = RNG.standard_normal((4, 2))
-    u, s, vh = L.svd(T(a))  # full_matrices=True: NumPy's values
-    np.testing.assert_allclose(u.numpy(), np.linalg.svd(a)[0])
+    u, s, vh = L.svd(T(a))  # full_matrices=True: NumPy's values (the first k up to sign)
+    np.testing.assert_allclose((u[:, :2] * s) @ vh[:2], a, atol=1e-12)
+    np.testing.assert_allclose(np.abs(u.numpy()[:, :2]), np.abs(np.linalg.svd(a)[0][:, :2]))
     with pytest.raises(ag.ArgumentError, match="full_matrices=True with m != n"):
         ag.grad(lambda x: L.svd(x)[0].sum())(T(a))
     q, r = L.qr(T(a), mode="complete")
@@ -540,32 +566,6 @@ def test_numpy_linalg_calls_on_tensors_are_differentiable():
 
 def crandn(*shape):
     return RNG.standard_normal(shape) + 1j * RNG.standard_normal(shape)
-
-
-def _phased(v):
-    """NumPy's complex vectors with the phase ag fixes (largest-modulus entry real and
-    positive), so that central differences of NumPy follow ag's outputs."""
-    from autograd_gpu.ops.decompositions import fix_phase
-
-    return v * fix_phase(np, v)
-
-
-def _eigh_ref(a):
-    w, v = np.linalg.eigh(a)
-    return w, _phased(v)
-
-
-def _eig_ref(a):
-    w, v = np.linalg.eig(a)
-    return w.astype(complex), _phased(v.astype(complex))
-
-
-def _svd_ref(a):
-    from autograd_gpu.ops.decompositions import fix_phase
-
-    u, s, vh = np.linalg.svd(a, full_matrices=False)
-    c = fix_phase(np, np.swapaxes(vh, -1, -2).conj())
-    return u * c, s, vh * np.swapaxes(c, -1, -2).conj()
 
 
 def check_complex(f_ag, f_ref, xs, rtol=1e-5):

@@ -244,6 +244,11 @@ def _square(r, n=3, batch=()):
     return _pos(r, batch + (n, n)) + 2.0 * np.eye(n)
 
 
+def _rotation(r):
+    """A real 3 x 3 matrix with eigenvalues near 0.3 +- 0.7i and 1.5."""
+    return np.array([[0.3, 0.7, 0.1], [-0.7, 0.3, 0.2], [0.0, 0.1, 1.5]]) + 0.1 * _pos(r, (3, 3))
+
+
 def _spd(r, n=3):
     x = _pos(r, (n, n))
     return x @ x.T + np.eye(n)
@@ -256,9 +261,12 @@ _FUNCTION_CASES.update({
     "numpy.linalg.slogdet": (lambda r: [_square(r)], lambda f, x: f(x)),
     "numpy.linalg.inv": (lambda r: [_square(r)], lambda f, x: f(x)),
     "numpy.linalg.solve": (lambda r: [_square(r), _pos(r, (3,))], lambda f, x, y: f(x, y)),
-    "numpy.linalg.eigh": (lambda r: [_spd(r)], lambda f, x: f(x, "U")),
+    # (eigenvectors and singular vectors squared: ag fixes their signs, NumPy's LAPACK not)
+    "numpy.linalg.eigh": (lambda r: [_spd(r)],
+                          lambda f, x: (lambda w, v: (w, v * v))(*f(x, "U"))),
     "numpy.linalg.eigvalsh": (lambda r: [_spd(r)], lambda f, x: f(x)),
-    "numpy.linalg.svd": (lambda r: [_pos(r, (4, 3))], lambda f, x: f(x, full_matrices=False)),
+    "numpy.linalg.svd": (lambda r: [_pos(r, (4, 3))], lambda f, x: (
+        lambda u, s, vh: (u * u, s, vh * vh))(*f(x, full_matrices=False))),
     "numpy.linalg.svdvals": (lambda r: [_pos(r, (3, 4))], lambda f, x: f(x)),
     "numpy.linalg.qr": (lambda r: [_pos(r, (4, 3))], lambda f, x: f(x)),
     "numpy.linalg.pinv": (lambda r: [_pos(r, (4, 3))], lambda f, x: f(x)),
@@ -268,6 +276,10 @@ _FUNCTION_CASES.update({
     "numpy.linalg.multi_dot": (lambda r: [_pos(r, (3,)), _pos(r, (3, 4)), _pos(r, (4, 2))],
                                lambda f, x, y, z: f([x, y, z])),
     "numpy.linalg.norm": (lambda r: [_pos(r, (3, 4))], lambda f, x: f(x, "nuc")),
+    # (a complex pair, so that NumPy's results are complex too, as ag's always are)
+    "numpy.linalg.eig": (lambda r: [_rotation(r)], lambda f, x: (lambda w, v: (
+        np.real(w), np.imag(w), np.real(v * np.conj(v))))(*f(x))),
+    "numpy.linalg.eigvals": (lambda r: [_rotation(r)], lambda f, x: f(x)),
 })
 
 

@@ -40,7 +40,7 @@ from ._linalg_util import (
     unpack,
 )
 from .registry import defop
-from .solves import _real_dtype, _rng, batch_shape, spd
+from .solves import _real_dtype, _rng, batch_shape, scipy_linalg, spd
 
 __all__ = ["Cholesky", "Eigh", "Svd", "Qr"]
 
@@ -90,17 +90,19 @@ class Cholesky:
         return (a + (1 - np.tri(n)) * rng.uniform(-3, 3, a.shape),), {}
 
 
-# ---- the phase of complex singular vectors and eigenvectors ---------------------------------
+# ---- the phase (sign) of eigenvectors and singular vectors ----------------------------------
 #
-# A complex eigenvector (singular vector pair) is determined up to a unit factor. LAPACK's
-# choice follows from its algorithm, not from a rule a derivative can follow (zheevd's, zgesdd's),
-# or is discontinuous (zgeev and dgeev make the largest entry real, with a sign that flips when
-# an intermediate quantity crosses zero: central differences of NumPy's eig jump by 1.3 at a
-# random 4 x 4 real matrix), so the forwards fix it: each column's entry of largest modulus
-# (index k_j) is made real and positive. The tangents get the matching term i v_j theta_j,
-# theta_j = -Im(dv[k_j, j]) / v[k_j, j], which keeps that entry real; the cotangent rules get
-# its transpose. Real eigenvectors of real symmetric matrices (eigh, svd) keep LAPACK's signs,
-# NumPy's values: their derivative does not depend on the sign.
+# An eigenvector (a singular vector pair) is determined up to a unit factor: a sign for real
+# ones, a phase for complex ones. LAPACK's choice follows from its algorithm, not from a rule a
+# derivative can follow (zheevd's, zgesdd's phases), it can flip under an arbitrarily small
+# change of the matrix (zgeev and dgeev make the largest entry real, with a sign that flips when
+# an intermediate quantity crosses zero: central differences of NumPy's eig jumped by 1.3 at a
+# random 4 x 4 real matrix), and cuSOLVER's differs from LAPACK's. So the forwards fix it: each
+# column's entry of largest modulus (index k_j) is made real and positive. The values are
+# NumPy's up to that sign (phase), the same on every backend, and continuous wherever the
+# largest entry is unique. Complex tangents get the matching term i v_j theta_j, theta_j =
+# -Im(dv[k_j, j]) / v[k_j, j], which keeps that entry real (a real sign is locally constant:
+# no term); the cotangent rules get its transpose.
 
 
 def fix_phase(xp, v):
@@ -160,13 +162,12 @@ class Eigh:
     """w, V with S V = V diag(w), w ascending, S the symmetric (Hermitian) matrix of a's lower
     (upper) triangle; packed as (..., n + n*n). With X = V^H dS V: jvp dw = Re diag(X),
     dV = V (F o X), F_ij = 1/(w_j - w_i) off the diagonal; vjp S_bar = conj(V) (diag(w_bar) +
-    F o V^T V_bar) V^T, a_bar its triangle part. Complex eigenvectors: the phase is fixed as
-    described above (the tangent gains i V diag(theta))."""
+    F o V^T V_bar) V^T, a_bar its triangle part. Each eigenvector's largest entry is real and
+    positive (above; complex tangents gain i V diag(theta))."""
 
     def forward(bk, a, *, lower=True):
         w, v = lapack("eigh", bk.xp.linalg.eigh, a, UPLO="L" if lower else "U")
-        if v.dtype.kind == "c":
-            v = v * fix_phase(bk.xp, v)
+        v = v * fix_phase(bk.xp, v)
         out = pack(bk.xp, w, v, core_ndims=(1, 2))
         return out, (out,)
 
@@ -263,18 +264,17 @@ class Svd:
     JAX's svd_jvp), with F_ij = 1/(s_j^2 - s_i^2) and P = U^H da V: ds = Re diag(P);
     dU = U (F o (P S + S P^H) + (P - P^H)/2 o S^{-1}) + (I - U U^H) da V S^{-1};
     dV = V (F o (S P + P^H S)) + (I - V V^H) da^H U S^{-1} (the projections vanish when U, V
-    are square; the (P - P^H)/2 term only for complex a); complex singular vectors get the
-    phase of fix_phase on V's columns. The vjp is the transpose. full_matrices=True is
-    differentiable only for square a."""
+    are square; the (P - P^H)/2 term only for complex a); each pair (u_j, v_j) is scaled so
+    that v_j's largest entry is real and positive (above). The vjp is the transpose.
+    full_matrices=True is differentiable only for square a."""
 
     def forward(bk, a, *, full_matrices=False):
         u, s, vh = lapack("svd", bk.xp.linalg.svd, a, full_matrices=full_matrices)
-        if u.dtype.kind == "c":
-            k = s.shape[-1]
-            ph = fix_phase(bk.xp, bk.xp.swapaxes(vh[..., :k, :], -1, -2).conj())
-            u = bk.xp.concatenate([u[..., :k] * ph, u[..., k:]], axis=-1)
-            vh = bk.xp.concatenate([vh[..., :k, :] * bk.xp.swapaxes(ph, -1, -2).conj(),
-                                    vh[..., k:, :]], axis=-2)
+        k = s.shape[-1]
+        ph = fix_phase(bk.xp, bk.xp.swapaxes(vh[..., :k, :], -1, -2).conj())
+        u = bk.xp.concatenate([u[..., :k] * ph, u[..., k:]], axis=-1)
+        vh = bk.xp.concatenate([vh[..., :k, :] * bk.xp.swapaxes(ph, -1, -2).conj(),
+                                vh[..., k:, :]], axis=-2)
         out = pack(bk.xp, u, s, vh, core_ndims=(2, 1, 2))
         return out, (out, a.shape[-2:])
 
@@ -451,10 +451,11 @@ class Eig:
     dv_j) - i Im(dv_kj) / v_kj (unit norm kept, the largest entry kept real). vjp: with g =
     diag(V^T V_bar), V_raw_bar = V_bar - conj(V) Re(g) - i Im(g_j)/v_kj at (k_j, j), X_bar =
     diag(w_bar) + F o V^T V_raw_bar, a_bar = V^{-T} X_bar V^T (a solve). Eigenvector
-    derivatives are undefined where eigenvalues repeat (NaN where a cotangent couples them)."""
+    derivatives are undefined where eigenvalues repeat (NaN where a cotangent couples them).
+    A CuPy without cupy.linalg.eig (it came with cuSOLVER's geev) raises DeviceError."""
 
     def forward(bk, a):
-        w, v = lapack("eig", bk.xp.linalg.eig, a)
+        w, v = lapack("eig", scipy_linalg(bk, "eig", "eig", bk.xp.linalg), a)
         ct = (a.real if a.dtype.kind == "c" else a).dtype.char.upper()  # f -> F, d -> D
         w, v = w.astype(ct), v.astype(ct)
         v = v * fix_phase(bk.xp, v)

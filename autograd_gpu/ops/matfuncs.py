@@ -100,7 +100,9 @@ def _frechet(F, a, e):
 @defop("expm", cost=_mm_cost(30), saves=("a",), complex_ok=True, batch="leading")
 class Expm:
     """y = expm(a) (SciPy's, Pade approximation with scaling and squaring). jvp: L(a, da), the
-    upper-right block of expm([[a, da], [0, a]]); vjp: L(a^T, g)."""
+    upper-right block of expm([[a, da], [0, a]]); vjp: L(a^T, g). On CuPy, cupyx's expm
+    chooses its scaling from the norm on the host (a synchronisation per matrix), takes one
+    matrix at a time, and (CuPy 14's sources) handles real matrices only."""
 
     def forward(bk, a):
         fn = bk.scipy.linalg.expm

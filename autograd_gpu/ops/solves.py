@@ -281,14 +281,16 @@ class Slogdet:
 # ---- LU factorisation -----------------------------------------------------------------------
 
 
-def scipy_linalg(bk, name, op):
-    """bk.scipy.linalg.<name>, or a DeviceError saying that this backend's SciPy lacks it."""
+def scipy_linalg(bk, name, op, module=None):
+    """bk.scipy.linalg.<name> (or <module>.<name>), or a DeviceError saying that this backend
+    lacks it (cupyx.scipy.linalg has no sqrtm or solve_sylvester; older CuPy has no eig)."""
     from ..errors import DeviceError
 
-    fn = getattr(bk.scipy.linalg, name, None)
+    mod = bk.scipy.linalg if module is None else module
+    fn = getattr(mod, name, None)
     if fn is None:
-        raise DeviceError(f"{op}: {bk.scipy.__name__}.linalg has no {name} on {bk.device}; "
-                          f"compute it on the CPU (move the tensor with .to('cpu'))")
+        raise DeviceError(f"{op}: {mod.__name__} has no {name} on {bk.device}; compute it on "
+                          f"the CPU (move the tensor with .to('cpu'))")
     return fn
 
 
@@ -335,7 +337,8 @@ class LuFactor:
     travel as floats (exact) in an extra last row: output (..., n + 1, n). The pivots are
     piecewise constant (derivative 0). With X = L^{-1} (da)[p] U^{-1}: jvp dlu = L tril(X, -1)
     + triu(X) U; vjp X_bar = tril(L^T lu_bar, -1) + triu(lu_bar U^T), a_bar[p] = L^{-T} X_bar
-    U^{-T} (triangular solves)."""
+    U^{-T} (triangular solves). On CuPy, cupyx's lu_factor reads getrf's status on the host
+    (a synchronisation per matrix) and factors one matrix at a time."""
 
     def forward(bk, a):
         fn = bk.scipy.linalg.lu_factor
