@@ -161,7 +161,7 @@ class GraphedStep:
         cp = _cupy()
         ts, sig = self._signature(args, kwargs)
         for t in ts:
-            if t._bk.name != "cupy":
+            if not t._bk.graph_capture:
                 raise DeviceError(
                     f"ag.cuda.graphed: inputs must live on a GPU, got one on {t.device}")
         # Private copies of the inputs: the graph reads from these on every replay.

@@ -537,8 +537,9 @@ def _other_device_tensor(values):
     from autograd_gpu.backend.base import Device
     from autograd_gpu.backend.numpy_backend import NumpyBackend
 
-    class OtherDevice(NumpyBackend):
+    class OtherDevice(NumpyBackend):  # a device whose arrays are not host arrays
         name = "other-device"
+        is_host = False
 
         def __init__(self):
             super().__init__()

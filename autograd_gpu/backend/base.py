@@ -54,7 +54,10 @@ class Device:
 class Backend(Protocol):
     """What an op rule may rely on. ``numpy_backend.NumpyBackend`` is the reference."""
 
-    name: str  # "numpy" or "cupy"
+    name: str  # "numpy" or "cupy": for messages and reports, never for a branch in an op
+    is_host: bool  # arrays live in host memory (reading values costs no transfer)
+    deterministic_scatter: bool  # scatter_add sums repeated indices in a fixed order
+    graph_capture: bool  # launches can be captured in a CUDA graph
     xp: Any  # the array module
     device: Device
 

@@ -101,8 +101,15 @@ def _bf16():
     return bfloat16
 
 
+# CURAND_RNG_PSEUDO_PHILOX4_32_10 in curand.h (when cupy.cuda.curand does not name it)
+_CURAND_PHILOX = 161
+
+
 class CupyBackend:
-    name = "cupy"
+    name = "cupy"  # (for messages and reports; code asks the capability flags below)
+    is_host = False  # device arrays: reading a value synchronises and copies
+    deterministic_scatter = False  # scatter_add uses atomics (deterministic_scatter_add sorts)
+    graph_capture = True  # launches can be captured in a CUDA graph (ag.cuda.graphed)
 
     def __init__(self, index: int = 0):
         ok, reason = cupy_status()
@@ -273,6 +280,13 @@ class CupyBackend:
     def asarray(self, obj, dtype=None):
         with self.xp.cuda.Device(self.index):
             return self.xp.asarray(obj, dtype=dtype)
+
+    def uniform(self, seed: int, shape):
+        """float32 U[0, 1) numbers from cuRAND's Philox4x32-10 seeded with ``seed``."""
+        xp = self.xp
+        curand = getattr(xp.cuda, "curand", None)
+        method = getattr(curand, "CURAND_RNG_PSEUDO_PHILOX4_32_10", _CURAND_PHILOX)
+        return xp.random.RandomState(seed, method=method).random_sample(shape, dtype=xp.float32)
 
     @staticmethod
     def sweep_scope():

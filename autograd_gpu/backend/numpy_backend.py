@@ -31,7 +31,10 @@ _UNARY = {n: getattr(np, n) for n in ("negative", "exp", "expm1", "log", "log1p"
 
 
 class NumpyBackend:
-    name = "numpy"
+    name = "numpy"  # (for messages and reports; code asks the capability flags below)
+    is_host = True  # arrays live in host memory: reading their values costs no transfer
+    deterministic_scatter = True  # scatter_add (np.add.at) sums in a fixed order
+    graph_capture = False  # no CUDA graphs
     xp = np
     matmul = staticmethod(np.matmul)
     sum = staticmethod(np.sum)
@@ -55,6 +58,11 @@ class NumpyBackend:
         import scipy.stats  # noqa: F401  (the submodules are attributes once imported)
 
         return scipy
+
+    @staticmethod
+    def uniform(seed: int, shape):
+        """float32 U[0, 1) numbers from NumPy's counter-based Philox keyed by ``seed``."""
+        return np.random.Generator(np.random.Philox(key=seed)).random(shape, dtype=np.float32)
 
     @staticmethod
     def sweep_scope():

@@ -57,7 +57,7 @@ def as_tensor(x, like: Tensor | None = None, name: str = "x", op: str = "op"):
         return Tensor.from_array(x, device=dev)
     mod = type(x).__module__
     if mod.startswith(("numpy", "cupy")):
-        if like is not None and mod.startswith("numpy") and like._bk.name == "numpy":
+        if like is not None and mod.startswith("numpy") and like._bk.is_host:
             return (
                 Tensor(x, like._bk)
                 if type(x).__name__ == "ndarray"

@@ -707,7 +707,7 @@ class Embedding:
 
 @defop("embedding_grad", params=("num",),
        cost=lambda out, g, idx, **p: float(g.size + out.size),
-       deterministic=lambda bk, params: bk.name == "numpy"
+       deterministic=lambda bk, params: bk.deterministic_scatter
        or hasattr(bk, "deterministic_scatter_add"), saves=("indices",))
 class EmbeddingGrad:
     """w[..., v, :] = sum_{k: indices[k] == v} g[..., *k, :] for v < num (a segment sum; repeated
@@ -736,7 +736,7 @@ class EmbeddingGrad:
         rows = xp.ascontiguousarray(xp.moveaxis(g.reshape(nb, m, d), 1, 0))  # (m, nb, d)
         out = xp.zeros((num, nb, d), dtype=g.dtype)
         scatter = bk.scatter_add  # atomics on a GPU
-        if bk.name != "numpy" and deterministic_requested():
+        if not bk.deterministic_scatter and deterministic_requested():
             scatter = getattr(bk, "deterministic_scatter_add", scatter)  # (WARN mode if absent)
         scatter(out, indices.reshape(m), rows)
         out = xp.moveaxis(out, 1, 0).reshape(lead + (num, d))
@@ -942,7 +942,7 @@ def embedding(indices, weight):
         raise DTypeError(f"{op}: argument 'indices' expected an integer dtype, "
                          f"got {indices.dtype}")
     v = weight.shape[0]
-    if indices._bk.name == "numpy" and indices.size:  # a bounds check costs a sync on a GPU
+    if indices._bk.is_host and indices.size:  # (a bounds check would cost a sync on a GPU)
         xp = indices._bk.xp
         vals = check_values(indices)
         lo, hi = int(xp.min(vals)), int(xp.max(vals))

@@ -483,29 +483,8 @@ class Sigmoid:
     sample = _unary_sample(-4.0, 4.0)
 
 
-def _erf_numpy():
-    try:
-        from scipy.special import erf
-
-        return erf
-    except ImportError:
-        import numpy as np
-
-        return np.frompyfunc(math.erf, 1, 1)
-
-
-_ERF = {}
-
-
 def _erf(bk, x):
-    fn = _ERF.get(bk.name)
-    if fn is None:
-        if bk.name == "cupy":
-            from cupyx.scipy.special import erf as fn
-        else:
-            fn = _erf_numpy()
-        _ERF[bk.name] = fn
-    out = fn(x)
+    out = bk.scipy.special.erf(x)  # (scipy on the CPU, cupyx.scipy on a GPU)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 

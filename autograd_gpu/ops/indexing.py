@@ -130,7 +130,7 @@ def _index_array(item, bk, op):
             arr = arr.astype(bk.xp.intp)
     else:
         mod = type(item).__module__
-        if mod.startswith("cupy") and bk.name != "cupy":
+        if mod.startswith("cupy") and bk.is_host:
             raise DeviceError(
                 f"{op}: argument 'index' expected index arrays on {bk.device} like x, got "
                 f"{describe(item)} on a GPU"
@@ -388,7 +388,7 @@ def _scatter_deterministic(bk, params):
     # basic indices never repeat an element (plain assignment); index arrays go through
     # bk.scatter_add, which sums floating values in a fixed order on every backend that has
     # deterministic_scatter_add (the CuPy backend's sort-based segment sum)
-    return (bk.name == "numpy" or ARR not in params["index"]
+    return (bk.deterministic_scatter or ARR not in params["index"]
             or hasattr(bk, "deterministic_scatter_add"))
 
 

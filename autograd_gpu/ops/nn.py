@@ -398,7 +398,7 @@ def cross_entropy(logits, target, axis: int = -1, reduction: str = "mean",
                 f"{op}: argument 'target' (integer labels) expected shape {lshape} (logits "
                 f"{x.shape} without axis {ax}), got {t.shape}"
             )
-        if t.size and t._bk.name == "numpy":
+        if t.size and t._bk.is_host:
             # free on the CPU; on a GPU this would be a host sync per call, so there the
             # primitive marks such examples with a NaN loss instead
             vals = check_values(t)

@@ -609,8 +609,8 @@ def _raw(values, qual, allow_mixed=False):
     """Tensors replaced by their arrays; (values, xp). NumPy arrays next to GPU tensors raise
     DeviceError (no silent copies) unless ``allow_mixed``: then xp is None."""
     gpu = next((v._bk for v in _flat(values) if isinstance(v, Tensor)
-                and v._bk.name != "numpy"), None)
-    has_host = any(isinstance(v, np.ndarray) or isinstance(v, Tensor) and v._bk.name == "numpy"
+                and not v._bk.is_host), None)
+    has_host = any(isinstance(v, np.ndarray) or isinstance(v, Tensor) and v._bk.is_host
                    for v in _flat(values))
     if gpu is not None and has_host:
         if allow_mixed:

@@ -119,20 +119,11 @@ def set_rng_state(state) -> None:
         _STREAM.key, _STREAM.counter, _STREAM.per_op = key, counter, per_op
 
 
-# CURAND_RNG_PSEUDO_PHILOX4_32_10 in curand.h
-_CURAND_PHILOX = 161
-
 
 def uniform_array(bk, seed: int, shape):
-    """float32 array of U[0, 1) numbers, a pure function of (seed, shape, backend)."""
-    xp = bk.xp
-    if bk.name == "numpy":
-        gen = xp.random.Generator(xp.random.Philox(key=seed))
-        return gen.random(shape, dtype=xp.float32)
-    curand = getattr(xp.cuda, "curand", None)
-    method = getattr(curand, "CURAND_RNG_PSEUDO_PHILOX4_32_10", _CURAND_PHILOX)
-    rs = xp.random.RandomState(seed, method=method)
-    return rs.random_sample(shape, dtype=xp.float32)
+    """float32 array of U[0, 1) numbers, a pure function of (seed, shape, backend): the
+    backend's counter-based Philox stream (NumpyBackend.uniform, CupyBackend.uniform)."""
+    return bk.uniform(seed, shape)
 
 
 def _dropout_mask(bk, seed, shape, p, dtype):

@@ -200,7 +200,7 @@ class PerformanceBenchmark:
         self.config = config if config is not None else BenchmarkConfig()
         self.device = str(Device(self.config.device or default_device()))
         self._bk = backend_for(self.device)
-        self._gpu = self._bk.name == "cupy"
+        self._gpu = not self._bk.is_host
         self._open: dict[str, _Open] = {}
         self._samples: dict[str, list[float]] = {}
         self._peaks: dict[str, float] = {}
