@@ -8,7 +8,8 @@ Strategies (``CheckpointStrategy``; strings such as ``"block"`` are accepted):
 * NONE: keep everything (no bookkeeping at all).
 * SELECTIVE: keep what expensive ops (matmul, conv) save, replay the cheap ops.
 * BLOCK: keep every ``checkpoint_every_n``-th op's saved values, replay a segment at a time.
-* FULL: keep only the inputs; the first restore replays the whole recorded forward.
+* FULL: keep only the tape's inputs; each restore replays from them and rebuilds that node only
+  (the least memory: the sweep's working set; n^2 / 2 replays on a chain).
 * AUTO: keep peak activation memory under ``memory_budget_mb`` at little recomputation,
   planned as the forward goes, and for a chain from the previous step by the exact DP.
 

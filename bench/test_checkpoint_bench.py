@@ -249,12 +249,16 @@ def test_checkpoint_strategy(benchmark, model, name):
                                 saved_pct=100.0 * (1 - act / none_act))
     if name.startswith("auto"):
         assert act <= cfg.memory_budget_mb  # the budget holds (measured, not estimated)
+        assert "full" not in RESULTS or RESULTS["full"]["act_mb"] <= act  # FULL: the least
         if name == "auto_30pct":  # greedy segments: each recorded op replayed at most once
             assert 0 < step.stats["replayed_ops"] <= step.stats["recorded"]
     elif name.startswith("block"):
         assert act < 0.75 * none_act
     elif name == "selective":  # every tanh output is a matmul's saved input: nothing to gain,
         assert act < 1.1 * none_act  # and nothing held on top (it held 2x NONE before)
+    elif name == "full":  # the least memory: the batch and the sweep's working set (5 units)
+        assert act <= 0.12 * none_act
+        assert all(act <= r["act_mb"] for r in RESULTS.values())  # the strategies before it
 
 
 def _torch_steps():
