@@ -236,6 +236,12 @@ _FUNCTION_CASES = {
     "numpy.transpose": (lambda r: [_pos(r, (2, 3, 4))], lambda f, x: f(x, (1, 2, 0))),
     "numpy.where": (lambda r: [_pos(r, (2, 3)), _pos(r, (2, 3))],
                     lambda f, x, y: f(x > 0.5, x, y)),
+    # the elementwise and array functions of ops/elementwise_more.py and ops/arrays.py
+    "numpy.angle": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x, deg=True)),
+    "numpy.imag": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x)),
+    "numpy.nan_to_num": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x, nan=1.0)),
+    "numpy.real": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x)),
+    "numpy.sinc": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x)),
 }
 
 
@@ -394,9 +400,9 @@ def test_ops_added_to_ag_later_are_picked_up_by_name(monkeypatch):
 # ---- refusals -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, nearest", [
-    (lambda t: np.cosh(t), r"numpy\.cosh.*nearest ag op by name is ag\.cos\b"),
+    (lambda t: np.ldexp(t, 2), r"numpy\.ldexp.*nearest ag op by name is ag\.exp\b"),
     (lambda t: np.fmod(t, 2.0), r"numpy\.fmod.*ag\.mod\b"),
-    (lambda t: np.copysign(t, 1.0), r"numpy\.copysign"),
+    (lambda t: np.nextafter(t, 1.0), r"numpy\.nextafter"),
     (lambda t: np.multiply.accumulate(t), r"numpy\.multiply\.accumulate.*ag\.cumprod"),
     (lambda t: np.nanmean(t), r"numpy\.nanmean.*nearest ag op by name is ag\.mean\b"),
     (lambda t: np.linalg.tensorinv(t), r"numpy\.linalg\.tensorinv"),

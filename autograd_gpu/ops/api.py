@@ -73,3 +73,9 @@ for _fam in FAMILIES:
         continue
     for _name in getattr(_mod, "__all__", ()):
         globals()[_name] = getattr(_mod, _name)
+
+# The rest of NumPy's elementwise and array functions (their own modules, each with __all__).
+for _fam in ("elementwise_more",):
+    _mod = importlib.import_module(f"{__package__}.{_fam}")
+    for _name in _mod.__all__:
+        globals()[_name] = getattr(_mod, _name)
