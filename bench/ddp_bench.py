@@ -314,7 +314,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--out", default="ddp_bench.json")
-    ap.add_argument("--port", type=int, default=29517)
+    ap.add_argument("--port", type=int, default=0, help="gloo's rendezvous port (0: a free one)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -323,6 +323,12 @@ def main(argv=None):
                            + os.environ.get("PATH", ""))
     if mpiexec is None:
         raise SystemExit("mpiexec not found: pip install \"autograd_gpu[distributed]\"")
+    if args.port == 0:
+        import socket
+
+        with socket.socket() as sock:  # a port nothing listens on now
+            sock.bind(("127.0.0.1", 0))
+            args.port = sock.getsockname()[1]
     load_start = os.getloadavg()[0]
     out = os.path.abspath(args.out)
     cmd = [mpiexec, "-n", str(args.ranks), sys.executable, os.path.abspath(__file__),
