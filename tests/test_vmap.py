@@ -744,3 +744,32 @@ def test_per_sample_gradients_of_an_embedding_model_equal_a_loop():
         want = ag.grad(loss)(params, ids[b], ys[b])
         for name in params:
             close(got[name][b], want[name].numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_matmul_kernels_for_vmapped_shapes_equal_numpy(dtype):
+    """Matmul's forward computes real outer products ((..., m, 1) @ (..., 1, n), the
+    per-example weight gradients) as a broadcast product (np.matmul's numbers bit for bit) and
+    rows against one matrix broadcast along the batch (a lifted weight) as one GEMM."""
+    from autograd_gpu.ops.linalg import _product
+
+    r = rng(40)
+    bk = T(0.0)._bk
+
+    def arr(*s):
+        a = r.standard_normal(s) + (1j * r.standard_normal(s) if dtype is np.complex128 else 0)
+        return a.astype(dtype)
+
+    for a, b in [(arr(5, 4, 1), arr(5, 1, 3)), (arr(4, 1), arr(1, 3)), (arr(4, 1), arr(5, 1, 3)),
+                 (arr(2, 1, 4, 1), arr(3, 1, 3))]:
+        if dtype is np.complex128:  # (left to BLAS, whose complex products round differently)
+            np.testing.assert_allclose(_product(bk, a, b), np.matmul(a, b), rtol=1e-15)
+        else:
+            np.testing.assert_array_equal(_product(bk, a, b), np.matmul(a, b))
+    W = arr(6, 3)
+    x = arr(5, 1, 6)
+    Wb = np.broadcast_to(W, (5, 6, 3))
+    np.testing.assert_allclose(_product(bk, x, Wb), np.matmul(x, Wb), rtol=1e-5)
+    np.testing.assert_allclose(_product(bk, x[:, :, :3], np.swapaxes(Wb, 1, 2)[:, :3, :]),
+                               np.matmul(x[:, :, :3], np.swapaxes(Wb, 1, 2)[:, :3, :]),
+                               rtol=1e-5)

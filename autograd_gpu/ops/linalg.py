@@ -18,6 +18,30 @@ def _matmul_cost(out, a, b):
     return 2.0 * out.size * k
 
 
+def _product(bk, a, b):
+    """a @ b for arrays, choosing the kernel for two shapes ag.vmap produces:
+
+    - outer products, (..., m, 1) @ (..., 1, n) in a real floating dtype: the per-example weight
+      gradients of vmap(grad). One product per element, the numbers of bk.matmul bit for bit
+      (complex products are left to BLAS, whose fused multiply-adds round differently). A
+      broadcast product instead of a stacked matmul with an inner length of 1: NumPy took 26 ms
+      for (256, 256, 1) @ (256, 1, 256) float32, the product 12 ms (one thread, 2026-12-07);
+    - one row per batch entry against a single matrix broadcast along the batch (stride 0),
+      (B, 1, k) @ (B, k, n): a lifted (per-example) weight in the forward of vmap(grad). One
+      GEMM (B, k) @ (k, n) instead of B GEMVs (the same sums, BLAS's blocking may round
+      differently): 0.34 ms against 0.69 ms at B = k = n = 256.
+    Per-sample gradients of a 64-256-256-10 MLP at batch 256 (bench/test_vmap_bench.py) went
+    from 28.2 ms to 14.2 ms a call with both (best of 15 interleaved rounds)."""
+    if a.ndim >= 2 and b.ndim >= 2:
+        if a.shape[-1] == 1 and b.shape[-2] == 1 and a.dtype == b.dtype and a.dtype.kind == "f":
+            return a * b
+        if (a.ndim == 3 and b.ndim == 3 and a.shape[1] == 1 and a.shape[0] == b.shape[0] > 1
+                and b.strides[0] == 0):
+            B, k, n = a.shape[0], a.shape[2], b.shape[2]
+            return bk.matmul(a.reshape(B, k), b[0]).reshape(B, 1, n)
+    return bk.matmul(a, b)
+
+
 @defop("matmul", cost=_matmul_cost, saves=("a", "b"), complex_ok=True)
 class Matmul:
     """y = a @ b with NumPy's rules: 1-d operands are promoted and the added axis removed;
@@ -54,7 +78,7 @@ class Matmul:
         return y, 0
 
     def forward(bk, a, b):
-        y = bk.matmul(a, b)
+        y = _product(bk, a, b)
         if y.dtype != a.dtype and a.dtype == b.dtype:  # NumPy's bfloat16 matmul gives float32
             y = y.astype(a.dtype)
         return y, (a, b)
