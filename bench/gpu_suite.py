@@ -25,6 +25,11 @@ only that part; the parent writes the JSON after every part):
   host-staged MPI path with two ranks sharing the GPU (``mpiexec -n 2``; gradients against the
   average of each rank's own, step time). NCCL refuses two ranks on one GPU: multi-GPU figures
   wait for a machine with several GPUs.
+* ``per_sample_grads``: per-example gradients (``ag.vmap(ag.grad(loss))`` over
+  ``nn.functional_call``) of an MLP 64-256-256-10, cross-entropy, batch 4,096, float32 without
+  TF32, against ``torch.func.vmap(torch.func.grad(...))`` (target <= 1.1x) and the same
+  gradients written by hand in CuPy; the three agree first (batch 256). The model and the sides
+  are bench/test_vmap_bench.py's (the CPU benchmark).
 
 Times are medians of CUDA-event timings after warm-up; ratios are autograd_gpu / peer.
 """
@@ -47,7 +52,7 @@ ROOT = os.path.dirname(HERE)
 # first (the suite's budget may run out before the last parts)
 PARTS = [("chain", "fp32", 50), ("mlp_fp32", "fp32", 50), ("mlp_tf32", "tf32", 40),
          ("checkpoint", "fp32", 120), ("kernels", "fp32", 40), ("amp_bf16", "fp32", 40),
-         ("distributed", "fp32", 150)]
+         ("distributed", "fp32", 150), ("per_sample_grads", "fp32", 60)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -802,6 +807,54 @@ def dist_worker(out, quick):
 
 
 # ---------------------------------------------------------------------------------------------
+# per-sample gradients (ag.vmap)
+
+
+def part_per_sample_grads(res, quick, precision):
+    import cupy as cp
+    import numpy as np
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from test_vmap_bench import SIZES, by_hand, ours, per_sample_data, torch_func
+
+    def sync():
+        cp.cuda.Device().synchronize()
+
+    # the sides agree first, on a batch small enough to compare on the host
+    small = per_sample_data(256)
+    ref = ours(small, "cuda", sync)[1]()
+    for name, side in (("torch", torch_func(small, "cuda")), ("cupy", by_hand(small, cp))):
+        got = side[1]()
+        res[f"max_abs_diff_vs_{name}"] = float(np.abs(got - ref).max())
+        res[f"agrees_with_{name}"] = bool(np.allclose(got, ref, rtol=2e-4, atol=2e-6))
+    B = 512 if quick else 4096
+    iters = 5 if quick else 20
+    res["shape"] = {"batch": B, "sizes": list(SIZES), "dtype": "float32"}
+    data = per_sample_data(B)
+    step = ours(data, "cuda")[0]
+    res["autograd_gpu_ms"] = time_cupy(step, 3, iters)
+    del step
+    _free()
+    step = by_hand(data, cp)[0]
+    res["cupy_handwritten_ms"] = time_cupy(step, 3, iters)
+    del step
+    _free()
+    step = torch_func(data, "cuda")[0]
+    res["torch_ms"] = time_torch(step, 3, iters)
+    del step
+    _free()
+    res["ratio_vs_torch"] = _ratio(res["autograd_gpu_ms"], res["torch_ms"])
+    res["ratio_vs_cupy"] = _ratio(res["autograd_gpu_ms"], res["cupy_handwritten_ms"])
+    res["target_ratio"] = 1.1
+    res["meets_target"] = res["ratio_vs_torch"] is not None and res["ratio_vs_torch"] <= 1.1
+
+
+# ---------------------------------------------------------------------------------------------
 # driver
 
 _PARTIAL_PATH = None
@@ -821,7 +874,7 @@ def run_child(part, precision, quick, out_path):
     try:
         fn = {"mlp_fp32": part_mlp, "mlp_tf32": part_mlp, "chain": part_chain,
               "kernels": part_kernels, "checkpoint": part_checkpoint, "amp_bf16": part_amp,
-              "distributed": part_distributed}[part]
+              "distributed": part_distributed, "per_sample_grads": part_per_sample_grads}[part]
         fn(res, quick, precision)
         res["ok"] = True
     except Exception as exc:
@@ -968,6 +1021,13 @@ def summary(report) -> str:
                  f"{_fmt(m.get('dp_step_ms'))} ms vs local {_fmt(m.get('local_step_ms'))} ms, "
                  f"error {_fmt(m.get('grad_rel_error_vs_average'), 8)}"
                  + (f"  ERROR {d.get('error')}" if d.get("error") else ""))
+    v = p.get("per_sample_grads", {})
+    lines.append(f"per-sample grads (vmap) batch {v.get('shape', {}).get('batch', '?')}: "
+                 f"autograd_gpu {_fmt(v.get('autograd_gpu_ms'))} ms  torch.func "
+                 f"{_fmt(v.get('torch_ms'))} ms  cupy {_fmt(v.get('cupy_handwritten_ms'))} ms"
+                 f"  ratio {_fmt(v.get('ratio_vs_torch'), 3)} (target 1.1); agree torch "
+                 f"{v.get('agrees_with_torch')} cupy {v.get('agrees_with_cupy')}"
+                 + (f"  ERROR {v.get('error')}" if v.get("error") else ""))
     return "\n".join(lines)
 
 
