@@ -192,6 +192,21 @@ def _ints(v):
 
 # NumPy functions (not ufuncs): inputs and the call, as one would write it with arrays
 _FUNCTION_CASES = {
+    # numpy.fft (ag.fft): complex outputs are compared by value, real ones also differentiated
+    "numpy.fft.fft": (lambda r: [_pos(r, (2, 5))], lambda f, x: f(x, 6, axis=1, norm="ortho")),
+    "numpy.fft.ifft": (lambda r: [_pos(r, (2, 5))], lambda f, x: f(x, axis=0)),
+    "numpy.fft.fft2": (lambda r: [_pos(r, (2, 3, 4))], lambda f, x: f(x, s=(2, 5))),
+    "numpy.fft.ifft2": (lambda r: [_pos(r, (3, 4))], lambda f, x: f(x, norm="forward")),
+    "numpy.fft.fftn": (lambda r: [_pos(r, (2, 3, 4))], lambda f, x: f(x, axes=(0, 2))),
+    "numpy.fft.ifftn": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x, s=(3, 3), axes=(0, 1))),
+    "numpy.fft.rfft": (lambda r: [_pos(r, (2, 5))], lambda f, x: f(x, 7)),
+    "numpy.fft.irfft": (lambda r: [_pos(r, (2, 5))], lambda f, x: f(x, 9, norm="ortho")),
+    "numpy.fft.rfft2": (lambda r: [_pos(r, (3, 4))], lambda f, x: f(x, axes=(1, 0))),
+    "numpy.fft.irfft2": (lambda r: [_pos(r, (3, 4))], lambda f, x: f(x, s=(3, 5))),
+    "numpy.fft.rfftn": (lambda r: [_pos(r, (2, 3, 4))], lambda f, x: f(x, norm="forward")),
+    "numpy.fft.irfftn": (lambda r: [_pos(r, (2, 3, 4))], lambda f, x: f(x, axes=(0, 1))),
+    "numpy.fft.fftshift": (lambda r: [_pos(r, (3, 4))], lambda f, x: f(x, axes=1)),
+    "numpy.fft.ifftshift": (lambda r: [_pos(r, (3, 5))], lambda f, x: f(x)),
     "numpy.all": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x > 0.5, axis=0)),
     "numpy.any": (lambda r: [_pos(r, (2, 3))], lambda f, x: f(x > 0.5, axis=1, keepdims=True)),
     "numpy.amax": (lambda r: [_distinct(r, (2, 3))], lambda f, x: f(x, axis=1)),

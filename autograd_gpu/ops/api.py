@@ -63,7 +63,8 @@ from .elementwise import (  # noqa: F401
 from .linalg import matmul  # noqa: F401
 
 # Families: each defines __all__ with its public functions.
-FAMILIES = ("reduce", "shape", "indexing", "linalg", "nn", "conv", "random", "special")
+FAMILIES = ("reduce", "shape", "indexing", "linalg", "nn", "conv", "random", "special", "fft",
+            "signal")
 for _fam in FAMILIES:
     try:
         _mod = importlib.import_module(f"{__package__}.{_fam}")
