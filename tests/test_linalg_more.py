@@ -673,3 +673,16 @@ def test_complex_gradients_are_conjugates_of_pytorchs():
         x = torch.tensor(a, requires_grad=True)
         f_t(x).backward()
         np.testing.assert_allclose(g, np.conj(x.grad.numpy()), rtol=1e-8, atol=1e-10)
+
+
+def test_tensors_copy_and_pickle_after_an_op_used_scipy():
+    """ag.linalg's ops reach SciPy through the backend (bk.scipy, cached on it): deepcopy and
+    pickle of a tensor then failed ('cannot pickle module'), and a copy got a new backend
+    object that apply refused next to the original ("expected device cpu ..., got cpu")."""
+    import copy
+    import pickle
+
+    v = ag.Variable(np.arange(3.0))
+    L.expm(T(np.eye(2)))  # an op that uses bk.scipy
+    for v2 in (copy.deepcopy(v), pickle.loads(pickle.dumps(v)), copy.copy(v)):
+        np.testing.assert_array_equal((v2 + v).numpy(), 2 * np.arange(3.0))

@@ -365,5 +365,19 @@ class CupyBackend:
         """CuPy's device memory pool (all device arrays of this backend come from it)."""
         return self.xp.get_default_memory_pool()
 
+    # One backend object per device (apply compares backends by identity): a copied or
+    # unpickled tensor keeps it, and the cached scipy module is never copied (deepcopy of a
+    # Variable failed with "cannot pickle 'module' object" once an op had used bk.scipy)
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        from .select import backend_for  # (a cycle at import time: select imports this module)
+
+        return backend_for, (f"cuda:{self.index}",)
+
     def __repr__(self) -> str:
         return f"CupyBackend(cuda:{self.index})"
