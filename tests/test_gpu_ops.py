@@ -43,9 +43,11 @@ def _on(inputs, device, cast=None):
 
 def _rel(gpu, cpu, floor=1e-6):
     """||gpu - cpu|| / ||cpu|| over the finite entries; the denominator is at least
-    floor * sqrt(n), so rounding noise around exact zeros does not count as an error."""
-    gpu = np.asarray(gpu, dtype=np.float64)
-    cpu = np.asarray(cpu, dtype=np.float64)
+    floor * sqrt(n), so rounding noise around exact zeros does not count as an error. Complex
+    values are compared as complex (a float64 cast would drop their imaginary parts)."""
+    dt = np.complex128 if np.iscomplexobj(gpu) or np.iscomplexobj(cpu) else np.float64
+    gpu = np.asarray(gpu, dtype=dt)
+    cpu = np.asarray(cpu, dtype=dt)
     fin = np.isfinite(cpu)
     assert np.array_equal(fin, np.isfinite(gpu)), "non-finite entries differ"
     if not fin.any():
@@ -95,9 +97,12 @@ def test_op_on_gpu_matches_numpy(name, data):
     if not op.differentiable:
         return
     diff = [i for i, a in enumerate(inputs) if isinstance(a, np.ndarray) and a.dtype == np.float64]
-    if not diff or yc.dtype != np.float64:
+    if not diff or yc.dtype not in (np.float64, np.complex128):
         return
-    u = np.random.default_rng(0).standard_normal(yc.shape)
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal(yc.shape)
+    if yc.dtype == np.complex128:  # complex outputs of real inputs (fftn, rfftn)
+        u = u + 1j * rng.standard_normal(yc.shape)
     grads = {}
     for dev in ("cpu", "cuda:0"):
         ts = _on(inputs, dev)
