@@ -3,7 +3,8 @@
 ``convolve(in1, in2, mode="full", method="auto")`` as SciPy has it: n-dimensional (in1 and in2
 of the same number of dimensions), mode "full", "valid" (in2 and in1 swapped when in2 is the
 larger, as SciPy does) or "same" (the centre of the full result, in1's shape), method "direct",
-"fft" or "auto" (the backend's scipy.signal.choose_conv_method, from the shapes).
+"fft" or "auto" (the backend's scipy.signal.choose_conv_method, from the shapes; CuPy 14.2's
+chooses "fft" for every 1-d float pair and cannot choose for n-d inputs, where "auto" is "fft").
 
 "direct" is the convolve primitive of ops/signal.py (direct sums through scipy.signal or
 cupyx.scipy.signal; its rules are correlations). "fft" is a composition of ag.fft: the real
@@ -21,6 +22,7 @@ from __future__ import annotations
 from . import dtypes as _dt
 from . import fft as _fft
 from .errors import ArgumentError, DTypeError, ShapeError, describe
+from .ops import api as _api
 from .ops import signal as _ops
 from .ops._util import as_tensor
 from .ops.registry import apply
@@ -67,6 +69,9 @@ def _fft_full(a, b):
         y = _fft.ifftn(_fft.fftn(a, s=s, axes=axes) * _fft.fftn(b, s=s, axes=axes), axes=axes)
     if s != full:
         y = y[tuple(slice(0, n) for n in full)]
+    want = a._bk.xp.result_type(a._data, b._data)
+    if y.dtype != want:  # 16-bit floats: transformed in float32, rounded back as "direct" does
+        y = _api.astype(y, want)
     return y
 
 
@@ -102,7 +107,7 @@ def convolve(in1, in2, mode="full", method="auto"):
     if mode == "valid":
         a, b = _valid_order(a, b)
     if method == "auto":
-        method = a._bk.scipy.signal.choose_conv_method(a._data, b._data, mode=mode)
+        method = _choose(a, b, mode)
     if method == "fft":
         y = _fft_full(a, b)
         return _centre(y, _out_shape(a.shape, b.shape, mode))
@@ -110,6 +115,16 @@ def convolve(in1, in2, mode="full", method="auto"):
         return apply(_ops.Convolve, a, b, mode="valid", nd=a.ndim)
     y = apply(_ops.Convolve, a, b, mode="full", nd=a.ndim)
     return y if mode == "full" else _centre(y, a.shape)
+
+
+def _choose(a, b, mode):
+    """The backend's choose_conv_method; "fft" where it says it cannot choose (CuPy 14.2's
+    handles 1-d inputs only, raising NotImplementedError, and answers "fft" for every 1-d float
+    pair)."""
+    try:
+        return a._bk.scipy.signal.choose_conv_method(a._data, b._data, mode=mode)
+    except NotImplementedError:
+        return "fft"
 
 
 def _out_shape(sa, sb, mode):

@@ -62,6 +62,14 @@ def test_dtypes():
         np.testing.assert_allclose(y.numpy(), ss.convolve(a.numpy(), b.numpy()), rtol=1e-5,
                                    atol=1e-5)
     assert ag.signal.convolve(a, T(_arr((3,)))).dtype == np.float64
+    for dt in ("float16", "bfloat16"):
+        h = ag.Tensor.from_array(_arr((2, 5)), dtype=dt)
+        k = ag.Tensor.from_array(_arr((2, 2)), dtype=dt)
+        want = ss.convolve(h.numpy().astype(np.float32), k.numpy().astype(np.float32))
+        for method in ("direct", "fft"):
+            y = ag.signal.convolve(h, k, method=method)
+            assert y.dtype == h.dtype, (dt, method, y.dtype)
+            np.testing.assert_allclose(y.numpy().astype(np.float32), want, rtol=2e-2, atol=2e-2)
 
 
 def test_auto_chooses_as_scipy():

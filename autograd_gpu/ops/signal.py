@@ -37,9 +37,26 @@ def _batch_shape(a, b, nd):
     return tuple(q if p == 1 else p for p, q in zip(ba, bb)), ba, bb
 
 
+def _common(bk, a, b):
+    """a and b in their result dtype (16-bit floats as float32): CuPy's direct convolution
+    gives in1's dtype (a real in1 would drop a complex in2's imaginary part), and SciPy's n-d
+    direct sums refuse float16."""
+    dt = bk.xp.result_type(a, b)
+    if dt.itemsize == 2 and dt.kind != "c":
+        dt = bk.xp.dtype("float32")
+    return (a if a.dtype == dt else a.astype(dt)), (b if b.dtype == dt else b.astype(dt)), dt
+
+
 def _direct(bk, a, b, mode, nd):
     """scipy.signal.convolve(a, b, mode, method="direct") over the last nd axes, per element
-    of the broadcast leading batch."""
+    of the broadcast leading batch, in the inputs' result dtype."""
+    want = bk.xp.result_type(a, b)
+    a, b, _ = _common(bk, a, b)
+    y = _direct_batched(bk, a, b, mode, nd)
+    return y if y.dtype == want else y.astype(want)
+
+
+def _direct_batched(bk, a, b, mode, nd):
     conv = bk.scipy.signal.convolve
     if a.ndim == nd and b.ndim == nd:
         return conv(a, b, mode=mode, method="direct")
