@@ -160,7 +160,9 @@ class Polygamma:
     dy/dx = polygamma(n + 1, x). n is an integer order: no derivative."""
 
     def forward(bk, n, x):
-        return _call(bk, "polygamma", n, x), (n, x)
+        # an array order: CuPy 14.2's polygamma broadcasts its arguments as arrays
+        na = n if hasattr(n, "dtype") else bk.xp.asarray(n)
+        return _call(bk, "polygamma", na, x), (n, x)
 
     def vjp(F, g, saved, needs):
         n, x = saved
