@@ -265,26 +265,24 @@ def test_optimizer_kernel_entries_take_the_optimizer_contract(fake_launch):
 
 
 # ---------------------------------------------------------------------------------------------
-# The ops' kernel branches, run on the CPU: a NumPy backend whose "kernels" are the NumPy
-# references of kernel_impls (same contracts). Forward values, dtypes and first-order gradients
-# must equal the plain NumPy path; this checks the wiring (shapes, saved values, dtypes) that the
-# GPU then runs with the real kernels.
+# The GPU backend's kernel choices, run on the CPU: a NumPy backend with CupyBackend's fused
+# operations, whose "kernels" are the NumPy references of kernel_impls (same contracts). Forward
+# values, dtypes and first-order gradients (through the fused-gradient primitives) must equal
+# the plain NumPy path; this checks the wiring (shapes, saved values, dtypes) that the GPU then
+# runs with the real kernels.
 
 
 def _ref_backend():
+    from autograd_gpu.backend.cupy_backend import CupyBackend
     from autograd_gpu.backend.numpy_backend import NumpyBackend
 
-    class RefBackend(NumpyBackend):
-        def has_kernel(self, name):
-            return name in ki.NUMPY_REFERENCES
-
-        def kernel(self, name):
-            return ki.NUMPY_REFERENCES[name]
-
-    return RefBackend()
+    ns = {name: getattr(CupyBackend, name) for name in CupyBackend.FUSED}
+    ns["has_kernel"] = lambda self, name: name in ki.NUMPY_REFERENCES
+    ns["kernel"] = lambda self, name: ki.NUMPY_REFERENCES[name]
+    return type("RefBackend", (NumpyBackend,), ns)()
 
 
-_WIRED = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "bias_act"]
+_WIRED = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "bias_act", "gelu"]
 
 
 def _through(op, bk, inputs, params, u, cast):

@@ -69,6 +69,19 @@ class Backend(Protocol):
     def act_grad(self, act, g, y): ...  # tanh/sigmoid vjp from the output y
     def unary(self, name, x): ...  # xp.<name>(x) for exp, tanh, ... (GPU: small-array path)
     def astype(self, x, dtype): ...  # x.astype(dtype, copy=False) (GPU: a vectorised kernel)
+    # fused operations (backend/fused.py is the reference; the GPU picks a kernel where one
+    # applies): the forwards of the ops of the same names and their fused gradients
+    def softmax(self, x, axis=-1): ...
+    def log_softmax(self, x, axis=-1): ...
+    def softmax_grad(self, g, y, axis=-1): ...  # y * (g - sum(g * y, axis))
+    def log_softmax_grad(self, g, y, axis=-1): ...  # g - exp(y) * sum(g, axis)
+    def cross_entropy(self, x, labels, axis=-1, label_smoothing=0.0): ...  # -> (loss, lse)
+    def cross_entropy_dlogits(self, x, labels, lse, axis=-1, label_smoothing=0.0): ...
+    def layer_norm(self, x, n_axes=1, eps=1e-5): ...  # -> (y, rstd)
+    def layer_norm_grad(self, g, y, rstd, n_axes=1): ...
+    def bias_act(self, x, b, act="relu"): ...  # act(x + b)
+    def bias_act_grad(self, g, x, b, act="gelu"): ...  # g * act'(x + b)
+    def gelu_grad(self, g, x, approximate="tanh"): ...  # g * gelu'(x)
     def mixed_floats_ok(self, dtypes) -> bool: ...  # ufuncs promote this float mix themselves
     scalar_kernels: bool  # True: scalar_op(kind, a, b) may replace an array-number ufunc call
     def asarray(self, obj, dtype=None): ...

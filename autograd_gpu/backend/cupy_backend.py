@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from ..errors import DeviceError
-from . import cublas
+from . import cublas, fused
 from .base import Device
 from .numpy_backend import NumpyBackend
 
@@ -93,6 +93,13 @@ def _elementwise(name):
 
 def _no_kernel(*args):
     return None
+
+
+def _prod(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def _bf16():
@@ -276,6 +283,79 @@ class CupyBackend:
         if g.dtype == x.dtype and g.dtype.char in "fd":
             return _elementwise("relu_grad")(g, x)
         return NumpyBackend.relu_grad(g, x)
+
+    # ---- fused operations: a kernel where one applies, else backend/fused.py on CuPy arrays --
+
+    FUSED = ("softmax", "log_softmax", "softmax_grad", "log_softmax_grad", "cross_entropy",
+             "cross_entropy_dlogits", "layer_norm", "layer_norm_grad", "bias_act",
+             "bias_act_grad", "gelu_grad")
+
+    def softmax(self, x, axis=-1):
+        if axis == -1 and self.has_kernel("softmax_lastdim"):
+            return self.kernel("softmax_lastdim")(x)
+        return fused.softmax(self, x, axis)
+
+    def log_softmax(self, x, axis=-1):
+        if axis == -1 and self.has_kernel("log_softmax_lastdim"):
+            return self.kernel("log_softmax_lastdim")(x)
+        return fused.log_softmax(self, x, axis)
+
+    def softmax_grad(self, g, y, axis=-1):
+        if axis == -1 and g.shape == y.shape and self.has_kernel("softmax_lastdim_grad"):
+            return self.kernel("softmax_lastdim_grad")(g, y)
+        return fused.softmax_grad(self, g, y, axis)
+
+    def log_softmax_grad(self, g, y, axis=-1):
+        if axis == -1 and g.shape == y.shape and self.has_kernel("log_softmax_lastdim_grad"):
+            return self.kernel("log_softmax_lastdim_grad")(g, y)
+        return fused.log_softmax_grad(self, g, y, axis)
+
+    def cross_entropy(self, x, labels, axis=-1, label_smoothing=0.0):
+        if axis == -1 and self.has_kernel("cross_entropy"):  # loss and lse in one pass
+            loss, lse, _ = self.kernel("cross_entropy")(
+                x, labels, label_smoothing=label_smoothing, want_dlogits=False)
+            return loss.astype(x.dtype, copy=False), lse[..., None]
+        return fused.cross_entropy(self, x, labels, axis, label_smoothing)
+
+    def cross_entropy_dlogits(self, x, labels, lse, axis=-1, label_smoothing=0.0):
+        if (axis == -1 and labels.shape == x.shape[:-1] and lse.shape == labels.shape + (1,)
+                and self.has_kernel("cross_entropy_dlogits")):
+            return self.kernel("cross_entropy_dlogits")(x, labels, lse,
+                                                        label_smoothing=label_smoothing)
+        return fused.cross_entropy_dlogits(self, x, labels, lse, axis, label_smoothing)
+
+    def layer_norm(self, x, n_axes=1, eps=1e-5):
+        if self.has_kernel("layer_norm"):  # one pass per row over the trailing axes
+            lead = tuple(x.shape[: x.ndim - n_axes])
+            c = _prod(x.shape[x.ndim - n_axes:])
+            y, _, rstd = self.kernel("layer_norm")(x.reshape(lead + (c,)), None, None, eps)
+            return (y.reshape(x.shape),
+                    rstd.reshape(lead + (1,) * n_axes).astype(x.dtype, copy=False))
+        return fused.layer_norm(self, x, n_axes, eps)
+
+    def layer_norm_grad(self, g, y, rstd, n_axes=1):
+        lead = tuple(y.shape[: y.ndim - n_axes])
+        c = _prod(y.shape[y.ndim - n_axes:])
+        if (g.shape == y.shape and rstd.size * c == y.size
+                and self.has_kernel("layer_norm_grad_y")):
+            dx = self.kernel("layer_norm_grad_y")(g.reshape(lead + (c,)), y.reshape(lead + (c,)),
+                                                  rstd)
+            return dx.reshape(g.shape)
+        return fused.layer_norm_grad(self, g, y, rstd, n_axes)
+
+    def bias_act(self, x, b, act="relu"):
+        if (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0] and x.dtype == b.dtype
+                and self.has_kernel("bias_act")):
+            return self.kernel("bias_act")(x, b, act)
+        return fused.bias_act(self, x, b, act)
+
+    def bias_act_grad(self, g, x, b, act="gelu"):
+        if (g.shape == x.shape and b.ndim == 1 and x.dtype == b.dtype == g.dtype
+                and x.shape[-1] == b.shape[0] and self.has_kernel("bias_act_grad")):
+            return self.kernel("bias_act_grad")(g, x, b, act)[0]
+        return fused.bias_act_grad(self, g, x, b, act)
+
+    gelu_grad = fused.gelu_grad
 
     def asarray(self, obj, dtype=None):
         with self.xp.cuda.Device(self.index):

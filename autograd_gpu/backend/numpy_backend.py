@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 
 from ..dtypes import bfloat16 as _BF16
+from . import fused
 from .base import Device
 from .host_pool import POOL as HOST_POOL
 
@@ -155,6 +156,19 @@ class NumpyBackend:
         if keep.shape == g.shape:
             return np.bitwise_and(g.view(it), keep, out=keep).view(g.dtype)
         return np.bitwise_and(g.view(it), keep).view(g.dtype)
+
+    # the fused operations (backend/fused.py: their reference, on NumPy's arrays)
+    softmax = fused.softmax
+    log_softmax = fused.log_softmax
+    softmax_grad = fused.softmax_grad
+    log_softmax_grad = fused.log_softmax_grad
+    cross_entropy = fused.cross_entropy
+    cross_entropy_dlogits = fused.cross_entropy_dlogits
+    layer_norm = fused.layer_norm
+    layer_norm_grad = fused.layer_norm_grad
+    bias_act = fused.bias_act
+    bias_act_grad = fused.bias_act_grad
+    gelu_grad = fused.gelu_grad
 
     def has_kernel(self, name: str) -> bool:
         return False

@@ -5,8 +5,13 @@ Broadcasting ops take any mix of Tensors and Python numbers (weak scalars, as in
 
 from __future__ import annotations
 
+import functools
 import math
 
+from ..backend.fused import BIAS_ACTS as _BIAS_ACTS
+from ..backend.fused import GELU_C as _GELU_C
+from ..backend.fused import GELU_K as _GELU_K
+from ..backend.fused import gelu_tanh as _gelu_tanh
 from ..dtypes import as_dtype
 from . import sampling as S
 from ._util import FAST_ARGS, as_tensor, real_only, scale, tsum, weak_scalars
@@ -15,8 +20,6 @@ from .registry import apply, defop, elementwise
 _SQRT_2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-_GELU_K = math.sqrt(2.0 / math.pi)
-_GELU_C = 0.044715
 
 
 def _binary_sample(lo=-2.0, hi=2.0, lo_b=None, hi_b=None, away_b=None):
@@ -83,6 +86,26 @@ class Sub:
     sample = _binary_sample()
 
 
+def _arith_value(bk, kind, ufunc):
+    """The output of Mul's or Div's forward alone (``F.mul``/``F.div`` in a first-order sweep,
+    at the cost of the arithmetic itself): a backend scalar kernel for an array with a Python
+    number where the backend has them, NumPy's weak-scalar rule for bfloat16, else the ufunc."""
+    scalar_op = bk.scalar_op if bk.scalar_kernels else None
+    arr_t, asarray = bk.array_type, bk.xp.asarray
+
+    def call(a, b):
+        if scalar_op is not None:
+            y = scalar_op(kind, a, b)
+            if y is not None:
+                return y
+        if type(a) is float or type(b) is float:
+            a, b = weak_scalars(a, b)
+        y = ufunc(a, b)
+        return y if type(y) is arr_t else asarray(y)
+
+    return call
+
+
 @defop("mul", broadcasting=True, saves=("a", "b"), complex_ok=True, batch="elementwise")
 class Mul:
     """y = a * b"""
@@ -96,15 +119,16 @@ class Mul:
             a, b = weak_scalars(a, b)
         return bk.xp.multiply(a, b), (a, b)
 
+    def value(bk):
+        return _arith_value(bk, "mul", bk.xp.multiply)
+
     def vjp(F, g, saved, needs):
         a, b = saved
         if needs[0] and needs[0] is needs[1]:  # x * x (one graph node twice): one product
             # (the parents, not the arrays: two tensors may share one buffer, x * x.detach())
             return g * (a + a), None
-        if F.is_raw and F.bk.scalar_kernels:  # GPU: the forward's typed-scalar path
-            mul = F.mul
-            return (mul(g, b) if needs[0] else None), (mul(g, a) if needs[1] else None)
-        return (g * b if needs[0] else None), (g * a if needs[1] else None)
+        # F.mul, not *: a saved Python number takes the forward's typed-scalar path on a GPU
+        return (F.mul(g, b) if needs[0] else None), (F.mul(g, a) if needs[1] else None)
 
     def jvp(F, ts, saved):
         a, b = saved
@@ -125,9 +149,12 @@ class Div:
             y = bk.xp.true_divide(a, b)
         return y, (b, y)
 
+    def value(bk):
+        return _arith_value(bk, "div", bk.xp.true_divide)
+
     def vjp(F, g, saved, needs):
         b, y = saved
-        ga = F.div(g, b) if F.is_raw and F.bk.scalar_kernels else g / b
+        ga = F.div(g, b)  # (as Mul's: the forward's typed-scalar path for a saved number)
         return (ga if needs[0] else None), (-ga * y if needs[1] else None)
 
     def jvp(F, ts, saved):
@@ -451,8 +478,6 @@ class Tanh:
         return y, (y,)
 
     def vjp(F, g, saved, needs):
-        if F.is_raw:  # first order: straight to the backend (no primitive call around it)
-            return (F.bk.act_grad("tanh", g, saved[0]),)
         return (F.tanh_grad(g, saved[0]),)
 
     def jvp(F, ts, saved):
@@ -473,8 +498,6 @@ class Sigmoid:
         return y, (y,)
 
     def vjp(F, g, saved, needs):
-        if F.is_raw:  # first order: straight to the backend (no primitive call around it)
-            return (F.bk.act_grad("sigmoid", g, saved[0]),)
         return (F.sigmoid_grad(g, saved[0]),)
 
     def jvp(F, ts, saved):
@@ -519,8 +542,6 @@ class Relu:
         return y, (y,)
 
     def vjp(F, g, saved, needs):
-        if F.is_raw:  # first order: straight to the backend (no primitive call around it)
-            return (F.bk.relu_grad(g, saved[0]),)
         return (F.relu_grad(g, saved[0]),)
 
     def jvp(F, ts, saved):
@@ -536,6 +557,9 @@ class ReluGrad:
     product 0 * inf would be NaN), and a NaN x passes g, as PyTorch's threshold_backward. Linear
     in g; zero derivative in x. ``g`` may carry leading batch axes that ``x`` lacks
     (broadcasting: the engine aligns the tangents)."""
+
+    def value(bk):
+        return bk.relu_grad
 
     def forward(bk, g, x):
         return bk.relu_grad(g, x), (x, g.shape)
@@ -580,9 +604,12 @@ def _act_grad_op(name, act, dh, doc):
         return tsum(None if tg is None else getattr(F, name)(tg, y),
                     None if ty is None else dh(g, y) * ty)
 
+    def value(bk):
+        return functools.partial(bk.act_grad, act)
+
     impl = type(name.title().replace("_", ""), (), {
         "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
-        "sample": staticmethod(_act_grad_sample), "__doc__": doc})
+        "value": staticmethod(value), "sample": staticmethod(_act_grad_sample), "__doc__": doc})
     return defop(name, broadcasting=True, saves=("g", "y"), complex_ok=True,
                  batch="elementwise")(impl)
 
@@ -616,25 +643,45 @@ class LeakyRelu:
         return (x,), {"negative_slope": draw(st.sampled_from([0.01, 0.2]))}
 
 
-def _gelu_tanh(xp, x):
-    """GELU's tanh form on arrays: 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))."""
-    t = xp.tanh(_GELU_K * (x + _GELU_C * x * x * x))
-    return 0.5 * x * (1 + t)
-
-
-def _gelu_deriv(F, x, approximate):
+def _gelu_deriv2(F, x, approximate):
+    """gelu''(x), for the rules of the fused gradients gelu_grad and bias_act_grad. tanh form,
+    with t = tanh(u), u = k (x + c x^3): (1 - t^2) (u' - x t u'^2 + 3 k c x^2); erf form:
+    phi(x) (2 - x^2), phi the standard normal density."""
     if approximate == "tanh":
+        du = _GELU_K * (1 + 3 * _GELU_C * x * x)
         t = F.tanh(_GELU_K * (x + _GELU_C * x * x * x))
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_GELU_K * (1 + 3 * _GELU_C * x * x))
-    return 0.5 * (1 + F.erf(x / _SQRT_2)) + x * (_INV_SQRT_2PI * F.exp(-0.5 * (x * x)))
+        return (1 - t * t) * (du - x * t * du * du + (3 * _GELU_K * _GELU_C) * x * x)
+    return (_INV_SQRT_2PI * F.exp(-0.5 * (x * x))) * (2 - x * x)
 
 
-_BIAS_ACTS = ("relu", "tanh", "gelu")
+def _act_deriv2(F, z, act):
+    """act''(z) for bias_act_grad's rules; None for relu (zero away from its kink)."""
+    if act == "relu":
+        return None
+    if act == "tanh":
+        t = F.tanh(z)
+        return -2.0 * t * (1 - t * t)
+    return _gelu_deriv2(F, z, "tanh")
 
 
 def _bias_act_saves(n, params):
     """gelu recomputes x + b from x and b; relu and tanh need only y."""
     return ("x", "b") if params["act"] == "gelu" else ("out",)
+
+
+def _bias_act_sample(draw):
+    """(x, b) with b a row over x's last axis, and an activation."""
+    from hypothesis import strategies as st
+
+    shape = draw(S.shapes(min_dims=1))
+    act = draw(st.sampled_from(_BIAS_ACTS))
+    b = draw(S.arrays(shape[-1:], -1.0, 1.0))
+    x = draw(S.arrays(shape, -3.0, 3.0))
+    if act == "relu":  # keep x + b away from relu's kink for central differences
+        import numpy as np  # (this module's abs is the op)
+
+        x = x + 0.25 * (np.abs(x + b) < 0.1)
+    return (x, b), {"act": act}
 
 
 @defop("bias_act", params=("act",), cost=elementwise(12), broadcasting=True, saves=_bias_act_saves,
@@ -644,31 +691,18 @@ class BiasAct:
     one op. On the GPU, with b a row over x's last axis in x's dtype, one kernel
     (kernels/bias_act.cu) instead of two passes. relu and tanh save y only (their derivatives
     are functions of y: the op holds what add + activation would); gelu saves x and b and
-    recomputes x + b (its backward is then one kernel on the GPU too)."""
+    recomputes x + b in its fused gradient bias_act_grad (one kernel on the GPU too)."""
 
     def forward(bk, x, b, *, act):
-        if (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0] and x.dtype == b.dtype
-                and bk.has_kernel("bias_act")):
-            y = bk.kernel("bias_act")(x, b, act)
-        else:
-            z = bk.add(x, b)
-            y = bk.relu(z) if act == "relu" else bk.unary("tanh", z) if act == "tanh" \
-                else bk.astype(_gelu_tanh(bk.xp, z), z.dtype)
+        y = bk.bias_act(x, b, act)
         return y, ((x, b) if act == "gelu" else (y,))
 
     def vjp(F, g, saved, needs, *, act):
         if act == "gelu":
             x, b = saved
-            if (F.is_raw and g.shape == x.shape and b.ndim == 1 and x.dtype == b.dtype == g.dtype
-                    and x.shape[-1] == b.shape[0] and F.bk.has_kernel("bias_act_grad")):
-                dz, db = F.bk.kernel("bias_act_grad")(g, x, b, "gelu")
-                return dz, (db if needs[1] else None)
-            dz = g * _gelu_deriv(F, x + b, "tanh")
-            return dz, dz
-        (y,) = saved
-        if F.is_raw:  # first order: one backend kernel each, as Relu and Tanh
-            dz = F.bk.relu_grad(g, y) if act == "relu" else F.bk.act_grad("tanh", g, y)
+            dz = F.bias_act_grad(g, x, b, act=act)
         else:
+            (y,) = saved
             dz = F.relu_grad(g, y) if act == "relu" else F.tanh_grad(g, y)
         return dz, dz
 
@@ -676,28 +710,55 @@ class BiasAct:
         tz = tsum(*ts)
         if act == "gelu":
             x, b = saved
-            return tz * _gelu_deriv(F, x + b, "tanh")
+            return F.bias_act_grad(tz, x, b, act=act)
         (y,) = saved
         return F.relu_grad(tz, y) if act == "relu" else F.tanh_grad(tz, y)
 
+    sample = _bias_act_sample
+
+
+@defop("bias_act_grad", params=("act",), cost=elementwise(16), broadcasting=True,
+       saves=("g", "x", "b"), batch="elementwise")
+class BiasActGrad:
+    """out = g * act'(x + b), act in relu, tanh, gelu (tanh form): bias_act's vjp and jvp as
+    one op (one kernel on the GPU for a row b in g's dtype). Linear in g (its vjp there is this
+    op again); in x and in b: u * g * act''(x + b) (zero for relu), the engine summing b's over
+    its broadcast axes. ``g`` may carry leading batch axes that x lacks."""
+
+    def value(bk):
+        return bk.bias_act_grad
+
+    def forward(bk, g, x, b, *, act):
+        return bk.bias_act_grad(g, x, b, act), (g, x, b)
+
+    def vjp(F, u, saved, needs, *, act):
+        g, x, b = saved
+        gg = F.bias_act_grad(u, x, b, act=act) if needs[0] else None
+        gz = None
+        if needs[1] or needs[2]:
+            d2 = _act_deriv2(F, x + b, act)
+            gz = None if d2 is None else u * g * d2
+        return gg, gz, gz
+
+    def jvp(F, ts, saved, *, act):
+        g, x, b = saved
+        tg, tx, tb = ts
+        tz = tsum(tx, tb)
+        dz = None
+        if tz is not None:
+            d2 = _act_deriv2(F, x + b, act)
+            dz = None if d2 is None else tz * g * d2
+        return tsum(None if tg is None else F.bias_act_grad(tg, x, b, act=act), dz)
+
     def sample(draw):
-        from hypothesis import strategies as st
-
-        shape = draw(S.shapes(min_dims=1))
-        act = draw(st.sampled_from(_BIAS_ACTS))
-        b = draw(S.arrays(shape[-1:], -1.0, 1.0))
-        x = draw(S.arrays(shape, -3.0, 3.0))
-        if act == "relu":  # keep x + b away from relu's kink for central differences
-            import numpy as np  # (this module's abs is the op)
-
-            x = x + 0.25 * (np.abs(x + b) < 0.1)
-        return (x, b), {"act": act}
+        (x, b), params = _bias_act_sample(draw)
+        return (draw(S.arrays(x.shape)), x, b), params
 
 
 @defop("gelu", params=("approximate",), cost=elementwise(12), saves=("x",), batch="elementwise")
 class Gelu:
     """GELU. approximate="tanh": 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)));
-    approximate="none": x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))."""
+    approximate="none": x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). vjp and jvp: gelu_grad."""
 
     def forward(bk, x, *, approximate="tanh"):
         xp = bk.xp
@@ -708,16 +769,50 @@ class Gelu:
         raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
     def vjp(F, g, saved, needs, *, approximate="tanh"):
-        return (g * _gelu_deriv(F, saved[0], approximate),)
+        return (F.gelu_grad(g, saved[0], approximate=approximate),)
 
     def jvp(F, ts, saved, *, approximate="tanh"):
-        return ts[0] * _gelu_deriv(F, saved[0], approximate)
+        return F.gelu_grad(ts[0], saved[0], approximate=approximate)
 
     def sample(draw):
         from hypothesis import strategies as st
 
         x = draw(S.arrays(draw(S.shapes()), -3.0, 3.0))
         return (x,), {"approximate": draw(st.sampled_from(["tanh", "none"]))}
+
+
+@defop("gelu_grad", params=("approximate",), cost=elementwise(14), broadcasting=True,
+       saves=("g", "x"), batch="elementwise")
+class GeluGrad:
+    """out = g * gelu'(x) (tanh or erf form): GELU's vjp and jvp as one op. Linear in g (its
+    vjp there is this op again); in x: u * g * gelu''(x). ``g`` may carry leading batch axes
+    that x lacks."""
+
+    def value(bk):
+        return bk.gelu_grad
+
+    def forward(bk, g, x, *, approximate="tanh"):
+        return bk.gelu_grad(g, x, approximate), (g, x)
+
+    def vjp(F, u, saved, needs, *, approximate="tanh"):
+        g, x = saved
+        gg = F.gelu_grad(u, x, approximate=approximate) if needs[0] else None
+        gx = u * g * _gelu_deriv2(F, x, approximate) if needs[1] else None
+        return gg, gx
+
+    def jvp(F, ts, saved, *, approximate="tanh"):
+        g, x = saved
+        tg, tx = ts
+        return tsum(None if tg is None else F.gelu_grad(tg, x, approximate=approximate),
+                    None if tx is None else tx * g * _gelu_deriv2(F, x, approximate))
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes())
+        x = draw(S.arrays(shape, -3.0, 3.0))
+        return (draw(S.arrays(shape)), x), {
+            "approximate": draw(st.sampled_from(["tanh", "none"]))}
 
 
 @defop("softplus", cost=elementwise(6), saves=("x",), batch="elementwise")

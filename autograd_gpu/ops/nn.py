@@ -1,9 +1,12 @@
 """Neural-network primitives and losses: softmax, log_softmax, cross_entropy, layer_norm, mse_loss.
 
-softmax, log_softmax, cross_entropy with integer labels and layer_norm are primitives (fused
-kernels will take over their forward on the GPU: each forward's xp body is the reference, and a
-``if bk.has_kernel(name): ...`` branch at its top only has to return the same output and saved
-values). The composites they replace stay in tests/test_reduce_linalg_nn.py as oracles.
+softmax, log_softmax, cross_entropy with integer labels and layer_norm are primitives whose
+forwards are backend operations (``bk.softmax``, ...: backend/fused.py is their reference, and
+a GPU backend runs a fused kernel where one applies). Their derivatives are primitives of their
+own, the fused gradients softmax_grad, log_softmax_grad, cross_entropy_dlogits and
+layer_norm_grad, with rules of their own (so every gradient is differentiable again): a rule is
+mathematics only, and the backend picks the kernel inside the fused gradient's forward. The
+composites they replace stay in tests/test_reduce_linalg_nn.py as oracles.
 
 Axis parameters are stored negative (-1 is the last axis), so the rules hold unchanged under a
 leading batch of tangents or cotangents. float16/bfloat16 inputs are computed in float32 inside
@@ -17,16 +20,9 @@ import numbers
 from ..dtypes import as_dtype, is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
 from . import sampling as S
-from ._util import as_tensor, check_values
+from ._util import as_tensor, check_values, tsum
 from .elementwise import AsType
-from .reduce import _low_to_f32
 from .registry import apply, defop
-
-
-def _stable_exp(xp, x, axis):
-    """exp(x - max(x, axis)) and that max (keepdims): no overflow for large logits."""
-    m = xp.max(x, axis=axis, keepdims=True)
-    return xp.exp(x - m), m
 
 
 def _axis_sample(draw, min_dims=1):
@@ -43,68 +39,45 @@ def _keep_axis(F, v, axis, ndim):
     return F.reshape(v, tuple(v.shape[:pos]) + (1,) + tuple(v.shape[pos:]))
 
 
+def _softmax_cost(out, x, **p):
+    return 5.0 * x.size
+
+
 # ---- softmax family -------------------------------------------------------------------------
 
 
-@defop("softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",),
-       batch=("axes", "axis"))
+@defop("softmax", params=("axis",), cost=_softmax_cost, saves=("out",), batch=("axes", "axis"))
 class Softmax:
     """y = exp(x) / sum(exp(x), axis) (computed from x - max(x)); saves y only.
-    vjp: y * (g - sum(g * y, axis)); jvp: y * (t - sum(t * y, axis))."""
+    vjp and jvp: y * (v - sum(v * y, axis)) (the Jacobian is symmetric), softmax_grad."""
 
     def forward(bk, x, *, axis=-1):
-        if axis == -1 and bk.has_kernel("softmax_lastdim"):  # fused kernel (GPU)
-            y = bk.kernel("softmax_lastdim")(x)
-            return y, (y,)
-        xp = bk.xp
-        e, _ = _stable_exp(xp, _low_to_f32(x), axis)
-        e /= xp.sum(e, axis=axis, keepdims=True)
-        if e.dtype != x.dtype:
-            e = e.astype(x.dtype)
-        return e, (e,)
+        y = bk.softmax(x, axis)
+        return y, (y,)
 
     def vjp(F, g, saved, needs, *, axis=-1):
-        (y,) = saved
-        if (F.is_raw and axis == -1 and g.shape == y.shape  # no tangent batch
-                and F.bk.has_kernel("softmax_lastdim_grad")):
-            return (F.bk.kernel("softmax_lastdim_grad")(g, y),)
-        gy = g * y
-        return (gy - y * F.sum(gy, axis=(axis,), keepdims=True),)
+        return (F.softmax_grad(g, saved[0], axis=axis),)
 
     def jvp(F, ts, saved, *, axis=-1):
-        (y,) = saved
-        ty = ts[0] * y
-        return ty - y * F.sum(ty, axis=(axis,), keepdims=True)
+        return F.softmax_grad(ts[0], saved[0], axis=axis)
 
     def sample(draw):
         shape, axis = _axis_sample(draw)
         return (draw(S.arrays(shape, -3.0, 3.0)),), {"axis": axis}
 
 
-@defop("log_softmax", params=("axis",), cost=lambda out, x, **p: 5.0 * x.size, saves=("out",),
+@defop("log_softmax", params=("axis",), cost=_softmax_cost, saves=("out",),
        batch=("axes", "axis"))
 class LogSoftmax:
     """y = x - logsumexp(x, axis) (computed from x - max(x)); saves y only.
-    vjp: g - exp(y) * sum(g, axis); jvp: t - sum(exp(y) * t, axis)."""
+    vjp: g - exp(y) * sum(g, axis) (log_softmax_grad); jvp: t - sum(exp(y) * t, axis)."""
 
     def forward(bk, x, *, axis=-1):
-        if axis == -1 and bk.has_kernel("log_softmax_lastdim"):  # fused kernel (GPU)
-            y = bk.kernel("log_softmax_lastdim")(x)
-            return y, (y,)
-        xp = bk.xp
-        xf = _low_to_f32(x)
-        z = xf - xp.max(xf, axis=axis, keepdims=True)
-        y = z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
-        if y.dtype != x.dtype:
-            y = y.astype(x.dtype)
+        y = bk.log_softmax(x, axis)
         return y, (y,)
 
     def vjp(F, g, saved, needs, *, axis=-1):
-        (y,) = saved
-        if (F.is_raw and axis == -1 and g.shape == y.shape  # no tangent batch
-                and F.bk.has_kernel("log_softmax_lastdim_grad")):
-            return (F.bk.kernel("log_softmax_lastdim_grad")(g, y),)
-        return (g - F.exp(y) * F.sum(g, axis=(axis,), keepdims=True),)
+        return (F.log_softmax_grad(g, saved[0], axis=axis),)
 
     def jvp(F, ts, saved, *, axis=-1):
         (y,) = saved
@@ -116,32 +89,104 @@ class LogSoftmax:
         return (draw(S.arrays(shape, -3.0, 3.0)),), {"axis": axis}
 
 
+def _grad_sample(draw):
+    """(g, y) of one shape and an axis: a fused gradient's inputs."""
+    shape, axis = _axis_sample(draw)
+    return (draw(S.arrays(shape)), draw(S.arrays(shape, -2.0, 2.0))), {"axis": axis}
+
+
+@defop("softmax_grad", params=("axis",), cost=_softmax_cost, broadcasting=True,
+       saves=("g", "y"), batch=("axes", "axis"))
+class SoftmaxGrad:
+    """out = y * (g - sum(g * y, axis)): softmax's vjp and jvp from its output y, one kernel on
+    the GPU. Linear in g with a symmetric matrix (vjp in g: softmax_grad(u, y)); in y:
+    u * (g - sum(g * y)) - g * sum(u * y). ``g`` may carry leading batch axes."""
+
+    def value(bk):
+        return bk.softmax_grad
+
+    def forward(bk, g, y, *, axis=-1):
+        return bk.softmax_grad(g, y, axis), (g, y)
+
+    def vjp(F, u, saved, needs, *, axis=-1):
+        g, y = saved
+        ax = (axis,)
+        gg = F.softmax_grad(u, y, axis=axis) if needs[0] else None
+        gy = None
+        if needs[1]:
+            s = F.sum(g * y, axis=ax, keepdims=True)
+            gy = u * (g - s) - g * F.sum(u * y, axis=ax, keepdims=True)
+        return gg, gy
+
+    def jvp(F, ts, saved, *, axis=-1):
+        g, y = saved
+        tg, ty = ts
+        ax = (axis,)
+        dy = None
+        if ty is not None:
+            s = F.sum(g * y, axis=ax, keepdims=True)
+            dy = ty * (g - s) - y * F.sum(g * ty, axis=ax, keepdims=True)
+        return tsum(None if tg is None else F.softmax_grad(tg, y, axis=axis), dy)
+
+    sample = _grad_sample
+
+
+@defop("log_softmax_grad", params=("axis",), cost=_softmax_cost, broadcasting=True,
+       saves=("g", "y"), batch=("axes", "axis"))
+class LogSoftmaxGrad:
+    """out = g - exp(y) * sum(g, axis): log_softmax's vjp from its output y, one kernel on the
+    GPU. In g: the transpose, u - sum(u * exp(y)); in y: -u * exp(y) * sum(g)."""
+
+    def value(bk):
+        return bk.log_softmax_grad
+
+    def forward(bk, g, y, *, axis=-1):
+        return bk.log_softmax_grad(g, y, axis), (g, y)
+
+    def vjp(F, u, saved, needs, *, axis=-1):
+        g, y = saved
+        ax = (axis,)
+        e = F.exp(y)
+        gg = u - F.sum(u * e, axis=ax, keepdims=True) if needs[0] else None
+        gy = -(u * e) * F.sum(g, axis=ax, keepdims=True) if needs[1] else None
+        return gg, gy
+
+    def jvp(F, ts, saved, *, axis=-1):
+        g, y = saved
+        tg, ty = ts
+        ax = (axis,)
+        dy = None if ty is None else -(ty * F.exp(y)) * F.sum(g, axis=ax, keepdims=True)
+        return tsum(None if tg is None else F.log_softmax_grad(tg, y, axis=axis), dy)
+
+    sample = _grad_sample
+
+
 # ---- cross-entropy with integer labels -------------------------------------------------------
 
 
-def _target_dist(F, x, labels, axis, smoothing):
-    """q: the one-hot of labels along axis, smoothed to (1 - s) onehot + s / C; x's dtype."""
-    c = x.shape[axis]
-    iota = F.const(F.xp.arange(c).reshape((c,) + (1,) * (-axis - 1)))
-    q = F.astype(F.equal(_keep_axis(F, labels, axis, x.ndim), iota), dtype=x.dtype)
-    if smoothing:
-        q = q * (1.0 - smoothing) + smoothing / c
-    return q
+def _ce_cost(out, x, *rest, **p):
+    return 6.0 * x.size
 
 
-@defop("cross_entropy", params=("axis", "label_smoothing"),
-       cost=lambda out, x, labels, **p: 6.0 * x.size, saves=("x", "labels", None))
+def _labels_sample(draw):
+    import numpy as np
+
+    shape, axis = _axis_sample(draw)
+    lshape = shape[: len(shape) + axis] + shape[len(shape) + axis + 1:]
+    labels = np.asarray(draw(S.ints(lshape, 0, shape[axis])), dtype=np.int64)
+    return shape, axis, labels
+
+
+@defop("cross_entropy", params=("axis", "label_smoothing"), cost=_ce_cost,
+       saves=("x", "labels", None))
 class CrossEntropy:
     """Per-example loss from logits x and integer class labels along axis:
     loss = logsumexp(x) - sum(q * x, axis), q = (1 - s) onehot(label) + s / C (s the label
     smoothing; s = 0 gives -log_softmax(x)[label]). Output: x's shape without axis.
-    vjp (x): g * (softmax(x) - q); the labels are not differentiable. Saves x, the labels and
-    lse = logsumexp(x) (keepdims). First-order sweeps take softmax as e / sum(e), e = exp(x - lse)
-    (the division cancels lse's rounding: exp(x - lse) alone was 1,000 times less accurate than
-    PyTorch in float32 at |x| ~ 1000); a recorded (higher-order) sweep recomputes it with the
-    softmax primitive, since lse is a constant to the rules. A label outside [0, C) gives a NaN
-    loss and NaN first-order gradient for its example (the public function raises on the CPU
-    before that; on a GPU it does not synchronise to check)."""
+    vjp (x): g * (softmax(x) - q), cross_entropy_dlogits; the labels are not differentiable.
+    Saves x, the labels and lse = logsumexp(x) (keepdims), from which the fused gradient takes
+    softmax. A label outside [0, C) gives a NaN loss and NaN gradient for its example (the public
+    function raises on the CPU before that; on a GPU it does not synchronise to check)."""
 
     def batch(F, args, dims, *, axis=-1, label_smoothing=0.0):
         x, labels = (F.front(a, d) for a, d in zip(args, dims))
@@ -149,75 +194,64 @@ class CrossEntropy:
                        label_smoothing=label_smoothing), 0
 
     def forward(bk, x, labels, *, axis=-1, label_smoothing=0.0):
-        if axis == -1 and bk.has_kernel("cross_entropy"):  # fused kernel: loss and lse, 1 pass
-            loss, lse, _ = bk.kernel("cross_entropy")(x, labels, label_smoothing=label_smoothing,
-                                                      want_dlogits=False)
-            return loss.astype(x.dtype, copy=False), (x, labels, lse[..., None])
-        xp = bk.xp
-        xf = _low_to_f32(x)
-        e, m = _stable_exp(xp, xf, axis)
-        lse = xp.log(xp.sum(e, axis=axis, keepdims=True)) + m
-        lab = xp.expand_dims(labels, axis)
-        valid = (lab >= 0) & (lab < x.shape[axis])  # per example: cheap, and no host sync
-        lse = xp.where(valid, lse, xp.nan).astype(lse.dtype, copy=False)
-        picked = xp.take_along_axis(xf, xp.where(valid, lab, 0), axis=axis)
-        if label_smoothing:
-            s = label_smoothing
-            mean_x = xp.mean(xf, axis=axis, keepdims=True)
-            loss = lse - (1.0 - s) * picked - s * mean_x
-        else:
-            loss = lse - picked
-        loss = xp.squeeze(loss, axis=axis)
-        if loss.dtype != x.dtype:
-            loss = loss.astype(x.dtype)
+        loss, lse = bk.cross_entropy(x, labels, axis, label_smoothing)
         return loss, (x, labels, lse)
 
     def vjp(F, g, saved, needs, *, axis=-1, label_smoothing=0.0):
-        return _keep_axis(F, g, axis, saved[0].ndim) * _ce_dlogits(F, saved, axis,
-                                                                    label_smoothing), None
+        x, labels, lse = saved
+        d = F.cross_entropy_dlogits(x, labels, lse, axis=axis, label_smoothing=label_smoothing)
+        return _keep_axis(F, g, axis, x.ndim) * d, None
 
     def jvp(F, ts, saved, *, axis=-1, label_smoothing=0.0):
-        d = _ce_dlogits(F, saved, axis, label_smoothing)
+        x, labels, lse = saved
+        d = F.cross_entropy_dlogits(x, labels, lse, axis=axis, label_smoothing=label_smoothing)
         return F.sum(ts[0] * d, axis=(axis,), keepdims=False)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape, axis, labels = _labels_sample(draw)
+        x = draw(S.arrays(shape, -3.0, 3.0))
+        return (x, labels), {"axis": axis, "label_smoothing": draw(st.sampled_from([0.0, 0.1]))}
+
+
+@defop("cross_entropy_dlogits", params=("axis", "label_smoothing"), cost=_ce_cost,
+       broadcasting=True, saves=("x",), batch=("axes", "axis"))
+class CrossEntropyDlogits:
+    """out = softmax(x) - q, q = (1 - s) onehot(labels) + s / C along axis: d cross_entropy /
+    d logits, one kernel on the GPU. softmax is taken as e / sum(e), e = exp(x - lse), from the
+    forward's lse = logsumexp(x) (keepdims): the division cancels lse's rounding, so the value
+    depends on x alone (its derivative in lse is zero) and a recorded sweep differentiates it
+    as softmax(x): vjp in x softmax_grad(u, softmax(x)); labels and lse get none. A label
+    outside [0, C) (lse NaN) gives NaN."""
+
+    def value(bk):
+        return bk.cross_entropy_dlogits
+
+    def forward(bk, x, labels, lse, *, axis=-1, label_smoothing=0.0):
+        return bk.cross_entropy_dlogits(x, labels, lse, axis, label_smoothing), (x,)
+
+    def vjp(F, u, saved, needs, *, axis=-1, label_smoothing=0.0):
+        (x,) = saved
+        return F.softmax_grad(u, F.softmax(x, axis=axis), axis=axis), None, None
+
+    def jvp(F, ts, saved, *, axis=-1, label_smoothing=0.0):
+        if ts[0] is None:
+            return None
+        return F.softmax_grad(ts[0], F.softmax(saved[0], axis=axis), axis=axis)
 
     def sample(draw):
         import numpy as np
         from hypothesis import strategies as st
 
-        shape, axis = _axis_sample(draw)
+        shape, axis, labels = _labels_sample(draw)
         x = draw(S.arrays(shape, -3.0, 3.0))
-        lshape = shape[: len(shape) + axis] + shape[len(shape) + axis + 1:]
-        labels = np.asarray(draw(S.ints(lshape, 0, shape[axis])), dtype=np.int64)
-        return (x, labels), {"axis": axis, "label_smoothing": draw(st.sampled_from([0.0, 0.1]))}
-
-
-def _ce_dlogits(F, saved, axis, smoothing):
-    """d loss / d logits = softmax(x) - q."""
-    x, labels, lse = saved
-    if F.is_raw and axis == -1 and F.bk.has_kernel("cross_entropy_dlogits"):  # one kernel
-        return F.bk.kernel("cross_entropy_dlogits")(x, labels, lse, label_smoothing=smoothing)
-    if F.is_raw:
-        # softmax from the forward's lse: e = exp(x - lse) is softmax(x) times exp(lse - lse
-        # rounded), a relative error of every entry as large as lse's rounding (3e-5 in
-        # float32 at |x| ~ 1000, whose ulp is 6e-5); dividing by sum(e) cancels it (softmax is
-        # unchanged by a shift), leaving a few ulp, as PyTorch's exp(x - max) / sum
-        xp = F.xp
-        e = xp.exp(x - lse)
-        e /= xp.sum(e, axis=axis, keepdims=True)
-        p = e if e.dtype == x.dtype else e.astype(x.dtype)
-    else:
-        p = F.softmax(x, axis=axis)
-    return p - _target_dist(F, x, labels, axis, smoothing)
+        lse = np.log(np.exp(x).sum(axis=axis, keepdims=True))
+        return (x, labels, lse), {"axis": axis,
+                                  "label_smoothing": draw(st.sampled_from([0.0, 0.1]))}
 
 
 # ---- layer normalisation --------------------------------------------------------------------
-
-
-def _prod_of(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _rstd(F, x, n_axes, eps):
@@ -226,63 +260,33 @@ def _rstd(F, x, n_axes, eps):
     return 1.0 / F.sqrt(F.var(x, axis=axes, ddof=0, keepdims=True) + eps)
 
 
-def _ln_rule(F, v, y, rstd, n_axes):
-    """rstd * (v - mean(v) - y * mean(v * y)): the layer-norm Jacobian is symmetric, so this is
-    both its vjp (v = g) and its jvp (v = t)."""
-    axes = tuple(range(-n_axes, 0))
-    mv = F.mean(v, axis=axes, keepdims=True)
-    mvy = F.mean(v * y, axis=axes, keepdims=True)
-    return (v - mv - y * mvy) * rstd
+def _ln_cost(out, x, *rest, **p):
+    return 8.0 * x.size
 
 
-@defop("layer_norm", params=("n_axes", "eps"), cost=lambda out, x, **p: 8.0 * x.size,
-       saves=("x", "out", None), batch="leading")
+@defop("layer_norm", params=("n_axes", "eps"), cost=_ln_cost, saves=("x", "out", None),
+       batch="leading")
 class LayerNorm:
     """y = (x - mean(x)) / sqrt(var(x) + eps) over the last n_axes axes (no affine part: the
     public layer_norm multiplies by weight and adds bias as composites).
-    vjp/jvp: rstd * (v - mean(v) - y * mean(v * y)), rstd = 1 / sqrt(var(x) + eps).
-    Saves x, y and rstd; rstd is used as is in first-order sweeps and recomputed from x through
-    differentiable ops when the sweep itself is recorded (higher order)."""
+    vjp/jvp: rstd * (v - mean(v) - y * mean(v * y)), rstd = 1 / sqrt(var(x) + eps): the
+    Jacobian is symmetric, layer_norm_grad is both. Saves x, y and rstd; rstd is a statistic of
+    x (``F.cached``: used as saved where nothing differentiates the rule, recomputed from x
+    through differentiable ops where something does)."""
 
     def forward(bk, x, *, n_axes, eps=1e-5):
-        if bk.has_kernel("layer_norm"):  # fused kernel (GPU): one pass per row
-            lead = tuple(x.shape[: x.ndim - n_axes])
-            c = _prod_of(x.shape[x.ndim - n_axes:])
-            y, _, rstd = bk.kernel("layer_norm")(x.reshape(lead + (c,)), None, None, eps)
-            y = y.reshape(x.shape)
-            return y, (x, y, rstd.reshape(lead + (1,) * n_axes).astype(x.dtype, copy=False))
-        xp = bk.xp
-        axes = tuple(range(-n_axes, 0))
-        xf = _low_to_f32(x)
-        xc = xf - xp.mean(xf, axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
-        y = xc * rstd
-        if y.dtype != x.dtype:
-            y, rstd = y.astype(x.dtype), rstd.astype(x.dtype)
+        y, rstd = bk.layer_norm(x, n_axes, eps)
         return y, (x, y, rstd)
 
     def vjp(F, g, saved, needs, *, n_axes, eps=1e-5):
         x, y, rstd = saved
-        if (F.is_raw and g.shape == y.shape  # no tangent batch
-                and F.bk.has_kernel("layer_norm_grad_y")):  # fused kernel (GPU)
-            c = _prod_of(y.shape[y.ndim - n_axes:])
-            dx = F.bk.kernel("layer_norm_grad_y")(
-                g.reshape(tuple(g.shape[: g.ndim - n_axes]) + (c,)),
-                y.reshape(tuple(y.shape[: y.ndim - n_axes]) + (c,)), rstd)
-            return (dx.reshape(g.shape),)
-        if not F.is_raw:
-            rstd = _rstd(F, x, n_axes, eps)
-        elif g.dtype.itemsize == 2:  # 16-bit floats: the rule in float32, as the kernel runs it
-            f32 = "float32"  # (in bfloat16 the two means cancel badly when rstd is large)
-            dx = _ln_rule(F, g.astype(f32), y.astype(f32), rstd.astype(f32), n_axes)
-            return (dx.astype(g.dtype),)
-        return (_ln_rule(F, g, y, rstd, n_axes),)
+        rstd = F.cached(rstd, _rstd, x, n_axes, eps)
+        return (F.layer_norm_grad(g, y, rstd, n_axes=n_axes),)
 
     def jvp(F, ts, saved, *, n_axes, eps=1e-5):
         x, y, rstd = saved
-        if not F.is_raw:
-            rstd = _rstd(F, x, n_axes, eps)
-        return _ln_rule(F, ts[0], y, rstd, n_axes)
+        rstd = F.cached(rstd, _rstd, x, n_axes, eps)
+        return F.layer_norm_grad(ts[0], y, rstd, n_axes=n_axes)
 
     def sample(draw):
         from hypothesis import strategies as st
@@ -291,6 +295,55 @@ class LayerNorm:
         n_axes = draw(st.integers(1, len(shape)))
         x = draw(S.arrays(shape, -2.0, 2.0))
         return (x,), {"n_axes": n_axes, "eps": draw(st.sampled_from([1e-5, 0.1]))}
+
+
+@defop("layer_norm_grad", params=("n_axes",), cost=_ln_cost, broadcasting=True,
+       saves=("g", "y", "rstd"), batch="leading")
+class LayerNormGrad:
+    """out = rstd * (g - mean(g) - y * mean(g * y)) over the last n_axes axes: layer norm's vjp
+    and jvp from its output y and rstd (keepdims), one kernel on the GPU (16-bit floats in
+    float32). Linear in g with a symmetric matrix (vjp in g: layer_norm_grad(u, y, rstd)); in y:
+    -rstd * (u * mean(g * y) + g * mean(u * y)); in rstd: u * (g - mean(g) - y * mean(g * y)),
+    summed by the engine over rstd's broadcast axes. ``g`` may carry leading batch axes."""
+
+    def value(bk):
+        return bk.layer_norm_grad
+
+    def forward(bk, g, y, rstd, *, n_axes=1):
+        return bk.layer_norm_grad(g, y, rstd, n_axes), (g, y, rstd)
+
+    def vjp(F, u, saved, needs, *, n_axes=1):
+        g, y, rstd = saved
+        axes = tuple(range(-n_axes, 0))
+        gg = F.layer_norm_grad(u, y, rstd, n_axes=n_axes) if needs[0] else None
+        gy = gr = None
+        if needs[1] or needs[2]:
+            mgy = F.mean(g * y, axis=axes, keepdims=True)
+        if needs[1]:
+            gy = -(rstd * (u * mgy + g * F.mean(u * y, axis=axes, keepdims=True)))
+        if needs[2]:
+            gr = u * (g - F.mean(g, axis=axes, keepdims=True) - y * mgy)
+        return gg, gy, gr
+
+    def jvp(F, ts, saved, *, n_axes=1):
+        g, y, rstd = saved
+        tg, ty, tr = ts
+        axes = tuple(range(-n_axes, 0))
+        mgy = F.mean(g * y, axis=axes, keepdims=True)
+        dy = None if ty is None else -(rstd * (ty * mgy + y * F.mean(g * ty, axis=axes,
+                                                                      keepdims=True)))
+        dr = None if tr is None else tr * (g - F.mean(g, axis=axes, keepdims=True) - y * mgy)
+        return tsum(None if tg is None else F.layer_norm_grad(tg, y, rstd, n_axes=n_axes), dy,
+                    dr)
+
+    def sample(draw):
+        from hypothesis import strategies as st
+
+        shape = draw(S.shapes(min_dims=1, min_side=2))
+        n_axes = draw(st.integers(1, len(shape)))
+        lead = shape[: len(shape) - n_axes]
+        rstd = draw(S.arrays(lead + (1,) * n_axes, 0.5, 2.0))
+        return (draw(S.arrays(shape)), draw(S.arrays(shape)), rstd), {"n_axes": n_axes}
 
 
 # ---- public functions -----------------------------------------------------------------------

@@ -76,7 +76,7 @@ class Op:
     __slots__ = (
         "name", "forward", "vjp", "jvp", "sample", "cost", "params", "deterministic",
         "differentiable", "broadcasting", "doc", "impl", "arity", "saves", "saved_codes",
-        "complex_ok", "batch",
+        "complex_ok", "batch", "value",
     )
 
     def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting,
@@ -91,6 +91,10 @@ class Op:
         self.complex_ok = complex_ok
         self.impl = impl
         self.forward = getattr(impl, "forward", None)
+        # optional ``value(bk) -> f(*arrays, **params)``: the forward's output alone, for
+        # first-order sweeps; an op whose forward is one backend call names that call, so that
+        # ``F.<op>`` in a rule costs what the call costs (see RawOps)
+        self.value = getattr(impl, "value", None)
         self.vjp = getattr(impl, "vjp", None)
         self.jvp = getattr(impl, "jvp", None)
         self.sample = getattr(impl, "sample", None)
@@ -599,6 +603,10 @@ class RawOps:
         op = REGISTRY.get(name)
         if op is None:
             raise AttributeError(f"no primitive named {name!r}")
+        if op.value is not None:  # the op's own output-only call (a backend method)
+            call = op.value(self.bk)
+            setattr(self, name, call)
+            return call
         fwd, bk, arr_t, asarray = op.forward, self.bk, self.bk.array_type, self.bk.xp.asarray
         n = op.arity if op.arity is not None else 1 << 30
 
@@ -620,6 +628,13 @@ class RawOps:
 
     def data(self, x):
         return x
+
+    @staticmethod
+    def cached(value, fn, *args, **kwargs):
+        """A saved value known to equal ``fn(F, *args, **kwargs)`` (a statistic the forward
+        computed, as layer norm's rstd): nothing differentiates a first-order sweep's results,
+        so the value serves as it is."""
+        return value
 
 
 class TensorOps:
@@ -654,6 +669,12 @@ class TensorOps:
 
     def data(self, x):
         return x._data if isinstance(x, Tensor) else x
+
+    def cached(self, value, fn, *args, **kwargs):
+        """A saved value known to equal ``fn(F, *args, **kwargs)``: recomputed here through
+        recorded ops, so that its dependence on the inputs is part of the graph (the saved array
+        itself is a constant to the rules)."""
+        return fn(self, *args, **kwargs)
 
 
 _RAW: dict = {}
