@@ -79,7 +79,8 @@ for _mod_name, _names in _LAYERS:
         if hasattr(_mod, _n):
             globals()[_n] = getattr(_mod, _n)
 
-for _sub in ("clipping", "nn", "optim", "cuda", "data", "special", "linalg", "fft", "signal"):
+for _sub in ("clipping", "nn", "optim", "cuda", "data", "special", "linalg", "fft", "signal",
+             "stats", "integrate"):
     try:
         globals()[_sub] = _importlib.import_module(f"{__name__}.{_sub}")
     except ModuleNotFoundError as _exc:

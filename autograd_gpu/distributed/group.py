@@ -402,9 +402,15 @@ def _install_hooks(group: Group) -> None:
 
 
 def _at_exit() -> None:
-    """A group broken by a timeout has collectives that will never complete: MPI_Finalize
-    would wait for them, so the job is aborted instead."""
+    """Before mpi4py's MPI_Finalize (which runs after every atexit function): a group broken
+    by a timeout has collectives that will never complete, which MPI_Finalize would wait for,
+    so the job is aborted instead; a sound group is closed (its arrival board's posted
+    receives cancelled: requests still pending at MPI_Finalize are erroneous)."""
     g = _WORLD
-    if g is not None and g.broken is not None:
+    if g is None:
+        return
+    if g.broken is not None:
         sys.stderr.flush()
         g.abort(1)
+    else:
+        shutdown()
