@@ -543,7 +543,6 @@ def test_randomness_error_raises_on_a_random_op():
 
 def test_randomness_different_gives_independent_masks():
     xs = T(np.ones((8, 200)))
-    ag.manual_seed(0) if hasattr(ag, "manual_seed") else None
     y = ag.vmap(lambda x: ag.dropout(x, 0.5), randomness="different")(xs).numpy()
     kept = y != 0
     assert set(np.unique(y)) <= {0.0, 2.0}
@@ -773,3 +772,86 @@ def test_matmul_kernels_for_vmapped_shapes_equal_numpy(dtype):
     np.testing.assert_allclose(_product(bk, x[:, :, :3], np.swapaxes(Wb, 1, 2)[:, :3, :]),
                                np.matmul(x[:, :, :3], np.swapaxes(Wb, 1, 2)[:, :3, :]),
                                rtol=1e-5)
+
+
+_INDEXINGS = {
+    "x[i]": lambda x, i, j, k: x[i],
+    "x[:, j]": lambda x, i, j, k: x[:, j],
+    "x[i, j]": lambda x, i, j, k: x[i, j],
+    "x[i, :, k]": lambda x, i, j, k: x[i, :, k],  # advanced indices apart: their axes go first
+    "x[:, j, k]": lambda x, i, j, k: x[:, j, k],
+    "x[1, j]": lambda x, i, j, k: x[1, j],
+    "x[:, 2, k]": lambda x, i, j, k: x[:, 2, k],
+    "x[None, :, j]": lambda x, i, j, k: x[None, :, j],
+    "x[:, None, j, 1:5]": lambda x, i, j, k: x[:, None, j, 1:5],
+    "x[::2, j, ::-1]": lambda x, i, j, k: x[::2, j, ::-1],
+    "x[-i - 1]": lambda x, i, j, k: x[-i - 1],
+}
+
+
+@pytest.mark.parametrize("x_axis", [0, None])
+@pytest.mark.parametrize("name", list(_INDEXINGS))
+def test_indexing_with_per_example_indices_equals_a_loop(name, x_axis):
+    """x[i] with i different per example (a label, a gathered position): one gather (and one
+    scatter for its gradient, one gather for its tangent), no per-example loop, for a batched or
+    a shared x, every NumPy placement of the advanced axes."""
+    fn = _INDEXINGS[name]
+    r = rng(41)
+    B = 3
+    x = r.standard_normal((B, 5, 6, 7))
+    i, j, k = r.integers(0, 5, (B, 4)), r.integers(0, 6, (B, 4)), r.integers(0, 7, (B, 2, 4))
+    I, J, K = (ag.Tensor.from_array(a) for a in (i, j, k))
+    xs = T(x) if x_axis == 0 else T(x[0])
+
+    def ex(b):
+        return T(x[b] if x_axis == 0 else x[0]), I[b], J[b], K[b]
+
+    want = [fn(*ex(b)).numpy() for b in range(B)]
+    c = T(r.standard_normal(want[0].shape))
+
+    def loss(*a):
+        return (fn(*a) * c).sum()
+
+    t = T(r.standard_normal(x.shape[1:]))
+    axes = (x_axis, 0, 0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no per-example loop
+        got = ag.vmap(fn, in_axes=axes)(xs, I, J, K)
+        g = ag.vmap(ag.grad(loss), in_axes=axes)(xs, I, J, K)
+        tan = ag.vmap(lambda *a: ag.jvp(lambda v: fn(v, *a[1:]), (a[0],), (t,))[1],
+                      in_axes=axes)(xs, I, J, K)
+    close(got, np.stack(want))
+    close(g, np.stack([ag.grad(loss)(*ex(b)).numpy() for b in range(B)]))
+    close(tan, np.stack([fn(t, *ex(b)[1:]).numpy() for b in range(B)]))
+
+
+def test_nested_maps_and_jacobians_with_per_example_indices():
+    r = rng(42)
+    x = r.standard_normal((2, 3, 5))
+    idx = r.integers(0, 5, (2, 3, 4))
+    X, I = T(x), ag.Tensor.from_array(idx)
+    got = ag.vmap(ag.vmap(lambda v, i: ag.sin(v[i])))(X, I)
+    close(got, np.sin(np.take_along_axis(x, idx, axis=-1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        J = ag.vmap(lambda v, i: ag.jacobian(lambda u: ag.sin(u[i]), v))(X[0], I[0])
+        Jf = ag.vmap(lambda v, i: ag.jacobian(lambda u: ag.sin(u[i]), v, mode="forward"))(
+            X[0], I[0])
+    for b in range(3):
+        want = ag.jacobian(lambda u: ag.sin(u[I[0, b]]), X[0, b]).numpy()
+        close(J[b], want)
+        close(Jf[b], want)
+    # index_add and take with per-example indices
+    vals = T(r.standard_normal((3, 4)))
+    got = ag.vmap(lambda v, i, a: ag.index_add(v, i, a))(X[0], I[0], vals)
+    for b in range(3):
+        close(got[b], ag.index_add(X[0, b], I[0, b], vals[b]).numpy())
+    close(ag.vmap(lambda v, i: ag.take(v, i))(X[0], I[0]),
+          np.stack([np.take(x[0, b], idx[0, b]) for b in range(3)]))
+
+
+def test_a_per_example_boolean_mask_is_refused():
+    X = T(np.ones((3, 4)))
+    M = ag.Tensor.from_array(np.eye(3, 4, dtype=bool))
+    with pytest.raises(VmapError, match="boolean mask.*differs per example"):
+        ag.vmap(lambda v, m: v[m])(X, M)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numbers
 
-from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, describe
+from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, VmapError, describe
 from ..tensor import Tensor
 from . import sampling as S
-from ._util import as_tensor
+from ._util import as_tensor, check_values
 from .registry import apply, defop
 
 ARR = "array"
@@ -118,6 +118,8 @@ def _index_array(item, bk, op):
                 f"{op}: argument 'index' expected index tensors on {bk.device} like x, got one on "
                 f"{item.device}"
             )
+        if item._batched:  # inside ag.vmap: a different index per example, kept as a Tensor
+            return _batched_index(item, op)
         arr = item._data
     elif isinstance(item, (list, tuple)):
         try:
@@ -143,6 +145,26 @@ def _index_array(item, bk, op):
             f"{arr.dtype}"
         )
     return arr
+
+
+def _batched_index(item, op):
+    """A batched index array (inside ag.vmap) stays a Tensor: the op's batching rule gathers
+    every example's own positions in one op (GetItem.batch). A boolean mask that differs per
+    example would select a different number of elements per example."""
+    kind = item.dtype.kind
+    if kind == "b":
+        raise VmapError(f"{op}: a boolean mask that differs per example inside ag.vmap selects a "
+                        "different number of elements per example (no batched shape); use "
+                        "ag.where(mask, x, 0) or integer indices")
+    if kind not in "iu":
+        raise DTypeError(f"{op}: argument 'index' expected integer or boolean index arrays, got "
+                         f"dtype {item.dtype}")
+    return item
+
+
+def _index_tensor(a, bk):
+    """An index array from parse_index as an op input (a batched one is already a Tensor)."""
+    return a if isinstance(a, Tensor) else Tensor(a, bk)
 
 
 def _is_array_like(item):
@@ -233,7 +255,8 @@ def parse_index(shape, index, bk, op="getitem"):
             spec.append((start, stop if stop >= 0 else None, step))
             d += 1
         elif kind == "array":
-            _check_bounds(val, shape[d], d, shape, op)
+            _check_bounds(check_values(val) if isinstance(val, Tensor) else val, shape[d], d,
+                          shape, op)
             spec.append(ARR)
             arrays.append(val)
             d += 1
@@ -353,10 +376,10 @@ class GetItem:
     dy/dx: the cotangent scatter-added into zeros of x's shape (repeated indices accumulate)."""
 
     def batch(F, args, dims, *, index):
-        """x's extra leading axes are a batch the forward keeps in front; batched index arrays
-        (a different index per example) take the per-example loop."""
+        """x's extra leading axes are a batch the forward keeps in front. Batched index arrays
+        (a different index per example): one gather, see _gather_batched."""
         if any(d is not None for d in dims[1:]):
-            return F.loop(GetItem, args, dims, {"index": index})
+            return _gather_batched(F, args, dims, index)
         return F.apply(GetItem, F.to_front(args[0], dims[0]), *args[1:], index=index), 0
 
     def forward(bk, x, *arrays, index):
@@ -384,6 +407,83 @@ class GetItem:
         return (draw(S.arrays(shape)), *arrays), {"index": spec}
 
 
+def _batched_arrays(F, arrays, dims, index):
+    """Per-example index arrays for one NumPy index over the whole batch: each batched array's
+    batch axis in front, padded so that the batch axes line up (unbatched arrays broadcast as
+    they are). Returns (arrays, nadv: the examples' broadcast index rank, contiguous: whether
+    the examples' advanced indices are adjacent, npre: output axes before them)."""
+    B = F.size
+    nadv = max(a.ndim - (d is not None) for a, d in zip(arrays, dims))
+    out = []
+    for a, d in zip(arrays, dims):
+        if d is None:
+            out.append(a)
+            continue
+        a = F.to_front(a, d)
+        out.append(F.reshape(a, (B,) + (1,) * (nadv - (a.ndim - 1)) + tuple(a.shape[1:])))
+    pos = [i for i, e in enumerate(index) if _advanced(e)]
+    contiguous = pos[-1] - pos[0] + 1 == len(pos)
+    return out, nadv, contiguous, (pos[0] if contiguous else 0)
+
+
+def _advanced(e) -> bool:
+    """An index entry NumPy treats as advanced next to index arrays: an array or an int (the
+    others are None and slices, each one output axis)."""
+    return e is not None and not isinstance(e, tuple)
+
+
+def _batch_positions(F, like, nadv):
+    """arange(B) shaped (B, 1, ..., 1) to index the batch axis next to the examples' arrays."""
+    xp = like._bk.xp
+    return Tensor(xp.arange(F.size, dtype=like.dtype).reshape((F.size,) + (1,) * nadv),
+                  like._bk)
+
+
+def _gather_batched(F, args, dims, index):
+    """getitem with per-example index arrays, one gather. An unbatched x is indexed by the
+    batched arrays directly: the batch is the first axis of the advanced block. A batched x gets
+    arange(B) as an extra leading index array (example b reads its own slice); NumPy then puts
+    the advanced block first wherever it was, so the axes before it are moved back in front of
+    it. A logical x with leading axes beyond the index (a tangent batch) takes the loop."""
+    x, arrays = args[0], args[1:]
+    dx, darrs = dims[0], dims[1:]
+    nd_in = sum(e is not None for e in index)
+    if x.ndim - (dx is not None) != nd_in:
+        return F.loop(GetItem, args, dims, {"index": index})
+    arrs, nadv, contiguous, npre = _batched_arrays(F, arrays, darrs, index)
+    if dx is None:
+        return F.apply(GetItem, x, *arrs, index=index), npre
+    ar = _batch_positions(F, next(a for a, d in zip(arrays, darrs) if d is not None), nadv)
+    y = F.apply(GetItem, F.to_front(x, dx), ar, *arrs, index=(ARR,) + tuple(index))
+    if npre:  # (B, adv..., pre..., post...) -> (B, pre..., adv..., post...)
+        k = 1 + nadv
+        perm = (0,) + tuple(range(k, k + npre)) + tuple(range(1, k)) + tuple(
+            range(k + npre, y.ndim))
+        y = F.transpose(y, perm)
+    return y, 0
+
+
+def _scatter_batched(F, args, dims, index, shape):
+    """scatter_add with per-example index arrays (the adjoint of _gather_batched): one scatter
+    into a (B,) + shape output, arange(B) indexing its batch axis; v laid out as NumPy lays out
+    the gather with that extra index."""
+    v, arrays = args[0], args[1:]
+    dv, darrs = dims[0], dims[1:]
+    arrs, nadv, contiguous, npre = _batched_arrays(F, arrays, darrs, index)
+    nd_out = sum(not _advanced(e) for e in index) + nadv
+    if v.ndim - (dv is not None) != nd_out:
+        return F.loop(ScatterAdd, args, dims, {"index": index, "shape": shape})
+    v = F.front(v, dv)
+    if npre:  # (B, pre..., adv..., post...) -> (B, adv..., pre..., post...)
+        perm = (0,) + tuple(range(1 + npre, 1 + npre + nadv)) + tuple(range(1, 1 + npre)) \
+            + tuple(range(1 + npre + nadv, v.ndim))
+        v = F.transpose(v, perm)
+    ar = _batch_positions(F, next(a for a, d in zip(arrays, darrs) if d is not None), nadv)
+    y = F.apply(ScatterAdd, v, ar, *arrs, index=(ARR,) + tuple(index),
+                shape=(F.size,) + tuple(shape))
+    return y, 0
+
+
 def _scatter_deterministic(bk, params):
     # basic indices never repeat an element (plain assignment); index arrays go through
     # bk.scatter_add, which sums floating values in a fixed order on every backend that has
@@ -405,7 +505,7 @@ class ScatterAdd:
 
     def batch(F, args, dims, *, index, shape):
         if any(d is not None for d in dims[1:]):
-            return F.loop(ScatterAdd, args, dims, {"index": index, "shape": shape})
+            return _scatter_batched(F, args, dims, index, shape)
         return F.apply(ScatterAdd, F.to_front(args[0], dims[0]), *args[1:], index=index,
                        shape=shape), 0
 
@@ -443,7 +543,7 @@ def _gather(x, spec, arrays):
     if not arrays and _is_identity(spec, x.shape):
         return x
     bk = x._bk
-    return apply(GetItem, x, *(Tensor(a, bk) for a in arrays), index=spec)
+    return apply(GetItem, x, *(_index_tensor(a, bk) for a in arrays), index=spec)
 
 
 def getitem(x, index):
@@ -478,7 +578,7 @@ def index_add(x, index, values):
             )
         values = broadcast_to(values, shape)
     bk = x._bk
-    return x + apply(ScatterAdd, values, *(Tensor(a, bk) for a in arrays), index=spec,
+    return x + apply(ScatterAdd, values, *(_index_tensor(a, bk) for a in arrays), index=spec,
                      shape=x.shape)
 
 
