@@ -686,3 +686,15 @@ def test_tensors_copy_and_pickle_after_an_op_used_scipy():
     L.expm(T(np.eye(2)))  # an op that uses bk.scipy
     for v2 in (copy.deepcopy(v), pickle.loads(pickle.dumps(v)), copy.copy(v)):
         np.testing.assert_array_equal((v2 + v).numpy(), 2 * np.arange(3.0))
+
+
+@pytest.mark.parametrize("name", ["cho_solve", "lu_solve", "lstsq_tall", "qr_wide", "inv",
+                                  "matrix_power_-2", "multi_dot", "svd_no_uv", "eigh_upper"])
+def test_forward_mode_through_compositions_against_central_differences(name):
+    f_ag, f_ref, xs = CASES[name]
+    dirs = [RNG.standard_normal(np.shape(x)) for x in xs]
+    _, tans = ag.jvp(lambda *ts: f_ag(*ts), tuple(T(x) for x in xs), tuple(T(d) for d in dirs))
+    plus = _np(f_ref(*[x + EPS * d for x, d in zip(xs, dirs)]))
+    minus = _np(f_ref(*[x - EPS * d for x, d in zip(xs, dirs)]))
+    for t, p, m in zip(_flat(tans), plus, minus):
+        np.testing.assert_allclose(t.numpy(), (p - m) / (2 * EPS), rtol=1e-5, atol=1e-6)

@@ -116,6 +116,8 @@ class Solve:
 
 def _trsm(bk, a, b, trans, lower, unit):
     fn = bk.scipy.linalg.solve_triangular
+    if trans == 2 and a.dtype.kind != "c":  # the same system; SciPy copies a C-ordered a for 2
+        trans = 1
 
     def one(a2, b2):
         return lapack("solve_triangular", fn, a2, b2, trans=trans, lower=lower,
