@@ -360,6 +360,11 @@ def test_integer_values_complex_and_bad_orders_raise():
         S.gammaln(ints)
     with pytest.raises(ag.DTypeError, match="gammainc: argument 'x'"):
         S.gammainc(1.0, ints)
+    cplx = ag.Tensor.from_array(np.array([1.0 + 1j]))
+    with pytest.raises(ag.DTypeError, match="digamma: argument 'x' expected a floating dtype"):
+        S.digamma(cplx)  # (complex arguments are not supported: CuPy's functions are real)
+    with pytest.raises(ag.DTypeError, match="xlogy: argument 'y' expected a floating dtype"):
+        S.xlogy(T([1.0]), cplx)
     with pytest.raises(ag.DTypeError, match="polygamma: argument 'n' expected an integer order"):
         S.polygamma(1.5, T([1.0]))
     with pytest.raises(ag.DTypeError, match="jn: argument 'n' expected an integer order"):
