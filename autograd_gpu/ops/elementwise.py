@@ -14,7 +14,7 @@ from ..backend.fused import GELU_K as _GELU_K
 from ..backend.fused import gelu_tanh as _gelu_tanh
 from ..dtypes import as_dtype
 from . import sampling as S
-from ._util import FAST_ARGS, as_tensor, real_only, scale, tsum, weak_scalars
+from ._util import FAST_ARGS, as_tensor, scale, tsum, weak_scalars
 from .registry import apply, defop, elementwise
 
 _SQRT_2 = math.sqrt(2.0)
@@ -401,21 +401,34 @@ class Sqrt:
     sample = _unary_sample(0.2, 3.0)
 
 
-@defop("abs", saves=("x",), batch="elementwise")
+@defop("abs", saves=("x",), complex_ok=True, batch="elementwise")
 class Abs:
-    """y = |x| (derivative sign(x); 0 at 0)"""
+    """y = |x| (derivative sign(x); 0 at 0). Complex z (a real output): the cotangent is
+    g conj(z) / |z| (0 at z = 0), the convention of docs/contributing.md; the tangent
+    Re(conj(z) t) / |z|."""
 
     def forward(bk, x):
-        real_only(x, "abs")
         return bk.unary("abs", x), (x,)
 
     def vjp(F, g, saved, needs):
-        return (g * F.sign(saved[0]),)
+        x = saved[0]
+        if x.dtype.kind == "c":
+            return (g * _unit_conj(F, x),)
+        return (g * F.sign(x),)
 
     def jvp(F, ts, saved):
-        return ts[0] * F.sign(saved[0])
+        x = saved[0]
+        if x.dtype.kind == "c":
+            return F.real(ts[0] * _unit_conj(F, x))
+        return ts[0] * F.sign(x)
 
     sample = _unary_sample(away=(0.0, 0.1))
+
+
+def _unit_conj(F, z):
+    """conj(z) / |z|, 0 at z = 0 (a complex number's derivative of |z|, transposed)."""
+    a = F.abs(z)
+    return F.conj(z) / F.where(a == 0.0, 1.0, a)
 
 
 @defop("sin", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
