@@ -10,7 +10,7 @@ import numbers
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
 from . import sampling as S
-from ._util import as_tensor, norm_axis, real_only
+from ._util import as_tensor, norm_axis
 from .registry import apply, defop
 
 
@@ -191,26 +191,25 @@ class LogSumExp:
 
 
 @defop("var", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(4), saves=("x",),
-       batch=("axes", "axis"))
+       batch=("axes", "axis"), complex_ok=True)
 class Var:
     """y = sum((x - mean(x))^2, axis) / (n - ddof), n the number of reduced elements;
     dy/dx = 2 (x - mean(x)) / (n - ddof)."""
 
     def forward(bk, x, *, axis, ddof=0, keepdims=False):
-        real_only(x, "var/std")
         acc = _acc(x)
         y = bk.xp.var(_low_to_f32(x), axis=axis, ddof=ddof, keepdims=keepdims)
         return (y.astype(x.dtype) if acc else y), (x,)
 
     def vjp(F, g, saved, needs, *, axis, ddof=0, keepdims=False):
         (x,) = saved
-        d = (x - F.mean(x, axis=axis, keepdims=True)) * (2.0 / (_count(x.shape, axis) - ddof))
+        d = _centred(F, x, axis) * (2.0 / (_count(x.shape, axis) - ddof))
         return (_expand_back(F, g, x.shape, axis, keepdims) * d,)
 
     def jvp(F, ts, saved, *, axis, ddof=0, keepdims=False):
         (x,) = saved
-        d = (x - F.mean(x, axis=axis, keepdims=True)) * (2.0 / (_count(x.shape, axis) - ddof))
-        return F.sum(ts[0] * d, axis=_neg_axes(axis, x.ndim), keepdims=keepdims)
+        d = _centred(F, x, axis) * (2.0 / (_count(x.shape, axis) - ddof))
+        return _real(F, F.sum(ts[0] * d, axis=_neg_axes(axis, x.ndim), keepdims=keepdims))
 
     def sample(draw):
         from hypothesis import strategies as st
@@ -219,6 +218,18 @@ class Var:
         n = _count(x.shape, p["axis"])
         p["ddof"] = draw(st.sampled_from([0, 1])) if n > 1 else 0
         return (x,), p
+
+
+def _centred(F, x, axis):
+    """x - mean(x), conjugated for complex x: var and std are real functions of complex x,
+    and their cotangent is 2 conj(x - mean(x)) / n' (the convention of docs/contributing.md),
+    their tangent Re(<conj(x - mean(x)), t>) 2 / n'."""
+    d = x - F.mean(x, axis=axis, keepdims=True)
+    return F.conj(d) if x.dtype.kind == "c" else d
+
+
+def _real(F, t):
+    return F.real(t) if t.dtype.kind == "c" else t
 
 
 def _std_scale(F, y, n_eff):
@@ -231,14 +242,13 @@ def _std_scale(F, y, n_eff):
 
 
 @defop("std", params=("axis", "ddof", "keepdims"), cost=_reduce_cost(5), saves=("x", "out"),
-       batch=("axes", "axis"))
+       batch=("axes", "axis"), complex_ok=True)
 class Std:
     """y = sqrt(var(x, axis, ddof)); dy/dx = (x - mean(x)) / ((n - ddof) y) where y > 0, and 0
     where y == 0 (zero variance: constant slices, one-element groups with ddof=0): PyTorch's
     convention for a function with no derivative there (sqrt's inf times var's 0 was NaN)."""
 
     def forward(bk, x, *, axis, ddof=0, keepdims=False):
-        real_only(x, "var/std")
         acc = _acc(x)
         y = bk.xp.std(_low_to_f32(x), axis=axis, ddof=ddof, keepdims=keepdims)
         return (y.astype(x.dtype) if acc else y), (x, y)
@@ -246,14 +256,13 @@ class Std:
     def vjp(F, g, saved, needs, *, axis, ddof=0, keepdims=False):
         x, y = saved
         r = _std_scale(F, y, _count(x.shape, axis) - ddof)
-        d = x - F.mean(x, axis=axis, keepdims=True)
-        return (_expand_back(F, g * r, x.shape, axis, keepdims) * d,)
+        return (_expand_back(F, g * r, x.shape, axis, keepdims) * _centred(F, x, axis),)
 
     def jvp(F, ts, saved, *, axis, ddof=0, keepdims=False):
         x, y = saved
         r = _std_scale(F, y, _count(x.shape, axis) - ddof)
-        d = x - F.mean(x, axis=axis, keepdims=True)
-        return F.sum(ts[0] * d, axis=_neg_axes(axis, x.ndim), keepdims=keepdims) * r
+        s = F.sum(ts[0] * _centred(F, x, axis), axis=_neg_axes(axis, x.ndim), keepdims=keepdims)
+        return _real(F, s) * r
 
     def sample(draw):
         """Random slices, and one-element groups (ddof 0: std is 0 for every x, so its
