@@ -291,7 +291,10 @@ def _solver(fun, bk, dtype, n, p):
 
 class _OdeintImpl:
     """ys = y(t) for dy/dt = func(y, t, *args), y(t[0]) = y0 (ag.integrate.odeint). Saves ys
-    only; the vjp is the adjoint solve (module docstring)."""
+    only; the vjp is the adjoint solve (module docstring). The stepping loop reads each step's
+    error ratio on the host (a synchronisation per step on a GPU). Not in the registry: func is
+    a parameter, so the registry's sampled checks do not apply (tests/test_odeint.py checks
+    it)."""
 
     @staticmethod
     def forward(bk, y0, ts, *args, dyn, rtol, atol, mxstep, hmax):
@@ -510,3 +513,6 @@ def odeint(func, y0, t, *args, rtol=1.4e-8, atol=1.4e-8, mxstep=math.inf, hmax=m
         leaves.append(part if shape == (size,) else _api.reshape(part, (nt,) + shape))
         at += size
     return tree_unflatten(y_def, leaves)
+
+
+odeint.op = _ODEINT  # the primitive behind it (tools/numpy_coverage.py reads it)
