@@ -87,7 +87,9 @@ def test_per_sample_gradients_of_a_cnn_equal_a_loop():
     def loss(p, x, y):
         return ag.cross_entropy(ag.nn.functional_call(model, p, x[None]), y[None])
 
-    got = ag.vmap(ag.grad(loss), in_axes=(None, 0, 0))(params, xs, ys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every op batched, no per-example loop
+        got = ag.vmap(ag.grad(loss), in_axes=(None, 0, 0))(params, xs, ys)
     for b in range(5):
         want = ag.grad(loss)(params, xs[b], ys[b])
         for name in params:
@@ -417,6 +419,7 @@ def test_vmap_under_an_amp_tape():
     (got,) = t.gradient(y, [w])
     assert got.dtype == np.float32
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=2e-2, atol=2e-2)
+    assert not np.array_equal(got.numpy(), ref.numpy())  # the matmuls did run in float16
     assert not t.step_skipped
 
 
