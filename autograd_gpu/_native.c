@@ -820,7 +820,12 @@ sweep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         NodeObject *node = (NodeObject *)obj;
         Py_INCREF(node);
         PyObject *g = PyDict_GetItemWithError(grads, obj);
-        if (g == NULL) {
+        if (g == NULL) {  /* no cotangent reaches it: its inputs get nothing from it either */
+            if (!PyErr_Occurred() && ready_at != Py_None &&
+                report_ready(ready_at, obj, grads, on_ready) < 0) {
+                Py_DECREF(node);
+                return NULL;
+            }
             Py_DECREF(node);
             if (PyErr_Occurred()) {
                 return NULL;

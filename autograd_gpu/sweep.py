@@ -70,7 +70,10 @@ def python_sweep(nodes, grads: dict, want_set, found: dict, ctx: SweepContext, h
     tid, release, F, restore, wrap, bk, _, batch_nd, empty, ready_at, on_ready = ctx
     for node in reversed(nodes):
         g = grads.pop(node, None)
-        if g is None:
+        if g is None:  # no cotangent reaches it: its inputs get nothing from it either
+            if ready_at and node in ready_at:
+                for leaf in ready_at[node]:
+                    on_ready(leaf, grads.get(leaf))
             continue
         if node in want_set:
             found[node] = g

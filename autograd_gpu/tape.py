@@ -326,9 +326,10 @@ class GradientTape(_Recording):
             seeds.append((t, seed))
         check_sources(slist, "GradientTape.gradient")
         want = [s._node for s in slist]
-        on_ready = None
-        for a in self._addons:
-            on_ready = a.watch_gradients(want, self._nodes) or on_ready
+        watchers = [w for w in (a.watch_gradients(want, self._nodes) for a in self._addons)
+                    if w is not None]
+        on_ready = watchers[0] if len(watchers) == 1 else _all_of(watchers) if watchers \
+            else None
         results = self.backward(seeds, want, batch_nd=0, on_ready=on_ready)
         out = []
         for s, g in zip(slist, results):
@@ -526,6 +527,14 @@ def _released(node, tape_id) -> TapeError:
             "across gradient() calls")
     return TapeError(f"GradientTape.gradient: the saved values of op '{node.op.name}' were "
                      "released and could not be recomputed")
+
+
+def _all_of(callbacks):
+    """One ready callback that calls each add-on's, in attachment order."""
+    def ready(leaf, g):
+        for cb in callbacks:
+            cb(leaf, g)
+    return ready
 
 
 def _remove_all(hooks: list, mine: list) -> None:

@@ -126,3 +126,39 @@ def test_unknown_tape_arguments_are_refused():
         ag.GradientTape(amp="fp16")
     with pytest.raises(ag.ArgumentError):
         ag.GradientTape(scheduler="upward")
+
+
+def test_a_leaf_whose_first_reader_gets_no_cotangent_is_reported_there(paths):
+    """Its first-recorded reader is off the loss path: the sweep passes it without a rule, and
+    the leaf's cotangent is final there (it used to be reported only at the end, if at all)."""
+    a = T([1.0, 2.0])
+    order = []
+
+    class Watch(TapeAddon):
+        def watch_gradients(self, want, nodes):
+            return lambda leaf, g: order.append((leaf, None if g is None else float(g.sum())))
+
+    with ag.GradientTape(addons=[Watch()]) as tape:
+        tape.watch(a)
+        _ = ag.exp(a)  # a's first reader: not on the loss path
+        y = (a * 3.0).sum()
+    (g,) = tape.gradient(y, [a])
+    assert order == [(a._node, 6.0)] and float(g.sum()) == 6.0
+
+
+def test_every_addon_watching_gradients_is_called(paths):
+    a = T([1.0])
+    seen = []
+
+    class Watch(TapeAddon):
+        def __init__(self, tag):
+            self.tag = tag
+
+        def watch_gradients(self, want, nodes):
+            return lambda leaf, g: seen.append(self.tag)
+
+    with ag.GradientTape(addons=[Watch("first"), Watch("second")]) as tape:
+        tape.watch(a)
+        y = (a * 2.0).sum()
+    tape.gradient(y, [a])
+    assert seen == ["first", "second"]
