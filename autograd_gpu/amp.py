@@ -15,8 +15,8 @@ A tape built with an :class:`AmpConfig` (``GradientTape(amp=cfg)`` or
 
 * **Loss scaling.** ``tape.gradient`` multiplies the seed of each target by ``scaler.scale``,
   runs the sweep, then unscales every gradient and checks all of them for inf/NaN in one pass
-  (on a GPU with the fused ``unscale_and_check`` kernel when the backend has it; one host
-  synchronisation per call). On overflow the step is marked skipped and a dynamic scaler backs
+  (on a GPU with the fused kernel of kernels/amp.cu, declared below; one host synchronisation
+  per call). On overflow the step is marked skipped and a dynamic scaler backs
   off; after ``growth_interval`` clean steps it grows. Each ``gradient`` call on such a tape is
   one step of the scaler's state machine.
 
@@ -41,6 +41,8 @@ import numpy as np
 
 from . import dtypes as _dt
 from .addons import TapeAddon, register_config
+from .backend.kernels import multi_tensor as _mt
+from .backend.kernels.loader import KernelFamily
 from .errors import ArgumentError, describe
 from .ops.elementwise import AsType
 from .ops.registry import apply
@@ -172,18 +174,17 @@ class LossScaler:
 
         ``grads``: backend arrays or None, owned by the caller's sweep (they are unscaled in
         place where that is safe). One pass over the data and one host synchronisation: on a
-        GPU the fused kernel ``unscale_and_check(arrays, inv_scale) -> found`` (in place,
-        C-contiguous arrays; ``found`` a 0-d device array, nonzero when a value was not finite)
-        when the backend has it, else the xp path.
+        GPU the fused kernel (``fused_unscale_and_check``, in place on private C-contiguous
+        copies where needed) when the backend runs it, else the xp path.
         """
         idx = [i for i, g in enumerate(grads) if g is not None]
         if not idx:
             return list(grads), False
         inv = 1.0 / self.scale
         res = list(grads)
-        if bk.has_kernel("unscale_and_check"):
+        if KERNELS.ready(bk):
             arrays = _private_contiguous(bk.xp, [grads[i] for i in idx])
-            flag = bk.kernel("unscale_and_check")(arrays, inv)
+            flag = fused_unscale_and_check(bk, arrays, inv)
             outs = arrays
         else:
             outs, flag = _unscale_and_check_xp(bk.xp, [grads[i] for i in idx], inv)
@@ -258,6 +259,36 @@ def _unscale_and_check_xp(xp, arrays, inv_scale):
     finite = [xp.isfinite(o).all() for o in outs]
     flag = ~xp.stack(finite).all() if len(finite) > 1 else ~finite[0]
     return outs, flag
+
+
+def _ref_unscale_and_check(arrays, inv_scale):
+    """NumPy: each array *= inv_scale in place; 1.0 if any value was inf or NaN, else 0.0."""
+    bad = any(not np.isfinite(a.astype(np.float64)).all() for a in arrays)
+    for a in arrays:
+        a[...] = (a.astype(np.float64) * float(inv_scale)).astype(a.dtype)
+    return np.float32(bad)
+
+
+KERNELS = KernelFamily(
+    "amp", source="amp", templates=("unscale_check",), entries=("fused_unscale_and_check",),
+    references={"fused_unscale_and_check": _ref_unscale_and_check},
+    callers=("LossScaler.unscale_and_check",))
+
+
+def fused_unscale_and_check(bk, arrays, inv_scale):
+    """In place: each array *= inv_scale (a number or a 0-d device array). Returns
+    ``found_inf``, a 0-d float32 device array: 1.0 if any element (before scaling) was inf or
+    NaN, else 0.0. One launch per MT_SLOTS arrays of a dtype."""
+    xp = bk.xp
+    arrays = list(arrays)
+    _mt.check_inplace(arrays, "unscale_and_check")
+    found = xp.zeros((), dtype=np.float32)
+    inv = _mt.device_scalar(xp, inv_scale)
+    for dt, idx in _mt.groups(arrays):
+        KERNELS.kernel(bk, "unscale_check", dt)(
+            (_mt.blocks(arrays, idx), len(idx)), (256,),
+            tuple(_mt.slots([arrays], idx)) + (inv, found))
+    return found
 
 
 class AmpGradients(list):

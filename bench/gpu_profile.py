@@ -66,12 +66,13 @@ def main(argv=None):
     B, W, L = (1024, 1024, 6) if args.quick else (8192, 4096, 6)
     x, y, ws, bs = S._mlp_data(B, W, L)
     from autograd_gpu.backend import backend_for
+    from autograd_gpu.backend.kernels import cast as cast_kernels
     from autograd_gpu.dtypes import bfloat16
 
     gbk = backend_for("cuda:0")
     out = [f"model: batch {B}, width {W}, layers {L}; device {S.device_info()}; CuPy ufuncs take "
            f"bfloat16 with float32 directly: {gbk.mixed_floats_ok({bfloat16, cp.dtype('f4')})}; "
-           f"cast kernel: {gbk.has_kernel('cast')}"]
+           f"cast kernel: {cast_kernels.FAMILY.ready(gbk)}"]
     amp = ag.AmpConfig(enabled=True, precision_mode=ag.PrecisionMode.BFLOAT16,
                        loss_scaler=ag.LossScaler.none())
 

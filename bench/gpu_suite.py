@@ -362,6 +362,7 @@ def part_chain(res, quick, precision):
 
     import autograd_gpu as ag
     from autograd_gpu.backend.cupy_backend import _elementwise
+    from autograd_gpu.backend.kernels import small as small_kernels
 
     n = 1000
     iters = 10 if quick else 20
@@ -379,6 +380,7 @@ def part_chain(res, quick, precision):
     from autograd_gpu.backend import backend_for
 
     gbk = backend_for("cuda:0")
+    small_scalar = small_kernels.bind_scalar(gbk)
     gbk.small_kernels = False
     try:
         s_off, g_off = chain(x)
@@ -412,7 +414,7 @@ def part_chain(res, quick, precision):
     launches = {"cupy_a_times_python_float": lambda: a * 1.01,
                 "cupy_a_plus_a": lambda: a + a,
                 "autograd_gpu_scalar_op": lambda: gbk.scalar_op("mul", a, 1.01),
-                "autograd_gpu_small_kernel": lambda: gbk.kernel("small_scalar")(
+                "autograd_gpu_small_kernel": lambda: small_scalar(
                     "mul", a, np.float32(1.01)),
                 "autograd_gpu_elementwise_kernel": lambda: _elementwise("mul")(
                     a, np.float32(1.01)),
@@ -479,9 +481,7 @@ def part_kernels(res, quick, precision):
 
     import autograd_gpu as ag
     from autograd_gpu import dtypes as _dt
-    from autograd_gpu.backend import backend_for
-
-    table = backend_for("cuda:0")._kernel_table()
+    from autograd_gpu.backend.kernels import loader
     N, C = (1024, 1024) if quick else (8192, 4096)
     res["shape"] = [N, C]
     iters = 10
@@ -516,14 +516,12 @@ def part_kernels(res, quick, precision):
 
             try:
                 for flag, tag in ((True, "fused"), (False, "xp")):
-                    table.enabled = flag
-                    table._ok.clear()
+                    loader.set_enabled(flag)
                     res[f"{key}_{tag}_ms"] = time_cupy(step, 2, iters)
             except Exception as exc:
                 res[f"{key}_error"] = f"{type(exc).__name__}: {exc}"[:500]
             finally:
-                table.enabled = True
-                table._ok.clear()
+                loader.set_enabled(None)
             try:
                 xt = torch.from_dlpack(xa.astype(cp.float32)).to(tdt).requires_grad_()
                 if name == "cross_entropy":

@@ -381,7 +381,7 @@ def test_cross_entropy_gradient_is_accurate_at_large_logits(dtype, bound):
 
 def test_cross_entropy_kernel_reference_is_accurate_at_large_logits():
     """The NumPy reference the GPU kernel is checked against takes the same stable form."""
-    from autograd_gpu.backend.kernel_impls import _ref_cross_entropy
+    from autograd_gpu.backend.kernels.cross_entropy import _ref_cross_entropy
 
     x, labels, exact = _ce_case(np.float32, seed=1)
     _, lse, d = _ref_cross_entropy(x, labels)

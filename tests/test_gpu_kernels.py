@@ -25,9 +25,58 @@ def bk():
 
 @pytest.fixture(scope="module")
 def ki():
-    from autograd_gpu.backend import kernel_impls
+    """The kernel entry points, by family module."""
+    import types
 
-    return kernel_impls
+    import autograd_gpu.amp as amp
+    import autograd_gpu.clipping as clipping
+    from autograd_gpu.backend.kernels import cast, dropout, small
+    from autograd_gpu.optim import kernels as optim_kernels
+
+    return types.SimpleNamespace(
+        philox_words_device=dropout.philox_words_device, philox_words=dropout.philox_words,
+        dropout_keep_numpy=dropout.dropout_keep_numpy, global_norm=clipping.fused_global_norm,
+        clip_by_global_norm=clipping.fused_clip_by_global_norm, scale=clipping.fused_scale,
+        unscale_and_check=amp.fused_unscale_and_check, sgd_momentum_=optim_kernels.sgd_momentum_,
+        adam_=optim_kernels.adam_, same_bits=cast.same_bits, SMALL_OPS=small.SMALL_OPS,
+        SMALL_MAX=small.SMALL_MAX)
+
+
+@pytest.fixture(scope="module")
+def K():
+    """Each kernel entry with the backend bound, by its name (as the backend calls it)."""
+    import functools
+
+    from autograd_gpu.backend.kernels import (
+        bias_act,
+        cast,
+        cross_entropy,
+        dropout,
+        elementwise,
+        layer_norm,
+        segment_sum,
+        small,
+        softmax,
+    )
+
+    mods = (softmax, cross_entropy, layer_norm, bias_act, segment_sum, dropout, elementwise,
+            cast)
+    bk_ = _bk()
+
+    class Entries:
+        def __getattr__(self, name):
+            for m in mods:
+                if name in m.FAMILY.entries:
+                    return functools.partial(getattr(m, name), bk_)
+            return getattr(small, name)(bk_)  # bind_scalar, bind_unary, bind_act_grad
+
+    return Entries()
+
+
+def _bk():
+    from autograd_gpu.backend import backend_for
+
+    return backend_for("cuda:0")
 
 
 def _np(a):
@@ -80,29 +129,29 @@ SHAPES = [(7, 33), (4, 5, 1000), (3, 4097), (2, 1), (64, 10)]
 
 @pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_softmax_and_log_softmax(bk, ki, dtype, shape):
+def test_softmax_and_log_softmax(bk, ki, dtype, shape, K):
     x, x64 = _data(shape, dtype, 1)
     g, g64 = _data(shape, dtype, 2)
-    y = bk.kernel("softmax_lastdim")(_dev(bk, x))
+    y = K.softmax(_dev(bk, x))
     assert y.dtype == np.dtype(dtype)
     _close(y, _softmax64(x64), dtype, "softmax")
-    ly = bk.kernel("log_softmax_lastdim")(_dev(bk, x))
+    ly = K.log_softmax(_dev(bk, x))
     _close(ly, _log_softmax64(x64), dtype, "log_softmax", k=2)
     # backward from the kernel's own outputs (as the ops do)
     y64 = _np(y).astype(np.float64)
-    dx = bk.kernel("softmax_lastdim_grad")(_dev(bk, g), y)
+    dx = K.softmax_grad(_dev(bk, g), y)
     _close(dx, y64 * (g64 - (g64 * y64).sum(-1, keepdims=True)), dtype, "softmax grad", k=4)
     ly64 = _np(ly).astype(np.float64)
-    dlx = bk.kernel("log_softmax_lastdim_grad")(_dev(bk, g), ly)
+    dlx = K.log_softmax_grad(_dev(bk, g), ly)
     _close(dlx, g64 - np.exp(ly64) * g64.sum(-1, keepdims=True), dtype, "log_softmax grad", k=4)
 
 
-def test_softmax_batched_cotangent_and_extremes(bk):
+def test_softmax_batched_cotangent_and_extremes(bk, K):
     x = np.array([[1000.0, 0.0, -1000.0], [-np.inf, 0.0, 1.0]], dtype=np.float32)
-    y = bk.kernel("softmax_lastdim")(_dev(bk, x))
+    y = K.softmax(_dev(bk, x))
     _close(y, _softmax64(x.astype(np.float64)), np.float32, "softmax extremes")
     g = np.random.default_rng(0).standard_normal((2, 2, 3)).astype(np.float32)
-    dx = bk.kernel("softmax_lastdim_grad")(_dev(bk, g), y)
+    dx = K.softmax_grad(_dev(bk, g), y)
     y64 = _np(y).astype(np.float64)
     ref = y64 * (g - (g * y64).sum(-1, keepdims=True))
     _close(dx, ref, np.float32, "batched softmax grad", k=4)
@@ -111,13 +160,13 @@ def test_softmax_batched_cotangent_and_extremes(bk):
 @pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize("shape", [(64, 10), (5, 3, 1000), (4, 50257 // 7)])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_cross_entropy_forward_and_backward(bk, dtype, shape, smoothing):
+def test_cross_entropy_forward_and_backward(bk, dtype, shape, smoothing, K):
     x, x64 = _data(shape, dtype, 3)
     rng = np.random.default_rng(4)
     C = shape[-1]
     labels = rng.integers(0, C, size=shape[:-1])
     labels.reshape(-1)[0] = -100  # ignored row
-    loss, lse, dlog = bk.kernel("cross_entropy")(_dev(bk, x), _dev(bk, labels), ignore_index=-100,
+    loss, lse, dlog = K.cross_entropy(_dev(bk, x), _dev(bk, labels), ignore_index=-100,
                                                  label_smoothing=smoothing)
     m = x64.max(-1)
     lse_ref = np.log(np.exp(x64 - m[..., None]).sum(-1)) + m
@@ -136,23 +185,23 @@ def test_cross_entropy_forward_and_backward(bk, dtype, shape, smoothing):
     _close(dlog, dref, dtype, "ce dlogits", k=2)
     # the backward from the saved lse (keepdims), without the ignored row's special case
     lab_dev = _dev(bk, lab0)
-    d2 = bk.kernel("cross_entropy_dlogits")(_dev(bk, x), lab_dev, lse[..., None],
+    d2 = K.cross_entropy_dlogits(_dev(bk, x), lab_dev, lse[..., None],
                                             label_smoothing=smoothing)
     _close(d2, _softmax64(x64) - q, dtype, "ce dlogits from lse", k=2)
     g = rng.standard_normal(shape[:-1])
-    dx = bk.kernel("cross_entropy_grad")(_dev(bk, g), dlog)
+    dx = K.cross_entropy_grad(_dev(bk, g), dlog)
     _close(dx, _np(dlog).astype(np.float64) * g[..., None], dtype, "ce grad", k=2)
-    _, _, none = bk.kernel("cross_entropy")(_dev(bk, x), lab_dev, want_dlogits=False)
+    _, _, none = K.cross_entropy(_dev(bk, x), lab_dev, want_dlogits=False)
     assert none is None
 
 
-def test_cross_entropy_bad_label_is_nan(bk):
+def test_cross_entropy_bad_label_is_nan(bk, K):
     x = np.zeros((2, 4), np.float32)
-    loss, lse, dlog = bk.kernel("cross_entropy")(_dev(bk, x), _dev(bk, np.array([1, 9])))
+    loss, lse, dlog = K.cross_entropy(_dev(bk, x), _dev(bk, np.array([1, 9])))
     loss, lse = _np(loss), _np(lse)
     assert np.isclose(loss[0], np.log(4.0)) and np.isnan(loss[1]) and np.isnan(lse[1])
     assert np.isnan(_np(dlog)[1]).all() and not np.isnan(_np(dlog)[0]).any()
-    d = bk.kernel("cross_entropy_dlogits")(_dev(bk, x), _dev(bk, np.array([1, -1])),
+    d = K.cross_entropy_dlogits(_dev(bk, x), _dev(bk, np.array([1, -1])),
                                            bk.xp.zeros(2, np.float32))
     assert np.isnan(_np(d)[1]).all() and not np.isnan(_np(d)[0]).any()
 
@@ -169,7 +218,7 @@ def _ln_ref(x, gamma, beta, eps):
 @pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize("shape", [(16, 64), (3, 5, 1024), (257, 4096), (2, 3)])
 @pytest.mark.parametrize("affine", [True, False])
-def test_layer_norm_forward_and_backward(bk, dtype, shape, affine):
+def test_layer_norm_forward_and_backward(bk, dtype, shape, affine, K):
     x, x64 = _data(shape, dtype, 5)
     x64 = x64 + 2.0  # a mean away from zero
     x = x64.astype(dtype)
@@ -180,7 +229,7 @@ def test_layer_norm_forward_and_backward(bk, dtype, shape, affine):
         gm, gm64 = _data((C,), dtype, 6, 0.5, 1.5)
         bt, bt64 = _data((C,), dtype, 7)
     eps = 1e-5
-    y, mean, rstd = bk.kernel("layer_norm")(
+    y, mean, rstd = K.layer_norm(
         _dev(bk, x), None if gm is None else _dev(bk, gm), None if bt is None else _dev(bk, bt),
         eps)
     yr, mur, rsr, xh = _ln_ref(x64, gm64, bt64, eps)
@@ -189,7 +238,7 @@ def test_layer_norm_forward_and_backward(bk, dtype, shape, affine):
     _close(mean, mur, acc, "layer_norm mean", k=10)
     _close(rstd, rsr, acc, "layer_norm rstd", k=10)
     g, g64 = _data(shape, dtype, 8)
-    dx, dgam, dbet = bk.kernel("layer_norm_grad")(
+    dx, dgam, dbet = K.layer_norm_grad(
         _dev(bk, g), _dev(bk, x), None if gm is None else _dev(bk, gm), mean, rstd)
     gh = g64 * (1.0 if gm64 is None else gm64)
     rs = rsr[..., None]
@@ -202,17 +251,17 @@ def test_layer_norm_forward_and_backward(bk, dtype, shape, affine):
 
 @pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize("shape", [(16, 64), (3, 5, 1024), (2, 3)])
-def test_layer_norm_backward_from_output(bk, dtype, shape):
+def test_layer_norm_backward_from_output(bk, dtype, shape, K):
     x, x64 = _data(shape, dtype, 20)
-    y, _, rstd = bk.kernel("layer_norm")(_dev(bk, x))
+    y, _, rstd = K.layer_norm(_dev(bk, x))
     y64 = _np(y).astype(np.float64)
     rs = _np(rstd).astype(dtype).astype(np.float64)[..., None]  # the op saves rstd in x's dtype
     g, g64 = _data(shape, dtype, 21)
-    dx = bk.kernel("layer_norm_grad_y")(_dev(bk, g), y, rstd.astype(dtype)[..., None])
+    dx = K.layer_norm_grad_y(_dev(bk, g), y, rstd.astype(dtype)[..., None])
     ref = rs * (g64 - g64.mean(-1, keepdims=True) - y64 * (g64 * y64).mean(-1, keepdims=True))
     _close(dx, ref, dtype, "layer_norm dx from y", k=8)
     gb = np.stack([g, g[::-1].copy() if g.ndim > 1 else g])  # a batch of two cotangents
-    dxb = bk.kernel("layer_norm_grad_y")(_dev(bk, gb), y, rstd.astype(dtype)[..., None])
+    dxb = K.layer_norm_grad_y(_dev(bk, gb), y, rstd.astype(dtype)[..., None])
     _close(_np(dxb)[0], ref, dtype, "batched layer_norm dx from y", k=8)
 
 
@@ -232,27 +281,27 @@ def _act64(z, act):
 @pytest.mark.parametrize("dtype", ALL)
 @pytest.mark.parametrize("act", ["relu", "gelu", "tanh"])
 @pytest.mark.parametrize("shape", [(33, 65), (4, 3, 128), (1000,)])
-def test_bias_act_forward_and_backward(bk, dtype, act, shape):
+def test_bias_act_forward_and_backward(bk, dtype, act, shape, K):
     x, x64 = _data(shape, dtype, 9)
     b, b64 = _data(shape[-1:], dtype, 10)
     z = (x64 + b64).astype(dtype).astype(np.float64) if dtype != np.float64 else x64 + b64
-    y = bk.kernel("bias_act")(_dev(bk, x), _dev(bk, b), act)
+    y = K.bias_act(_dev(bk, x), _dev(bk, b), act)
     yr, dr = _act64(x64 + b64, act)
     if act == "relu":  # exact up to the rounding of x + b in the storage type
         yr = np.maximum(z, 0) if dtype != np.float64 else yr
     _close(y, yr, dtype, f"bias_{act}", k=2)
     g, g64 = _data(shape, dtype, 11)
-    dx, db = bk.kernel("bias_act_grad")(_dev(bk, g), _dev(bk, x), _dev(bk, b), act)
+    dx, db = K.bias_act_grad(_dev(bk, g), _dev(bk, x), _dev(bk, b), act)
     ref = g64 * dr
     _close(dx, ref, dtype, f"bias_{act} dx", k=2)
     _close(db, ref.reshape(-1, shape[-1]).sum(0), dtype, f"bias_{act} db", k=4)
-    dx2, db2 = bk.kernel("bias_act_grad")(_dev(bk, g), _dev(bk, x), None, act)
+    dx2, db2 = K.bias_act_grad(_dev(bk, g), _dev(bk, x), None, act)
     assert db2 is None
     _close(dx2, g64 * _act64(x64, act)[1], dtype, f"{act} dx (no bias)", k=2)
 
 
 @pytest.mark.parametrize("dtype", ALL)
-def test_scatter_add_matches_add_at_and_is_deterministic(bk, dtype):
+def test_scatter_add_matches_add_at_and_is_deterministic(bk, dtype, K):
     rng = np.random.default_rng(12)
     M, D, K = 50, 33, 4000
     idx = rng.integers(-M, M, size=K)
@@ -263,7 +312,7 @@ def test_scatter_add_matches_add_at_and_is_deterministic(bk, dtype):
     outs = []
     for _ in range(5):
         t = bk.xp.zeros((M, D), dtype=dtype)
-        bk.kernel("scatter_add")(t, _dev(bk, idx), _dev(bk, vals))
+        K.scatter_add(t, _dev(bk, idx), _dev(bk, vals))
         outs.append(_np(t))
     tol = 1 if dtype == np.float64 else 8
     _close(outs[0], ref, dtype, "scatter_add", k=tol)
@@ -310,18 +359,18 @@ def test_philox_device_matches_numpy_twin(bk, ki):
 
 
 @pytest.mark.parametrize("dtype", ALL)
-def test_dropout_mask_replays_and_matches_cpu(bk, ki, dtype):
+def test_dropout_mask_replays_and_matches_cpu(bk, ki, dtype, K):
     shape, p, seed = (37, 129), 0.3, 2024
     x, x64 = _data(shape, dtype, 15)
-    y, mask = bk.kernel("dropout")(_dev(bk, x), p, seed, 5)
+    y, mask = K.dropout(_dev(bk, x), p, seed, 5)
     keep = ki.dropout_keep_numpy(shape, p, seed, 5)
     assert np.array_equal(_np(mask), keep)
     _close(y, np.where(keep, x64 / (1 - p), 0.0), dtype, "dropout y")
-    y2, mask2 = bk.kernel("dropout")(_dev(bk, x), p, seed, 5)
+    y2, mask2 = K.dropout(_dev(bk, x), p, seed, 5)
     assert _np(y2).tobytes() == _np(y).tobytes()
-    m = bk.kernel("dropout_mask")(shape, p, seed, 5, dtype)
+    m = K.dropout_mask(shape, p, seed, 5, dtype)
     _close(m, np.where(keep, 1 / (1 - p), 0.0), dtype, "dropout_mask")
-    _, mask3 = bk.kernel("dropout")(_dev(bk, x), p, seed, 6)
+    _, mask3 = K.dropout(_dev(bk, x), p, seed, 6)
     assert not np.array_equal(_np(mask3), keep)
 
 
@@ -435,7 +484,7 @@ def test_adam_matches_reference(bk, ki, adamw):
 
 @pytest.mark.parametrize("src, dst", [(np.float32, _dt.bfloat16), (_dt.bfloat16, np.float32),
                                       (np.float32, np.float16), (np.float16, np.float32)])
-def test_cast_kernel_matches_numpy_bit_for_bit(bk, ki, src, dst):
+def test_cast_kernel_matches_numpy_bit_for_bit(bk, ki, src, dst, K):
     """The vectorised cast against NumPy/ml_dtypes: bit for bit (NaN as NaN), on an odd size
     (the element-wise tail), through astype (the op) and directly; an unaligned view is
     declined (None) and astype still gives the right bits."""
@@ -445,20 +494,20 @@ def test_cast_kernel_matches_numpy_bit_for_bit(bk, ki, src, dst):
     h = (rng.standard_normal(300_001) * 100).astype(np.float32).astype(src)
     h[:5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
     d = bk.asarray(h)
-    cast = bk.kernel("cast")
+    cast = K.cast
     y = cast(d, dst)
     assert y is not None and y.dtype == np.dtype(dst)
     ref = h.astype(dst)
-    assert ki._same_bits(bk.to_numpy(y), ref)
+    assert ki.same_bits(bk.to_numpy(y), ref)
     t = ag.astype(ag.Tensor.from_array(h, device="cuda:0"), dst)
-    assert ki._same_bits(t.numpy(), ref)
+    assert ki.same_bits(t.numpy(), ref)
     view = d[1:]  # 2- or 4-byte offset: not 16-byte aligned
     assert cast(view, dst) is None
-    assert ki._same_bits(bk.to_numpy(bk.astype(view, dst)), ref[1:])
+    assert ki.same_bits(bk.to_numpy(bk.astype(view, dst)), ref[1:])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, _dt.bfloat16])
-def test_vectorised_relu_and_bias_add_match_numpy(bk, dtype):
+def test_vectorised_relu_and_bias_add_match_numpy(bk, dtype, K):
     """relu, relu's backward and the bias add on the vectorised kernels, against NumPy as
     numbers (NaN as NaN), directly and through the ops; declined cases return None and the ops
     still give NumPy's values."""
@@ -476,9 +525,9 @@ def test_vectorised_relu_and_bias_add_match_numpy(bk, dtype):
         assert np.array_equal(got, np.asarray(ref, dtype=np.float64), equal_nan=True)
 
     f64 = h.astype(np.float64)
-    same(bk.kernel("relu")(x), np.maximum(f64, 0))
-    same(bk.kernel("relu_grad")(g, x), np.where(f64 > 0, gh.astype(np.float64), 0))
-    same(bk.kernel("add_rowvec")(x, b), (h + bh))
+    same(K.relu(x), np.maximum(f64, 0))
+    same(K.relu_grad(g, x), np.where(f64 > 0, gh.astype(np.float64), 0))
+    same(K.add_rowvec(x, b), (h + bh))
     # through the ops (forward and backward)
     xt = ag.Variable(ag.Tensor.from_array(h, device="cuda:0"))
     bt = ag.Variable(ag.Tensor.from_array(bh, device="cuda:0"))
@@ -489,14 +538,14 @@ def test_vectorised_relu_and_bias_add_match_numpy(bk, dtype):
         gh, device="cuda:0")])
     same(gx.data, np.where((h + bh).astype(np.float64) > 0, gh.astype(np.float64), 0))
     # declined: unaligned, odd width, mixed dtypes
-    assert bk.kernel("relu")(x.reshape(-1)[1:]) is None
-    assert bk.kernel("add_rowvec")(x[:, :510], b[:510].copy()) is None
-    assert bk.kernel("add_rowvec")(x[:, :511], b[:511]) is None
+    assert K.relu(x.reshape(-1)[1:]) is None
+    assert K.add_rowvec(x[:, :510], b[:510].copy()) is None
+    assert K.add_rowvec(x[:, :511], b[:511]) is None
     same(bk.relu(x.reshape(-1)[1:]), np.maximum(f64.reshape(-1)[1:], 0))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_small_array_kernels_match_cupy_bit_for_bit(bk, ki, dtype):
+def test_small_array_kernels_match_cupy_bit_for_bit(bk, ki, dtype, K):
     """kernels/small.cu (arrays under 65,536 elements): every op against the CuPy kernel it
     replaces, bit for bit, and against NumPy; declined cases return None; the backend routes
     scalar arithmetic, the unary math functions and tanh/sigmoid's backward through it."""
@@ -509,7 +558,7 @@ def test_small_array_kernels_match_cupy_bit_for_bit(bk, ki, dtype):
     pos = bk.asarray(np.abs(h) + 0.25)
     t = bk.asarray(np.tanh(h[::-1]).copy())
     s = np.dtype(dtype).type(1.7)
-    un, sc, ag_ = bk.kernel("small_unary"), bk.kernel("small_scalar"), bk.kernel("small_act_grad")
+    un, sc, ag_ = K.bind_unary, K.bind_scalar, K.bind_act_grad
     for op in ki.SMALL_OPS["small_unary"]:
         a = pos if op in ("log", "log1p", "sqrt") else x
         got = un(op, a)

@@ -1,9 +1,13 @@
 """CPU checks of the fused CUDA kernels: every kernels/*.cu compiles with nvcc for sm_80 and
-sm_90 (skipped without nvcc), the kernel table is consistent, and the CPU twin of the dropout
-generator reproduces Philox4x32-10's published known-answer vectors."""
+sm_90 (skipped without nvcc), every source is declared by one kernel family whose declaration
+matches its source and its module, the Python side of every launch matches the kernel's C
+signature, and the CPU twin of the dropout generator reproduces Philox4x32-10's published
+known-answer vectors."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,43 +15,90 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autograd_gpu.backend import kernel_impls as ki
-from autograd_gpu.backend.kernels import KERNELS, kernel_dir, kernel_source
+import autograd_gpu.amp as amp_mod
+import autograd_gpu.backend.kernels as kpkg
+import autograd_gpu.clipping as clip_mod
+from autograd_gpu import dtypes as _dt
+from autograd_gpu.backend.kernels import bias_act as k_bias_act
+from autograd_gpu.backend.kernels import cast as k_cast
+from autograd_gpu.backend.kernels import cross_entropy as k_ce
+from autograd_gpu.backend.kernels import dropout as k_dropout
+from autograd_gpu.backend.kernels import elementwise as k_ew
+from autograd_gpu.backend.kernels import layer_norm as k_ln
+from autograd_gpu.backend.kernels import loader
+from autograd_gpu.backend.kernels import multi_tensor as k_mt
+from autograd_gpu.backend.kernels import segment_sum as k_seg
+from autograd_gpu.backend.kernels import small as k_small
+from autograd_gpu.backend.kernels import softmax as k_softmax
+from autograd_gpu.backend.kernels.loader import FAMILIES, KernelFamily, kernel_dir, kernel_source
+from autograd_gpu.optim import kernels as k_optim
+
+for _info in pkgutil.iter_modules(kpkg.__path__):  # every family module of the backend
+    importlib.import_module(f"autograd_gpu.backend.kernels.{_info.name}")
 
 KDIR = Path(str(kernel_dir()))
 SOURCES = sorted(p.stem for p in KDIR.glob("*.cu"))
 NVCC = shutil.which("nvcc")
 
 
-def test_every_source_is_known_to_the_loader():
-    assert set(SOURCES) == set(ki._TEMPLATES), "kernel files vs kernel_impls._TEMPLATES"
-    for name, (stem, factory) in KERNELS.items():
-        assert stem in SOURCES, f"{name}: no kernels/{stem}.cu"
-        assert callable(getattr(ki, factory, None)), f"{name}: no factory {factory}"
+def _module_of(fam):
+    """The module that declares a family (its entries are that module's functions)."""
+    import sys
+
+    for mod in list(sys.modules.values()):
+        if any(getattr(mod, n, None) is fam for n in ("FAMILY", "KERNELS")):
+            return mod
+    raise AssertionError(f"no module declares {fam!r}")
 
 
-def test_plain_kernel_functions_are_handed_out_bound_to_the_backend():
-    import functools
-
-    from autograd_gpu.backend.kernels import KernelTable
-
-    bk = object()  # get() binds without compiling anything
-    table = KernelTable(bk)
-    plain = [(n, a) for n, (_, a) in KERNELS.items() if not a.startswith("make_")]
-    assert plain
-    for name, attr in plain:
-        fn = table.get(name)
-        assert isinstance(fn, functools.partial) and fn.func is getattr(ki, attr)
-        assert fn.args == (bk,) and table.get(name) is fn  # cached
+def test_every_source_is_declared_by_one_family():
+    by_source = {}
+    for fam in FAMILIES.values():
+        by_source.setdefault(fam.source, []).append(fam.name)
+    assert set(by_source) == set(SOURCES), "kernels/*.cu vs the declared families"
+    assert all(len(v) == 1 for v in by_source.values()), by_source
 
 
-@pytest.mark.parametrize("stem", SOURCES)
-def test_source_splices_the_common_header(stem):
-    src = kernel_source(stem)
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_declaration_matches_its_module_and_the_registry(name):
+    from autograd_gpu.backend.cupy_backend import CupyBackend
+    from autograd_gpu.ops.registry import REGISTRY
+    from autograd_gpu.optim.optimizers import SGD, Adam
+
+    fam = FAMILIES[name]
+    mod = _module_of(fam)
+    assert fam.entries, name
+    for entry in fam.entries:
+        assert callable(getattr(mod, entry, None)), f"{name}: no entry {entry} in {mod.__name__}"
+    assert set(fam.references) == set(fam.entries), f"{name}: a reference per entry"
+    assert all(callable(r) for r in fam.references.values())
+    for op in fam.ops:
+        assert op in REGISTRY, f"{name}: op {op!r} is not registered"
+    scope = {"CupyBackend": CupyBackend, "SGD": SGD, "Adam": Adam}
+    for caller in fam.callers:
+        head, *rest = caller.split(".")
+        obj = scope.get(head, getattr(mod, head, None))
+        for part in rest:
+            obj = getattr(obj, part, None)
+        assert callable(obj), f"{name}: caller {caller!r} not found"
+    assert fam.dtypes and fam.name_expressions
+    if fam.templates:
+        assert all(d in loader.FLOATS for d in fam.dtypes)
+
+
+def test_families_are_declared_once():
+    with pytest.raises(ValueError, match="declared twice"):
+        KernelFamily("softmax", source="softmax", templates=("softmax_fwd",))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_source_splices_the_common_header(name):
+    fam = FAMILIES[name]
+    src = kernel_source(fam.source)
     assert '#include "common.cuh"' not in src
     assert "struct Acc" in src  # the header's text is in the NVRTC source
-    for name in ki._TEMPLATES[stem] + ki._PLAIN.get(stem, ()):
-        assert f" {name}(" in src, f"{stem}.cu does not define {name}"
+    for kernel in fam.templates + fam.plain:
+        assert f" {kernel}(" in src, f"{fam.source}.cu does not define {kernel}"
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found")
@@ -72,28 +123,28 @@ KAT = [
 
 @pytest.mark.parametrize("ctr,key,want", KAT)
 def test_philox_known_answers(ctr, key, want):
-    got = ki.philox4x32_10(np.array([ctr], dtype=np.uint32), key)[0]
+    got = k_dropout.philox4x32_10(np.array([ctr], dtype=np.uint32), key)[0]
     assert [int(v) for v in got] == list(want)
 
 
 def test_philox_stream_layout_and_dropout_rate():
     seed, offset = 0x1234_5678_9ABC_DEF0, 7
-    w = ki.philox_words(10, seed, offset)
-    block1 = ki.philox4x32_10(
+    w = k_dropout.philox_words(10, seed, offset)
+    block1 = k_dropout.philox4x32_10(
         np.array([[1, 0, offset, 0]], dtype=np.uint32), (seed & 0xFFFFFFFF, seed >> 32))[0]
     assert np.array_equal(w[4:8], block1)  # word i is lane i % 4 of block i // 4
-    keep = ki.dropout_keep_numpy((200, 500), 0.3, seed=3)
+    keep = k_dropout.dropout_keep_numpy((200, 500), 0.3, seed=3)
     assert abs(keep.mean() - 0.7) < 0.01
-    assert np.array_equal(keep, ki.dropout_keep_numpy((200, 500), 0.3, seed=3))
-    assert not np.array_equal(keep, ki.dropout_keep_numpy((200, 500), 0.3, seed=4))
-    assert not np.array_equal(keep, ki.dropout_keep_numpy((200, 500), 0.3, seed=3, offset=1))
-    u = ki.philox_uniform((1000,), seed=1)
+    assert np.array_equal(keep, k_dropout.dropout_keep_numpy((200, 500), 0.3, seed=3))
+    assert not np.array_equal(keep, k_dropout.dropout_keep_numpy((200, 500), 0.3, seed=4))
+    assert not np.array_equal(keep, k_dropout.dropout_keep_numpy((200, 500), 0.3, seed=3, offset=1))
+    u = k_dropout.philox_uniform((1000,), seed=1)
     assert u.dtype == np.float32 and u.min() >= 0.0 and u.max() < 1.0
 
 
 def test_kernel_wrappers_reject_unsupported_dtypes():
     with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
-        ki._ctype(np.int32)
+        loader.ctype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +167,7 @@ def _signature(stem, name):
         p = " ".join(p.replace("__restrict__", "").replace("const ", "").split())
         mt = re.fullmatch(r"MT_DECL\((\w+)\)", p)
         if mt:
-            params += ["unsigned long long"] * ki.MT_SLOTS
+            params += ["unsigned long long"] * k_mt.MT_SLOTS
             continue
         if "*" in p:
             params.append(("ptr", p.split("*")[0].strip()))
@@ -135,7 +186,7 @@ def _elem_ok(base, arr, dtype):
     acc = np.float64 if dtype == np.float64 else np.float32
     want = {"T": [dtype], "typename Acc<T>::t": [acc], "long long": [np.int64],
             "float": [np.float32], "double": [np.float64], "__half": [np.float16],
-            "__nv_bfloat16": [ki._dt.bfloat16], "unsigned char": [np.uint8, np.bool_],
+            "__nv_bfloat16": [_dt.bfloat16], "unsigned char": [np.uint8, np.bool_],
             "unsigned int": [np.uint32]}[base]
     return arr.dtype in [np.dtype(w) for w in want]
 
@@ -171,62 +222,64 @@ class _FakeBk:
 
 @pytest.fixture
 def fake_launch(monkeypatch):
-    def k(bk, stem, name, dtype=None):
-        return _FakeKernel(stem, name, None if dtype is None else np.dtype(dtype))
+    def k(self, bk, name, dtype=None):
+        return _FakeKernel(self.source, name, None if dtype is None else np.dtype(dtype))
 
-    monkeypatch.setattr(ki, "_k", k)
-    monkeypatch.setattr(ki, "_ptr", lambda a: np.uint64(0 if a is None else 1))
+    monkeypatch.setattr(KernelFamily, "kernel", k)
+    monkeypatch.setattr(k_mt, "ptr", lambda a: np.uint64(0 if a is None else 1))
     _FakeKernel.calls = []
     return _FakeBk()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # np.empty outputs: garbage values
-@pytest.mark.parametrize("dtype", [np.float32, np.float16, ki._dt.bfloat16, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, _dt.bfloat16, np.float64])
 def test_launch_arguments_match_kernel_signatures(fake_launch, dtype):
     bk = fake_launch
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 5, 7)).astype(dtype)
     g = rng.standard_normal((3, 5, 7)).astype(dtype)
-    for log in (0, 1):
-        y = ki._softmax_fwd(bk, x, log)
-        ki._softmax_bwd(bk, g, y, log)
-        ki._softmax_bwd(bk, np.stack([g, g]), y, log)  # batched cotangent
+    for fwd, bwd in ((k_softmax.softmax, k_softmax.softmax_grad),
+                     (k_softmax.log_softmax, k_softmax.log_softmax_grad)):
+        y = fwd(bk, x)
+        bwd(bk, g, y)
+        bwd(bk, np.stack([g, g]), y)  # batched cotangent
     labels = rng.integers(0, 7, size=(3, 5))
-    loss, lse, dlog = ki.cross_entropy(bk, x, labels)
+    loss, lse, dlog = k_ce.cross_entropy(bk, x, labels)
     assert loss.shape == (3, 5) and lse.shape == (3, 5) and dlog.shape == x.shape
-    ki.cross_entropy(bk, x, labels, ignore_index=-100, label_smoothing=0.1, want_dlogits=False)
-    ki.cross_entropy_grad(bk, loss, dlog)
-    ki.cross_entropy_dlogits(bk, x, labels, lse[..., None], label_smoothing=0.1)
-    ki.layer_norm_grad_y(bk, g, x, lse[..., None])
-    ki.layer_norm_grad_y(bk, np.stack([g, g]), x, lse)
+    k_ce.cross_entropy(bk, x, labels, ignore_index=-100, label_smoothing=0.1, want_dlogits=False)
+    k_ce.cross_entropy_grad(bk, loss, dlog)
+    k_ce.cross_entropy_dlogits(bk, x, labels, lse[..., None], label_smoothing=0.1)
+    k_ln.layer_norm_grad_y(bk, g, x, lse[..., None])
+    k_ln.layer_norm_grad_y(bk, np.stack([g, g]), x, lse)
     gam = rng.standard_normal(7).astype(dtype)
     for gm, bt in ((gam, gam), (None, None)):
-        y, mu, rs = ki.layer_norm(bk, x, gm, bt, 1e-5)
+        y, mu, rs = k_ln.layer_norm(bk, x, gm, bt, 1e-5)
         assert mu.shape == (3, 5)
-        ki.layer_norm_grad(bk, g, x, gm, mu, rs)
+        k_ln.layer_norm_grad(bk, g, x, gm, mu, rs)
     for act in ("relu", "gelu", "tanh"):
-        ki.bias_act(bk, x, gam, act)
-        dx, db = ki.bias_act_grad(bk, g, x, gam, act)
+        k_bias_act.bias_act(bk, x, gam, act)
+        dx, db = k_bias_act.bias_act_grad(bk, g, x, gam, act)
         assert db.shape == gam.shape
-        ki.bias_act_grad(bk, g, x, None, act)
+        assert k_bias_act.bias_act_grad(bk, g, x, gam, act, need_db=False)[1] is None
+        k_bias_act.bias_act_grad(bk, g, x, None, act)
     t = np.zeros((6, 7), dtype=dtype)
-    ki.deterministic_scatter_add(bk, t, np.array([1, -1, 1]), np.ones((3, 7), dtype))
-    ki.deterministic_scatter_add(bk, t, (np.array([0, 2]), np.array([1, 1])), np.ones(2, dtype))
-    ki.deterministic_scatter_add(bk, t, t > 0, np.ones(int((t > 0).sum()), dtype))
-    ki.dropout(bk, x, 0.25, 123, 4)
-    ki.dropout_mask(bk, (4, 4), 0.25, 123, 0, dtype)
+    k_seg.scatter_add(bk, t, np.array([1, -1, 1]), np.ones((3, 7), dtype))
+    k_seg.scatter_add(bk, t, (np.array([0, 2]), np.array([1, 1])), np.ones(2, dtype))
+    k_seg.scatter_add(bk, t, t > 0, np.ones(int((t > 0).sum()), dtype))
+    k_dropout.dropout(bk, x, 0.25, 123, 4)
+    k_dropout.dropout_mask(bk, (4, 4), 0.25, 123, 0, dtype)
     arrays = [rng.standard_normal(s).astype(dtype) for s in [(3,), (4, 5)] * 6]
-    ki.global_norm(bk, arrays)
-    ki.clip_by_global_norm(bk, arrays, 1.0)
-    ki.scale(bk, arrays, 0.5, inplace=True)
-    ki.unscale_and_check(bk, arrays, 0.25)
-    for (src, dst) in ki._CAST_NAMES:
-        assert ki.cast_(bk, x.astype(src), dst).dtype == dst
+    clip_mod.fused_global_norm(bk, arrays)
+    clip_mod.fused_clip_by_global_norm(bk, arrays, 1.0)
+    clip_mod.fused_scale(bk, arrays, 0.5, inplace=True)
+    amp_mod.fused_unscale_and_check(bk, arrays, 0.25)
+    for (src, dst) in k_cast._NAMES:
+        assert k_cast.cast_(bk, x.astype(src), dst).dtype == dst
     n = x.size
-    ki._ew_launch(bk, "relu_fwd", x.dtype, (x, np.empty_like(x), np.int64(n)), n)
-    ki._ew_launch(bk, "relu_bwd", x.dtype, (g, x, np.empty_like(x), np.int64(n)), n)
-    ki._ew_launch(bk, "add_rowvec", x.dtype, (x, gam, np.empty_like(x), np.int64(n),
-                                              np.int64(7)), n)
+    k_ew._launch(bk, "relu_fwd", x.dtype, (x, np.empty_like(x), np.int64(n)), n)
+    k_ew._launch(bk, "relu_bwd", x.dtype, (g, x, np.empty_like(x), np.int64(n)), n)
+    k_ew._launch(bk, "add_rowvec", x.dtype, (x, gam, np.empty_like(x), np.int64(n),
+                                             np.int64(7)), n)
     want = {"softmax_fwd", "softmax_bwd", "ce_fwd", "ce_bwd", "ce_dlogits", "ln_fwd", "ln_bwd_dx",
             "ln_bwd_y",
             "ln_bwd_params", "bias_act_fwd", "bias_act_bwd", "segment_sum", "dropout_fwd",
@@ -242,47 +295,60 @@ def test_optimizer_launch_arguments(fake_launch):
     p = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     g = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     b = [np.zeros(s, np.float32) for s in shapes]
-    ki.sgd_momentum_(bk, p, g, b, 0.1, momentum=0.9, first=True)
-    ki.sgd_momentum_(bk, p, g, None, 0.1)
-    ki.adam_(bk, p, g, b, [np.zeros(s, np.float32) for s in shapes], 3, 1e-3, adamw=True)
+    k_optim.sgd_momentum_(bk, p, g, b, 0.1, momentum=0.9, first=True)
+    k_optim.sgd_momentum_(bk, p, g, None, 0.1)
+    k_optim.adam_(bk, p, g, b, [np.zeros(s, np.float32) for s in shapes], 3, 1e-3, adamw=True)
     assert _FakeKernel.calls.count("sgd_momentum") == 4 and _FakeKernel.calls.count("adam") == 2
     with pytest.raises(TypeError, match="float32"):
-        ki.adam_(bk, [x.astype(np.float64) for x in p], g, b, b, 1)
+        k_optim.adam_(bk, [x.astype(np.float64) for x in p], g, b, b, 1)
 
 
 def test_optimizer_kernel_entries_take_the_optimizer_contract(fake_launch):
     bk = fake_launch
     p, g = np.ones(5, np.float32), np.ones(5, np.float32)
     b, v = np.zeros(5, np.float32), np.zeros(5, np.float32)
-    sgd = ki.make_sgd_momentum(bk)
-    assert sgd(p, g, b, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
-               first=True) is p
-    adam = ki.make_adam(bk)
-    adam(p, g, b, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-         decoupled=True, step=1)
-    adam([p, p], [g, g], [b, b], [v, v], lr=1e-3, step=2)
+    assert k_optim.sgd_momentum(bk, p, g, b, lr=0.1, momentum=0.9, dampening=0.0,
+                                weight_decay=0.0, nesterov=False, first=True) is p
+    k_optim.adam(bk, p, g, b, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 decoupled=True, step=1)
+    k_optim.adam(bk, [p, p], [g, g], [b, b], [v, v], lr=1e-3, step=2)
     assert _FakeKernel.calls == ["sgd_momentum", "adam", "adam"]
 
 
 # ---------------------------------------------------------------------------------------------
 # The GPU backend's kernel choices, run on the CPU: a NumPy backend with CupyBackend's fused
-# operations, whose "kernels" are the NumPy references of kernel_impls (same contracts). Forward
-# values, dtypes and first-order gradients (through the fused-gradient primitives) must equal
-# the plain NumPy path; this checks the wiring (shapes, saved values, dtypes) that the GPU then
-# runs with the real kernels.
+# operations, its kernel families ready and each entry replaced by the family's NumPy reference
+# (same contract). Forward values, dtypes and first-order gradients (through the fused-gradient
+# primitives) must equal the plain NumPy path; this checks the wiring (shapes, saved values,
+# dtypes) that the GPU then runs with the real kernels.
+
+_ROW_FAMILIES = (k_softmax, k_ce, k_ln, k_bias_act, k_dropout)
 
 
-def _ref_backend():
+@pytest.fixture
+def ref_backend(monkeypatch):
+    """(backend, names of the entries it ran)."""
     from autograd_gpu.backend.cupy_backend import CupyBackend
     from autograd_gpu.backend.numpy_backend import NumpyBackend
 
+    ran = []
+    for mod in _ROW_FAMILIES:
+        monkeypatch.setattr(mod.FAMILY, "ready", lambda bk: True)
+        for entry, ref in mod.FAMILY.references.items():
+            def run(bk, *args, _ref=ref, _entry=entry, **kw):
+                ran.append(_entry)
+                return _ref(*args, **kw)
+
+            monkeypatch.setattr(mod, entry, run)
     ns = {name: getattr(CupyBackend, name) for name in CupyBackend.FUSED}
-    ns["has_kernel"] = lambda self, name: name in ki.NUMPY_REFERENCES
-    ns["kernel"] = lambda self, name: ki.NUMPY_REFERENCES[name]
-    return type("RefBackend", (NumpyBackend,), ns)()
+    return type("RefBackend", (NumpyBackend,), ns)(), ran
 
 
-_WIRED = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "bias_act", "gelu"]
+_WIRED = {"softmax": {"softmax", "softmax_grad"}, "log_softmax": {"log_softmax",
+                                                                   "log_softmax_grad"},
+          "cross_entropy": {"cross_entropy", "cross_entropy_dlogits"},
+          "layer_norm": {"layer_norm", "layer_norm_grad_y"}, "bias_act": {"bias_act"},
+          "gelu": set()}
 
 
 def _through(op, bk, inputs, params, u, cast):
@@ -300,9 +366,9 @@ def _through(op, bk, inputs, params, u, cast):
     return y.numpy(), [g.numpy() for g in gs]
 
 
-@pytest.mark.parametrize("name", _WIRED)
-@pytest.mark.parametrize("cast", [np.float64, np.float32, ki._dt.bfloat16])
-def test_kernel_branches_match_the_numpy_path(name, cast):
+@pytest.mark.parametrize("name", sorted(_WIRED))
+@pytest.mark.parametrize("cast", [np.float64, np.float32, _dt.bfloat16])
+def test_kernel_branches_match_the_numpy_path(name, cast, ref_backend):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -310,8 +376,8 @@ def test_kernel_branches_match_the_numpy_path(name, cast):
     from autograd_gpu.ops.registry import REGISTRY
 
     op = REGISTRY[name]
-    ref_bk = _ref_backend()
-    tol = {np.float64: 1e-12, np.float32: 2e-6, ki._dt.bfloat16: 2e-2}[cast]
+    ref_bk, ran = ref_backend
+    tol = {np.float64: 1e-12, np.float32: 2e-6, _dt.bfloat16: 2e-2}[cast]
 
     @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
@@ -331,6 +397,7 @@ def test_kernel_branches_match_the_numpy_path(name, cast):
                                        atol=4 * tol)
 
     check()
+    assert _WIRED[name] <= set(ran), f"{name}: kernels run {sorted(set(ran))}"
 
 
 def test_cuda_module_without_a_gpu():
@@ -350,28 +417,79 @@ def test_cuda_module_without_a_gpu():
         ag.cuda.graphed(lambda x: x, warmup=0)
 
 
-def test_kernel_table_probes_compiles_and_honours_the_switch(monkeypatch):
-    from autograd_gpu.backend import kernels as kmod
+class _CudaBk:
+    """A stand-in backend that runs CUDA kernels (hashable, as a backend must be)."""
 
-    class Bk:
-        index = 0
+    cuda_kernels = True
+    index = 0
 
+
+def test_family_readiness_compiles_once_and_honours_the_switch(monkeypatch):
+    fam = k_softmax.FAMILY
+    monkeypatch.setattr(fam, "_ready", {})
     calls = []
-    monkeypatch.setattr(ki, "ensure_compiled", lambda stem, idx: calls.append(stem))
-    table = kmod.KernelTable(Bk())
-    assert table.has("softmax_lastdim") and table.has("softmax_lastdim")
-    assert calls == ["softmax"]  # probed once, then cached
-    assert not table.has("no_such_kernel")
+    monkeypatch.setattr(fam, "compile", lambda bk: calls.append(bk))
+    bk = _CudaBk()
+    assert fam.ready(bk) and fam.ready(bk)
+    assert calls == [bk]  # probed once per backend, then cached
+    from autograd_gpu.backend import NUMPY
 
-    def broken(stem, idx):
+    assert not fam.ready(NUMPY) and calls == [bk]  # a backend without CUDA kernels: no compile
+
+    def broken(bk):
         raise RuntimeError("nvrtc: error")
 
-    monkeypatch.setattr(ki, "ensure_compiled", broken)
-    table = kmod.KernelTable(Bk())
-    with pytest.warns(RuntimeWarning, match="unavailable.*nvrtc: error"):
-        assert not table.has("layer_norm")
+    monkeypatch.setattr(fam, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="softmax.cu are unavailable.*nvrtc: error"):
+        assert not fam.ready(_CudaBk())
+    monkeypatch.setattr(fam, "compile", lambda bk: None)
     monkeypatch.setenv("AUTOGRAD_GPU_KERNELS", "0")
-    assert not kmod.KernelTable(Bk()).has("softmax_lastdim")
+    assert not fam.ready(_CudaBk())
+    monkeypatch.delenv("AUTOGRAD_GPU_KERNELS")
+    try:
+        loader.set_enabled(False)  # clears every family's answers
+        assert not fam.ready(bk)
+        loader.set_enabled(True)
+        assert fam.ready(bk)
+    finally:
+        loader.set_enabled(None)
+
+
+def test_family_compiles_its_name_expressions(monkeypatch):
+    """compile() builds the module from the spliced source with every template instance and
+    plain kernel, then loads the first kernel (a stand-in cupy.RawModule records the call)."""
+    import sys
+    import types
+
+    made = []
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            made.append((code, options, tuple(name_expressions)))
+
+        def get_function(self, expr):
+            return ("fn", expr)
+
+    cuda = types.SimpleNamespace(Device=lambda i: __import__("contextlib").nullcontext())
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(RawModule=RawModule,
+                                                                   cuda=cuda))
+    fam = k_ln.FAMILY
+    monkeypatch.setattr(fam, "_modules", {})
+    monkeypatch.setattr(fam, "_functions", {})
+    fam.compile(_CudaBk())
+    code, options, names = made[0]
+    assert "ln_fwd" in code and options == ("-std=c++17",)
+    assert names == tuple(f"{k}<{c}>" for k in fam.templates
+                          for c in ("float", "double", "__half", "__nv_bfloat16"))
+    assert fam.kernel(_CudaBk(), "ln_bwd_y", np.float16) == ("fn", "ln_bwd_y<__half>")
+    assert len(made) == 1  # one module per device
+    with pytest.raises(TypeError, match="float16, bfloat16"):
+        fam.kernel(_CudaBk(), "ln_fwd", np.int32)
+    fam = k_optim.FAMILY
+    monkeypatch.setattr(fam, "_modules", {})
+    monkeypatch.setattr(fam, "_functions", {})
+    fam.compile(_CudaBk())
+    assert made[-1][2] == ("sgd_momentum", "adam")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,9 +510,9 @@ class _Emu:
         return np.uint64(key)
 
     def pick(self, args, list_no, t):
-        return self.arrays[int(args[list_no * ki.MT_SLOTS + t])]
+        return self.arrays[int(args[list_no * k_mt.MT_SLOTS + t])]
 
-    def kernel(self, bk, stem, name, dtype=None):
+    def kernel(self, family, bk, name, dtype=None):
         emu = self
 
         def run(grid, block, args):
@@ -402,8 +520,8 @@ class _Emu:
             nthreads = bx * block[0]
             nl = {"l2norm_partial": 1, "mt_scale": 2, "unscale_check": 1, "sgd_momentum": 3,
                   "adam": 4}[name]
-            sizes = [int(s) for s in args[nl * ki.MT_SLOTS:(nl + 1) * ki.MT_SLOTS]]
-            rest = args[(nl + 1) * ki.MT_SLOTS:]
+            sizes = [int(s) for s in args[nl * k_mt.MT_SLOTS:(nl + 1) * k_mt.MT_SLOTS]]
+            rest = args[(nl + 1) * k_mt.MT_SLOTS:]
             for t in range(nt):
                 n = sizes[t]
                 x = emu.pick(args, 0, t).reshape(-1)
@@ -449,7 +567,7 @@ class _Emu:
                     m[:] = b1 * m + (1 - b1) * g
                     v[:] = b2 * v + (1 - b2) * g * g
                     x[:] = p - (lr / (1 - b1**s)) * m / (np.sqrt(v) / np.sqrt(1 - b2**s) + eps)
-            for t in range(nt, ki.MT_SLOTS):  # unused slots are null
+            for t in range(nt, k_mt.MT_SLOTS):  # unused slots are null
                 assert int(args[t]) == 0
 
         return run
@@ -458,8 +576,9 @@ class _Emu:
 @pytest.fixture
 def emu(monkeypatch):
     e = _Emu()
-    monkeypatch.setattr(ki, "_k", e.kernel)
-    monkeypatch.setattr(ki, "_ptr", e.ptr)
+    monkeypatch.setattr(KernelFamily, "kernel",
+                        lambda self, bk, name, dtype=None: e.kernel(self, bk, name, dtype))
+    monkeypatch.setattr(k_mt, "ptr", e.ptr)
     return _FakeBk()
 
 
@@ -469,27 +588,27 @@ def _arrays(dtypes, n=19, seed=0):
     return [rng.standard_normal(s).astype(dtypes[i % len(dtypes)]) for i, s in enumerate(shapes)]
 
 
-@pytest.mark.parametrize("dtypes", [[np.float32], [np.float32, np.float16, ki._dt.bfloat16],
+@pytest.mark.parametrize("dtypes", [[np.float32], [np.float32, np.float16, _dt.bfloat16],
                                     [np.float64, np.float32]])
 def test_multi_tensor_bookkeeping(emu, dtypes):
     bk = emu
     arrs = _arrays(dtypes)
     ref = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in arrs))
-    norm = ki.global_norm(bk, arrs)
+    norm = clip_mod.fused_global_norm(bk, arrs)
     assert abs(float(norm) - ref) <= 1e-5 * ref
     assert norm.dtype == (np.float64 if np.float64 in dtypes else np.float32)
-    clipped, _ = ki.clip_by_global_norm(bk, arrs, 1.0)
+    clipped, _ = clip_mod.fused_clip_by_global_norm(bk, arrs, 1.0)
     for a, c in zip(arrs, clipped):
         np.testing.assert_allclose(c.astype(np.float64), a.astype(np.float64) / (ref + 1e-6),
                                    rtol=1e-2, atol=1e-6)
     before = [a.copy() for a in arrs]
-    found = ki.unscale_and_check(bk, arrs, 0.5)
+    found = amp_mod.fused_unscale_and_check(bk, arrs, 0.5)
     assert float(found) == 0.0
     for a, b in zip(arrs, before):
         np.testing.assert_array_equal(a, (b.astype(np.float64) * 0.5).astype(b.dtype))
     big = max(range(len(arrs)), key=lambda i: arrs[i].size)
     arrs[big].reshape(-1)[-1] = np.inf
-    assert float(ki.unscale_and_check(bk, arrs, 1.0)) == 1.0
+    assert float(amp_mod.fused_unscale_and_check(bk, arrs, 1.0)) == 1.0
 
 
 def test_optimizer_bookkeeping(emu):
@@ -499,14 +618,14 @@ def test_optimizer_bookkeeping(emu):
     gs = [g * 0.5 + 1 for g in gs]
     bufs = [np.zeros_like(p) for p in ps]
     ref = [p.astype(np.float64) - 0.1 * g for p, g in zip(ps, gs)]
-    ki.sgd_momentum_(bk, ps, gs, bufs, 0.1, momentum=0.9, first=True)
+    k_optim.sgd_momentum_(bk, ps, gs, bufs, 0.1, momentum=0.9, first=True)
     for p, r, b, g in zip(ps, ref, bufs, gs):
         np.testing.assert_allclose(p, r, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(b, g)
     m = [np.zeros_like(p) for p in ps]
     v = [np.zeros_like(p) for p in ps]
     start = [p.copy() for p in ps]
-    ki.adam_(bk, ps, gs, m, v, 1, lr=0.01)
+    k_optim.adam_(bk, ps, gs, m, v, 1, lr=0.01)
     for p, s0, g in zip(ps, start, gs):  # the first Adam step moves each entry by ~lr
         np.testing.assert_allclose(p, s0 - 0.01 * np.sign(g), rtol=1e-4, atol=1e-5)
 
@@ -531,7 +650,8 @@ def _segment_sum_emulated(grid, block, args):
 
 
 def test_scatter_add_bookkeeping(monkeypatch):
-    monkeypatch.setattr(ki, "_k", lambda bk, stem, name, dtype=None: _segment_sum_emulated)
+    monkeypatch.setattr(KernelFamily, "kernel",
+                        lambda self, bk, name, dtype=None: _segment_sum_emulated)
     bk = _FakeBk()
     rng = np.random.default_rng(3)
     cases = [
@@ -547,26 +667,28 @@ def test_scatter_add_bookkeeping(monkeypatch):
             vshape = (int(index.sum()),)
         vals = rng.standard_normal(vshape)
         got = np.zeros(shape)
-        ki.deterministic_scatter_add(bk, got, index, vals)
+        k_seg.scatter_add(bk, got, index, vals)
         want = np.zeros(shape)
         np.add.at(want, index, vals)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(index))
     with pytest.raises(ValueError, match="C-contiguous"):
-        ki.deterministic_scatter_add(bk, np.zeros((4, 3)).T, np.array([0]), np.ones(4))
-def test_dropout_branch_uses_the_philox_mask():
+        k_seg.scatter_add(bk, np.zeros((4, 3)).T, np.array([0]), np.ones(4))
+
+
+def test_dropout_branch_uses_the_philox_mask(ref_backend):
     import autograd_gpu as ag
     from autograd_gpu.tensor import Tensor
 
-    bk = _ref_backend()
+    bk, ran = ref_backend
     x = Tensor(np.ones((7, 9), np.float32), bk)
     y = ag.dropout(x, p=0.25, seed=99)
-    keep = ki.dropout_keep_numpy((7, 9), 0.25, 99)
-    if y._bk.has_kernel("dropout_mask"):
-        np.testing.assert_allclose(y.numpy(), np.where(keep, 1 / 0.75, 0.0), rtol=1e-6)
+    keep = k_dropout.dropout_keep_numpy((7, 9), 0.25, 99)
+    assert ran == ["dropout_mask"]
+    np.testing.assert_allclose(y.numpy(), np.where(keep, 1 / 0.75, 0.0), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
-# small.cu without a GPU: the factories of kernel_impls run with NumPy arrays against a stand-in
+# small.cu without a GPU: the entries of kernels/small.py run with NumPy arrays against a stand-in
 # that checks each launch against the kernel's C signature and then evaluates the kernel's own
 # switch, parsed from small.cu. So the op codes of SMALL_OPS must name the same cases as the
 # source, the self-check must pass against independent references, and the fallbacks must hold.
@@ -619,20 +741,27 @@ _SMALL_REFS = {
 def small_emu(monkeypatch):
     import types
 
-    def k(bk, stem, name, dtype=None):
-        return _SmallEmu(stem, name, np.dtype("f4" if name.endswith("f32") else "f8"))
+    def k(self, bk, name, dtype=None):
+        return _SmallEmu(self.source, name, np.dtype("f4" if name.endswith("f32") else "f8"))
 
     def ref(xp, family, op):
         return getattr(np, op) if family == "small_unary" else _SMALL_REFS[family][op]
 
-    monkeypatch.setattr(ki, "_k", k)
-    monkeypatch.setattr(ki, "_small_reference", ref)
+    monkeypatch.setattr(KernelFamily, "kernel", k)
+    monkeypatch.setattr(k_small, "_reference", ref)
     cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(streamIsCapturing=lambda p: 0),
                                  get_current_stream=lambda: types.SimpleNamespace(ptr=0))
     xp = types.SimpleNamespace(ndarray=np.ndarray, asarray=np.asarray, asnumpy=np.asarray,
                                cuda=cuda)
     _FakeKernel.calls = []
-    return types.SimpleNamespace(xp=xp, index=0, name="fake")
+
+    class Bk:  # a stand-in backend (hashable: families keep per-backend state)
+        index = 0
+        name = "fake"
+
+    bk = Bk()
+    bk.xp = xp
+    return bk
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -645,8 +774,8 @@ def test_small_kernels_follow_their_source_and_fall_back(small_emu, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed self-check warns: an op-code mismatch
         with np.errstate(all="ignore"):
-            for family, ops in ki.SMALL_OPS.items():
-                f = getattr(ki, "make_" + family)(bk)
+            for family, ops in k_small.SMALL_OPS.items():
+                f = getattr(k_small, "bind_" + family[len("small_"):])(bk)
                 for op in ops:
                     if family == "small_scalar":
                         args, ref = (x, dtype(1.5)), _SMALL_REFS[family][op](x, dtype(1.5))
@@ -659,27 +788,27 @@ def test_small_kernels_follow_their_source_and_fall_back(small_emu, dtype):
                     assert y.dtype == dtype and y.shape == x.shape
                     assert np.array_equal(y, ref, equal_nan=True), (family, op)
                     assert f(op, *((args[0][:, ::2],) + args[1:])) is None  # strided
-                f0 = ki.SMALL_OPS[family][0]
-                big = np.zeros(ki.SMALL_MAX, dtype)
+                f0 = k_small.SMALL_OPS[family][0]
+                big = np.zeros(k_small.SMALL_MAX, dtype)
                 assert f(f0, *((big,) * (2 if family == "small_act_grad" else 1)),
                          *((dtype(1),) if family == "small_scalar" else ())) is None
                 h = x.astype(np.float16)
                 assert f(f0, *((h,) * (2 if family == "small_act_grad" else 1)),
                          *((np.float16(1),) if family == "small_scalar" else ())) is None
-            act = ki.make_small_act_grad(bk)
+            act = k_small.bind_act_grad(bk)
             assert act("tanh", x, t[:, :3].copy()) is None  # shapes differ
             assert act("relu", x, t) is None  # not a small.cu op
-            e = ki.make_small_unary(bk)("exp", x[:0])
+            e = k_small.bind_unary(bk)("exp", x[:0])
             assert e.shape == (0, 7)  # empty: no launch
-    assert {f"{fam}_{'f32' if dtype == np.float32 else 'f64'}" for fam in ki.SMALL_OPS} \
+    assert {f"{fam}_{'f32' if dtype == np.float32 else 'f64'}" for fam in k_small.SMALL_OPS} \
         <= set(_FakeKernel.calls)
 
 
 def test_small_kernel_self_check_failure_disables_that_op(small_emu, monkeypatch):
     bk = small_emu
-    f = ki.make_small_unary(bk)
+    f = k_small.bind_unary(bk)
     x = np.linspace(-1, 1, 11).astype(np.float32)
-    monkeypatch.setattr(ki, "_small_reference",
+    monkeypatch.setattr(k_small, "_reference",
                         lambda xp, fam, op: (lambda a: np.sin(a)) if op == "cos" else
                         getattr(np, op))
     with np.errstate(all="ignore"):
@@ -701,7 +830,7 @@ def test_small_kernels_read_cupys_contiguity_attribute(small_emu):
             return self.flags.c_contiguous
 
     small_emu.xp.ndarray = Arr
-    f = ki.make_small_unary(small_emu)
+    f = k_small.bind_unary(small_emu)
     x = np.linspace(-1, 1, 12).reshape(3, 4).view(Arr)
     with np.errstate(all="ignore"):
         y = f("tanh", x)
@@ -709,10 +838,10 @@ def test_small_kernels_read_cupys_contiguity_attribute(small_emu):
     assert f("tanh", x[:, ::2]) is None
 
 
-def test_cupy_backend_routes_small_arrays_and_switches_off():
-    """CupyBackend's dispatch without a GPU: a backend object whose array module is NumPy and
-    whose kernel table hands out stand-ins. Small arrays go to the small.cu callables (resolved
-    once, on first use), a None from them falls back to the reference, and
+def test_cupy_backend_routes_small_arrays_and_switches_off(monkeypatch):
+    """CupyBackend's dispatch without a GPU: a backend object whose array module is NumPy, its
+    small-kernel family ready and its entries stand-ins. Small arrays go to the small.cu
+    callables (bound once, on first use), a None from them falls back to the reference, and
     ``small_kernels = False`` sends everything to the reference."""
     from autograd_gpu.backend.base import Device
     from autograd_gpu.backend.cupy_backend import CupyBackend
@@ -728,8 +857,9 @@ def test_cupy_backend_routes_small_arrays_and_switches_off():
     bk = object.__new__(CupyBackend)
     bk.xp, bk.index, bk.device, bk.array_type = np, 0, Device("cpu"), np.ndarray
     looked_up = []
-    bk.has_kernel = lambda name: looked_up.append(name) or True
-    bk.kernel = fake
+    monkeypatch.setattr(k_small.FAMILY, "ready", lambda b: b is bk)
+    bk._SMALL = {family: (lambda b, family=family: looked_up.append(family) or fake(family))
+                 for family in CupyBackend._SMALL}
     bk.small_kernels = True
     x = np.linspace(-1, 1, 8)
     assert (bk.unary("tanh", x) == 7.0).all() and (bk.unary("exp", x) == 7.0).all()
@@ -752,7 +882,7 @@ def test_small_kernel_whose_launch_raises_is_not_used(small_emu, monkeypatch):
     with a warning naming the error, instead of breaking every op that reaches it."""
     loads = []
 
-    def k(bk, stem, name, dtype=None):
+    def k(self, bk, name, dtype=None):
         loads.append(name)
         if name.endswith("f32"):
             raise KeyError("no such function in the module")
@@ -761,8 +891,8 @@ def test_small_kernel_whose_launch_raises_is_not_used(small_emu, monkeypatch):
             raise TypeError("bad kernel argument")
         return broken
 
-    monkeypatch.setattr(ki, "_k", k)
-    f = ki.make_small_scalar(small_emu)
+    monkeypatch.setattr(KernelFamily, "kernel", k)
+    f = k_small.bind_scalar(small_emu)
     x = np.linspace(-1, 1, 5)
     with np.errstate(all="ignore"):
         with pytest.warns(RuntimeWarning, match="failed its self-check .TypeError: bad kernel"):

@@ -218,17 +218,20 @@ def test_training_reduces_loss_with_tape():
 
 
 def test_fused_kernel_hook_is_called_and_matches_xp_path(monkeypatch):
-    """The backend's fused 'sgd_momentum'/'adam' kernels replace the xp path when present; here
-    they are NumPy implementations of the documented contract, counted."""
+    """The optimizers' fused kernels (optim/kernels.py) replace the xp path where their family
+    is ready; here they are NumPy implementations of the documented contract, counted."""
+    from autograd_gpu.optim import kernels as okern
+
     calls = []
 
-    def sgd_momentum(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first):
+    def sgd_momentum(bk, param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov,
+                     first):
         calls.append("sgd")
         g = grad + weight_decay * param
         buf[...] = g if first else momentum * buf + (1 - dampening) * g
         param -= lr * (g + momentum * buf if nesterov else buf)
 
-    def adam(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    def adam(bk, param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, decoupled, step):
         calls.append("adam")
         if decoupled:
             param *= 1 - lr * weight_decay
@@ -239,9 +242,9 @@ def test_fused_kernel_hook_is_called_and_matches_xp_path(monkeypatch):
         v[...] = beta2 * v + (1 - beta2) * g * g
         param -= lr * (m / (1 - beta1**step)) / (np.sqrt(v / (1 - beta2**step)) + eps)
 
-    kernels = {"sgd_momentum": sgd_momentum, "adam": adam}
-    monkeypatch.setattr(NUMPY, "has_kernel", lambda name: name in kernels, raising=False)
-    monkeypatch.setattr(NUMPY, "kernel", lambda name: kernels[name], raising=False)
+    monkeypatch.setattr(okern.FAMILY, "ready", lambda bk: bk is NUMPY)
+    monkeypatch.setattr(okern, "sgd_momentum", sgd_momentum)
+    monkeypatch.setattr(okern, "adam", adam)
     # the fused kernels take float32 parameters; float64 ones keep the xp path
     f32 = np.float32
     np.testing.assert_allclose(run(optim.SGD, lr=0.1, momentum=0.9, nesterov=True, dtype=f32),

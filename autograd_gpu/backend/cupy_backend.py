@@ -12,6 +12,15 @@ import numpy as np
 from ..errors import DeviceError
 from . import cublas, fused
 from .base import Device
+from .kernels import bias_act as _bias_act
+from .kernels import cast as _cast
+from .kernels import cross_entropy as _ce
+from .kernels import dropout as _dropout
+from .kernels import elementwise as _ew
+from .kernels import layer_norm as _ln
+from .kernels import segment_sum as _segment_sum
+from .kernels import small as _small
+from .kernels import softmax as _softmax
 from .numpy_backend import NumpyBackend
 
 
@@ -63,32 +72,12 @@ def gpu_matmul(a, b):
 
 # array-with-Python-number arithmetic: CuPy's ufuncs resolve a weak Python scalar on every call
 # (about twice the host time of an array-array call, measured on an H100 host); a kernel with
-# the number as a typed argument does the same arithmetic (NumPy's NEP 50 rule: the number takes
-# the array's dtype) at the cost of an array-array call
-_SCALAR_EXPR = {"add": "y = x + s", "sub": "y = x - s", "rsub": "y = s - x", "mul": "y = x * s",
-                "div": "y = x / s", "rdiv": "y = s / x"}
+# the number as a typed argument (kernels/small.py: cupy_kernel) does the same arithmetic
+# (NumPy's NEP 50 rule: the number takes the array's dtype) at the cost of an array-array call
 _PYNUM = (float, int)
 _REVERSED = {"sub": "rsub", "div": "rdiv"}  # the number first
 _FLOAT_SCALAR = {"e": np.float16, "f": np.float32, "d": np.float64}  # the number in x's dtype
-
-
-@functools.cache
-def _elementwise(name):
-    """Small fused CuPy kernels for hot two-kernel patterns (compiled on first use, cached)."""
-    import cupy
-
-    if name == "relu_grad":
-        # a select (a NaN x passes g; an inf g where x <= 0 gives 0): NumpyBackend.relu_grad
-        return cupy.ElementwiseKernel("T g, T x", "T y", "y = x <= (T)0 ? (T)0 : g",
-                                      "ag_relu_grad")
-    if name in _SCALAR_EXPR:
-        return cupy.ElementwiseKernel("T x, T s", "T y", _SCALAR_EXPR[name], f"ag_scalar_{name}")
-    if name == "tanh":
-        return cupy.ElementwiseKernel("T g, T t", "T y", "y = g - g * t * t", "ag_tanh_grad")
-    if name == "sigmoid":
-        return cupy.ElementwiseKernel("T g, T s", "T y", "y = g * (s - s * s)",
-                                      "ag_sigmoid_grad")
-    raise KeyError(name)
+_elementwise = _small.cupy_kernel
 
 
 def _no_kernel(*args):
@@ -117,6 +106,7 @@ class CupyBackend:
     is_host = False  # device arrays: reading a value synchronises and copies
     deterministic_scatter = False  # scatter_add uses atomics (deterministic_scatter_add sorts)
     graph_capture = True  # launches can be captured in a CUDA graph (ag.cuda.graphed)
+    cuda_kernels = True  # runs the fused kernels of autograd_gpu/kernels (backend/kernels)
 
     def __init__(self, index: int = 0):
         ok, reason = cupy_status()
@@ -133,7 +123,6 @@ class CupyBackend:
         self.index = index
         self.device = Device(f"cuda:{index}")
         self.array_type = cupy.ndarray
-        self._kernels = None
         self._mixed: dict = {}
         self.small_kernels = True
 
@@ -185,8 +174,8 @@ class CupyBackend:
     def astype(self, x, dtype):
         """``x.astype(dtype, copy=False)``; large float32 <-> float16/bfloat16 conversions go
         through the vectorised cast kernel (kernels/cast.cu), about twice as fast."""
-        if x.size >= _CAST_MIN and x.dtype != dtype and self.has_kernel("cast"):
-            y = self.kernel("cast")(x, dtype)
+        if x.size >= _CAST_MIN and x.dtype != dtype and _cast.FAMILY.ready(self):
+            y = _cast.cast(self, x, dtype)
             if y is not None:
                 return y
         return x.astype(dtype, copy=False)
@@ -195,10 +184,11 @@ class CupyBackend:
     # their cost is the launch's host time, about 10 us through a CuPy ufunc or
     # ElementwiseKernel against a few us through a RawModule function. ``small_kernels = False``:
     # CuPy's kernels for every size (for A/B comparisons; AUTOGRAD_GPU_KERNELS=0 turns off every
-    # fused kernel). The three callables (``f(op, *arrays, *scalars)`` -> result or None, see
-    # kernel_impls.make_small_*) are instance attributes, resolved on first use, so a call site
-    # pays one Python call.
-    _SMALL = ("small_scalar", "small_unary", "small_act_grad")
+    # fused kernel). The three callables (``f(op, *arrays, *scalars)`` -> result or None, the
+    # entries of backend/kernels/small.py bound to this backend) are instance attributes,
+    # resolved on first use, so a call site pays one Python call.
+    _SMALL = {"small_scalar": _small.bind_scalar, "small_unary": _small.bind_unary,
+              "small_act_grad": _small.bind_act_grad}
 
     @property
     def small_kernels(self) -> bool:
@@ -212,8 +202,7 @@ class CupyBackend:
 
     def _small_first(self, family):
         def first(*args):
-            f = self.kernel(family) if self.has_kernel(family) else None
-            f = f or _no_kernel
+            f = self._SMALL[family](self) if _small.FAMILY.ready(self) else _no_kernel
             if self._small_on:
                 setattr(self, "_" + family, f)
             return f(*args)
@@ -253,14 +242,15 @@ class CupyBackend:
         y = self._small_scalar(kind, x, s)
         return _elementwise(kind)(x, s) if y is None else y
 
-    def _vec(self, name, *arrays):
-        """The vectorised kernel ``name`` (kernels/elementwise.cu) on large arrays, or None."""
-        if arrays[0].size >= _VEC_MIN and self.has_kernel(name):
-            return self.kernel(name)(*arrays)
+    def _vec(self, entry, *arrays):
+        """A vectorised kernel of kernels/elementwise.cu (``entry``: relu, relu_grad or
+        add_rowvec of backend/kernels/elementwise.py) on large arrays, or None."""
+        if arrays[0].size >= _VEC_MIN and _ew.FAMILY.ready(self):
+            return entry(self, *arrays)
         return None
 
     def relu(self, x):
-        y = self._vec("relu", x)
+        y = self._vec(_ew.relu, x)
         return self.xp.maximum(x, 0) if y is None else y
 
     def add(self, a, b):
@@ -269,15 +259,15 @@ class CupyBackend:
         y = self.scalar_op("add", a, b)
         if y is None and type(a) is self.array_type and type(b) is self.array_type:
             if b.ndim == 1 and a.ndim > 1:
-                y = self._vec("add_rowvec", a, b)
+                y = self._vec(_ew.add_rowvec, a, b)
             elif a.ndim == 1 and b.ndim > 1:
-                y = self._vec("add_rowvec", b, a)
+                y = self._vec(_ew.add_rowvec, b, a)
         return self.xp.add(a, b) if y is None else y
 
     def relu_grad(self, g, x):
         """0 where x <= 0 else g in one pass: the vectorised kernel for large contiguous arrays,
         else a CuPy kernel for float32/float64, else a mask and a product."""
-        y = self._vec("relu_grad", g, x)
+        y = self._vec(_ew.relu_grad, g, x)
         if y is not None:
             return y
         if g.dtype == x.dtype and g.dtype.char in "fd":
@@ -288,47 +278,48 @@ class CupyBackend:
 
     FUSED = ("softmax", "log_softmax", "softmax_grad", "log_softmax_grad", "cross_entropy",
              "cross_entropy_dlogits", "layer_norm", "layer_norm_grad", "bias_act",
-             "bias_act_grad", "gelu_grad")
+             "bias_act_grad", "gelu_grad", "dropout_mask")
 
     def softmax(self, x, axis=-1):
-        if axis == -1 and self.has_kernel("softmax_lastdim"):
-            return self.kernel("softmax_lastdim")(x)
+        if axis == -1 and _softmax.FAMILY.ready(self):
+            return _softmax.softmax(self, x)
         return fused.softmax(self, x, axis)
 
     def log_softmax(self, x, axis=-1):
-        if axis == -1 and self.has_kernel("log_softmax_lastdim"):
-            return self.kernel("log_softmax_lastdim")(x)
+        if axis == -1 and _softmax.FAMILY.ready(self):
+            return _softmax.log_softmax(self, x)
         return fused.log_softmax(self, x, axis)
 
     def softmax_grad(self, g, y, axis=-1):
-        if axis == -1 and g.shape == y.shape and self.has_kernel("softmax_lastdim_grad"):
-            return self.kernel("softmax_lastdim_grad")(g, y)
+        if axis == -1 and g.shape == y.shape and _softmax.FAMILY.ready(self):
+            return _softmax.softmax_grad(self, g, y)
         return fused.softmax_grad(self, g, y, axis)
 
     def log_softmax_grad(self, g, y, axis=-1):
-        if axis == -1 and g.shape == y.shape and self.has_kernel("log_softmax_lastdim_grad"):
-            return self.kernel("log_softmax_lastdim_grad")(g, y)
+        if axis == -1 and g.shape == y.shape and _softmax.FAMILY.ready(self):
+            return _softmax.log_softmax_grad(self, g, y)
         return fused.log_softmax_grad(self, g, y, axis)
 
     def cross_entropy(self, x, labels, axis=-1, label_smoothing=0.0):
-        if axis == -1 and self.has_kernel("cross_entropy"):  # loss and lse in one pass
-            loss, lse, _ = self.kernel("cross_entropy")(
-                x, labels, label_smoothing=label_smoothing, want_dlogits=False)
+        if axis == -1 and labels.shape == x.shape[:-1] and _ce.FAMILY.ready(self):
+            # loss and lse in one pass over the logits
+            loss, lse, _ = _ce.cross_entropy(self, x, labels, label_smoothing=label_smoothing,
+                                             want_dlogits=False)
             return loss.astype(x.dtype, copy=False), lse[..., None]
         return fused.cross_entropy(self, x, labels, axis, label_smoothing)
 
     def cross_entropy_dlogits(self, x, labels, lse, axis=-1, label_smoothing=0.0):
         if (axis == -1 and labels.shape == x.shape[:-1] and lse.shape == labels.shape + (1,)
-                and self.has_kernel("cross_entropy_dlogits")):
-            return self.kernel("cross_entropy_dlogits")(x, labels, lse,
-                                                        label_smoothing=label_smoothing)
+                and _ce.FAMILY.ready(self)):
+            return _ce.cross_entropy_dlogits(self, x, labels, lse,
+                                             label_smoothing=label_smoothing)
         return fused.cross_entropy_dlogits(self, x, labels, lse, axis, label_smoothing)
 
     def layer_norm(self, x, n_axes=1, eps=1e-5):
-        if self.has_kernel("layer_norm"):  # one pass per row over the trailing axes
+        if _ln.FAMILY.ready(self):  # one pass per row over the trailing axes
             lead = tuple(x.shape[: x.ndim - n_axes])
             c = _prod(x.shape[x.ndim - n_axes:])
-            y, _, rstd = self.kernel("layer_norm")(x.reshape(lead + (c,)), None, None, eps)
+            y, _, rstd = _ln.layer_norm(self, x.reshape(lead + (c,)), None, None, eps)
             return (y.reshape(x.shape),
                     rstd.reshape(lead + (1,) * n_axes).astype(x.dtype, copy=False))
         return fused.layer_norm(self, x, n_axes, eps)
@@ -336,26 +327,32 @@ class CupyBackend:
     def layer_norm_grad(self, g, y, rstd, n_axes=1):
         lead = tuple(y.shape[: y.ndim - n_axes])
         c = _prod(y.shape[y.ndim - n_axes:])
-        if (g.shape == y.shape and rstd.size * c == y.size
-                and self.has_kernel("layer_norm_grad_y")):
-            dx = self.kernel("layer_norm_grad_y")(g.reshape(lead + (c,)), y.reshape(lead + (c,)),
-                                                  rstd)
+        if g.shape == y.shape and rstd.size * c == y.size and _ln.FAMILY.ready(self):
+            dx = _ln.layer_norm_grad_y(self, g.reshape(lead + (c,)), y.reshape(lead + (c,)),
+                                       rstd)
             return dx.reshape(g.shape)
         return fused.layer_norm_grad(self, g, y, rstd, n_axes)
 
     def bias_act(self, x, b, act="relu"):
         if (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0] and x.dtype == b.dtype
-                and self.has_kernel("bias_act")):
-            return self.kernel("bias_act")(x, b, act)
+                and _bias_act.FAMILY.ready(self)):
+            return _bias_act.bias_act(self, x, b, act)
         return fused.bias_act(self, x, b, act)
 
     def bias_act_grad(self, g, x, b, act="gelu"):
         if (g.shape == x.shape and b.ndim == 1 and x.dtype == b.dtype == g.dtype
-                and x.shape[-1] == b.shape[0] and self.has_kernel("bias_act_grad")):
-            return self.kernel("bias_act_grad")(g, x, b, act)[0]
+                and x.shape[-1] == b.shape[0] and _bias_act.FAMILY.ready(self)):
+            return _bias_act.bias_act_grad(self, g, x, b, act, need_db=False)[0]
         return fused.bias_act_grad(self, g, x, b, act)
 
     gelu_grad = fused.gelu_grad
+
+    def dropout_mask(self, shape, p, seed, dtype):
+        """keep / (1 - p): the fused Philox4x32-10 kernel (graph-capturable), else cuRAND's
+        stream through ``uniform``."""
+        if _dropout.FAMILY.ready(self):
+            return _dropout.dropout_mask(self, shape, p, seed, 0, dtype)
+        return fused.dropout_mask(self, shape, p, seed, dtype)
 
     def asarray(self, obj, dtype=None):
         with self.xp.cuda.Device(self.index):
@@ -393,19 +390,6 @@ class CupyBackend:
     def is_array(self, obj) -> bool:
         return isinstance(obj, self.xp.ndarray)
 
-    def _kernel_table(self):
-        if self._kernels is None:
-            from . import kernels
-
-            self._kernels = kernels.KernelTable(self)
-        return self._kernels
-
-    def has_kernel(self, name: str) -> bool:
-        return self._kernel_table().has(name)
-
-    def kernel(self, name: str):
-        return self._kernel_table().get(name)
-
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 
@@ -418,14 +402,12 @@ class CupyBackend:
         return self.scatter_add_atomic(target, index, values)
 
     def deterministic_scatter_add(self, target, index, values):
-        """target[index] += values in place, duplicates summed in a fixed order (no atomics).
-        ``target`` must be C-contiguous. See ``kernel_impls.deterministic_scatter_add``."""
-        from .kernel_impls import deterministic_scatter_add
-
+        """target[index] += values in place, duplicates summed in a fixed order (no atomics):
+        the sort-based segment sum of backend/kernels/segment_sum.py."""
         if target.flags.c_contiguous:
-            return deterministic_scatter_add(self, target, index, values)
+            return _segment_sum.scatter_add(self, target, index, values)
         tmp = self.xp.ascontiguousarray(target)
-        deterministic_scatter_add(self, tmp, index, values)
+        _segment_sum.scatter_add(self, tmp, index, values)
         target[...] = tmp
         return target
 

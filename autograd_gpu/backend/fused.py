@@ -176,6 +176,17 @@ def layer_norm_grad(bk, g, y, rstd, n_axes=1):
     return _ln_rule(bk, g, y, rstd, n_axes)
 
 
+# ---- dropout --------------------------------------------------------------------------------
+
+
+def dropout_mask(bk, shape, p, seed, dtype):
+    """keep / (1 - p) with keep = [u >= p], u the backend's uniform stream for ``seed``: the
+    scaled mask, in ``dtype``."""
+    xp = bk.xp
+    keep = bk.uniform(seed, shape) >= xp.float32(p)
+    return keep.astype(dtype) * xp.asarray(1.0 / (1.0 - p), dtype=dtype)
+
+
 # ---- bias + activation, GELU ----------------------------------------------------------------
 
 
@@ -223,5 +234,6 @@ def bias_act_grad(bk, g, x, b, act="gelu"):
 
 
 __all__ = ["BIAS_ACTS", "GELU_C", "GELU_K", "bias_act", "bias_act_grad", "cross_entropy",
-           "cross_entropy_dlogits", "gelu_deriv", "gelu_grad", "gelu_tanh", "layer_norm",
-           "layer_norm_grad", "log_softmax", "log_softmax_grad", "softmax", "softmax_grad"]
+           "cross_entropy_dlogits", "dropout_mask", "gelu_deriv", "gelu_grad", "gelu_tanh",
+           "layer_norm", "layer_norm_grad", "log_softmax", "log_softmax_grad", "softmax",
+           "softmax_grad"]

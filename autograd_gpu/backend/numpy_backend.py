@@ -36,6 +36,7 @@ class NumpyBackend:
     is_host = True  # arrays live in host memory: reading their values costs no transfer
     deterministic_scatter = True  # scatter_add (np.add.at) sums in a fixed order
     graph_capture = False  # no CUDA graphs
+    cuda_kernels = False  # runs no CUDA kernels (backend/kernels: every family is unready)
     xp = np
     matmul = staticmethod(np.matmul)
     sum = staticmethod(np.sum)
@@ -169,12 +170,7 @@ class NumpyBackend:
     bias_act = fused.bias_act
     bias_act_grad = fused.bias_act_grad
     gelu_grad = fused.gelu_grad
-
-    def has_kernel(self, name: str) -> bool:
-        return False
-
-    def kernel(self, name: str):
-        raise KeyError(f"the numpy backend has no fused kernel {name!r}; use the xp path")
+    dropout_mask = fused.dropout_mask
 
     def synchronize(self) -> None:
         return None

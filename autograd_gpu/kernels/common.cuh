@@ -1,5 +1,5 @@
 // Shared helpers for the autograd_gpu kernels. Each .cu file includes this header; the Python
-// loader (backend/kernel_impls.py) splices it in before NVRTC sees the source, and the nvcc
+// loader (backend/kernels/loader.py) splices it in before NVRTC sees the source, and the nvcc
 // compile check (tests/test_kernels_compile.py) finds it with -I.
 //
 // Storage types: float, double, __half, __nv_bfloat16. Arithmetic runs in Acc<T>::t, which is

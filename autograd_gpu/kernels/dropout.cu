@@ -4,7 +4,7 @@
 // key = seed as 64 bits); u = (word >> 8) * 2^-24 is uniform in [0, 1); keep = (u >= p).
 //   dropout_fwd:  y = keep ? x * scale : 0,  mask = keep      (scale = 1 / (1 - p))
 //   dropout_mask: m = keep ? scale : 0      (dx = g * m; regenerates the mask from the seed)
-// The numpy twin (kernel_impls.philox_uniform) produces bit-identical words on the CPU.
+// The numpy twin (backend/kernels/dropout.py: philox_uniform) produces bit-identical words.
 #include "common.cuh"
 
 struct U4 { unsigned int x, y, z, w; };

@@ -5,7 +5,7 @@
 // element; float32 and float64 only (the caller checks C-contiguity and the size; float16 and
 // bfloat16 keep CuPy's kernels, which round through float the way NumPy does). Each op is the
 // same expression as its reference, and the Python side checks every (op, dtype) against it on a
-// probe before first use (backend/kernel_impls.py: make_small_*).
+// probe before first use (backend/kernels/small.py: bind_*).
 //   small_scalar_<t>(x, y, s, n, op)    y = x + s, x - s, s - x, x * s, x / s, s / x (op 0..5)
 //   small_unary_<t>(x, y, n, op)        y = -x, exp, expm1, log, log1p, sqrt, abs, sin, cos,
 //                                           tan, tanh of x (op 0..10)

@@ -126,13 +126,6 @@ def uniform_array(bk, seed: int, shape):
     return bk.uniform(seed, shape)
 
 
-def _dropout_mask(bk, seed, shape, p, dtype):
-    """keep / (1 - p) with keep = [u >= p]: the scaled mask, in the input's dtype."""
-    xp = bk.xp
-    keep = uniform_array(bk, seed, shape) >= xp.float32(p)
-    return keep.astype(dtype) * xp.asarray(1.0 / (1.0 - p), dtype=dtype)
-
-
 @defop("dropout", params=("p", "seed"), cost=elementwise(3), saves=(None,))
 class Dropout:
     """y = x * m, m = [u >= p] / (1 - p) with u = Philox(seed)[position] ~ U[0, 1): inverted
@@ -148,10 +141,7 @@ class Dropout:
         return x * F.apply(Dropout, ones, p=p, seed=seed), 0
 
     def forward(bk, x, *, p, seed):
-        if bk.has_kernel("dropout_mask"):  # fused Philox4x32-10 kernel (GPU), graph-capturable
-            m = bk.kernel("dropout_mask")(x.shape, p, seed, 0, x.dtype)
-            return x * m, (m,)
-        m = _dropout_mask(bk, seed, x.shape, p, x.dtype)
+        m = bk.dropout_mask(x.shape, p, seed, x.dtype)  # (GPU: the fused Philox4x32-10 kernel)
         return x * m, (m,)
 
     def vjp(F, g, saved, needs, *, p, seed):

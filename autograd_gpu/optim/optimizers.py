@@ -5,19 +5,10 @@
 skipped. Updates run on the backend arrays (``bk.xp``), outside any tape, and replace each
 parameter's array: values saved by ops recorded before the step keep the old array.
 
-Fused GPU kernels. When the parameter's backend has a kernel named ``"sgd_momentum"`` or
-``"adam"`` (``bk.has_kernel``), the update calls it instead of the xp path below, which is its
-reference. The kernel updates its array arguments in place and has this contract::
-
-    sgd_momentum(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first)
-        g = grad + weight_decay * param
-        buf = g if first else momentum * buf + (1 - dampening) * g
-        param -= lr * (g + momentum * buf if nesterov else buf)
-    adam(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, decoupled, step)
-        param *= 1 - lr * weight_decay                      (decoupled, AdamW)
-        g = grad + weight_decay * param                     (not decoupled, Adam's L2)
-        m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g * g
-        param -= lr * (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps)
+Fused GPU kernels. When the parameter's backend runs the optimizers' kernel family
+(``optim/kernels.py``: ``kernels.FAMILY.ready(bk)``), float32 updates call its fused
+``sgd_momentum`` or ``adam`` instead of the xp path below, which is its reference (the contracts
+are in that module's docstring); the kernels update their array arguments in place.
 
 Loss scaling. A step is skipped (no parameter, state or step-count change) when the gradients
 come from an AMP tape that found an inf or NaN (``grads.step_skipped``, see ``ag.amp``), when
@@ -36,6 +27,7 @@ import numpy as np
 from .. import dtypes as _dt
 from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, describe
 from ..tensor import Tensor, Variable
+from . import kernels
 
 
 def _check_params(params, who):
@@ -301,7 +293,7 @@ class SGD(Optimizer):
         bk, xp, st = p._bk, p._bk.xp, self.state[i]
         wd, mom = self.weight_decay, self.momentum
         wdt = self._work_dtype(p)
-        if _fused_ok(p) and bk.has_kernel("sgd_momentum"):
+        if _fused_ok(p) and kernels.FAMILY.ready(bk):
             # one fused pass (plain SGD too: w -= lr * g would be two kernels)
             buf = first = None
             if mom:
@@ -309,9 +301,9 @@ class SGD(Optimizer):
                 if first:
                     st["momentum_buffer"] = xp.zeros(p.shape, dtype=wdt)
                 buf = st["momentum_buffer"]
-            bk.kernel("sgd_momentum")(_own(p), g.astype(wdt, copy=False), buf,
-                                      lr=self.lr, momentum=mom, dampening=self.dampening,
-                                      weight_decay=wd, nesterov=self.nesterov, first=bool(first))
+            kernels.sgd_momentum(bk, _own(p), g.astype(wdt, copy=False), buf, lr=self.lr,
+                                 momentum=mom, dampening=self.dampening, weight_decay=wd,
+                                 nesterov=self.nesterov, first=bool(first))
             return
         in_place = wdt == p.dtype
         w = _own(p) if in_place else p._data.astype(wdt)
@@ -382,10 +374,10 @@ class Adam(Optimizer):
             st["exp_avg"] = xp.zeros(p.shape, dtype=wdt)
             st["exp_avg_sq"] = xp.zeros(p.shape, dtype=wdt)
         m, v = st["exp_avg"], st["exp_avg_sq"]
-        if _fused_ok(p) and bk.has_kernel("adam"):
-            bk.kernel("adam")(_own(p), g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
-                              beta2=b2, eps=self.eps, weight_decay=wd,
-                              decoupled=self._decoupled, step=self._device_step(bk))
+        if _fused_ok(p) and kernels.FAMILY.ready(bk):
+            kernels.adam(bk, _own(p), g.astype(wdt, copy=False), m, v, lr=lr, beta1=b1,
+                         beta2=b2, eps=self.eps, weight_decay=wd, decoupled=self._decoupled,
+                         step=self._device_step(bk))
             return
         in_place = wdt == p.dtype
         w = _own(p) if in_place else p._data.astype(wdt)

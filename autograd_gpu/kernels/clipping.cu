@@ -1,10 +1,10 @@
-// Multi-tensor kernels over up to MT_SLOTS tensors per launch (blockIdx.y = tensor):
+// Multi-tensor kernels of gradient clipping over up to MT_SLOTS tensors per launch
+// (blockIdx.y = tensor):
 //   l2norm_partial:  part[slot_base + t * bpt + bx] = sum of x_t^2 over block bx's elements
 //                    (per-block partials, summed by the caller in a fixed order: deterministic)
-//   scale:           out_t = x_t * factor, factor = coef[0]              (mode 0)
+//   mt_scale:        out_t = x_t * factor, factor = coef[0]              (mode 0)
 //                                           factor = min(1, max_norm / (coef[0] + 1e-6)) (mode 1,
 //                                           coef[0] the global norm: clipping, no host sync)
-//   unscale_check:   x_t *= inv_scale[0] in place; found_inf[0] = 1 if any x_t was not finite
 #include "common.cuh"
 
 template <typename T>
@@ -44,29 +44,10 @@ __global__ void mt_scale(MT_DECL(x), MT_DECL(out), MT_DECL(n), const double* __r
         ot[i] = st<T>((A)ld(xt[i]) * (A)f);
 }
 
-template <typename T>
-__global__ void unscale_check(MT_DECL(x), MT_DECL(n), const float* __restrict__ inv_scale,
-                              float* __restrict__ found_inf) {
-    typedef typename Acc<T>::t A;
-    int t = blockIdx.y;
-    T* xt = (T*)MT_PICK(x, t);
-    long long nt = (long long)MT_PICK(n, t);
-    A inv = (A)inv_scale[0];
-    bool bad = false;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < nt;
-         i += (long long)gridDim.x * blockDim.x) {
-        A v = ld(xt[i]);
-        bad |= !is_finite_f(v);
-        xt[i] = st<T>(v * inv);
-    }
-    if (bad) found_inf[0] = 1.0f;  // every writer stores the same value
-}
-
 #ifdef AG_COMPILE_CHECK
 #define INST(T) \
     template __global__ void l2norm_partial<T>(MT_DECL(x), MT_DECL(n), Acc<T>::t*, long long); \
     template __global__ void mt_scale<T>(MT_DECL(x), MT_DECL(o), MT_DECL(n), const double*, \
-                                         double, int); \
-    template __global__ void unscale_check<T>(MT_DECL(x), MT_DECL(n), const float*, float*);
+                                         double, int);
 INST(float) INST(double) INST(__half) INST(__nv_bfloat16)
 #endif
