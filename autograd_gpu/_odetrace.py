@@ -39,10 +39,11 @@ import numpy as _np
 from .errors import TapeError
 from .ops.context import Suspend, pop_hook, push_hook
 from .ops.registry import raw, sum_to
+from .tape import GradientTape
 from .tensor import Tensor
 
 __all__ = ["Traced", "trace", "Program", "Eager", "same_recording", "same_values",
-           "closure_error"]
+           "compile_checked", "closure_error"]
 
 _MISSING = object()
 
@@ -149,6 +150,8 @@ class _Recorder:
             return out
         k = len(self.metas)
         tr = _traced(out, self)
+        # keep the graph links: func may differentiate inside (ag.grad, ag.vjp in func)
+        tr._node, tr._tapes, tr._fw = out._node, out._tapes, out._fw
         self.slot[id(tr)] = k
         self.by_array.setdefault(id(tr._data), k)
         self.keep.append(tr)
@@ -164,7 +167,11 @@ def trace(fn, arrays, bk):
     rec = _Recorder(ins)
     for t in ins:
         t._recorder = rec
-    with Suspend():
+    # An idle tape of our own, recording: a vjp or grad that func runs inside then sweeps in
+    # its recorded mode (tape.py: any recording tape makes sweeps differentiable), so that its
+    # rules go through apply, where the interceptor sees them (a first-order sweep calls them
+    # on arrays, unseen). It watches nothing and keeps nothing.
+    with Suspend(), GradientTape(watch_accessed_variables=False):
         push_hook(rec)
         try:
             out = fn(*ins)
@@ -349,3 +356,24 @@ def closure_error(rec) -> TapeError:
 def same_values(a, b) -> bool:
     """Replayed and eager outputs equal (they run the same primitives on the same arrays)."""
     return _same(a, b)
+
+
+def compile_checked(fn, first, second, bk):
+    """A Program for ``fn`` when the checks of the module docstring pass: ``fn`` is traced at
+    the arrays ``first`` and at ``second(output at first)``. Returns (program or None, why
+    not, the output at ``first``); a closure over a tracked tensor raises TapeError."""
+    rec, spec, out1 = trace(fn, first, bk)
+    if rec.closure:
+        raise closure_error(rec)
+    if rec.read is not None:
+        return None, f"func reads a value into Python ({rec.read})", out1
+    pts = second(out1)
+    rec2, spec2, _ = trace(fn, pts, bk)
+    if rec2.read is not None or not same_recording(rec, spec, rec2, spec2):
+        return None, "func's recording differs between two points", out1
+    prog = Program(rec, spec, bk, len(first))
+    with Suspend():  # func itself, with no interceptor of ours watching
+        eager = fn(*[Tensor(a, bk) for a in pts])._data
+    if not same_values(prog.value(pts), eager):
+        return None, "the replayed recording differs from func's value", out1
+    return prog, None, out1

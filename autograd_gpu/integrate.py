@@ -38,11 +38,22 @@ import numbers
 
 from . import _odetrace as _tr
 from . import dtypes as _dt
-from .errors import ArgumentError, AutogradError, DTypeError, ShapeError, TapeError, describe
+from .errors import (
+    ArgumentError,
+    AutogradError,
+    DTypeError,
+    ShapeError,
+    TapeError,
+    VmapError,
+    describe,
+)
+from .functional import vjp
 from .ops import api as _api
+from .ops.context import Suspend
 from .ops.registry import Op, apply
 from .pytree import tree_flatten, tree_unflatten
 from .tensor import Tensor
+from .vmap import vmap
 
 __all__ = ["odeint", "ODEIntegrationError"]
 
@@ -84,11 +95,14 @@ class _Tableau:
 class _Solver:
     """Adaptive Dormand-Prince on backend arrays; ``fun(y, t) -> dy/dt`` (arrays, t a float)."""
 
-    def __init__(self, fun, xp, dtype, n, rtol, atol, mxstep, hmax):
+    def __init__(self, fun, xp, dtype, n, rtol, atol, mxstep, hmax, rows=None):
         self.fun, self.xp = fun, xp
         self.rtol, self.atol, self.mxstep, self.hmax = rtol, atol, mxstep, hmax
         self.tab = _Tableau(xp, dtype)
         self.k = xp.empty((7, n), dtype=dtype)
+        # rows: the state is that many independent systems side by side; a step must satisfy
+        # each one's error norm (the largest RMS ratio decides)
+        self.rows = rows
 
     def _norm(self, v):
         return float(self.xp.sqrt(self.xp.sum(v * v)))
@@ -120,7 +134,10 @@ class _Solver:
         xp = self.xp
         tol = self.atol + self.rtol * xp.maximum(xp.abs(y0), xp.abs(y1))
         r = err / tol
-        ratio = float(xp.sqrt(xp.mean(r * r)))
+        if self.rows:
+            ratio = float(xp.sqrt(xp.max(xp.mean((r * r).reshape(self.rows, -1), axis=1))))
+        else:
+            ratio = float(xp.sqrt(xp.mean(r * r)))
         return ratio if math.isfinite(ratio) else math.inf
 
     def interpolant(self, y0, y1, dt):
@@ -135,45 +152,62 @@ class _Solver:
         return a, b, c, dy0, y0
 
     def solve(self, y0, ts, f0=None, dt=None, land=False):
-        """y at each time of ``ts`` (floats, non-decreasing) from y0 at ts[0]; returns (list of
-        arrays, the step size to continue with). ``land``: cut the last step of each interval
-        at its output time instead of stepping past it and interpolating (the adjoint's
-        intervals, where the state jumps at each output time anyway)."""
+        """y at each time of ``ts`` (floats, non-decreasing) from y0 at ts[0], as rows of one
+        array, and the step size to continue with. ``land``: cut the last step of each
+        interval at its output time instead of stepping past it and interpolating (the
+        adjoint's intervals, where the state jumps at each output time anyway)."""
         t = ts[0]
         f = self.fun(y0, t) if f0 is None else f0
         if dt is None:
             dt = self.initial_step(y0, f, t)
         y, last_t, coeffs = y0, t, None
-        out = [y0]
-        for target in ts[1:]:
-            n = 0
-            while t < target:
-                if n >= self.mxstep:
-                    raise ODEIntegrationError(
-                        f"odeint: mxstep={self.mxstep} steps did not reach t={target!r} "
-                        f"(stopped at t={t!r}); raise mxstep or loosen rtol/atol")
-                if not dt > 0.0:
-                    raise ODEIntegrationError(
-                        f"odeint: the step size fell to {dt!r} at t={t!r} before reaching "
-                        f"t={target!r} (a stiff or singular problem, or non-finite values)")
-                n += 1
-                h = min(dt, target - t) if land else dt
-                y1, f1, err = self.step(y, f, t, h)
-                ratio = self.error_ratio(err, y, y1)
-                if ratio <= 1.0:
-                    if land:
-                        t_new = target if h == target - t else t + h
-                    else:
-                        t_new = t + h
-                        if t_new >= target:
-                            coeffs = self.interpolant(y, y1, h)
-                    y, f, last_t, t = y1, f1, t, t_new
-                dt = min(self.hmax, _next_step(h, ratio) if h == dt or ratio > 1.0 else dt)
-            if land or coeffs is None:
-                out.append(y)
-            else:
-                out.append(_polyval(coeffs, (target - last_t) / (t - last_t)))
-        return out, dt
+        chunks = [y0[None]]
+        i = 1
+        while i < len(ts):
+            y, f, t, last_t, dt, coeffs = self._advance(y, f, t, last_t, dt, coeffs, ts[i],
+                                                        land)
+            j = i + 1  # every output time this step reached, at once
+            while j < len(ts) and ts[j] <= t:
+                j += 1
+            chunks.append(self._emit(y, t, last_t, coeffs, ts[i:j], land))
+            i = j
+        return self.xp.concatenate(chunks), dt
+
+    def _advance(self, y, f, t, last_t, dt, coeffs, target, land):
+        """Steps until t >= target (JAX's inner loop; at most mxstep of them)."""
+        n = 0
+        while t < target:
+            if n >= self.mxstep:
+                raise ODEIntegrationError(
+                    f"odeint: mxstep={self.mxstep} steps did not reach t={target!r} "
+                    f"(stopped at t={t!r}); raise mxstep or loosen rtol/atol")
+            if not dt > 0.0:
+                raise ODEIntegrationError(
+                    f"odeint: the step size fell to {dt!r} at t={t!r} before reaching "
+                    f"t={target!r} (a stiff or singular problem, or non-finite values)")
+            n += 1
+            h = min(dt, target - t) if land else dt
+            y1, f1, err = self.step(y, f, t, h)
+            ratio = self.error_ratio(err, y, y1)
+            if ratio <= 1.0:
+                if land:
+                    t_new = target if h == target - t else t + h
+                else:
+                    t_new = t + h
+                    if t_new >= target:
+                        coeffs = self.interpolant(y, y1, h)
+                y, f, last_t, t = y1, f1, t, t_new
+            dt = min(self.hmax, _next_step(h, ratio) if h == dt or ratio > 1.0 else dt)
+        return y, f, t, last_t, dt, coeffs
+
+    def _emit(self, y, t, last_t, coeffs, targets, land):
+        """The rows for output times in (last_t, t]: the interpolant at each (one polynomial
+        evaluation for all of them), or y itself where the step landed on them."""
+        if land or coeffs is None:
+            return self.xp.broadcast_to(y, (len(targets),) + y.shape)
+        s = self.xp.asarray([(v - last_t) / (t - last_t) for v in targets],
+                            dtype=y.dtype)[:, None]
+        return _polyval(coeffs, s)
 
 
 def _next_step(dt, ratio):
@@ -225,28 +259,28 @@ class _Dynamics:
         """Trace func at y0 and at the first-step probe point, and choose the program or eager
         calls (the checks of _odetrace's docstring)."""
         n_in = 2 + len(args)
-        rec, spec, f0 = _tr.trace(self.flat_fn, [y0, self._t(t0), *args], self.bk)
-        if rec.closure:
-            raise _tr.closure_error(rec)
+        first = [y0, self._t(t0), *args]
+
+        def second(f0):
+            y1, t1 = _probe(self.bk.xp, y0, f0, t0)
+            return [y1, self._t(t1), *args]
+
+        prog, why, _ = _tr.compile_checked(self.flat_fn, first, second, self.bk)
         if not trace:
             self.why_eager = "trace=False"
-        elif rec.read is not None:
-            self.why_eager = f"func reads a value into Python ({rec.read})"
+        elif prog is None:
+            self.why_eager = why
         else:
-            y1, t1 = _probe(self.bk.xp, y0, f0, t0)
-            rec2, spec2, f1 = _tr.trace(self.flat_fn, [y1, self._t(t1), *args], self.bk)
-            prog = _tr.Program(rec, spec, self.bk, n_in)
-            if rec2.read is not None or not _tr.same_recording(rec, spec, rec2, spec2):
-                self.why_eager = "func's recording differs between two points"
-            elif not _tr.same_values(prog.value([y1, self._t(t1), *args]), f1):
-                self.why_eager = "the replayed recording differs from func's value"
-            else:
-                self.impl, self.traced = prog, True
+            self.impl, self.traced = prog, True
         if self.impl is None:
             self.impl = _tr.Eager(self.flat_fn, self.bk, n_in)
 
     def value(self, y, t, args):
         return self.impl.value([y, self._t(t), *args])
+
+    def value_many(self, ys, ts, args):
+        """func at each (ys[k], ts[k]), stacked."""
+        return self.bk.xp.stack([self.value(y, t, args) for y, t in zip(ys, ts)])
 
     def vjp(self, y, t, args, ct):
         return self.impl.vjp([y, self._t(t), *args], ct)
@@ -285,8 +319,8 @@ def _host_times(bk, ts):
     return [float(v) for v in bk.to_numpy(ts).tolist()]
 
 
-def _solver(fun, bk, dtype, n, p):
-    return _Solver(fun, bk.xp, dtype, n, p["rtol"], p["atol"], p["mxstep"], p["hmax"])
+def _solver(fun, bk, dtype, n, p, rows=None):
+    return _Solver(fun, bk.xp, dtype, n, p["rtol"], p["atol"], p["mxstep"], p["hmax"], rows)
 
 
 class _OdeintImpl:
@@ -300,8 +334,7 @@ class _OdeintImpl:
     def forward(bk, y0, ts, *args, dyn, rtol, atol, mxstep, hmax):
         p = {"rtol": rtol, "atol": atol, "mxstep": mxstep, "hmax": hmax}
         solver = _solver(lambda y, t: dyn.value(y, t, args), bk, y0.dtype, y0.shape[0], p)
-        ys, _ = solver.solve(y0, _host_times(bk, ts))
-        out = bk.xp.stack(ys)
+        out, _ = solver.solve(y0, _host_times(bk, ts))
         return out, (out, ts, *args)
 
     @staticmethod
@@ -314,15 +347,17 @@ class _OdeintImpl:
             arrays = [a._data if isinstance(a, Tensor) else a for a in arrays]
         g, ys, ts, *args = arrays
         bk = F.bk
-        if g.ndim > 2:  # a batch of cotangents (a Jacobian): one adjoint solve each
-            flat = g.reshape((-1,) + tuple(g.shape[-2:]))
-            per = [_adjoint(dyn, ys, ts, args, flat[b], bk, p) for b in range(flat.shape[0])]
-            res = [None if per[0][i] is None else
-                   bk.xp.stack([r[i] for r in per]).reshape(
-                       tuple(g.shape[:-2]) + tuple(per[0][i].shape))
-                   for i in range(len(per[0]))]
+        trans = _transitions(dyn, ys, ts, args, bk, p)
+        flat = g.reshape((-1,) + tuple(g.shape[-2:]))  # a batch of cotangents: a Jacobian
+        if trans is not None:
+            per = [_recurrence(trans, flat[b], args, bk) for b in range(flat.shape[0])]
         else:
-            res = _adjoint(dyn, ys, ts, args, g, bk, p)
+            per = [_adjoint(dyn, ys, ts, args, flat[b], bk, p) for b in range(flat.shape[0])]
+        if g.ndim > 2:
+            res = [bk.xp.stack([r[i] for r in per]).reshape(
+                tuple(g.shape[:-2]) + tuple(per[0][i].shape)) for i in range(len(per[0]))]
+        else:
+            res = per[0]
         if isinstance(saved[0], Tensor):
             res = [None if r is None else Tensor(r, bk) for r in res]
         return tuple(r if nd else None for r, nd in zip(res, needs))
@@ -389,6 +424,112 @@ def _adjoint(dyn, ys, ts, args, g, bk, p):
     for a, size in zip(args, sizes):
         out.append(a_bar[at:at + size].reshape(a.shape).astype(a.dtype, copy=False))
         at += size
+    return out
+
+
+# the interval-parallel adjoint: at most this many numbers in the batched state (else the
+# sequential solve, whose state is one interval's)
+_PARALLEL_LIMIT = 4_000_000
+
+
+def _interval_rhs(dyn, args, bk, shape, sizes, t_end, length):
+    """The batched augmented right-hand side on Tensors: z (bt * width,) and s (0-d) -> dz/ds.
+    func's value and its Jacobians' products with the n rows of each interval come from
+    ag.vmap over intervals of ag.vjp (the rows mapped by an inner vmap)."""
+    bt, n, width = shape
+    m = sum(sizes)
+    arg_t = [Tensor(a, bk) for a in args]
+    t_end, length = Tensor(t_end, bk), Tensor(length, bk)
+
+    def one(y, t, rows):
+        out, pull = vjp(dyn.flat_fn, y, t, *arg_t)
+        return (out, *vmap(pull)(rows))
+
+    batched = vmap(one)
+
+    def rhs(z, s):
+        zz = _api.reshape(z, (bt, width))
+        rows = _api.reshape(zz[:, n:n + n * n], (bt, n, n))
+        f, cy, ct, *ca = batched(zz[:, :n], t_end - s * length, rows)
+        parts = [-f, _api.reshape(cy, (bt, n * n))]
+        if ca:  # row j of Theta: the cotangents of every argument for row j, side by side
+            cs = [_api.reshape(c, (bt, n, size)) for c, size in zip(ca, sizes)]
+            parts.append(_api.reshape(cs[0] if len(cs) == 1 else _api.concatenate(cs, axis=2),
+                                      (bt, n * m)))
+        parts.append(_api.reshape(ct, (bt, n)))
+        dz = _api.concatenate(parts, axis=1) * _api.reshape(length, (bt, 1))
+        return _api.reshape(dz, (bt * width,))
+
+    return rhs
+
+
+def _transitions(dyn, ys, ts, args, bk, p):
+    """The adjoint's linear maps over every output interval at once, or None where this does
+    not apply (one time, a state too large, a func ag.vmap cannot map).
+
+    Over interval i (t_i back to t_{i-1}) the adjoint is linear in its start value a_i: the
+    end value is Phi_i^T a_i, the args-cotangent increment Theta_i^T a_i and the t0-cotangent
+    increment tau_i . a_i, where row j of (Phi_i, Theta_i, tau_i) is the augmented solve
+    started from e_j. All intervals' rows (with y re-integrated from ys[i]) are one batched
+    system in normalised time (t = t_i - s (t_i - t_{i-1}), s in [0, 1]), solved with one
+    step sequence that meets every interval's error norm; the output cotangents are then
+    combined by a short recurrence (_recurrence). It is JAX's adjoint system, n rows at a
+    time. The batched right-hand side is traced and replayed like func (_odetrace), so a
+    step costs a few dozen array operations on the whole batch."""
+    xp = bk.xp
+    nt, n = ys.shape
+    sizes = [a.size for a in args]
+    bt, width = nt - 1, n + n * n + n * sum(sizes) + n
+    if bt < 1 or bt * width > _PARALLEL_LIMIT or dyn.why_eager is not None:
+        return None
+    th = _host_times(bk, ts)
+    t_end = xp.asarray(th[1:], dtype=ts.dtype)
+    length = xp.asarray([b - a for a, b in zip(th, th[1:])], dtype=ts.dtype)
+    rhs_t = _interval_rhs(dyn, args, bk, (bt, n, width), sizes, t_end, length)
+    z0 = xp.concatenate([ys[1:], xp.tile(xp.eye(n, dtype=ys.dtype).reshape(1, -1), (bt, 1)),
+                         xp.zeros((bt, width - n - n * n), ys.dtype)], axis=1).reshape(-1)
+    s0 = xp.asarray(0.0, dtype=ts.dtype)
+    probe = 1e-3  # the second trace point: a thousandth into the normalised solve
+    try:
+        prog, _, f0 = _tr.compile_checked(
+            rhs_t, [z0, s0], lambda f: [z0 + probe * f, xp.asarray(probe, ts.dtype)], bk)
+    except VmapError:  # value-dependent Python in func: the sequential solve
+        return None
+    fs = -f0.reshape(bt, width)[:, :n] / xp.where(length == 0, 1.0, length)[:, None]
+    if bool(xp.any(length == 0)):  # repeated times: f there is not in the scaled f0
+        fs = xp.where((length == 0)[:, None], dyn.value_many(ys[1:], th[1:], args), fs)
+    if prog is not None:
+        def rhs(z, s):
+            return prog.value([z, xp.asarray(s, dtype=ts.dtype)])
+    else:
+        def rhs(z, s):
+            with Suspend():
+                return rhs_t(Tensor(z, bk), Tensor(xp.asarray(s, dtype=ts.dtype), bk))._data
+    solver = _solver(rhs, bk, ys.dtype, bt * width, p, rows=bt)
+    zs, _ = solver.solve(z0, [0.0, 1.0], f0=f0, land=True)
+    z1 = zs[-1].reshape(bt, width)
+    phi = z1[:, n:n + n * n].reshape(bt, n, n)
+    theta = z1[:, n + n * n:width - n].reshape(bt, n, sum(sizes))
+    return phi, theta, z1[:, -n:], fs
+
+
+def _recurrence(trans, g, args, bk):
+    """(y0, ts, *args) cotangents from the interval maps and one output cotangent g (T, n)."""
+    xp = bk.xp
+    phi, theta, tau, fs = trans
+    bt, n = fs.shape
+    starts = xp.empty((bt, n), dtype=g.dtype)  # the adjoint where each interval starts
+    a = g[-1]
+    for i in range(bt, 0, -1):
+        starts[i - 1] = a
+        a = a @ phi[i - 1] + g[i - 1]
+    t_bar = xp.sum(fs * g[1:], axis=1)
+    ts_bar = xp.concatenate([xp.reshape(xp.sum(tau * starts) - xp.sum(t_bar), (1,)), t_bar])
+    a_bar = xp.einsum("bj,bjm->m", starts, theta)
+    out, at = [a, ts_bar], 0
+    for arg in args:
+        out.append(a_bar[at:at + arg.size].reshape(arg.shape).astype(arg.dtype, copy=False))
+        at += arg.size
     return out
 
 
