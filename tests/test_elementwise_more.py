@@ -310,6 +310,15 @@ def _hessian_row(x, y):
     return float(hy.numpy()[0]), float(hx.numpy()[0])
 
 
+def test_xlogy_is_ag_specials():
+    x = np.array([0.0, 0.0, 1.5, -2.0])
+    y = np.array([0.0, 2.0, 0.5, 3.0])
+    np.testing.assert_array_equal(ag.xlogy(T(x), T(y)).numpy(), sp.xlogy(x, y))
+    gx, gy = _grads(ag.xlogy, [x[1:], y[1:]], np.ones(3))
+    np.testing.assert_allclose(gx, np.log(y[1:]), rtol=1e-15)
+    np.testing.assert_allclose(gy, x[1:] / y[1:], rtol=1e-15)
+
+
 def test_nan_to_num_replaces_and_passes_the_gradient_only_at_finite_entries():
     x = np.array([np.nan, np.inf, -np.inf, 1.5, -2.0], dtype=np.float32)
     for kw in ({}, {"nan": 2.0, "posinf": 5.0, "neginf": -3.0}):
@@ -431,6 +440,36 @@ def test_ops_without_complex_rules_refuse_complex_inputs():
                  lambda: ag.heaviside(z, 0.5)):
         with pytest.raises(ag.DTypeError):
             call()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(set(UNARY) | set(BINARY) | {"real", "imag", "angle",
+                                                                     "nan_to_num", "heaviside"}))
+def test_on_gpu_matches_the_cpu(name):
+    """Values and first derivatives on CuPy against the CPU (results stay on the device)."""
+    rng = np.random.default_rng(9)
+    if name in UNARY:
+        inputs = [_unary_input(name, rng)]
+    elif name in BINARY:
+        inputs = list(_binary_inputs(name, rng))
+    else:
+        inputs = [rng.uniform(-2.0, 2.0, (3, 4))] + ([np.full(4, 0.5)] if name == "heaviside"
+                                                     else [])
+    fn = getattr(ag, name)
+    w = rng.standard_normal((3, 4))
+    res = {}
+    for dev in ("cpu", "cuda:0"):
+        ts = [ag.Tensor.from_array(a, device=dev) for a in inputs]
+        with ag.GradientTape() as tape:
+            tape.watch(ts)
+            y = fn(*ts)
+            loss = (y * ag.Tensor.from_array(w, device=dev)).sum()
+        gs = tape.gradient(loss, ts, unconnected_gradients="zero")
+        res[dev] = (y, [g.numpy() for g in gs])
+    assert type(res["cuda:0"][0].data).__module__.startswith("cupy")
+    np.testing.assert_allclose(res["cuda:0"][0].numpy(), res["cpu"][0].numpy(), rtol=1e-13)
+    for a, b in zip(res["cuda:0"][1], res["cpu"][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 # ---- vmap, NumPy's dispatch and errors ------------------------------------------------------

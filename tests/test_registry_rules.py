@@ -40,6 +40,7 @@ NO_SHARED_PAIR.update({
     "scatter_add": "index arrays are integers",
     "max_pool2d_gather": "amax is integer",
     "max_pool2d_scatter": "amax is integer",
+    "permute": "the permutations are integers",
 })
 # ag.special: orders and parameters without a derivative are drawn as integers or numbers
 NO_SHARED_PAIR.update({n: "one differentiable input (orders and parameters are integers)" for n in

@@ -76,7 +76,7 @@ for _fam in FAMILIES:
         globals()[_name] = getattr(_mod, _name)
 
 # The rest of NumPy's elementwise and array functions (their own modules, each with __all__).
-for _fam in ("elementwise_more",):
+for _fam in ("elementwise_more", "arrays"):
     _mod = importlib.import_module(f"{__package__}.{_fam}")
     for _name in _mod.__all__:
         globals()[_name] = getattr(_mod, _name)

@@ -1,7 +1,7 @@
 """More elementwise functions under NumPy's names: inverse trigonometric and hyperbolic
 functions, exp2, log2, log10, cbrt, reciprocal, sinc, arctan2, hypot, logaddexp, logaddexp2,
-fmax, fmin, copysign, heaviside, xlog1py, the degree conversions, nan_to_num, and the complex
-helpers real, imag, conj and angle.
+fmax, fmin, copysign, heaviside, xlog1py (and xlogy, ag.special's), the degree conversions,
+nan_to_num, and the complex helpers real, imag, conj and angle.
 
 Primitives where the function needs rules of its own, or where NumPy's forward is better
 conditioned than a composition (hypot does not overflow where sqrt(a*a + b*b) does; logaddexp
@@ -33,7 +33,7 @@ from .registry import apply, defop, elementwise
 __all__ = [
     "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "arcsinh", "arccosh", "arctanh",
     "exp2", "log2", "log10", "cbrt", "reciprocal", "sinc", "hypot", "logaddexp", "logaddexp2",
-    "fmax", "fmin", "copysign", "heaviside", "xlog1py", "deg2rad", "radians", "rad2deg",
+    "fmax", "fmin", "copysign", "heaviside", "xlogy", "xlog1py", "deg2rad", "radians", "rad2deg",
     "degrees", "nan_to_num", "real", "imag", "conj", "conjugate", "angle",
 ]
 
@@ -547,6 +547,14 @@ def sinc(x):
     """sin(pi x) / (pi x), and 1 at x = 0 (NumPy's normalised sinc). Its derivatives of every
     order are exact, also at 0 (see the op)."""
     return apply(Sinc, _t(x, "sinc"), k=0)
+
+
+def xlogy(x, y):
+    """x log(y), and 0 where x == 0 (scipy.special.xlogy): ag.special.xlogy's primitive under
+    this name too (one op, ops/special.py)."""
+    from .. import special  # (a cycle: ag.special is built on the ops this module belongs to)
+
+    return special.xlogy(x, y)
 
 
 def logaddexp2(x1, x2):

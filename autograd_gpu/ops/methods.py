@@ -274,6 +274,51 @@ Tensor.ravel = _ravel
 Tensor.dot = _dot
 
 
+def _repeat(self, repeats, axis=None):
+    """Each element repeated ``repeats`` times along axis (ndarray.repeat; see ag.repeat)."""
+    return A.repeat(self, repeats, axis=axis)
+
+
+def _argsort(self, axis=-1, kind=None, order=None, *, stable=None):
+    """Indices that sort the tensor along axis (ndarray.argsort; int64, not differentiable).
+    ndarray.sort and ndarray.partition sort in place, which an immutable tensor cannot: use
+    ag.sort and ag.partition."""
+    return A.argsort(self, axis=axis, kind=kind, order=order, stable=stable)
+
+
+def _diagonal(self, offset=0, axis1=0, axis2=1):
+    """The diagonal of the planes of axis1 and axis2 (ndarray.diagonal; see ag.diagonal)."""
+    return A.diagonal(self, offset, axis1, axis2)
+
+
+def _trace(self, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    """The sum along a diagonal (ndarray.trace's arguments; dtype casts first)."""
+    x = _prep(self, "trace", dtype, out)
+    return _done(A.trace(x, offset, axis1, axis2), "trace", dtype)
+
+
+def _cumprod(self, axis=None, dtype=None, out=None):
+    """Cumulative product along axis (None: of the flattened tensor); ndarray.cumprod's
+    arguments."""
+    x = _prep(self, "cumprod", dtype, out)
+    return _done(A.cumprod(x, axis=axis), "cumprod", dtype)
+
+
+def _conj(self):
+    """The complex conjugate (the tensor itself when it is real); ndarray.conj."""
+    return A.conj(self)
+
+
+Tensor.repeat = _repeat
+Tensor.argsort = _argsort
+Tensor.diagonal = _diagonal
+Tensor.trace = _trace
+Tensor.cumprod = _cumprod
+Tensor.conj = Tensor.conjugate = _conj
+Tensor.real = property(lambda self: A.real(self), doc="The real part (ndarray.real).")
+Tensor.imag = property(lambda self: A.imag(self), doc="The imaginary part (ndarray.imag).")
+
+
 Tensor.T = property(lambda self: A.transpose(self, None))
 Tensor.mT = property(lambda self: A.swapaxes(self, -1, -2))
 if hasattr(A, "getitem"):

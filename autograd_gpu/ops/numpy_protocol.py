@@ -563,7 +563,12 @@ def _call_function(func, qual, fn, args, kwargs, sub):
         given.pop(k, None)
 
     call = {}
+    ag_varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in ag_params.values())
     for name, value in given.items():
+        if ag_varargs and name in np_sig.parameters and \
+                np_sig.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
+            pos.extend(value)  # NumPy's *varargs after the first argument (np.gradient's)
+            continue
         target = renames.get(name, name)
         if target in ag_params and ag_params[target].kind in (
                 inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
