@@ -231,10 +231,10 @@ class _Dynamics:
     """func(y, t, *args) on a flat state: ``value(y, t, args)`` and ``vjp(y, t, args, ct)`` on
     backend arrays, through a traced program or eager calls (see _odetrace)."""
 
-    def __init__(self, func, y_def, y_metas, arg_def, arg_slots, bk, t_dtype):
+    def __init__(self, func, y_def, y_metas, arg_def, arg_slots, bk, t_dtype, trace):
         self.func, self.y_def, self.y_metas = func, y_def, y_metas
         self.arg_def, self.arg_slots = arg_def, arg_slots
-        self.bk, self.t_dtype = bk, t_dtype
+        self.bk, self.t_dtype, self.trace = bk, t_dtype, trace
         self.impl = None
         self.traced = False
         self.why_eager = None
@@ -255,9 +255,11 @@ class _Dynamics:
     def _t(self, t):
         return self.bk.xp.asarray(t, dtype=self.t_dtype)
 
-    def prepare(self, y0, t0, args, trace):
+    def prepare(self, y0, t0, args):
         """Trace func at y0 and at the first-step probe point, and choose the program or eager
         calls (the checks of _odetrace's docstring)."""
+        self.impl, self.traced, self.why_eager = None, False, None
+        trace = self.trace
         n_in = 2 + len(args)
         first = [y0, self._t(t0), *args]
 
@@ -333,8 +335,13 @@ class _OdeintImpl:
     @staticmethod
     def forward(bk, y0, ts, *args, dyn, rtol, atol, mxstep, hmax):
         p = {"rtol": rtol, "atol": atol, "mxstep": mxstep, "hmax": hmax}
+        th = _host_times(bk, ts)
+        _check_times(th)
+        # traced here, on the arrays of this call (under ag.vmap the op runs once per example,
+        # and the wrapper's inputs are batched values)
+        dyn.prepare(y0, th[0], list(args))
         solver = _solver(lambda y, t: dyn.value(y, t, args), bk, y0.dtype, y0.shape[0], p)
-        out, _ = solver.solve(y0, _host_times(bk, ts))
+        out, _ = solver.solve(y0, th)
         return out, (out, ts, *args)
 
     @staticmethod
@@ -619,14 +626,16 @@ def _times(t, like):
                          f"{tuple(t.shape)}")
     if not _dt.is_floating(t.dtype):
         t = _api.astype(t, "float64")
-    th = _host_times(t._bk, t._data)
+    return t
+
+
+def _check_times(th):
     if any(not math.isfinite(v) for v in th):
         raise ArgumentError("odeint: argument 't' expected finite times, got "
                             f"{[v for v in th if not math.isfinite(v)][:3]}")
     if any(b < a for a, b in zip(th, th[1:])):
         raise ArgumentError("odeint: argument 't' expected non-decreasing times (JAX's "
                             "odeint integrates forward in time), got a decrease")
-    return t
 
 
 def odeint(func, y0, t, *args, rtol=1.4e-8, atol=1.4e-8, mxstep=math.inf, hmax=math.inf,
@@ -643,9 +652,7 @@ def odeint(func, y0, t, *args, rtol=1.4e-8, atol=1.4e-8, mxstep=math.inf, hmax=m
     y, y_def, metas = _state(y0)
     ts = _times(t, y)
     inputs, slots, arg_def = _arguments(args, y)
-    dyn = _Dynamics(func, y_def, metas, arg_def, slots, y._bk, ts.dtype)
-    dyn.prepare(y._data, _host_times(ts._bk, ts._data)[0], [a._data for a in inputs],
-                bool(trace))
+    dyn = _Dynamics(func, y_def, metas, arg_def, slots, y._bk, ts.dtype, bool(trace))
     ys = apply(_ODEINT, y, ts, *inputs, dyn=dyn, **p)
     nt = ts.shape[0]
     leaves, at = [], 0

@@ -6,6 +6,7 @@ of the number of steps, a Lotka-Volterra fit, and errors."""
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -238,6 +239,22 @@ def test_jacobian_with_batched_cotangents():
     np.testing.assert_allclose(jac.numpy(), want, rtol=1e-6, atol=1e-8)
 
 
+def test_vmap_runs_odeint_per_example():
+    # no batching rule: ag.vmap runs the primitive once per example (with its one-time
+    # warning); values and per-example gradients of y(1) = exp(-k)
+    def f(k):
+        return odeint(lambda y, t, kk: -kk * y, T([1.0]), T([0.0, 1.0]), k, rtol=1e-10,
+                      atol=1e-10)[-1, 0]
+
+    ks = np.array([0.5, 1.0, 2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v = ag.vmap(f)(T(ks))
+    np.testing.assert_allclose(v.numpy(), np.exp(-ks), rtol=1e-8)
+    g = ag.vmap(ag.grad(f))(T(ks))
+    np.testing.assert_allclose(g.numpy(), -np.exp(-ks), rtol=1e-7)
+
+
 def test_memory_does_not_grow_with_the_number_of_steps():
     ts = T(np.linspace(0.0, 10.0, 5))
     data = T(np.ones((5, 3)))
@@ -296,6 +313,8 @@ def test_lotka_volterra_fit_recovers_parameters():
 # ---- errors -----------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # y' = y^2 blows up
 def test_errors():
     y0, ts = T(Y0), T([0.0, 1.0])
     with pytest.raises(ag.ShapeError, match="odeint.*'t'"):
