@@ -10,17 +10,13 @@ import warnings
 import numpy as np
 
 from ..errors import DeviceError
-from . import cublas, fused
+from . import cublas
 from .base import Device
-from .kernels import bias_act as _bias_act
+from .cupy_fused import CupyFusedOps
 from .kernels import cast as _cast
-from .kernels import cross_entropy as _ce
-from .kernels import dropout as _dropout
 from .kernels import elementwise as _ew
-from .kernels import layer_norm as _ln
 from .kernels import segment_sum as _segment_sum
 from .kernels import small as _small
-from .kernels import softmax as _softmax
 from .numpy_backend import NumpyBackend
 
 
@@ -84,13 +80,6 @@ def _no_kernel(*args):
     return None
 
 
-def _prod(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def _bf16():
     from ..dtypes import bfloat16
 
@@ -101,7 +90,7 @@ def _bf16():
 _CURAND_PHILOX = 161
 
 
-class CupyBackend:
+class CupyBackend(CupyFusedOps):
     name = "cupy"  # (for messages and reports; code asks the capability flags below)
     is_host = False  # device arrays: reading a value synchronises and copies
     deterministic_scatter = False  # scatter_add uses atomics (deterministic_scatter_add sorts)
@@ -273,86 +262,6 @@ class CupyBackend:
         if g.dtype == x.dtype and g.dtype.char in "fd":
             return _elementwise("relu_grad")(g, x)
         return NumpyBackend.relu_grad(g, x)
-
-    # ---- fused operations: a kernel where one applies, else backend/fused.py on CuPy arrays --
-
-    FUSED = ("softmax", "log_softmax", "softmax_grad", "log_softmax_grad", "cross_entropy",
-             "cross_entropy_dlogits", "layer_norm", "layer_norm_grad", "bias_act",
-             "bias_act_grad", "gelu_grad", "dropout_mask")
-
-    def softmax(self, x, axis=-1):
-        if axis == -1 and _softmax.FAMILY.ready(self):
-            return _softmax.softmax(self, x)
-        return fused.softmax(self, x, axis)
-
-    def log_softmax(self, x, axis=-1):
-        if axis == -1 and _softmax.FAMILY.ready(self):
-            return _softmax.log_softmax(self, x)
-        return fused.log_softmax(self, x, axis)
-
-    def softmax_grad(self, g, y, axis=-1):
-        if axis == -1 and g.shape == y.shape and _softmax.FAMILY.ready(self):
-            return _softmax.softmax_grad(self, g, y)
-        return fused.softmax_grad(self, g, y, axis)
-
-    def log_softmax_grad(self, g, y, axis=-1):
-        if axis == -1 and g.shape == y.shape and _softmax.FAMILY.ready(self):
-            return _softmax.log_softmax_grad(self, g, y)
-        return fused.log_softmax_grad(self, g, y, axis)
-
-    def cross_entropy(self, x, labels, axis=-1, label_smoothing=0.0):
-        if axis == -1 and labels.shape == x.shape[:-1] and _ce.FAMILY.ready(self):
-            # loss and lse in one pass over the logits
-            loss, lse, _ = _ce.cross_entropy(self, x, labels, label_smoothing=label_smoothing,
-                                             want_dlogits=False)
-            return loss.astype(x.dtype, copy=False), lse[..., None]
-        return fused.cross_entropy(self, x, labels, axis, label_smoothing)
-
-    def cross_entropy_dlogits(self, x, labels, lse, axis=-1, label_smoothing=0.0):
-        if (axis == -1 and labels.shape == x.shape[:-1] and lse.shape == labels.shape + (1,)
-                and _ce.FAMILY.ready(self)):
-            return _ce.cross_entropy_dlogits(self, x, labels, lse,
-                                             label_smoothing=label_smoothing)
-        return fused.cross_entropy_dlogits(self, x, labels, lse, axis, label_smoothing)
-
-    def layer_norm(self, x, n_axes=1, eps=1e-5):
-        if _ln.FAMILY.ready(self):  # one pass per row over the trailing axes
-            lead = tuple(x.shape[: x.ndim - n_axes])
-            c = _prod(x.shape[x.ndim - n_axes:])
-            y, _, rstd = _ln.layer_norm(self, x.reshape(lead + (c,)), None, None, eps)
-            return (y.reshape(x.shape),
-                    rstd.reshape(lead + (1,) * n_axes).astype(x.dtype, copy=False))
-        return fused.layer_norm(self, x, n_axes, eps)
-
-    def layer_norm_grad(self, g, y, rstd, n_axes=1):
-        lead = tuple(y.shape[: y.ndim - n_axes])
-        c = _prod(y.shape[y.ndim - n_axes:])
-        if g.shape == y.shape and rstd.size * c == y.size and _ln.FAMILY.ready(self):
-            dx = _ln.layer_norm_grad_y(self, g.reshape(lead + (c,)), y.reshape(lead + (c,)),
-                                       rstd)
-            return dx.reshape(g.shape)
-        return fused.layer_norm_grad(self, g, y, rstd, n_axes)
-
-    def bias_act(self, x, b, act="relu"):
-        if (b.ndim == 1 and x.ndim >= 1 and x.shape[-1] == b.shape[0] and x.dtype == b.dtype
-                and _bias_act.FAMILY.ready(self)):
-            return _bias_act.bias_act(self, x, b, act)
-        return fused.bias_act(self, x, b, act)
-
-    def bias_act_grad(self, g, x, b, act="gelu"):
-        if (g.shape == x.shape and b.ndim == 1 and x.dtype == b.dtype == g.dtype
-                and x.shape[-1] == b.shape[0] and _bias_act.FAMILY.ready(self)):
-            return _bias_act.bias_act_grad(self, g, x, b, act, need_db=False)[0]
-        return fused.bias_act_grad(self, g, x, b, act)
-
-    gelu_grad = fused.gelu_grad
-
-    def dropout_mask(self, shape, p, seed, dtype):
-        """keep / (1 - p): the fused Philox4x32-10 kernel (graph-capturable), else cuRAND's
-        stream through ``uniform``."""
-        if _dropout.FAMILY.ready(self):
-            return _dropout.dropout_mask(self, shape, p, seed, 0, dtype)
-        return fused.dropout_mask(self, shape, p, seed, dtype)
 
     def asarray(self, obj, dtype=None):
         with self.xp.cuda.Device(self.index):

@@ -5,5 +5,6 @@ of tensors). Each family module starts with its declaration: the source in
 entry, its self-check and the ops that reach it. The optimizers', AMP's and clipping's families
 live with them (optim/kernels.py, amp.py, clipping.py).
 
-CupyBackend (backend/cupy_backend.py) calls the entries where a kernel applies; every other
-caller reaches them through a backend method."""
+CupyBackend calls the entries where a kernel applies (backend/cupy_fused.py for the fused
+operations, backend/cupy_backend.py for casts, small arrays, relu and the bias add, scatter);
+ops reach them only through backend methods."""
