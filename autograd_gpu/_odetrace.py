@@ -42,7 +42,7 @@ from .ops.registry import raw, sum_to
 from .tape import GradientTape
 from .tensor import Tensor
 
-__all__ = ["Traced", "trace", "Program", "Eager", "same_recording", "same_values",
+__all__ = ["Traced", "trace", "Program", "Eager", "same_recording", "same_steps", "same_values",
            "compile_checked", "closure_error"]
 
 _MISSING = object()
@@ -208,9 +208,15 @@ def _same(a, b) -> bool:
 
 def same_recording(r1, s1, r2, s2) -> bool:
     """Whether two recordings of func are the same program (ops, parameters, constants)."""
-    if len(r1.steps) != len(r2.steps) or not _same_spec(s1, s2):
+    return same_steps(r1.steps, s1, r2.steps, s2)
+
+
+def same_steps(steps1, s1, steps2, s2) -> bool:
+    """same_recording on the recordings' steps (a recorder's ``steps``: they hold the ops,
+    parameters and constants, not the traced values)."""
+    if len(steps1) != len(steps2) or not _same_spec(s1, s2):
         return False
-    for (op1, sp1, p1, _), (op2, sp2, p2, _) in zip(r1.steps, r2.steps):
+    for (op1, sp1, p1, _), (op2, sp2, p2, _) in zip(steps1, steps2):
         if op1 is not op2 or len(sp1) != len(sp2) or not _same(p1, p2):
             return False
         if not all(_same_spec(a, b) for a, b in zip(sp1, sp2)):
@@ -358,22 +364,30 @@ def same_values(a, b) -> bool:
     return _same(a, b)
 
 
-def compile_checked(fn, first, second, bk):
+def compile_checked(fn, first, second, bk, recording=False):
     """A Program for ``fn`` when the checks of the module docstring pass: ``fn`` is traced at
     the arrays ``first`` and at ``second(output at first)``. Returns (program or None, why
-    not, the output at ``first``); a closure over a tracked tensor raises TapeError."""
+    not, the output at ``first``), and with ``recording`` the first recording and its output
+    spec as a fourth item (None where the program is); a closure over a tracked tensor raises
+    TapeError."""
     rec, spec, out1 = trace(fn, first, bk)
+
+    def done(prog, why):
+        if not recording:
+            return prog, why, out1
+        return prog, why, out1, (None if prog is None else (rec, spec))
+
     if rec.closure:
         raise closure_error(rec)
     if rec.read is not None:
-        return None, f"func reads a value into Python ({rec.read})", out1
+        return done(None, f"func reads a value into Python ({rec.read})")
     pts = second(out1)
     rec2, spec2, _ = trace(fn, pts, bk)
     if rec2.read is not None or not same_recording(rec, spec, rec2, spec2):
-        return None, "func's recording differs between two points", out1
+        return done(None, "func's recording differs between two points")
     prog = Program(rec, spec, bk, len(first))
     with Suspend():  # func itself, with no interceptor of ours watching
         eager = fn(*[Tensor(a, bk) for a in pts])._data
     if not same_values(prog.value(pts), eager):
-        return None, "the replayed recording differs from func's value", out1
-    return prog, None, out1
+        return done(None, "the replayed recording differs from func's value")
+    return done(prog, None)

@@ -10,8 +10,9 @@ the next step h * min(10, max(0.9 ratio^(-1/5), 0.2)) (0.2 only after a rejectio
 step from Hairer-Norsett-Wanner's estimate (II.4); outputs at the times t from each step's
 4th-order interpolant (so steps are not cut at the output times). mxstep bounds the steps
 (attempted, per output interval), hmax the step size. Exceeding mxstep, or a step size that
-falls to 0, raises ODEIntegrationError (JAX returns values from an unfinished solve). A step
-whose error estimate is not finite (func overflowed) is rejected and the step shrunk.
+falls below the rounding of t (a step that could not advance t), raises ODEIntegrationError
+(JAX returns values from an unfinished solve). A step whose error estimate is not finite
+(func overflowed) is rejected and the step shrunk.
 
 Gradients with respect to y0, t and args come from the adjoint method: the primitive saves
 only ys (the values at the output times), and its vjp solves the augmented system
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 from . import _odetrace as _tr
 from . import dtypes as _dt
@@ -122,13 +124,13 @@ class _Solver:
 
     def step(self, y0, f0, t0, dt):
         """One Dormand-Prince step: (y1, f1, error estimate); the stages stay in self.k."""
-        k, beta, fun = self.k, self.tab.beta, self.fun
+        k, fun = self.k, self.fun
         k[0] = f0
         yi = y0
-        for i in range(6):
-            yi = y0 + dt * (beta[i] @ k[:i + 1])
+        for i, row in enumerate(self.tab.beta):
+            yi = y0 + (row * dt) @ k[:i + 1]
             k[i + 1] = fun(yi, t0 + _ALPHA[i] * dt)
-        return yi, k[6].copy(), dt * (self.tab.err @ k)
+        return yi, k[6].copy(), (self.tab.err * dt) @ k
 
     def error_ratio(self, err, y0, y1):
         xp = self.xp
@@ -136,8 +138,8 @@ class _Solver:
         r = err / tol
         if self.rows:
             ratio = float(xp.sqrt(xp.max(xp.mean((r * r).reshape(self.rows, -1), axis=1))))
-        else:
-            ratio = float(xp.sqrt(xp.mean(r * r)))
+        else:  # RMS (a dot product: NumPy's mean costs more than the arithmetic here)
+            ratio = math.sqrt(float(r @ r) / r.size) if r.size else 0.0
         return ratio if math.isfinite(ratio) else math.inf
 
     def interpolant(self, y0, y1, dt):
@@ -181,12 +183,12 @@ class _Solver:
                 raise ODEIntegrationError(
                     f"odeint: mxstep={self.mxstep} steps did not reach t={target!r} "
                     f"(stopped at t={t!r}); raise mxstep or loosen rtol/atol")
-            if not dt > 0.0:
+            h = min(dt, target - t) if land else dt
+            if not t + h > t:  # h is 0, or below t's rounding: a step could never advance t
                 raise ODEIntegrationError(
-                    f"odeint: the step size fell to {dt!r} at t={t!r} before reaching "
+                    f"odeint: the step size fell to {h!r} at t={t!r} before reaching "
                     f"t={target!r} (a stiff or singular problem, or non-finite values)")
             n += 1
-            h = min(dt, target - t) if land else dt
             y1, f1, err = self.step(y, f, t, h)
             ratio = self.error_ratio(err, y, y1)
             if ratio <= 1.0:
@@ -238,6 +240,7 @@ class _Dynamics:
         self.impl = None
         self.traced = False
         self.why_eager = None
+        self.signature = None  # the traced program's (steps, output spec): _transitions' cache
 
     def flat_fn(self, y, t, *arg_tensors):
         """func on Tensors: a flat state in, the flat derivative out."""
@@ -258,7 +261,7 @@ class _Dynamics:
     def prepare(self, y0, t0, args):
         """Trace func at y0 and at the first-step probe point, and choose the program or eager
         calls (the checks of _odetrace's docstring)."""
-        self.impl, self.traced, self.why_eager = None, False, None
+        self.impl, self.traced, self.why_eager, self.signature = None, False, None, None
         trace = self.trace
         n_in = 2 + len(args)
         first = [y0, self._t(t0), *args]
@@ -267,13 +270,15 @@ class _Dynamics:
             y1, t1 = _probe(self.bk.xp, y0, f0, t0)
             return [y1, self._t(t1), *args]
 
-        prog, why, _ = _tr.compile_checked(self.flat_fn, first, second, self.bk)
+        prog, why, _, recd = _tr.compile_checked(self.flat_fn, first, second, self.bk,
+                                                 recording=True)
         if not trace:
             self.why_eager = "trace=False"
         elif prog is None:
             self.why_eager = why
         else:
             self.impl, self.traced = prog, True
+            self.signature = (recd[0].steps, recd[1])
         if self.impl is None:
             self.impl = _tr.Eager(self.flat_fn, self.bk, n_in)
 
@@ -439,25 +444,24 @@ def _adjoint(dyn, ys, ts, args, g, bk, p):
 _PARALLEL_LIMIT = 4_000_000
 
 
-def _interval_rhs(dyn, args, bk, shape, sizes, t_end, length):
-    """The batched augmented right-hand side on Tensors: z (bt * width,) and s (0-d) -> dz/ds.
-    func's value and its Jacobians' products with the n rows of each interval come from
-    ag.vmap over intervals of ag.vjp (the rows mapped by an inner vmap)."""
+def _interval_rhs(dyn, shape, sizes):
+    """The batched augmented right-hand side on Tensors: (z (bt * width,), s (0-d), t_end (bt,),
+    length (bt,), *args) -> dz/ds. func's value and its Jacobians' products with the n rows of
+    each interval come from ag.vmap over intervals of ag.vjp (the rows mapped by an inner
+    vmap). The interval times and func's arguments are inputs, not constants, so that its
+    program serves later calls with other values (_RHS_CACHE)."""
     bt, n, width = shape
     m = sum(sizes)
-    arg_t = [Tensor(a, bk) for a in args]
-    t_end, length = Tensor(t_end, bk), Tensor(length, bk)
 
-    def one(y, t, rows):
+    def one(y, t, rows, *arg_t):
         out, pull = vjp(dyn.flat_fn, y, t, *arg_t)
         return (out, *vmap(pull)(rows))
 
-    batched = vmap(one)
-
-    def rhs(z, s):
+    def rhs(z, s, t_end, length, *arg_t):
+        batched = vmap(one, in_axes=(0, 0, 0) + (None,) * len(arg_t))
         zz = _api.reshape(z, (bt, width))
         rows = _api.reshape(zz[:, n:n + n * n], (bt, n, n))
-        f, cy, ct, *ca = batched(zz[:, :n], t_end - s * length, rows)
+        f, cy, ct, *ca = batched(zz[:, :n], t_end - s * length, rows, *arg_t)
         parts = [-f, _api.reshape(cy, (bt, n * n))]
         if ca:  # row j of Theta: the cotangents of every argument for row j, side by side
             cs = [_api.reshape(c, (bt, n, size)) for c, size in zip(ca, sizes)]
@@ -492,32 +496,82 @@ def _transitions(dyn, ys, ts, args, bk, p):
     th = _host_times(bk, ts)
     t_end = xp.asarray(th[1:], dtype=ts.dtype)
     length = xp.asarray([b - a for a, b in zip(th, th[1:])], dtype=ts.dtype)
-    rhs_t = _interval_rhs(dyn, args, bk, (bt, n, width), sizes, t_end, length)
+    rhs_t = _interval_rhs(dyn, (bt, n, width), sizes)
     z0 = xp.concatenate([ys[1:], xp.tile(xp.eye(n, dtype=ys.dtype).reshape(1, -1), (bt, 1)),
                          xp.zeros((bt, width - n - n * n), ys.dtype)], axis=1).reshape(-1)
     s0 = xp.asarray(0.0, dtype=ts.dtype)
     probe = 1e-3  # the second trace point: a thousandth into the normalised solve
-    try:
-        prog, _, f0 = _tr.compile_checked(
-            rhs_t, [z0, s0], lambda f: [z0 + probe * f, xp.asarray(probe, ts.dtype)], bk)
-    except VmapError:  # value-dependent Python in func: the sequential solve
-        return None
+    key = _rhs_key(dyn, bk, (bt, n, width), ys, ts, args)
+    prog = _cached_rhs(dyn, key)
+    if prog is not None:
+        f0 = prog.value([z0, s0, t_end, length, *args])
+    else:
+        try:
+            prog, _, f0 = _tr.compile_checked(
+                rhs_t, [z0, s0, t_end, length, *args],
+                lambda f: [z0 + probe * f, xp.asarray(probe, ts.dtype), t_end, length, *args],
+                bk)
+        except VmapError:  # value-dependent Python in func: the sequential solve
+            return None
+        if prog is not None:
+            _store_rhs(dyn, key, prog)
     fs = -f0.reshape(bt, width)[:, :n] / xp.where(length == 0, 1.0, length)[:, None]
     if bool(xp.any(length == 0)):  # repeated times: f there is not in the scaled f0
         fs = xp.where((length == 0)[:, None], dyn.value_many(ys[1:], th[1:], args), fs)
     if prog is not None:
         def rhs(z, s):
-            return prog.value([z, xp.asarray(s, dtype=ts.dtype)])
+            return prog.value([z, xp.asarray(s, dtype=ts.dtype), t_end, length, *args])
     else:
+        fixed = [Tensor(a, bk) for a in (t_end, length, *args)]
+
         def rhs(z, s):
             with Suspend():
-                return rhs_t(Tensor(z, bk), Tensor(xp.asarray(s, dtype=ts.dtype), bk))._data
+                return rhs_t(Tensor(z, bk), Tensor(xp.asarray(s, dtype=ts.dtype), bk),
+                             *fixed)._data
     solver = _solver(rhs, bk, ys.dtype, bt * width, p, rows=bt)
     zs, _ = solver.solve(z0, [0.0, 1.0], f0=f0, land=True)
     z1 = zs[-1].reshape(bt, width)
     phi = z1[:, n:n + n * n].reshape(bt, n, n)
     theta = z1[:, n + n * n:width - n].reshape(bt, n, sum(sizes))
     return phi, theta, z1[:, -n:], fs
+
+
+# Programs of the batched right-hand side, per func (weakly: an entry goes with its func), for
+# later odeint calls with the same func. Tracing it (vmap of vjp of func, twice, and the checks)
+# cost 7 ms of a 34 ms value-and-gradient with 1,000 output times (2026-12-07). An entry is
+# used only where every shape, dtype, structure and non-tensor argument match and func's
+# recording at this call (dyn.signature: its ops, parameters and constants, at two points) is
+# the one the program was built from: the program is vmap and vjp of those primitives, and
+# the interval times and arguments are its inputs.
+_RHS_CACHE = weakref.WeakKeyDictionary()
+_RHS_PER_FUNC = 4
+
+
+def _rhs_key(dyn, bk, shape, ys, ts, args):
+    slots = tuple(s._data if isinstance(s, Tensor) else s for s in dyn.arg_slots)
+    return (bk, shape, ys.dtype, ts.dtype, dyn.y_def, tuple(dyn.y_metas), dyn.arg_def, slots,
+            tuple((tuple(a.shape), a.dtype) for a in args))
+
+
+def _cached_rhs(dyn, key):
+    try:
+        entries = _RHS_CACHE.get(dyn.func, ())
+    except TypeError:  # func cannot be weakly referenced or hashed: no cache
+        return None
+    steps, spec = dyn.signature
+    for k, (steps2, spec2), prog in entries:
+        if _tr.same_values(k, key) and _tr.same_steps(steps2, spec2, steps, spec):
+            return prog
+    return None
+
+
+def _store_rhs(dyn, key, prog):
+    try:
+        entries = _RHS_CACHE.setdefault(dyn.func, [])
+    except TypeError:
+        return
+    entries.insert(0, (key, dyn.signature, prog))
+    del entries[_RHS_PER_FUNC:]
 
 
 def _recurrence(trans, g, args, bk):

@@ -190,6 +190,64 @@ def test_sequential_adjoint_replays_the_recording(monkeypatch):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-13)
 
 
+def _counting_compiles(monkeypatch):
+    names = []
+    real = integrate._tr.compile_checked
+
+    def counted(fn, *a, **kw):
+        names.append(fn.__name__)
+        return real(fn, *a, **kw)
+
+    monkeypatch.setattr(integrate._tr, "compile_checked", counted)
+    return names
+
+
+def test_batched_adjoint_program_is_reused_across_calls(monkeypatch):
+    # The batched right-hand side is traced once per func: a later call with other argument
+    # values and times (same shapes) replays the same program on its own inputs, so its
+    # gradients are bit for bit those of a call that traces afresh.
+    def f(y, t, r, a):
+        return y * (r + a @ y)
+
+    def grads(func, r, ts):
+        def loss(r_, a_, y0_, ts_):
+            return ag.sum(ag.square(odeint(func, y0_, ts_, r_, a_, rtol=1e-10, atol=1e-10)))
+
+        return ag.grad(loss, argnums=(0, 1, 2, 3))(T(r), T(A), T(Y0), T(ts))
+
+    names = _counting_compiles(monkeypatch)
+    ts1, ts2 = np.linspace(0.0, 3.0, 8), np.linspace(0.5, 4.0, 8) ** 1.1
+    grads(f, R, ts1)
+    assert names.count("rhs") == 1
+    reused = grads(f, R * 1.1, ts2)
+    assert names.count("rhs") == 1  # no second trace of the batched right-hand side
+    integrate._RHS_CACHE.clear()
+    fresh = grads(f, R * 1.1, ts2)
+    assert names.count("rhs") == 2
+    for a, b in zip(reused, fresh):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    grads(f, R, np.linspace(0.0, 3.0, 9))  # another number of intervals: another program
+    assert names.count("rhs") == 3
+
+
+def test_batched_adjoint_program_follows_a_changed_closure(monkeypatch):
+    # func reads a Python number from its closure: its recording holds it, so a changed value
+    # is a different recording and the batched program is traced again (a stale program would
+    # give the old rate's gradient)
+    box = {"k": 0.5}
+
+    def f(y, t):
+        return -box["k"] * y
+
+    names = _counting_compiles(monkeypatch)
+    ts = T(np.linspace(0.0, 2.0, 6))
+    for k in (0.5, 0.8):
+        box["k"] = k
+        g = ag.grad(lambda y0: ag.sum(odeint(f, y0, ts, rtol=1e-12, atol=1e-12)[-1]))(T([1.0]))
+        np.testing.assert_allclose(g.numpy(), [np.exp(-2.0 * k)], rtol=1e-9)
+    assert names.count("rhs") == 2
+
+
 def test_value_dependent_func_is_called_eagerly():
     # A Python branch on t: a trace taken at t = 0 would replay the t < 1 branch forever. The
     # float(t) read marks the trace invalid and odeint calls func at every evaluation.
@@ -336,6 +394,14 @@ def test_errors():
     with pytest.raises(ODEIntegrationError):  # blows up in finite time: y' = y^2
         odeint(lambda y, t: y * y, T([1.0]), T([0.0, 2.0]))
     assert issubclass(ODEIntegrationError, ag.AutogradError)
+
+
+def test_step_below_the_rounding_of_t_raises():
+    # y' = y^2 from t = 1e8 blows up at t = 1e8 + 1, where y is still far from overflow but
+    # the step falls below t's rounding (1.5e-8): a step that cannot advance t is refused,
+    # not accepted with y moving while t stands still (which only ended at mxstep)
+    with pytest.raises(ODEIntegrationError, match="step size fell"):
+        odeint(lambda y, t: y * y, T([1.0]), T([1e8, 1e8 + 2.0]), mxstep=1000)
 
 
 def test_closure_over_a_tracked_tensor_raises():
