@@ -229,7 +229,8 @@ def _same_spec(a, b) -> bool:
 
 
 class Program:
-    """A recording replayed on arrays: ``value(arrays)`` and ``vjp(arrays, ct)``.
+    """A recording replayed on arrays: ``value(arrays)`` (a generated function, see
+    _straight_line) and ``vjp(arrays, ct)``.
 
     The value table holds func's inputs, then the recording's constants, then one output per
     step, so that every step reads its inputs with one itemgetter (the replay's cost per
@@ -259,6 +260,7 @@ class Program:
         tokens = [object() for _ in range(self.n_fixed + len(rec.steps))]
         metas = list(rec.metas[:n_inputs]) + [None] * len_consts[0]
         self.steps = []
+        plan = []
         for op, specs, params, diff in rec.steps:
             idx = [slot(sp) for sp in specs]
             idx = tuple(n_inputs + (-i - 1) if i < 0 else i for i in idx)
@@ -270,6 +272,7 @@ class Program:
             # per input: (slot, (shape, dtype)) where a cotangent flows into it, else None
             sums = tuple((i, metas[i]) if f is not None else None for i, f in zip(idx, flows))
             self.steps.append((get, fwd, val, partial(op.vjp, self.F, **params), flows, sums))
+            plan.append((idx, fwd, val))
             needs.append(diff and any(f is not None for f in flows))
             metas.append(rec.metas[len(metas) - len_consts[0]])
         self.out = out_spec[1] if out_spec[0] in "sx" else None
@@ -279,6 +282,7 @@ class Program:
             self.out += len_consts[0]
         self.consts = consts
         self.needs, self.metas = needs, metas
+        self.value = self._straight_line(plan)
 
     def _table(self, arrays):
         vals = list(arrays)
@@ -288,7 +292,36 @@ class Program:
     def _result(self, vals):
         return vals[self.out] if self.out is not None else self.consts[-1]
 
-    def value(self, arrays):
+    def _straight_line(self, plan):
+        """``value`` as one generated Python function: a line per step calling its rule on
+        named locals. The loop below (a table, an itemgetter and a tuple per step) costs about
+        as much as the NumPy work of a small func: 3.0 us against 1.6 us for y * (r + a @ y)
+        on 3 numbers (2026-12-07), and odeint evaluates func six times per step. The names
+        are generated from positions only."""
+        n_in, n_fixed = self.n_inputs, self.n_fixed
+        env = {"arr_t": self.arr_t, "asarray": self.asarray}
+        lines = ["def value(arrays):"]
+        if n_in:
+            lines.append("    " + "".join(f"v{i}, " for i in range(n_in)) + "= arrays")
+        for j, c in enumerate(self.consts):
+            env[f"v{n_in + j}"] = c
+        for j, (idx, fwd, val) in enumerate(plan):
+            k = n_fixed + j
+            env[f"f{j}"] = val if val is not None else fwd
+            call = f"f{j}({', '.join(f'v{i}' for i in idx)})" + ("" if val is not None else "[0]")
+            lines.append(f"    v{k} = {call}")
+            lines.append(f"    if type(v{k}) is not arr_t:")
+            lines.append(f"        v{k} = asarray(v{k})")
+        if self.out is not None:
+            lines.append(f"    return v{self.out}")
+        else:
+            env["out_const"] = self.consts[-1]
+            lines.append("    return out_const")
+        exec(compile("\n".join(lines), "<odeint replay>", "exec"), env)  # noqa: S102
+        return env["value"]
+
+    def value_loop(self, arrays):
+        """``value`` by a loop over the steps (what _straight_line's function unrolls)."""
         vals = self._table(arrays)
         arr_t, asarray, append = self.arr_t, self.asarray, vals.append
         for get, fwd, val, _, _, _ in self.steps:

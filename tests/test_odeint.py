@@ -190,6 +190,26 @@ def test_sequential_adjoint_replays_the_recording(monkeypatch):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-13)
 
 
+def test_generated_replay_equals_the_loop_and_eager_calls():
+    # Program.value is generated code (a line per step); the loop replay and func itself are
+    # the references, for outputs that are a step's, an input and a constant
+    from autograd_gpu import _odetrace as tr
+
+    c = T([1.0, 2.0, 3.0])
+    funcs = [lambda y, t, r, a: y * (r + a @ y) + ag.sin(t) * c - 2.0,
+             lambda y, t, r, a: y,
+             lambda y, t, r, a: c]
+    first = [Y0, np.asarray(0.3), R, A]
+    for fn in funcs:
+        prog, why, _ = tr.compile_checked(fn, first, lambda f: [Y0 + 0.1, np.asarray(0.5), R, A],
+                                          c._bk)
+        assert prog is not None, why
+        for pt in ([Y0 * 2.0, np.asarray(1.5), R, A], [Y0, np.asarray(-1.0), R * 3.0, A.T]):
+            want = fn(*map(T, pt)).numpy()
+            np.testing.assert_array_equal(prog.value(pt), want)
+            np.testing.assert_array_equal(prog.value_loop(pt), want)
+
+
 def _counting_compiles(monkeypatch):
     names = []
     real = integrate._tr.compile_checked
