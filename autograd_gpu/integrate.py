@@ -493,7 +493,8 @@ def _transitions(dyn, ys, ts, args, bk, p):
     step sequence that meets every interval's error norm; the output cotangents are then
     combined by a short recurrence (_recurrence). It is JAX's adjoint system, n rows at a
     time. The batched right-hand side is traced and replayed like func (_odetrace), so a
-    step costs a few dozen array operations on the whole batch."""
+    step costs a few dozen array operations on the whole batch; its program is kept for later
+    calls with the same func (_RHS_CACHE)."""
     xp = bk.xp
     nt, n = ys.shape
     sizes = [a.size for a in args]

@@ -15,7 +15,9 @@ JAX's odeint jit-compiles its solver internally (jax.experimental.ode wraps it i
 "eager JAX" here is jax.value_and_grad without an outer jit: the step loops run compiled
 (XLA while loops), the Python around them eagerly. jit of the whole value_and_grad is reported
 for information. Ours runs its stepping loop in Python over NumPy arrays, with func traced once
-per call and replayed (autograd_gpu/_odetrace.py). The printed ratios are ours / JAX's
+per call and replayed (autograd_gpu/_odetrace.py); the adjoint's batched right-hand side is
+traced on the first call and its program reused by the later ones (as JAX reuses its
+compiled solver), so the warm-up round pays that trace. The printed ratios are ours / JAX's
 per-round process CPU times (median, 25th-75th percentile), with the load average.
 """
 
