@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import zlib
 
 import numpy as np
@@ -32,10 +33,15 @@ import numpy as np
 from ..errors import ArgumentError, AutogradError, describe
 from .comm import Communicator, DistributedError, LocalCommunicator, Work
 from .launch import LaunchInfo, launch_info
+from .mpi import MPICommunicator, load_mpi
+from .nccl import NCCLCommunicator, nccl_status
 
 __all__ = ["Group", "init", "shutdown", "world", "is_initialized", "BACKENDS"]
 
 BACKENDS = ("auto", "mpi", "nccl", "local")
+# seconds an aborting rank waits after writing its traceback, so that the launcher has forwarded
+# it before MPI_Abort ends every process of the job
+_ABORT_GRACE_S = 0.5
 # seconds of polling (with sched_yield) before the wait loop naps: MPICH moves a non-blocking
 # collective's data only inside MPI calls, so napping while it is in flight slows it down (a
 # 20 ms window gave 16-32 MB allreduces 0.64x the bandwidth of a raw Iallreduce + Wait)
@@ -77,8 +83,6 @@ class Group:
         return comm
 
     def _device_comm(self, array, dev: int, where: str) -> Communicator:
-        from .nccl import NCCLCommunicator, nccl_status
-
         if self.backend == "custom":
             if not self.host.supports(array):
                 raise DistributedError(f"{where}: the communicator {self.host.name!r} given to "
@@ -94,7 +98,7 @@ class Group:
             raise DistributedError(
                 f"{where}: backend 'nccl' needs NCCL on every rank; rank {bad[0][0]}: "
                 f"{bad[0][1]}")
-        from cupy.cuda import nccl
+        from cupy.cuda import nccl  # optional dependency (cupy)
 
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.bcast_object(uid, 0, f"{where}: NCCL unique id")
@@ -349,8 +353,6 @@ def init(backend="auto", timeout_s: float = 300.0) -> Group:
                                    f"{info.launcher} launcher started {info.size} processes")
         host = LocalCommunicator()
     elif launched or backend == "mpi":
-        from .mpi import MPICommunicator, load_mpi
-
         comm_world = load_mpi().COMM_WORLD
         if info is not None and comm_world.Get_size() != info.size:
             raise DistributedError(
@@ -386,12 +388,20 @@ def shutdown() -> None:
 def _abort_hook(tp, value, tb) -> None:
     g = _WORLD
     try:
-        (_PREV_HOOK or sys.__excepthook__)(tp, value, tb)
-        if g is not None:
-            sys.stderr.write(f"autograd_gpu.distributed: rank {g.rank} of {g.size} ended with "
-                             f"an uncaught {tp.__name__}; aborting the job\n")
-        sys.stderr.flush()
         sys.stdout.flush()
+        note = ("" if g is None else f"autograd_gpu.distributed: rank {g.rank} of {g.size} "
+                f"ended with an uncaught {tp.__name__}; aborting the job\n")
+        if _PREV_HOOK is None or _PREV_HOOK is sys.__excepthook__:
+            # one write: the launcher forwards a rank's output in the pieces it reads, and the
+            # pieces still in its pipe when MPI_Abort tears the job down are lost (a traceback
+            # printed line by line arrived cut after its first frame, 2026-12-07)
+            sys.stderr.write("".join(traceback.format_exception(tp, value, tb)) + note)
+        else:
+            _PREV_HOOK(tp, value, tb)
+            sys.stderr.write(note)
+        sys.stderr.flush()
+        if g is not None and g.size > 1:
+            time.sleep(_ABORT_GRACE_S)
     finally:
         if g is not None:
             g.abort(1)
