@@ -207,7 +207,10 @@ def worker(args):
     import autograd_gpu.distributed as dist
 
     torch.set_num_threads(1)
-    ag.blas_threads(1).__enter__()  # (one core per rank)
+    # one core per rank, for the whole worker: the block object must stay referenced, since
+    # dropping it closes the generator and restores the default threads at once
+    blas_limit = ag.blas_threads(1)
+    blas_limit.__enter__()
     g = dist.init(timeout_s=300)
     rank, size = g.rank, g.size
     from mpi4py import MPI
