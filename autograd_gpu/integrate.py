@@ -182,7 +182,7 @@ class _Solver:
         while t < target:
             if n >= self.mxstep:
                 raise ODEIntegrationError(
-                    f"odeint: mxstep={self.mxstep} steps did not reach t={target!r} "
+                    f"odeint: mxstep={self.mxstep:g} steps did not reach t={target!r} "
                     f"(stopped at t={t!r}); raise mxstep or loosen rtol/atol")
             h = min(dt, target - t) if land else dt
             if not t + h > t:  # h is 0, or below t's rounding: a step could never advance t
