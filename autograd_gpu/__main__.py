@@ -2,4 +2,6 @@
 
 from .demo import cli
 
+__all__: list = []
+
 cli()

@@ -45,7 +45,7 @@ from .backend.kernels import multi_tensor as _mt
 from .backend.kernels.loader import KernelFamily
 from .errors import ArgumentError, describe
 from .ops.elementwise import AsType
-from .ops.registry import apply
+from .ops.registry import REGISTRY, apply
 from .options import OptionEnum
 from .tensor import Tensor
 
@@ -61,7 +61,6 @@ class PrecisionMode(OptionEnum):
     @property
     def dtype(self):
         return _dt.float16 if self is PrecisionMode.FLOAT16 else _dt.bfloat16
-
 
     @classmethod
     def _aliases(cls) -> dict:
@@ -328,8 +327,6 @@ def _op_names(value, what) -> frozenset:
     bad = [n for n in names if not isinstance(n, str)]
     if bad:
         raise ArgumentError(f"AmpConfig: argument '{what}' expected op names (str), got {bad!r}")
-    from .ops.registry import REGISTRY
-
     unknown = sorted(n for n in names if n not in REGISTRY)
     if unknown:  # a name no primitive has would silently never match
         raise ArgumentError(f"AmpConfig: argument '{what}' expected names of primitives (e.g. "

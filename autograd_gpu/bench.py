@@ -51,12 +51,23 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 
 import autograd_gpu as ag
 from autograd_gpu.backend import backend_for
+from autograd_gpu.blas import blas_info
+
+from .ops import graph
+
+__all__ = [
+    "CASES", "PEERS", "quantile", "ratio_stats", "TIMERS", "interleave", "machine_info", "Case",
+    "CHAIN_OPS", "CHAIN_REPS", "chain_inputs", "chain_by_hand", "MLP_LR", "mlp_sizes", "mlp_data",
+    "mlp_step_by_hand", "make_ag_mlp_step", "JAC_SHAPES", "jacobian_data", "jacobian_by_hand",
+    "build_cases", "check", "run", "format_table", "plot", "parse_args", "main", "cli",
+]
 
 CASES = ("chain", "mlp", "jacobian")
 PEERS = ("numpy", "torch", "jax")
@@ -130,8 +141,6 @@ def _cpu_model() -> str:
 
 
 def _version(module: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(module)
     except PackageNotFoundError:
@@ -145,7 +154,7 @@ def machine_info(device: ag.Device) -> dict:
         "platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "device": str(device),
         "versions": {"autograd_gpu": ag.__version__, "numpy": np.__version__},
-        "blas": ag.blas.blas_info(),
+        "blas": blas_info(),
         "compiled_node": _compiled_node(),
     }
     if hasattr(os, "getloadavg"):
@@ -155,7 +164,7 @@ def machine_info(device: ag.Device) -> dict:
         if v is not None:
             info["versions"][dist] = v
     if device.type == "cuda":
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         props = cupy.cuda.runtime.getDeviceProperties(device.index)
         name = props["name"]
@@ -166,8 +175,6 @@ def machine_info(device: ag.Device) -> dict:
 
 
 def _compiled_node() -> bool:
-    from .ops import graph
-
     return graph.Node is not graph.PyNode
 
 
@@ -204,7 +211,7 @@ class _Env:
         self.skipped: dict[str, str] = {}
         if "torch" in peers:
             try:
-                import torch
+                import torch  # optional dependency (torch)
 
                 if threads is not None:
                     torch.set_num_threads(threads)
@@ -220,7 +227,7 @@ class _Env:
                 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                                                    "intra_op_parallelism_threads=1")
             try:
-                import jax
+                import jax  # optional dependency (jax)
 
                 jax.config.update("jax_enable_x64", True)
                 platform_name = "gpu" if self.gpu else "cpu"
@@ -424,96 +431,111 @@ def _case_mlp(env: _Env) -> Case:
     case = Case("mlp", f"MLP training step (batch {B}, width {W}, {L} layers, float32, SGD)", 1,
                 "ms", 1e3, ours, ours_result, rtol=2e-4, atol=1e-6)
     if env.use_hand:
-        xp = env.xp
-
-        def hand_state():
-            x0, y0, ws0, bs0 = mlp_data(B, W, L)
-            return (xp.asarray(x0), xp.asarray(y0), [xp.asarray(w) for w in ws0],
-                    [xp.asarray(b) for b in bs0])
-
-        st = hand_state()
-
-        def hand():
-            mlp_step_by_hand(xp, *st)
-            env.sync()
-
-        def hand_result():
-            s = hand_state()
-            loss = float(mlp_step_by_hand(xp, *s))
-            return np.concatenate([[loss], _to_numpy(s[2][0]).ravel()[:4096]])
-
-        case.peers[env.hand] = (hand, hand_result)
+        case.peers[env.hand] = _mlp_by_hand(env, B, W, L)
     if env.torch is not None:
-        torch = env.torch
-        tdev = env.torch_device()
-
-        def torch_state():
-            x0, y0, ws0, bs0 = mlp_data(B, W, L)
-            t = [torch.from_numpy(a).to(tdev) for a in ws0 + bs0]
-            for a in t:
-                a.requires_grad_(True)
-            return torch.from_numpy(x0).to(tdev), torch.from_numpy(y0).to(tdev), t
-
-        def torch_step(state):
-            x, y, p = state
-            h = x
-            for i in range(L):
-                h = h @ p[i] + p[L + i]
-                if i < L - 1:
-                    h = torch.relu(h)
-            loss = ((h - y) ** 2).mean()
-            grads = torch.autograd.grad(loss, p)
-            with torch.no_grad():
-                for a, g in zip(p, grads):
-                    a.sub_(MLP_LR * g)
-            return loss
-
-        tst = torch_state()
-
-        def torch_timed():
-            torch_step(tst)
-            env.torch_sync()
-
-        def torch_result():
-            s = torch_state()
-            loss = torch_step(s).item()
-            return np.concatenate([[loss], _to_numpy(s[2][0]).ravel()[:4096]])
-
-        case.peers["torch"] = (torch_timed, torch_result)
+        case.peers["torch"] = _mlp_torch(env, B, W, L)
     if env.jax is not None:
-        jax, jnp = env.jax, env.jax.numpy
-
-        def loss_fn(p, x, y):
-            h = x
-            for i in range(L):
-                h = h @ p[i] + p[L + i]
-                if i < L - 1:
-                    h = jnp.maximum(h, 0)
-            return jnp.mean((h - y) ** 2)
-
-        @jax.jit
-        def jax_step(p, x, y):
-            loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
-            return [a - MLP_LR * g for a, g in zip(p, grads)], loss
-
-        def jax_state():
-            x0, y0, ws0, bs0 = mlp_data(B, W, L)
-            put = lambda a: jax.device_put(jnp.asarray(a), env.jax_device)  # noqa: E731
-            return [put(a) for a in ws0 + bs0], put(x0), put(y0)
-
-        jst = list(jax_state())
-
-        def jax_timed():
-            jst[0], loss = jax_step(*jst)
-            loss.block_until_ready()
-
-        def jax_result():
-            p, x, y = jax_state()
-            p, loss = jax_step(p, x, y)
-            return np.concatenate([[float(loss)], np.asarray(p[0]).ravel()[:4096]])
-
-        case.peers["jax.jit"] = (jax_timed, jax_result)
+        case.peers["jax.jit"] = _mlp_jax(env, B, W, L)
     return case
+
+
+def _mlp_by_hand(env: _Env, B, W, L):
+    """(timed step, result) of the MLP step written out in the array library."""
+    xp = env.xp
+
+    def hand_state():
+        x0, y0, ws0, bs0 = mlp_data(B, W, L)
+        return (xp.asarray(x0), xp.asarray(y0), [xp.asarray(w) for w in ws0],
+                [xp.asarray(b) for b in bs0])
+
+    st = hand_state()
+
+    def hand():
+        mlp_step_by_hand(xp, *st)
+        env.sync()
+
+    def hand_result():
+        s = hand_state()
+        loss = float(mlp_step_by_hand(xp, *s))
+        return np.concatenate([[loss], _to_numpy(s[2][0]).ravel()[:4096]])
+
+    return hand, hand_result
+
+
+def _mlp_torch(env: _Env, B, W, L):
+    """(timed step, result) of the MLP step in PyTorch eager."""
+    torch = env.torch
+    tdev = env.torch_device()
+
+    def torch_state():
+        x0, y0, ws0, bs0 = mlp_data(B, W, L)
+        t = [torch.from_numpy(a).to(tdev) for a in ws0 + bs0]
+        for a in t:
+            a.requires_grad_(True)
+        return torch.from_numpy(x0).to(tdev), torch.from_numpy(y0).to(tdev), t
+
+    def torch_step(state):
+        x, y, p = state
+        h = x
+        for i in range(L):
+            h = h @ p[i] + p[L + i]
+            if i < L - 1:
+                h = torch.relu(h)
+        loss = ((h - y) ** 2).mean()
+        grads = torch.autograd.grad(loss, p)
+        with torch.no_grad():
+            for a, g in zip(p, grads):
+                a.sub_(MLP_LR * g)
+        return loss
+
+    tst = torch_state()
+
+    def torch_timed():
+        torch_step(tst)
+        env.torch_sync()
+
+    def torch_result():
+        s = torch_state()
+        loss = torch_step(s).item()
+        return np.concatenate([[loss], _to_numpy(s[2][0]).ravel()[:4096]])
+
+    return torch_timed, torch_result
+
+
+def _mlp_jax(env: _Env, B, W, L):
+    """(timed step, result) of the MLP step under jax.jit."""
+    jax, jnp = env.jax, env.jax.numpy
+
+    def loss_fn(p, x, y):
+        h = x
+        for i in range(L):
+            h = h @ p[i] + p[L + i]
+            if i < L - 1:
+                h = jnp.maximum(h, 0)
+        return jnp.mean((h - y) ** 2)
+
+    @jax.jit
+    def jax_step(p, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        return [a - MLP_LR * g for a, g in zip(p, grads)], loss
+
+    def jax_state():
+        x0, y0, ws0, bs0 = mlp_data(B, W, L)
+        put = lambda a: jax.device_put(jnp.asarray(a), env.jax_device)  # noqa: E731
+        return [put(a) for a in ws0 + bs0], put(x0), put(y0)
+
+    jst = list(jax_state())
+
+    def jax_timed():
+        jst[0], loss = jax_step(*jst)
+        loss.block_until_ready()
+
+    def jax_result():
+        p, x, y = jax_state()
+        p, loss = jax_step(p, x, y)
+        return np.concatenate([[float(loss)], np.asarray(p[0]).ravel()[:4096]])
+
+    return jax_timed, jax_result
 
 
 # jacobian ----------------------------------------------------------------------------------
@@ -558,7 +580,7 @@ def _case_jacobian(env: _Env, n: int, m: int) -> Case:
         case.peers[env.hand] = (hand, lambda: _to_numpy(jacobian_by_hand(xp, Ah, xh)))
     if env.torch is not None:
         torch = env.torch
-        from torch import func as tfunc
+        from torch import func as tfunc  # optional dependency (torch)
 
         At = torch.from_numpy(A0).to(env.torch_device())
         xt = torch.from_numpy(x0).to(env.torch_device())
@@ -628,7 +650,7 @@ class _Progress:
         self.enabled = enabled
         if enabled:
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # optional dependency (tqdm)
 
                 self.bar = tqdm(total=total, file=sys.stderr, unit="timing",
                                 desc="autograd_gpu.bench")
@@ -738,10 +760,10 @@ def format_table(report: dict) -> str:
 
 
 def plot(report: dict, path: str) -> str:
-    import matplotlib
+    import matplotlib  # optional dependency (matplotlib)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency (matplotlib)
 
     labels, med, lo, hi, bad = [], [], [], [], []
     for row in report["results"]:
@@ -769,7 +791,7 @@ def plot(report: dict, path: str) -> str:
         ax.set_xlim(min(min(r - lo_ for r, lo_ in zip(med, lo)), 1.0) / 1.5,
                     max(max(r + h for r, h in zip(med, hi)), 1.0) * 4)
         ax.axvline(1.0, color="0.2", lw=1)
-        from matplotlib.patches import Patch
+        from matplotlib.patches import Patch  # optional dependency (matplotlib)
 
         ax.legend(handles=[Patch(color="C2", alpha=0.8, label="autograd_gpu faster"),
                            Patch(color="C0", alpha=0.8, label="peer faster"),

@@ -17,7 +17,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from threadpoolctl import threadpool_info, threadpool_limits
+
 from .errors import ArgumentError
+
+__all__ = ["blas_threads", "blas_info"]
 
 
 @contextlib.contextmanager
@@ -31,8 +35,6 @@ def blas_threads(n: int | None) -> Iterator[list[dict]]:
     The limit is process-wide: it affects every thread's BLAS calls, not only this one's."""
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ArgumentError(f"blas_threads: argument 'n' expected an int >= 1 or None, got {n!r}")
-    from threadpoolctl import threadpool_info, threadpool_limits
-
     if n is None:
         yield blas_info(threadpool_info())
         return
@@ -44,8 +46,6 @@ def blas_info(info: list[dict] | None = None) -> list[dict]:
     """The BLAS libraries loaded in this process: ``[{"library", "version", "num_threads"}]``
     (NumPy's OpenBLAS, and MKL or others when something else loaded them)."""
     if info is None:
-        from threadpoolctl import threadpool_info
-
         info = threadpool_info()
     return [{"library": d.get("internal_api"), "version": d.get("version"),
              "num_threads": d.get("num_threads")} for d in info if d.get("user_api") == "blas"]

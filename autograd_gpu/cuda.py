@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import functools
 
+from .backend import cublas
+from .backend.base import Device
 from .backend.cupy_backend import cupy_status
 from .backend.cupy_backend import device_count as _device_count
 from .errors import ArgumentError, DeviceError
@@ -56,7 +58,7 @@ def _cupy():
     ok, reason = cupy_status()
     if not ok:
         raise DeviceError(f"ag.cuda: no usable GPU ({reason})")
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     return cupy
 
@@ -67,8 +69,6 @@ def synchronize(device=None) -> None:
     if device is None:
         cp.cuda.Device().synchronize()
     else:
-        from .backend.base import Device
-
         cp.cuda.Device(Device(device).index or 0).synchronize()
 
 
@@ -76,8 +76,6 @@ def memory_info(device=None) -> dict:
     """Device memory in bytes: ``pool_used`` and ``pool_held`` (CuPy's pool: arrays alive, and
     that plus cached free blocks), ``device_free`` and ``device_total`` (the whole GPU)."""
     cp = _cupy()
-    from .backend.base import Device
-
     idx = 0 if device is None else (Device(device).index or 0)
     with cp.cuda.Device(idx):
         pool = cp.get_default_memory_pool()
@@ -184,8 +182,6 @@ class GraphedStep:
         stream.wait_event(cur.record())
         pool = cp.cuda.MemoryPool()
         out = None
-        from .backend import cublas
-
         # matmuls inside the capture call cuBLAS directly, bound to this stream and to a
         # workspace that lives as long as the graph (CuPy refuses cuBLAS calls in a capture)
         binding = cublas.Binding(stream.ptr)

@@ -285,8 +285,8 @@ class _CudaPrefetcher:
 
     def __init__(self, device: Device, depth: int, cp: Any = None, cupyx: Any = None):
         if cp is None:
-            import cupy as cp
-            import cupyx
+            import cupy as cp  # optional dependency (cupy)
+            import cupyx  # optional dependency (cupy)
         self.cp, self.cupyx = cp, cupyx
         self.device = device
         self.depth = depth

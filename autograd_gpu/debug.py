@@ -16,8 +16,10 @@ import os
 import traceback
 import weakref
 
+import numpy
 import numpy as np
 
+from .backend import backend_of_array
 from .errors import AnomalyError, ArgumentError
 from .ops.context import pop_hook, push_hook
 from .tensor import Tensor
@@ -47,11 +49,9 @@ def _bad(arr) -> str | None:
 
 def _xp(arr):
     if type(arr).__module__.startswith("cupy"):
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         return cupy
-    import numpy
-
     return numpy
 
 
@@ -74,8 +74,6 @@ def _checksums(node) -> tuple:
     for s in node.saved or ():
         if isinstance(s, (np.ndarray, np.generic)) or type(s).__module__.startswith("cupy"):
             if bk is None:
-                from .backend import backend_of_array
-
                 bk = backend_of_array(s)
             out.append(bk.checksum(s))
         else:

@@ -18,14 +18,18 @@ import numpy as np
 
 import autograd_gpu as ag
 
+__all__ = [
+    "load_digits_split", "build_mlp", "accuracy", "parse_args", "train", "plot", "main", "cli",
+]
+
 
 def load_digits_split(seed: int = 0, test_size: float = 0.2
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Digits (1797 8x8 images with values 0..16) scaled to [0, 1] and centred with the
     training mean; a stratified split. (Dividing by per-pixel standard deviations would blow up
     the border pixels that are constant in the training set.)"""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits  # optional dependency (scikit-learn)
+    from sklearn.model_selection import train_test_split  # optional dependency (scikit-learn)
 
     X, y = load_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X.astype(np.float32), y, test_size=test_size,
@@ -76,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace) -> dict:
-    from tqdm import tqdm
+    from tqdm import tqdm  # optional dependency (tqdm)
 
     device = ag.default_device() if args.device == "auto" else ag.Device(args.device)
     X_tr, X_te, y_tr, y_te = load_digits_split(args.seed)
@@ -116,10 +120,10 @@ def train(args: argparse.Namespace) -> dict:
 
 def plot(result: dict, path: str) -> str:
     """Two panels: train and test loss per epoch (log scale), and test accuracy per epoch."""
-    import matplotlib
+    import matplotlib  # optional dependency (matplotlib)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency (matplotlib)
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = np.arange(1, len(result["train_loss"]) + 1)

@@ -38,7 +38,11 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .addons import TapeAddon, register_config
+from .backend import backend_of_array, default_backend
+from .backend.cupy_backend import cupy_status
 from .errors import ArgumentError, NonDeterministicOpError, describe
 from .options import OptionEnum
 from .random_state import manual_seed
@@ -97,13 +101,9 @@ class DeterministicConfig:
 def seed_everything(seed: int, operation_seeds: bool = True) -> None:
     """Seed NumPy's global generator, CuPy's (if usable) and every random draw of the library
     (``ag.manual_seed``) with ``seed``."""
-    import numpy as np
-
     np.random.seed(seed)
-    from .backend.cupy_backend import cupy_status
-
     if cupy_status()[0]:
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         cupy.random.seed(seed)
     manual_seed(seed, operation_seeds=operation_seeds)
@@ -153,8 +153,6 @@ def reset_warnings() -> None:
 def _backend_of(x):
     if isinstance(x, Tensor):
         return x._bk
-    from .backend import backend_of_array
-
     return backend_of_array(x)
 
 
@@ -172,8 +170,6 @@ class _Guard:
             if phase == "forward":
                 bk = next((a._bk for a in args if isinstance(a, Tensor)), None)
                 if bk is None:
-                    from .backend import default_backend
-
                     bk = default_backend()
             else:
                 bk = _backend_of(args[0])

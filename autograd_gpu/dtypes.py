@@ -11,6 +11,12 @@ import numpy as np
 
 from .errors import DTypeError
 
+__all__ = [
+    "bfloat16", "float16", "float32", "float64", "complex64", "complex128", "FLOATING", "COMPLEX",
+    "as_dtype", "check_real", "is_floating", "is_complex", "is_inexact", "real_of", "name",
+    "float_eps",
+]
+
 bfloat16 = np.dtype(ml_dtypes.bfloat16)
 float16 = np.dtype(np.float16)
 float32 = np.dtype(np.float32)

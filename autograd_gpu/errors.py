@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import numpy as _np
 
+__all__ = [
+    "AutogradError", "ShapeError", "DTypeError", "DeviceError", "TapeError",
+    "NonDeterministicOpError", "AnomalyError", "ArgumentError", "LinAlgError", "VmapError",
+    "describe",
+]
+
 
 class AutogradError(Exception):
     """Base class of every error raised by autograd_gpu."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numbers
 
 from . import dtypes as _dt
-from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
+from .errors import ArgumentError, DeviceError, DTypeError, ShapeError, TapeError, describe
 from .ops.context import STATE, new_id
 from .ops.graph import OUTPUT
 from .ops.registry import call_jvp, raw, saved_tensors, tensors
@@ -46,8 +46,6 @@ def coerce_tangent(t, primal, batch_nd, where, what="tangents"):
         return t
     if isinstance(t, Tensor):
         if t._bk is not bk:
-            from .errors import DeviceError
-
             raise DeviceError(f"{where}: argument '{what}' expected device {primal.device} like "
                               f"its primal, got {t.device}")
         arr = t._data

@@ -9,6 +9,7 @@ accumulator, and inner ones record on outer ones (``grad(grad(f))``, ``jacobian(
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 from . import dtypes as _dt
@@ -479,8 +480,6 @@ def hessian(f, x, *, scheduler=None, chunk_size=None):
         _drop_tangents(x, accs)
     # rows came out as d(grad)/d(x_i): transpose to H[j, i] = d grad_j / d x_i
     if observed:
-        from .ops import api as A
-
         return A.reshape(A.transpose(A.reshape(blocks[0], (n, n)), (1, 0)), shape)
     parts = [b._data.reshape(-1, n) for b in blocks]
     h = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
@@ -651,70 +650,78 @@ def _stack(F, items, B):
     return F.reshape(out, (B,) + shape)
 
 
-def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batched,
-             batch=None):
-    def forward(bk, *arrs, **prm):
-        if tensor_forward:
+class _UserRules:
+    """The forward, vjp and jvp of a user primitive (custom_op, custom_gradient) around the
+    user's functions: arrays in and out of the registry's calling convention, per-example
+    calls when the user's rules are not batched, and the jvp as the transpose of the vjp when
+    the user gave no jvp."""
+
+    def __init__(self, name, fwd, user_vjp, user_jvp, tensor_forward, batched):
+        self.name, self.fwd, self.user_vjp, self.user_jvp = name, fwd, user_vjp, user_jvp
+        self.tensor_forward, self.batched = tensor_forward, batched
+        self.__doc__ = fwd.__doc__ or f"user primitive {name}"
+
+    def forward(self, bk, *arrs, **prm):
+        if self.tensor_forward:
             with Suspend():
                 ts = [Tensor(a, bk) if hasattr(a, "shape") else a for a in arrs]
-                out = fwd(*ts, **prm)
+                out = self.fwd(*ts, **prm)
             out = out._data if isinstance(out, Tensor) else bk.xp.asarray(out)
         else:
-            out = fwd(bk.xp, *arrs, **prm)
+            out = self.fwd(bk.xp, *arrs, **prm)
             if isinstance(out, Tensor):
                 out = out._data
         if type(out) is not bk.array_type:
             out = bk.xp.asarray(out)
         return out, tuple(arrs) + (out,)
 
-    def call_vjp(F, g, ins, out, prm):
+    def call_vjp(self, F, g, ins, out, prm):
         """User vjp on Tensors; g may carry batch axes (unbatched rules run per example)."""
         nb = g.ndim - out.ndim
-        if nb and not batched:
+        if nb and not self.batched:
+            def one(parts):
+                return self.user_vjp_call(F, parts[0], ins, out, prm)
+
+            return _per_example(F, one, [g], tuple(g.shape[:nb]), [tuple(out.shape)])
+        return self.user_vjp_call(F, g, ins, out, prm)
+
+    def user_vjp_call(self, F, g, ins, out, prm):
+        res = self.user_vjp(_wrap(F, g), tuple(_wrap(F, x) for x in ins), _wrap(F, out), **prm)
+        res = tuple(res) if isinstance(res, (tuple, list)) else (res,)
+        if len(res) != len(ins):
+            raise ArgumentError(f"{self.name}: the user vjp expected to return {len(ins)} "
+                                f"gradients (one per input), got {len(res)}")
+        _check_cotangents(self.name, res, ins, tuple(g.shape[:g.ndim - out.ndim]),
+                          tuple(out.shape))
+        return tuple(_unwrap(F, r) for r in res)
+
+    def vjp(self, F, g, saved, needs, **prm):
+        *ins, out = saved
+        gs = self.call_vjp(F, g, ins, out, prm)
+        return tuple(gi if nd else None for gi, nd in zip(gs, needs))
+
+    def jvp(self, F, ts, saved, **prm):
+        *ins, out = saved
+        if self.user_jvp is None:
+            return self.transpose_of_vjp(F, ts, ins, out, prm)
+        t0 = next(t for t in ts if t is not None)
+        x0 = ins[[i for i, t in enumerate(ts) if t is not None][0]]
+        nb = t0.ndim - len(getattr(x0, "shape", ()))
+        if nb and not self.batched:
             shapes = [getattr(x, "shape", ()) for x in ins]
 
             def one(parts):
-                return _user_vjp(F, parts[0], ins, out, prm, shapes)
+                r = self.user_jvp(tuple(_wrap(F, p) for p in parts),
+                                  tuple(_wrap(F, x) for x in ins), _wrap(F, out), **prm)
+                return (_unwrap(F, r),)
 
-            return _per_example(F, one, [g], tuple(g.shape[:nb]), [tuple(out.shape)])
-        return _user_vjp(F, g, ins, out, prm, None)
+            (r,) = _per_example(F, one, list(ts), tuple(t0.shape[:nb]), shapes)
+            return r
+        r = self.user_jvp(tuple(_wrap(F, t) for t in ts), tuple(_wrap(F, x) for x in ins),
+                          _wrap(F, out), **prm)
+        return _unwrap(F, r)
 
-    def _user_vjp(F, g, ins, out, prm, shapes):
-        res = user_vjp(_wrap(F, g), tuple(_wrap(F, x) for x in ins), _wrap(F, out), **prm)
-        res = tuple(res) if isinstance(res, (tuple, list)) else (res,)
-        if len(res) != len(ins):
-            raise ArgumentError(f"{name}: the user vjp expected to return {len(ins)} gradients "
-                                f"(one per input), got {len(res)}")
-        _check_cotangents(name, res, ins, tuple(g.shape[:g.ndim - out.ndim]), tuple(out.shape))
-        return tuple(_unwrap(F, r) for r in res)
-
-    def vjp(F, g, saved, needs, **prm):
-        *ins, out = saved
-        gs = call_vjp(F, g, ins, out, prm)
-        return tuple(gi if nd else None for gi, nd in zip(gs, needs))
-
-    def jvp(F, ts, saved, **prm):
-        *ins, out = saved
-        if user_jvp is not None:
-            t0 = next(t for t in ts if t is not None)
-            x0 = ins[[i for i, t in enumerate(ts) if t is not None][0]]
-            nb = t0.ndim - len(getattr(x0, "shape", ()))
-            if nb and not batched:
-                shapes = [getattr(x, "shape", ()) for x in ins]
-
-                def one(parts):
-                    r = user_jvp(tuple(_wrap(F, p) for p in parts),
-                                 tuple(_wrap(F, x) for x in ins), _wrap(F, out), **prm)
-                    return (_unwrap(F, r),)
-
-                (r,) = _per_example(F, one, list(ts), tuple(t0.shape[:nb]), shapes)
-                return r
-            r = user_jvp(tuple(_wrap(F, t) for t in ts), tuple(_wrap(F, x) for x in ins),
-                         _wrap(F, out), **prm)
-            return _unwrap(F, r)
-        return _transpose_of_vjp(F, ts, ins, out, prm)
-
-    def _transpose_of_vjp(F, ts, ins, out, prm):
+    def transpose_of_vjp(self, F, ts, ins, out, prm):
         """jvp(t) = d/du <vjp(u), t>: the vjp is linear in u, so its transpose applied to t is
         the gradient with respect to u of <vjp(u), t> (any u; zeros here). One batched reverse
         sweep over the recorded vjp handles a whole tangent batch."""
@@ -725,8 +732,8 @@ def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batche
         try:
             tape.watch(u)
             TF = tensors(bk)
-            gs = _user_vjp(TF, u, ins if not F.is_raw else
-                           [_wrap(F, x) for x in ins], outT, prm, None)
+            gs = self.user_vjp_call(TF, u, ins if not F.is_raw else
+                                    [_wrap(F, x) for x in ins], outT, prm)
             tape._pause()
             seeds = []
             nb = None
@@ -747,13 +754,13 @@ def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batche
             return None
         return r._data if F.is_raw else r
 
-    impl = type(name, (), {
-        "forward": staticmethod(forward), "vjp": staticmethod(vjp), "jvp": staticmethod(jvp),
-        "__doc__": (fwd.__doc__ or f"user primitive {name}"),
-    })
-    # the arity is the forward's: after xp for array forwards
+
+def _make_op(name, fwd, user_vjp, user_jvp, params, cost, tensor_forward, batched,
+             batch=None):
+    impl = _UserRules(name, fwd, user_vjp, user_jvp, tensor_forward, batched)
     # saved: every input, then the output
     op = Op(name, impl, params, cost, True, True, False, saves=_inputs_and_output, batch=batch)
+    # the arity is the forward's: after xp for array forwards
     op.arity = _user_arity(fwd, skip=0 if tensor_forward else 1)
     return op
 
@@ -793,8 +800,6 @@ def _check_cotangents(name, res, ins, batch, out_shape):
 
 
 def _user_arity(fn, skip):
-    import inspect
-
     n = 0
     try:
         ps = list(inspect.signature(fn).parameters.values())[skip:]

@@ -6,6 +6,8 @@ numpy array) without copying; ``Tensor.__dlpack__`` lets those libraries take ou
 
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import NUMPY, backend_for
 from .errors import ArgumentError, DeviceError, describe
 from .tensor import Tensor
@@ -23,8 +25,6 @@ def from_dlpack(x) -> Tensor:
     kind, index = x.__dlpack_device__()
     kind = int(kind)
     if kind in (_CPU, _CUDA_HOST):
-        import numpy as np
-
         return Tensor(np.from_dlpack(x), NUMPY)
     if kind in (_CUDA, _CUDA_MANAGED):
         bk = backend_for(f"cuda:{int(index)}")  # DeviceError with the reason if unusable

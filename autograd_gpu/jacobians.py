@@ -22,6 +22,7 @@ from .scheduler import (
 )
 from .tape import check_sources, check_unconnected
 from .tensor import Tensor
+from .vmap import VmapError, _absolute, _build, _seed_layout, vmap
 
 __all__ = ["tape_jacobian", "tape_batch_jacobian", "tape_forward_gradient",
            "forward_jacobian_parts", "reverse_jacobian_parts", "identity_chunks",
@@ -326,8 +327,6 @@ def _batched_jvp(tape, srcs, seeds, tgts, where):
     """forward_gradient's tangent path on batched values: the seeds laid out like the physical
     sources (levels a seed has and its targets lack become leading tangent axes, as a vmap over
     tangents gives), replayed through the physical graph, the results batched again."""
-    from .vmap import VmapError, _absolute, _build, _seed_layout
-
     slay = [_absolute(s) for s in srcs]
     tlay = [_absolute(t) for t in tgts]
     tl = set().union(*(set(a) for _, a in tlay))
@@ -361,8 +360,6 @@ def _zeros(t, shape):
 
 def _sweeps(tape, fn, basis):
     """vmap(fn)(basis) on a tape kept alive between the batched sweeps."""
-    from .vmap import vmap
-
     was = tape.persistent
     tape.persistent = True
     try:

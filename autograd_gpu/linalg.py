@@ -24,9 +24,11 @@ import numbers
 from collections import namedtuple
 
 from .errors import ArgumentError, DTypeError, LinAlgError, ShapeError, describe
+from .ops import api
 from .ops import decompositions as _dec
 from .ops import matfuncs as _mf
 from .ops import solves as _sol
+from .ops._linalg_util import herm_from_triangle
 from .ops._linalg_util import unpack as _unpack
 from .ops._util import as_tensor
 from .ops.registry import apply, tensors
@@ -95,16 +97,12 @@ def _is_complex(t):
 def _conj(t):
     if not _is_complex(t):
         return t
-    from .ops import api
-
     return api.conj(t)
 
 
 def _real(t):
     if not _is_complex(t):
         return t
-    from .ops import api
-
     return api.real(t)
 
 
@@ -349,8 +347,6 @@ def _svd_parts(a, full):
 def _herm_lower(a):
     """The Hermitian matrix of a's lower triangle (what eigh-based routines read)."""
     F = tensors(a._bk)
-    from .ops._linalg_util import herm_from_triangle
-
     return herm_from_triangle(F, a, True)
 
 

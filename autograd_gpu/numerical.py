@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import NUMPY
 from .errors import ArgumentError, describe
 from .tape import GradientTape
 from .tensor import Tensor
+
+__all__ = ["ValidationResult", "NumericalChecker"]
 
 
 @dataclass
@@ -122,8 +125,6 @@ class NumericalChecker:
 
 
 def _cpu():
-    from .backend import NUMPY
-
     return NUMPY
 
 

@@ -10,6 +10,8 @@ import enum
 
 from .errors import ArgumentError
 
+__all__ = ["OptionEnum"]
+
 
 class OptionEnum(enum.Enum):
     """Base of the option enums (CheckpointStrategy, PrecisionMode, SchedulingStrategy, ...)."""

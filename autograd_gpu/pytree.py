@@ -130,10 +130,12 @@ def _paths(x, path, out):
 
 
 def tree_leaves(tree) -> list:
+    """The tree's leaves in flattening order (``tree_flatten(tree)[0]``)."""
     return tree_flatten(tree)[0]
 
 
 def tree_structure(tree) -> TreeDef:
+    """The tree's structure without its leaves (``tree_flatten(tree)[1]``)."""
     return tree_flatten(tree)[1]
 
 

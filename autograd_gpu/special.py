@@ -23,7 +23,7 @@ import math
 import numbers
 
 from . import dtypes as _dt
-from .errors import ArgumentError, DTypeError, describe
+from .errors import ArgumentError, DTypeError, ShapeError, describe
 from .ops import api as _api
 from .ops import special as _ops
 from .ops._util import as_tensor
@@ -276,8 +276,6 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
 
 
 def _broadcast_shape(sa, sb):
-    from .errors import ShapeError
-
     nd = max(len(sa), len(sb))
     sa, sb = (1,) * (nd - len(sa)) + tuple(sa), (1,) * (nd - len(sb)) + tuple(sb)
     if any(p != q and 1 not in (p, q) for p, q in zip(sa, sb)):

@@ -15,13 +15,14 @@ determinism checks and data-parallel reduction attach there; the tape knows none
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import weakref
 
 from . import dtypes as _dt
 from .addons import TapeAddon, config_factory
 from .errors import ArgumentError, DTypeError, ShapeError, TapeError, describe
-from .ops.context import LIVE, STATE, Suspend, new_id, pop_hook, push_hook
+from .ops.context import LIVE, STATE, Suspend, cross_thread_error, new_id, pop_hook, push_hook
 from .ops.graph import Node
 from .ops.registry import raw, tensors
 from .sweep import ready_points, run_sweep, sweep_context
@@ -130,8 +131,6 @@ class _Recording:
         """Entering a tape created (and so recording) in another thread: it records here from
         now on. A tape inside its ``with`` block in another thread cannot move."""
         if self._in_context:
-            from .ops.context import cross_thread_error
-
             raise cross_thread_error("GradientTape.__enter__", [self.id])
         was = self._owner.pop(self.id, None) is not None
         self._owner_observers.pop(self.id, None)
@@ -249,7 +248,6 @@ class GradientTape(_Recording):
     def addon(self, kind: str):
         """The attached add-on of that kind ("checkpoint", "amp", ...), or None."""
         return next((a for a in self._addons if a.kind == kind), None)
-
 
     @property
     def step_skipped(self) -> bool:
@@ -570,8 +568,6 @@ class no_grad(Suspend):
     """Context (and decorator) in which nothing records and no tangents propagate."""
 
     def __call__(self, fn):
-        import functools
-
         @functools.wraps(fn)
         def wrapper(*a, **k):
             with no_grad():

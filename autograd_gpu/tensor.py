@@ -13,9 +13,12 @@ import numbers
 import numpy as np
 
 from . import dtypes as _dt
+from . import random_state
 from .backend import NUMPY, backend_for, backend_of_array, default_backend
 from .backend.base import Device
-from .errors import ArgumentError, DeviceError, DTypeError, ShapeError
+from .errors import ArgumentError, DeviceError, DTypeError, ShapeError, TapeError
+
+__all__ = ["NUMPY_PROTOCOL", "Tensor", "TrackedTensor", "tracked", "is_scalar", "Variable"]
 
 _EMPTY = frozenset()
 
@@ -328,7 +331,6 @@ class Tensor:
 
 
 def _refuse_if_observed(t) -> None:
-    from .errors import TapeError
     from .ops.context import LIVE, STATE  # (a cycle: the ops build on tensors)
 
     tapes = [tid for tid in t._tapes if tid in LIVE and tid in STATE.recording]
@@ -377,8 +379,6 @@ def _shape(shape, op: str = "Tensor", allow_minus_one: bool = False) -> tuple:
 def _generator(seed, op):
     """A generator for ``seed``; with None, the library's stream for ``op`` (ag.manual_seed)."""
     if seed is None:
-        from . import random_state
-
         return random_state.generator(op)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ArgumentError(f"{op}: argument 'seed' expected None or an int >= 0, got {seed!r}")
@@ -401,8 +401,6 @@ class Variable(TrackedTensor):
     ):
         t = Tensor.from_array(value, device=device, dtype=dtype)
         if trainable and not _dt.is_inexact(t.dtype):
-            from .errors import DTypeError
-
             raise DTypeError(
                 f"Variable: argument 'value' expected a floating dtype for a trainable variable, "
                 f"got {_dt.name(t.dtype)}"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import autograd_gpu as ag
+from autograd_gpu.backend import backend_for
 from autograd_gpu.ops import random as R
 from autograd_gpu.ops.registry import REGISTRY
 
@@ -439,7 +440,7 @@ def test_embedding_errors_and_determinism_flag():
     with pytest.raises(ag.ShapeError, match="embedding.*weight"):
         ag.embedding(np.array([0]), T(np.zeros(3)))
     op = REGISTRY["embedding_grad"]
-    cpu = ag.backend.backend_for("cpu")
+    cpu = backend_for("cpu")
     assert op.is_deterministic(cpu, {"num": 3})
 
     class FakeGpu:  # a backend whose scatter_add uses atomics
@@ -461,7 +462,7 @@ def test_dropout_mask_is_a_function_of_the_seed():
     assert np.mean(a != c) > 0.2
     assert set(np.unique(a)) <= {0.0, 1.0 / 0.7}
     # the recorded op replays to the same mask (checkpoint recomputation)
-    bk = ag.backend.backend_for("cpu")
+    bk = backend_for("cpu")
     y1, (m1,) = REGISTRY["dropout"].forward(bk, x.numpy(), p=0.3, seed=123)
     np.testing.assert_array_equal(y1, a)
     np.testing.assert_array_equal(m1 * x.numpy(), a)

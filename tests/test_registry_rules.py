@@ -20,6 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import autograd_gpu as ag
+from autograd_gpu.backend import backend_for
 from autograd_gpu.ops.graph import OUTPUT
 from autograd_gpu.ops.registry import REGISTRY, apply, call_jvp, raw
 
@@ -81,7 +82,7 @@ def _vjp(op, inputs, params, u, persistent=False):
 
 
 def _jvp(op, inputs, params, tangents):
-    bk = ag.backend.backend_for("cpu")
+    bk = backend_for("cpu")
     out, saved = op.forward(bk, *inputs, **params)
     out = np.asarray(out)
     metas = [(np.shape(a), getattr(a, "dtype", None)) for a in inputs]
@@ -201,7 +202,7 @@ def _draw_case(op, data):
 def test_declared_saved_layout_matches_the_forward(name, data):
     op = REGISTRY[name]
     inputs, params = op.sample(data.draw)
-    bk = ag.backend.backend_for("cpu")
+    bk = backend_for("cpu")
     arrs = [np.asarray(a) if isinstance(a, np.ndarray) else a for a in inputs]
     out, saved = op.forward(bk, *arrs, **params)
     codes = op.codes_for(len(arrs), params)
@@ -258,7 +259,7 @@ def test_inputs_sharing_one_buffer_act_as_separate_copies(name, data):
     u = rng.standard_normal(y.shape)
     ws = [rng.standard_normal(np.shape(inputs[k])) for k in diff_idx]
     dirs = [rng.standard_normal(np.shape(inputs[k])) for k in diff_idx]
-    bk = ag.backend.backend_for("cpu")
+    bk = backend_for("cpu")
 
     def run(share):
         arrs = [np.copy(a) if isinstance(a, np.ndarray) else a for a in inputs]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import autograd_gpu as ag
-from autograd_gpu import nn
+from autograd_gpu import nn, random_state
 from autograd_gpu.ops import random as R
 
 
@@ -65,7 +65,7 @@ def test_aliases_are_the_same_call():
     _assert_same(_draws(), a)
     nn.manual_seed(77)
     _assert_same(_draws(), a)
-    assert ag.manual_seed is ag.random_state.manual_seed
+    assert ag.manual_seed is random_state.manual_seed
 
 
 def test_different_seeds_differ_in_every_source():
@@ -122,7 +122,7 @@ def test_seeded_dropout_layer_masks():
     np.testing.assert_array_equal(b(x).numpy(), m2)
     # seeds were derived as seed * 1_000_003 + call: (0, 1_000_003) collided with (1, 0) and
     # large seeds left [0, 2**64); SeedSequence keys them apart
-    assert ag.random_state.derived_seed(0, 1_000_003) != ag.random_state.derived_seed(1, 0)
+    assert random_state.derived_seed(0, 1_000_003) != random_state.derived_seed(1, 0)
     with pytest.raises(ag.ArgumentError, match="Dropout.*seed"):
         nn.Dropout(0.5, seed=-1)
 

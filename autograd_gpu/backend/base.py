@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from ..errors import DeviceError
 
+__all__ = ["Device", "Backend"]
+
 
 class Device:
     """A device name: ``Device("cpu")`` or ``Device("cuda:0")`` (``"cuda"`` means ``cuda:0``)."""

@@ -22,7 +22,12 @@ import threading
 
 import numpy as np
 
+from ..dtypes import bfloat16
 from ..errors import DeviceError
+
+__all__ = [
+    "WORKSPACE_BYTES", "supports", "Binding", "capturing", "active_binding", "matmul", "sum_rows",
+]
 
 # cudaDataType and cublasComputeType_t values from the CUDA headers (library_types.h, cublas_api.h)
 _R_32F, _R_64F, _R_16F, _R_16BF = 0, 1, 2, 14
@@ -44,7 +49,7 @@ def _load():
     with _lock:
         if _lib is not None:
             return _lib
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas first
         names = []
@@ -90,8 +95,6 @@ def _check(status, what):
 def _dtype_codes(dtype, allow_tf32=True):
     """(data type, compute type, scalar ctype) for a GEMM on ``dtype``, or None. float32 uses
     TF32 tensor cores when CUPY_TF32 asks for them (as cupy.matmul does) and ``allow_tf32``."""
-    from ..dtypes import bfloat16
-
     if dtype == np.float32:
         tf32 = allow_tf32 and os.environ.get("CUPY_TF32", "0") not in ("", "0")
         return _R_32F, (_COMPUTE_32F_FAST_TF32 if tf32 else _COMPUTE_32F), ctypes.c_float
@@ -113,7 +116,7 @@ class Binding:
     the shared handle to its own stream on every one of its calls)."""
 
     def __init__(self, stream_ptr: int, workspace=None):
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         self.lib = _load()
         self.handle = int(cupy.cuda.device.get_cublas_handle())
@@ -158,7 +161,7 @@ def _layout(x):
         return x, _OP_N, max(s0, c, 1)
     if (s0 == 1 or r == 1) and s1 >= max(r, 1):
         return x, _OP_T, max(s1, r, 1)
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     x = cupy.ascontiguousarray(x)
     return x, _OP_N, max(c, 1)
@@ -181,7 +184,7 @@ def _gemm2d(lib, handle, a, b, out, codes):
 def matmul(a, b, binding: Binding | None = None, allow_tf32: bool = True):
     """``a @ b`` with NumPy's matmul rules (1-d promotion, broadcast batch axes) on cuBLAS.
     Floating dtypes of equal kind only; the caller falls back to cupy.matmul otherwise."""
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     if binding is None:
         binding = active_binding()
@@ -240,7 +243,7 @@ def sum_rows(x):
     CuPy's reduction over a leading axis reads memory at about half the bandwidth (a bias
     gradient of (8192, 4096) float32: 0.25 ms against 0.12 ms on an H100). Accumulates in
     float32 (float64 for float64), never in TF32. Returns shape (C,)."""
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     r = x.shape[0]
     capturing = active_binding() is not None

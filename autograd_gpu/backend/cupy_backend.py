@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from ..dtypes import bfloat16
 from ..errors import DeviceError
 from . import cublas
 from .base import Device
@@ -18,6 +19,8 @@ from .kernels import elementwise as _ew
 from .kernels import segment_sum as _segment_sum
 from .kernels import small as _small
 from .numpy_backend import NumpyBackend
+
+__all__ = ["cupy_status", "device_count", "gpu_matmul", "CupyBackend"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,7 +47,7 @@ def device_count() -> int:
     ok, _ = cupy_status()
     if not ok:
         return 0
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     return int(cupy.cuda.runtime.getDeviceCount())
 
@@ -58,7 +61,7 @@ _DIRECT_GEMM = os.environ.get("AUTOGRAD_GPU_GEMM", "cupy").strip().lower() == "c
 def gpu_matmul(a, b):
     """``cupy.matmul``, except while ag.cuda.graphed captures a step (CuPy refuses cuBLAS calls
     during capture) or when ``AUTOGRAD_GPU_GEMM=cublas``: then cuBLAS directly (backend/cublas)."""
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     if (_DIRECT_GEMM or cublas.active_binding() is not None) and cublas.supports(
             cupy.result_type(a.dtype, b.dtype)) and a.ndim and b.ndim:
@@ -81,8 +84,6 @@ def _no_kernel(*args):
 
 
 def _bf16():
-    from ..dtypes import bfloat16
-
     return bfloat16
 
 
@@ -101,7 +102,7 @@ class CupyBackend(CupyFusedOps):
         ok, reason = cupy_status()
         if not ok:
             raise DeviceError(f"device: requested cuda:{index}, but {reason}")
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         n = device_count()
         if index >= n:
@@ -122,8 +123,8 @@ class CupyBackend(CupyFusedOps):
         """cupyx.scipy (special, linalg, signal, fft): NumpyBackend.scipy's GPU counterpart."""
         import cupyx.scipy  # (CuPy itself is imported lazily: see the module docstring)
         import cupyx.scipy.fft
-        import cupyx.scipy.linalg
-        import cupyx.scipy.signal
+        import cupyx.scipy.linalg  # optional dependency (cupy)
+        import cupyx.scipy.signal  # optional dependency (cupy)
         import cupyx.scipy.special  # noqa: F401
 
         return cupyx.scipy
@@ -322,7 +323,7 @@ class CupyBackend(CupyFusedOps):
 
     def scatter_add_atomic(self, target, index, values):
         """target[index] += values with atomics (fast; float sums depend on the run's order)."""
-        import cupyx
+        import cupyx  # optional dependency (cupy)
 
         cupyx.scatter_add(target, index, values)
         return target

@@ -20,6 +20,8 @@ import os
 
 from ..errors import ArgumentError
 
+__all__ = ["ENV", "DEFAULT_LIMIT_MB", "HostMemoryPool", "POOL", "host_memory_pool"]
+
 ENV = "AUTOGRAD_GPU_HOST_POOL_MB"
 DEFAULT_LIMIT_MB = 256
 _MB = 1 << 20
@@ -43,7 +45,7 @@ def _limit_from_env() -> int:
 
 def _load():
     try:
-        from .. import _hostpool
+        from .. import _hostpool  # optional: the compiled extension may be absent
     except ImportError:  # built without a C compiler: NumPy's allocator throughout
         return None
     if hasattr(os, "register_at_fork"):  # the cache's lock may be held by a parent's thread

@@ -12,6 +12,8 @@ from . import fused
 from .base import Device
 from .host_pool import POOL as HOST_POOL
 
+__all__ = ["NumpyBackend", "NUMPY"]
+
 _SIMD_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -54,9 +56,9 @@ class NumpyBackend:
         cupyx.scipy on CuPy. Imported on first use: only the NumPy/SciPy surface needs it."""
         import scipy  # (optional until first use: the core runs on numpy alone)
         import scipy.fft
-        import scipy.linalg
-        import scipy.signal
-        import scipy.special
+        import scipy.linalg  # SciPy loads on first use (it adds ~0.3 s to import time)
+        import scipy.signal  # SciPy loads on first use (it adds ~0.3 s to import time)
+        import scipy.special  # SciPy loads on first use (it adds ~0.3 s to import time)
         import scipy.stats  # noqa: F401  (the submodules are attributes once imported)
 
         return scipy

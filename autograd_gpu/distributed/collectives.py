@@ -85,7 +85,7 @@ def reduce_array(g: Group, buf, op: str, deterministic: bool, label: str):
 
 
 def _xp_of(arr):
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     return cupy.get_array_module(arr)
 

@@ -30,7 +30,7 @@ _SIXTEEN = (np.dtype(np.float16), np.dtype(_dt.bfloat16))
 def load_mpi():
     """mpi4py's MPI module, or a DistributedError saying how to install it."""
     try:
-        from mpi4py import MPI
+        from mpi4py import MPI  # optional dependency (mpi4py)
     except ImportError as exc:
         raise DistributedError(
             f"autograd_gpu.distributed: MPI is needed for a launched job or backend='mpi', and "
@@ -142,7 +142,7 @@ class MPICommunicator(Communicator):
         if isinstance(buf, np.ndarray):
             return buf, None
         if self.cuda_aware:
-            import cupy
+            import cupy  # optional dependency (cupy)
 
             cupy.cuda.get_current_stream().synchronize()  # MPI reads it outside stream order
             return buf, None

@@ -34,8 +34,8 @@ NCCL_OPS = {"sum": 0, "max": 2, "min": 3}
 def nccl_status() -> tuple[bool, str]:
     """(usable, reason): CuPy imports, a GPU is usable and CuPy was built with NCCL."""
     try:
-        import cupy
-        from cupy.cuda import nccl
+        import cupy  # optional dependency (cupy)
+        from cupy.cuda import nccl  # optional dependency (cupy)
     except Exception as exc:  # ImportError, or CuPy's own errors without a driver
         return False, f"cupy.cuda.nccl does not import ({type(exc).__name__}: {exc})"
     if not getattr(nccl, "available", False):
@@ -68,7 +68,7 @@ class _NcclWork(Work):
         return True
 
     def enqueue_wait(self) -> None:
-        import cupy
+        import cupy  # optional dependency (cupy)
 
         cupy.cuda.get_current_stream().wait_event(self._event)
 
@@ -81,8 +81,8 @@ class NCCLCommunicator(Communicator):
     def __init__(self, unique_id: tuple, rank: int, size: int, device: int, cupy=None,
                  nccl=None):
         if cupy is None:
-            import cupy
-            from cupy.cuda import nccl
+            import cupy  # optional dependency (cupy)
+            from cupy.cuda import nccl  # optional dependency (cupy)
         self.cp = cupy
         self.nccl = nccl
         self.rank = rank

@@ -35,7 +35,9 @@ import numpy as np
 
 from .. import dtypes as _dt
 from ..addons import TapeAddon
+from ..amp import AmpGradients
 from ..errors import ArgumentError, TapeError, describe
+from ..tape import GradientTape
 from ..tensor import Tensor, Variable
 from .comm import DistributedError
 from .group import Group, world
@@ -243,8 +245,6 @@ class DataParallel:
     def gradient(self, tape, loss, output_gradients=None, unconnected_gradients="none") -> list:
         """The gradients of ``loss`` with respect to ``parameters()``, averaged over the ranks
         (see the class docstring); ``tape``: the GradientTape that recorded ``loss``."""
-        from ..tape import GradientTape
-
         if not isinstance(tape, GradientTape):
             raise ArgumentError(f"DataParallel.gradient: argument 'tape' expected a "
                                 f"GradientTape, got {describe(tape)}")
@@ -550,8 +550,6 @@ class _Step:
     def _result(self, out: list, skipped: bool) -> list:
         if self.amp is None:
             return out
-        from ..amp import AmpGradients
-
         return AmpGradients(out, skipped, self.scale)
 
     def _finish_local(self, grads: list) -> list:

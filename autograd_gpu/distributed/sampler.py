@@ -15,6 +15,7 @@ import numbers
 
 import numpy as np
 
+from .. import random_state
 from ..errors import ArgumentError
 from .group import world
 
@@ -104,8 +105,6 @@ def shard(dataset_len: int, shuffle: bool = True, seed: int | None = None,
         if g is None and world_size > 1:
             raise ArgumentError(f"{where}: shuffle without a process group needs an explicit "
                                 "'seed', the same on every rank")
-        from .. import random_state
-
         seed = int(random_state.generator("distributed.shard").integers(2**63))
         if g is not None and g.size > 1:
             seed = g.bcast_object(seed, 0, f"{where}: rank 0's seed")

@@ -20,6 +20,12 @@ from ..ops.elementwise import _BIAS_ACTS
 from ..tensor import Tensor
 from .module import Module, Parameter
 
+__all__ = [
+    "manual_seed", "op", "uniform_parameter", "Linear", "Dense", "Sequential", "ReLU", "GELU",
+    "Tanh", "Sigmoid", "Identity", "Dropout", "LayerNorm", "Embedding", "Conv2d", "MaxPool2d",
+    "AvgPool2d", "Flatten",
+]
+
 
 def manual_seed(seed: int) -> None:
     """``ag.manual_seed(seed)`` under its older name: seeds layers constructed without an

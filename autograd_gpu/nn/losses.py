@@ -5,6 +5,8 @@ from __future__ import annotations
 from .layers import op
 from .module import Module
 
+__all__ = ["mse_loss", "cross_entropy", "MSELoss", "CrossEntropyLoss"]
+
 
 def mse_loss(pred, target, reduction: str = "mean"):
     """mean((pred - target)^2) (``reduction``: "mean", "sum" or "none")."""

@@ -24,6 +24,8 @@ from .. import dtypes as _dt
 from ..errors import AutogradError, describe
 from ..tensor import Tensor, Variable
 
+__all__ = ["StateDictError", "Parameter", "Module", "load_npz", "remove_stale_temps"]
+
 
 class StateDictError(AutogradError, ValueError):
     """A state dict or .npz file that does not match the module (names, shapes, dtypes), or a

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as _np  # only for numpy.linalg.LinAlgError, which NumPy, SciPy and CuPy all raise
 
-from ..errors import LinAlgError
+from ..errors import LinAlgError, ShapeError
 from .registry import REGISTRY
 
 __all__ = [
@@ -223,8 +223,6 @@ def solve_tri(F, a, b, lower, trans=0, unit=False):
 
 def square_check(x, op, name="a"):
     """(..., n, n) or a ShapeError naming the op."""
-    from ..errors import ShapeError
-
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         raise ShapeError(f"{op}: argument '{name}' expected square matrices (..., n, n), got "
                          f"shape {tuple(x.shape)}")

@@ -7,8 +7,13 @@ import numbers
 import numpy as np
 
 from ..dtypes import bfloat16 as _BF16
-from ..errors import ArgumentError, DeviceError, describe
+from ..errors import ArgumentError, DeviceError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable
+
+__all__ = [
+    "FAST_ARGS", "weak_scalars", "scale", "tsum", "as_tensor", "norm_axis", "real_only",
+    "check_values",
+]
 
 # argument types that need no coercion (checked with one set lookup on hot paths)
 FAST_ARGS = frozenset({Tensor, TrackedTensor, Variable, int, float})
@@ -75,8 +80,6 @@ def as_tensor(x, like: Tensor | None = None, name: str = "x", op: str = "op"):
 
 def norm_axis(axis, ndim, op="op"):
     """A tuple of non-negative axes (None -> all axes)."""
-    from ..errors import ShapeError
-
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, numbers.Integral):

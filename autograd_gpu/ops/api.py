@@ -1,82 +1,39 @@
-"""The public functional API: every op family's public functions in one namespace."""
+"""The public functional API: every op family's public functions (its ``__all__``) in one
+namespace, which the package re-exports as ``ag.*``."""
 
 from __future__ import annotations
 
-import importlib
-
-from .elementwise import *  # noqa: F403
-from .elementwise import (  # noqa: F401
-    abs,
-    add,
-    astype,
-    ceil,
-    clip,
-    cos,
-    div,
-    divide,
-    divmod,
-    equal,
-    erf,
-    exp,
-    expm1,
-    floor,
-    floor_divide,
-    gelu,
-    greater,
-    greater_equal,
-    isfinite,
-    isnan,
-    leaky_relu,
-    less,
-    less_equal,
-    log,
-    log1p,
-    logical_and,
-    logical_not,
-    logical_or,
-    maximum,
-    minimum,
-    mod,
-    mul,
-    multiply,
-    neg,
-    negative,
-    not_equal,
-    pow,
-    power,
-    relu,
-    remainder,
-    round,
-    sigmoid,
-    sign,
-    sin,
-    softplus,
-    sqrt,
-    square,
-    sub,
-    subtract,
-    tan,
-    tanh,
-    true_divide,
-    where,
+from . import (
+    arrays,
+    conv,
+    elementwise,
+    elementwise_more,
+    indexing,
+    linalg,
+    nn,
+    random,
+    reduce,
+    shape,
+    special,
 )
-from .linalg import matmul  # noqa: F401
 
-# Families: each defines __all__ with its public functions.
-FAMILIES = ("reduce", "shape", "indexing", "linalg", "nn", "conv", "random", "special", "fft",
-            "signal")
-for _fam in FAMILIES:
-    try:
-        _mod = importlib.import_module(f"{__package__}.{_fam}")
-    except ModuleNotFoundError as _exc:  # a family not written yet
-        if _exc.name != f"{__package__}.{_fam}":
-            raise
-        continue
-    for _name in getattr(_mod, "__all__", ()):
-        globals()[_name] = getattr(_mod, _name)
+# In this order; a name two families export must be the same object in both (checked below).
+FAMILIES = (elementwise, reduce, shape, indexing, linalg, nn, conv, random, special,
+            elementwise_more, arrays)
 
-# The rest of NumPy's elementwise and array functions (their own modules, each with __all__).
-for _fam in ("elementwise_more", "arrays"):
-    _mod = importlib.import_module(f"{__package__}.{_fam}")
-    for _name in _mod.__all__:
-        globals()[_name] = getattr(_mod, _name)
+
+def _collect() -> dict:
+    out: dict = {}
+    for fam in FAMILIES:
+        for name in fam.__all__:
+            obj = getattr(fam, name)
+            if out.get(name, obj) is not obj:
+                raise ImportError(f"ops.api: {name!r} is exported by two families as different "
+                                  f"objects ({fam.__name__} and {out[name].__module__})")
+            out[name] = obj
+    return out
+
+
+_PUBLIC = _collect()
+globals().update(_PUBLIC)
+__all__ = sorted(_PUBLIC)

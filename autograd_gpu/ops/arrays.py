@@ -30,13 +30,13 @@ from ..errors import ArgumentError, DTypeError, ShapeError, describe
 from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor, norm_axis
-from .elementwise import not_equal, where
+from .elementwise import floor, not_equal, where
 from .elementwise_more import conj, logaddexp
-from .indexing import ARR, GetItem, ScatterAdd, getitem
+from .indexing import ARR, GetItem, ScatterAdd, getitem, split
 from .linalg import einsum, tensordot
 from .reduce import sum as _sum
 from .registry import apply, defop
-from .shape import broadcast_to, concatenate, flip, reshape, split, stack, transpose
+from .shape import broadcast_to, concatenate, flip, reshape, stack, transpose
 
 __all__ = [
     "repeat", "tile", "roll", "rot90", "tril", "triu", "diag", "diagonal", "trace", "kron",
@@ -540,6 +540,7 @@ def _gather_along(xp, x, p, axis):
 
 
 def _permute_sample(draw):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape = draw(S.shapes(min_dims=1))
@@ -793,6 +794,7 @@ class Quantile:
     def sample(draw):
         """Distinct entries (the gradient jumps where two cross: ties are a dedicated test's),
         q on and between the order statistics."""
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         x = draw(S.distinct_arrays(draw(S.shapes(min_dims=1))))
@@ -940,8 +942,6 @@ def _weak(v):
 
 def _cast_samples(y, dtype):
     """NumPy floors the samples before an integer cast."""
-    from .elementwise import floor
-
     dt = np.dtype(dtype)
     if dt.kind in "iu":
         y = floor(y)

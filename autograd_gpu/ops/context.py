@@ -12,6 +12,13 @@ from __future__ import annotations
 import itertools
 import threading
 
+from ..errors import TapeError
+
+__all__ = [
+    "new_id", "Mode", "ThreadState", "STATE", "LIVE", "cross_thread_error", "push_hook",
+    "pop_hook", "deterministic_requested", "Suspend",
+]
+
 _ids = itertools.count(1)
 
 
@@ -65,8 +72,6 @@ def cross_thread_error(op_name: str, tapes) -> Exception | None:
     for tid in tapes:
         owner = LIVE.get(tid)
         if owner is not None and owner != me:
-            from ..errors import TapeError
-
             names = {t.ident: t.name for t in threading.enumerate()}
             return TapeError(
                 f"{op_name}: an input is tracked by GradientTape {tid}, which records in thread "

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError, describe
 from ..tensor import Tensor
@@ -33,6 +35,7 @@ from . import sampling as S
 from ._util import as_tensor, check_values, tsum
 from .context import deterministic_requested
 from .registry import apply, defop
+from .shape import reshape
 
 # ---------------------------------------------------------------------------------------------
 # array helpers (forward passes only)
@@ -235,6 +238,7 @@ def _tw_cost(out, x, g, **p):
 
 def _conv_sample(draw):
     """Shapes and geometry of a valid convolution: (x shape, w shape, params)."""
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     i = st.integers
@@ -465,6 +469,7 @@ def _scatter_taps(xp, g, sel, in_hw, kernel, stride, padding):
 
 
 def _pool_sample(draw):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     i = st.integers
@@ -514,7 +519,7 @@ class MaxPool2d:
 
 def _amax_sample(draw):
     """(g-like shape, input hw, amax int array, params) for the max-pool gradient primitives."""
-    import numpy as np
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape, p = _pool_sample(draw)
@@ -643,6 +648,7 @@ class AvgPool2dGrad:
 
 
 def _embedding_sample(draw):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     v, d = draw(st.integers(1, 5)), draw(st.integers(1, 3))
@@ -846,8 +852,6 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 
         bias = _float_tensor(bias, x, "bias", op, (1,))
         if bias.shape != (co,):
             raise ShapeError(f"{op}: argument 'bias' expected shape ({co},), got {bias.shape}")
-        from .shape import reshape
-
         y = y + reshape(bias, (1, co, 1, 1))
     return y
 
@@ -889,8 +893,6 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         bias = _float_tensor(bias, x, "bias", op, (1,))
         if bias.shape != (co,):
             raise ShapeError(f"{op}: argument 'bias' expected shape ({co},), got {bias.shape}")
-        from .shape import reshape
-
         y = y + reshape(bias, (1, co, 1, 1))
     return y
 
@@ -935,8 +937,6 @@ def embedding(indices, weight):
     indices = as_tensor(indices, weight, "indices", op)
     if not hasattr(indices, "_bk"):
         indices = as_tensor([indices], weight, "indices", op)
-        from .shape import reshape
-
         indices = reshape(indices, ())
     if indices.dtype.kind not in "iu":
         raise DTypeError(f"{op}: argument 'indices' expected an integer dtype, "

@@ -20,6 +20,8 @@ and eigenvalue-only functions keep a finite gradient.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ArgumentError
 from ._linalg_util import (
     conj,
@@ -80,7 +82,7 @@ class Cholesky:
         return F.matmul(low, _phi(F, m))
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -198,7 +200,7 @@ class Eigh:
         return F.concatenate(dw, F.reshape(dv, lead + (n * n,)), axis=-1)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -335,7 +337,7 @@ class Svd:
         return F.concatenate(*parts, axis=-1)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -415,7 +417,7 @@ class Qr:
                              axis=-1)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -492,7 +494,7 @@ class Eig:
         return _as_real_pair(F, z)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)

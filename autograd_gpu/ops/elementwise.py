@@ -8,11 +8,14 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+
 from ..backend.fused import BIAS_ACTS as _BIAS_ACTS
 from ..backend.fused import GELU_C as _GELU_C
 from ..backend.fused import GELU_K as _GELU_K
 from ..backend.fused import gelu_tanh as _gelu_tanh
 from ..dtypes import as_dtype
+from ..errors import ArgumentError, DTypeError
 from . import sampling as S
 from ._util import FAST_ARGS, as_tensor, scale, tsum, weak_scalars
 from .registry import apply, defop, elementwise
@@ -658,6 +661,7 @@ class LeakyRelu:
         return F.where(x > 0, ts[0], ts[0] * negative_slope)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         x = draw(S.arrays(draw(S.shapes()), away=(0.0, 0.1)))
@@ -692,6 +696,7 @@ def _bias_act_saves(n, params):
 
 def _bias_act_sample(draw):
     """(x, b) with b a row over x's last axis, and an activation."""
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape = draw(S.shapes(min_dims=1))
@@ -796,6 +801,7 @@ class Gelu:
         return F.gelu_grad(ts[0], saved[0], approximate=approximate)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         x = draw(S.arrays(draw(S.shapes()), -3.0, 3.0))
@@ -828,6 +834,7 @@ class GeluGrad:
                     None if tx is None else tx * g * _gelu_deriv2(F, x, approximate))
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes())
@@ -857,8 +864,6 @@ class Softplus:
 
 def _select_sample(draw):
     """Two broadcastable arrays with no near-ties (the derivative jumps at a == b)."""
-    import numpy as np
-
     sa, sb = draw(S.broadcast_shapes(2))
     a = draw(S.arrays(sa))
     b = draw(S.arrays(sb))
@@ -946,8 +951,6 @@ class Where:
         return F.where(c, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
 
     def sample(draw):
-        import numpy as np
-
         sc, sa, sb = draw(S.broadcast_shapes(3))
         return (np.asarray(draw(S.arrays(sc)) > 0), draw(S.arrays(sa)), draw(S.arrays(sb))), {}
 
@@ -974,8 +977,6 @@ class Clip:
 
     def sample(draw):
         x = draw(S.arrays(draw(S.shapes()), -2.0, 2.0))
-        import numpy as np
-
         x = np.where(np.abs(np.abs(x) - 1.0) < 0.05, x + 0.1, x)
         return (x,), {"lo": -1.0, "hi": 1.0}
 
@@ -999,8 +1000,6 @@ class AsType:
         return F.astype(ts[0], dtype=dtype)
 
     def sample(draw):
-        import numpy as np
-
         return (draw(S.arrays(draw(S.shapes()))),), {"dtype": np.dtype(np.float64)}
 
 
@@ -1117,6 +1116,8 @@ def square(x):
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
+    """x where x > 0, else negative_slope * x (PyTorch's default slope 0.01); at 0 the
+    derivative is the slope."""
     return apply(LeakyRelu, as_tensor(x, None, "x", "leaky_relu"), negative_slope=negative_slope)
 
 
@@ -1124,8 +1125,6 @@ def bias_act(x, b, act: str = "relu"):
     """act(x + b) as one op (a layer's bias add and activation; ``nn.Dense`` uses it): act is
     "relu", "tanh" or "gelu" (tanh form). On the GPU a row bias over x's last axis takes one
     fused kernel (kernels/bias_act.cu) forward, and for gelu backward too."""
-    from ..errors import ArgumentError
-
     if act not in _BIAS_ACTS:
         raise ArgumentError(
             f"bias_act: argument 'act' expected one of {list(_BIAS_ACTS)}, got {act!r}")
@@ -1134,9 +1133,9 @@ def bias_act(x, b, act: str = "relu"):
 
 
 def gelu(x, approximate: str = "tanh"):
+    """x Phi(x), Phi the standard normal CDF: approximate="tanh" (the default) is the tanh
+    form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), "none" the erf form."""
     if approximate not in ("tanh", "none"):
-        from ..errors import ArgumentError
-
         raise ArgumentError(
             f"gelu: argument 'approximate' expected 'tanh' or 'none', got {approximate!r}"
         )
@@ -1155,8 +1154,6 @@ def where(cond, a, b):
 def clip(x, lo=None, hi=None):
     """min(max(x, lo), hi); lo and hi are Python numbers (or None for no bound)."""
     if lo is not None and hi is not None and lo > hi:
-        from ..errors import ArgumentError
-
         raise ArgumentError(f"clip: expected lo <= hi, got lo={lo}, hi={hi}")
     return apply(Clip, as_tensor(x, None, "x", "clip"), lo=lo, hi=hi)
 
@@ -1168,8 +1165,6 @@ def astype(x, dtype):
     x = as_tensor(x, None, "x", "astype")
     dt = as_dtype(dtype)
     if x.dtype.kind == "c" and dt.kind != "c":
-        from ..errors import DTypeError
-
         raise DTypeError(f"astype: argument 'dtype' expected a complex dtype for a complex x "
                          f"({x.dtype}), got {dt}: take ag.real(x), ag.imag(x) or ag.abs(x) "
                          "first (a cast would drop the imaginary part)")

@@ -1,6 +1,6 @@
 """More elementwise functions under NumPy's names: inverse trigonometric and hyperbolic
 functions, exp2, log2, log10, cbrt, reciprocal, sinc, arctan2, hypot, logaddexp, logaddexp2,
-fmax, fmin, copysign, heaviside, xlog1py (and xlogy, ag.special's), the degree conversions,
+fmax, fmin, copysign, heaviside, xlog1py (xlogy is ops/special.py's), the degree conversions,
 nan_to_num, and the complex helpers real, imag, conj and angle.
 
 Primitives where the function needs rules of its own, or where NumPy's forward is better
@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
+import numpy as np
+
+from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor, tsum
-from .elementwise import _binary, _select_jvp, _select_vjp, _unary
+from .elementwise import _binary, _select_jvp, _select_vjp, _unary, isnan, where
 from .registry import apply, defop, elementwise
 
 __all__ = [
     "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "arcsinh", "arccosh", "arctanh",
     "exp2", "log2", "log10", "cbrt", "reciprocal", "sinc", "hypot", "logaddexp", "logaddexp2",
-    "fmax", "fmin", "copysign", "heaviside", "xlogy", "xlog1py", "deg2rad", "radians", "rad2deg",
+    "fmax", "fmin", "copysign", "heaviside", "xlog1py", "deg2rad", "radians", "rad2deg",
     "degrees", "nan_to_num", "real", "imag", "conj", "conjugate", "angle",
 ]
 
@@ -171,7 +175,7 @@ def _sinc_deriv(xp, x, k):
 def _sinc_sample(draw):
     """Exact zeros, tiny values and values on both sides of the series' boundary
     (|pi x| = max(1, k)) among ordinary ones; k = 0, 1, 2."""
-    import numpy as np
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     k = draw(st.integers(0, 2))
@@ -306,8 +310,6 @@ class LogAddExp:
 
     def sample(draw):
         """Random pairs, some exactly tied (the derivative exists there: 1/2 each)."""
-        import numpy as np
-
         (a, b), _ = _pair_sample(-3.0, 3.0, -3.0, 3.0)(draw)
         tie = draw(S.arrays(np.shape(a), 0.0, 1.0)) < 0.3
         if np.shape(b) == np.broadcast_shapes(np.shape(a), np.shape(b)):
@@ -333,8 +335,6 @@ def _fselect(name, cmp, doc):
 
 def _no_tie_sample(draw):
     """Two broadcastable arrays at least 0.05 apart (the derivative jumps at ties)."""
-    import numpy as np
-
     (a, b), _ = _pair_sample(-2.0, 2.0, -2.0, 2.0)(draw)
     gap = np.abs(np.subtract(*np.broadcast_arrays(a, b)))
     while gap.size and gap.min() < 0.05:
@@ -398,8 +398,6 @@ class XLog1pY:
     def sample(draw):
         """x with exact zeros (the convention's point), y > -1 (x too, so that one array can
         serve as both)."""
-        import numpy as np
-
         (x, y), _ = _pair_sample(-0.7, 2.0, -0.7, 3.0)(draw)
         return (np.where(np.abs(x) < 0.3, 0.0, x), y), {}
 
@@ -537,8 +535,6 @@ xlog1py = _binary(XLog1pY, "xlog1py")
 def _t(x, op):
     t = as_tensor(x, None, "x", op)
     if not hasattr(t, "_bk"):
-        from ..tensor import Tensor
-
         t = Tensor.from_array(t)
     return t
 
@@ -547,14 +543,6 @@ def sinc(x):
     """sin(pi x) / (pi x), and 1 at x = 0 (NumPy's normalised sinc). Its derivatives of every
     order are exact, also at 0 (see the op)."""
     return apply(Sinc, _t(x, "sinc"), k=0)
-
-
-def xlogy(x, y):
-    """x log(y), and 0 where x == 0 (scipy.special.xlogy): ag.special.xlogy's primitive under
-    this name too (one op, ops/special.py)."""
-    from .. import special  # (a cycle: ag.special is built on the ops this module belongs to)
-
-    return special.xlogy(x, y)
 
 
 def logaddexp2(x1, x2):
@@ -614,8 +602,6 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     dtype's largest and most negative finite values), as NumPy's; a composition of selects, so
     the gradient is 1 at finite entries and 0 at replaced ones. Complex x: the real and the
     imaginary parts separately. ``copy`` changes nothing (tensors are immutable)."""
-    from .elementwise import isnan, where
-
     x = _t(x, "nan_to_num")
     if x.dtype.kind in "biu":
         return x
@@ -633,6 +619,4 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def _finfo(dtype):
-    import ml_dtypes
-
     return ml_dtypes.finfo(dtype)

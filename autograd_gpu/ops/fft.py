@@ -35,6 +35,8 @@ from ..dtypes import is_floating
 from . import sampling as S
 from .registry import defop
 
+__all__ = ["NORMS", "Fftn", "Ifftn", "Rfftn", "Irfftn"]
+
 __all__: list = []  # the public functions live in autograd_gpu/fft.py (ag.fft)
 
 NORMS = ("backward", "ortho", "forward")
@@ -69,6 +71,7 @@ def _real_dtype(g):
 def _axes_sample(draw, min_dims=1):
     """A shape (1 to 3 axes) and a nonempty set of its axes, negative, in drawn order (the last
     is the halved one of rfftn/irfftn), and a norm."""
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape = draw(S.shapes(min_dims=min_dims, max_dims=3, max_side=5))
@@ -170,6 +173,7 @@ class Irfftn:
         return F.irfftn(ts[0], axes=axes, n=n, norm=norm)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape, axes, norm = _axes_sample(draw)

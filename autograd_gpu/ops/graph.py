@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["CONST", "OUTPUT", "PyNode", "Node"]
+
 # saved_map codes (an input's position is its code, >= 0)
 CONST = -1  # a constant (a mask, a shape, a Python number): not differentiated through
 OUTPUT = -2  # the op's own output
@@ -103,7 +105,7 @@ def _node_type():
     if os.environ.get("AUTOGRAD_GPU_PURE_PYTHON", "") not in ("", "0"):
         return PyNode
     try:
-        from .._native import Node as native
+        from .._native import Node as native  # optional: the compiled extension may be absent
     except ImportError:
         return PyNode
     for name, attr in vars(_NodeBehaviour).items():

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
+from ..backend import NUMPY
 from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, VmapError, describe
 from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor, check_values
 from .registry import apply, defop
+from .shape import _axis, _full_spec, broadcast_to, reshape
 
 ARR = "array"
 
@@ -186,97 +190,103 @@ def parse_index(shape, index, bk, op="getitem"):
     n_ell = sum(1 for it in index if it is Ellipsis)
     if n_ell > 1:
         raise ArgumentError(f"{op}: argument 'index' may hold at most one Ellipsis, got {n_ell}")
-    # first pass: classify items and count the dims they consume
-    items = []
-    consumed = 0
-    for it in index:
-        if it is Ellipsis or it is None:
-            items.append((it, None))
-        elif isinstance(it, bool) or type(it).__name__ == "bool_":
-            raise ArgumentError(
-                f"{op}: argument 'index' got a scalar bool {it!r}; use a boolean mask array "
-                "(a Tensor of the indexed shape) or ag.where"
-            )
-        elif isinstance(it, numbers.Integral):
-            items.append(("int", int(it)))
-            consumed += 1
-        elif isinstance(it, slice):
-            items.append(("slice", it))
-            consumed += 1
-        elif _is_array_like(it):
-            arr = _index_array(it, bk, op)
-            if arr.dtype.kind == "b":
-                if arr.ndim == 0:
-                    raise ArgumentError(
-                        f"{op}: argument 'index' got a 0-d boolean mask; use a mask with the "
-                        "indexed shape"
-                    )
-                items.append(("mask", arr))
-                consumed += arr.ndim
-            else:
-                items.append(("array", arr))
-                consumed += 1
-        else:
-            raise ArgumentError(
-                f"{op}: argument 'index' expected ints, slices, None, Ellipsis, or integer/"
-                f"boolean arrays, got {describe(it)}"
-            )
+    items = [_classify_item(it, bk, op) for it in index]
+    consumed = sum(_DIMS_CONSUMED[kind](val) for kind, val in items)
     nd = len(shape)
     if consumed > nd:
         raise ShapeError(
             f"{op}: argument 'index' indexes {consumed} dimensions, but x has shape {shape} "
             f"({nd} dimensions)"
         )
-    spec = []
-    arrays = []
+    spec: list = []
+    arrays: list = []
     d = 0
     for kind, val in items:
         if kind is Ellipsis:
-            for _ in range(nd - consumed):
-                spec.append((0, shape[d], 1))
-                d += 1
+            spec.extend((0, shape[d + k], 1) for k in range(nd - consumed))
+            d += nd - consumed
         elif kind is None:
             spec.append(None)
-        elif kind == "int":
-            n = shape[d]
-            if not -n <= val < n:
-                raise ShapeError(
-                    f"{op}: index {val} is out of range for axis {d} with size {n} "
-                    f"(x has shape {shape})"
-                )
-            spec.append(val % n)
-            d += 1
-        elif kind == "slice":
-            try:
-                start, stop, step = val.indices(shape[d])
-            except (TypeError, ValueError) as exc:
-                raise ArgumentError(f"{op}: argument 'index' has a bad slice {val!r}: {exc}") \
-                    from exc
-            spec.append((start, stop if stop >= 0 else None, step))
-            d += 1
-        elif kind == "array":
-            _check_bounds(check_values(val) if isinstance(val, Tensor) else val, shape[d], d,
-                          shape, op)
-            spec.append(ARR)
-            arrays.append(val)
-            d += 1
-        else:  # a boolean mask: its nonzero() positions, one array per dim it covers
-            want = tuple(shape[d:d + val.ndim])
-            if tuple(val.shape) != want:
-                raise ShapeError(
-                    f"{op}: boolean mask of shape {tuple(val.shape)} expected the shape {want} of "
-                    f"the dims it indexes (x has shape {shape}, mask starts at axis {d})"
-                )
-            for a in bk.xp.nonzero(val):
-                spec.append(ARR)
-                arrays.append(a)
-            d += val.ndim
-    for _ in range(d, nd):  # trailing dims: full slices
-        spec.append((0, shape[d], 1))
-        d += 1
+        else:
+            d = _spec_item(kind, val, shape, d, spec, arrays, bk, op)
+    spec.extend((0, shape[k], 1) for k in range(d, nd))  # trailing dims: full slices
     if arrays:
         _broadcast_shapes([a.shape for a in arrays], op)
     return tuple(spec), arrays
+
+
+# how many of x's dims each kind of index item consumes
+_DIMS_CONSUMED = {Ellipsis: lambda v: 0, None: lambda v: 0, "int": lambda v: 1,
+                  "slice": lambda v: 1, "array": lambda v: 1, "mask": lambda v: v.ndim}
+
+
+def _classify_item(it, bk, op):
+    """(kind, value) of one index item: Ellipsis, None, "int", "slice", "array" (integer
+    indices) or "mask" (a boolean array); anything else raises."""
+    if it is Ellipsis or it is None:
+        return it, None
+    if isinstance(it, bool) or type(it).__name__ == "bool_":
+        raise ArgumentError(
+            f"{op}: argument 'index' got a scalar bool {it!r}; use a boolean mask array "
+            "(a Tensor of the indexed shape) or ag.where"
+        )
+    if isinstance(it, numbers.Integral):
+        return "int", int(it)
+    if isinstance(it, slice):
+        return "slice", it
+    if _is_array_like(it):
+        arr = _index_array(it, bk, op)
+        if arr.dtype.kind != "b":
+            return "array", arr
+        if arr.ndim == 0:
+            raise ArgumentError(
+                f"{op}: argument 'index' got a 0-d boolean mask; use a mask with the "
+                "indexed shape"
+            )
+        return "mask", arr
+    raise ArgumentError(
+        f"{op}: argument 'index' expected ints, slices, None, Ellipsis, or integer/"
+        f"boolean arrays, got {describe(it)}"
+    )
+
+
+def _spec_item(kind, val, shape, d, spec, arrays, bk, op):
+    """Append the spec entries (and index arrays) of one item that starts at axis d; returns
+    the next axis."""
+    if kind == "int":
+        n = shape[d]
+        if not -n <= val < n:
+            raise ShapeError(
+                f"{op}: index {val} is out of range for axis {d} with size {n} "
+                f"(x has shape {shape})"
+            )
+        spec.append(val % n)
+        return d + 1
+    if kind == "slice":
+        try:
+            start, stop, step = val.indices(shape[d])
+        except (TypeError, ValueError) as exc:
+            raise ArgumentError(f"{op}: argument 'index' has a bad slice {val!r}: {exc}") \
+                from exc
+        spec.append((start, stop if stop >= 0 else None, step))
+        return d + 1
+    if kind == "array":
+        _check_bounds(check_values(val) if isinstance(val, Tensor) else val, shape[d], d,
+                      shape, op)
+        spec.append(ARR)
+        arrays.append(val)
+        return d + 1
+    # a boolean mask: its nonzero() positions, one array per dim it covers
+    want = tuple(shape[d:d + val.ndim])
+    if tuple(val.shape) != want:
+        raise ShapeError(
+            f"{op}: boolean mask of shape {tuple(val.shape)} expected the shape {want} of "
+            f"the dims it indexes (x has shape {shape}, mask starts at axis {d})"
+        )
+    for a in bk.xp.nonzero(val):
+        spec.append(ARR)
+        arrays.append(a)
+    return d + val.ndim
 
 
 def _check_bounds(arr, n, axis, shape, op):
@@ -305,10 +315,8 @@ def _is_identity(spec, shape):
 def _index_sample(draw, shape=None):
     """(shape, spec, arrays) for a random index of a random shape: basic, integer-array
     (adjacent and separated, repeated indices), and boolean-mask kinds."""
-    import numpy as np
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
-
-    from ..backend import NUMPY
 
     shape = shape if shape is not None else draw(S.shapes(min_dims=1, max_dims=3))
     nd = len(shape)
@@ -560,8 +568,6 @@ def getitem(x, index):
 def index_add(x, index, values):
     """A new tensor: x with ``values`` added at x[index] (out of place; repeated indices
     accumulate). Differentiable in x (identity) and values (gather)."""
-    from .shape import broadcast_to
-
     x = as_tensor(x, None, "x", "index_add")
     values = as_tensor(values, x, "values", "index_add")
     if isinstance(values, numbers.Number):
@@ -585,8 +591,6 @@ def index_add(x, index, values):
 def take(x, indices, axis=None):
     """Elements of x at integer ``indices`` along ``axis`` (None: of the flattened x), as
     numpy.take: out shape x.shape[:axis] + indices.shape + x.shape[axis+1:]."""
-    from .shape import reshape
-
     x = as_tensor(x, None, "x", "take")
     if axis is None:
         x = reshape(x, (-1,))
@@ -610,8 +614,6 @@ def take_along_axis(x, indices, axis):
     """out[..., i, ...] = x[..., indices[..., i, ...], ...] along ``axis`` (numpy's
     take_along_axis; indices has x's ndim and broadcasts against x on the other axes).
     ``axis=None`` works on the flattened x with 1-d indices."""
-    from .shape import reshape
-
     x = as_tensor(x, None, "x", "take_along_axis")
     bk = x._bk
     idx = _index_array(indices, bk, "take_along_axis")
@@ -644,4 +646,42 @@ def take_along_axis(x, indices, axis):
     return _gather(x, (ARR,) * nd, arrays)
 
 
-__all__ = ["getitem", "index_add", "take", "take_along_axis"]
+def split(x, indices_or_sections, axis=0) -> list:
+    """x cut along ``axis`` into a list: an int N gives N equal parts (it must divide the
+    length); a sequence of indices gives the cut points, as numpy.split."""
+
+    x = as_tensor(x, None, "x", "split")
+    if x.ndim == 0:
+        raise ShapeError("split: argument 'x' expected at least 1 dimension, got a 0-d tensor")
+    a = _axis(axis, x.ndim, "split")
+    n = x.shape[a]
+    if isinstance(indices_or_sections, numbers.Integral) and not isinstance(
+            indices_or_sections, bool):
+        k = int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ShapeError(
+                f"split: argument 'indices_or_sections' expected a positive divisor of the axis "
+                f"length {n}, got {k} (use a list of cut points for unequal parts)"
+            )
+        cuts = [i * (n // k) for i in range(1, k)]
+    else:
+        try:
+            cuts = [int(c) for c in indices_or_sections]
+        except TypeError as exc:
+            raise ArgumentError(
+                f"split: argument 'indices_or_sections' expected an int or a sequence of ints, "
+                f"got {indices_or_sections!r}"
+            ) from exc
+    bounds = [0] + cuts + [n]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        lo, hi, _ = slice(lo, hi).indices(n)
+        hi = max(hi, lo)
+        if (lo, hi) == (0, n):
+            out.append(x)
+        else:
+            out.append(apply(GetItem, x, index=_full_spec(x.shape, a, (lo, hi, 1))))
+    return out
+
+
+__all__ = ["getitem", "index_add", "take", "take_along_axis", "split"]

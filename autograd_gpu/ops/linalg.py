@@ -8,9 +8,11 @@ import numbers
 
 from ..dtypes import bfloat16
 from ..errors import ArgumentError, ShapeError
+from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor
 from .registry import apply, defop
+from .shape import reshape
 
 
 def _matmul_cost(out, a, b):
@@ -140,6 +142,7 @@ class Matmul:
         return out
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         m, k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -175,29 +178,8 @@ def _mat_vec(F, a, tb):
     return F.reshape(y, y.shape[:-2] + (y.shape[-2],))
 
 
-@defop("swapaxes", params=("a1", "a2"), cost=lambda out, *xs, **p: 0.0, complex_ok=True,
-       batch="leading")
-class SwapAxes:
-    """y = x with axes a1 and a2 exchanged (negative axes, so leading batches are kept)"""
-
-    def forward(bk, x, *, a1, a2):
-        return bk.xp.swapaxes(x, a1, a2), ()
-
-    def vjp(F, g, saved, needs, *, a1, a2):
-        return (F.swapaxes(g, a1=a1, a2=a2),)
-
-    def jvp(F, ts, saved, *, a1, a2):
-        return F.swapaxes(ts[0], a1=a1, a2=a2)
-
-    def sample(draw):
-        shape = draw(S.shapes(min_dims=2))
-        return (draw(S.arrays(shape)),), {"a1": -1, "a2": -2}
-
-
 def matmul(a, b):
     """a @ b (NumPy semantics)."""
-    from ._util import as_tensor
-
     like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
     return apply(Matmul, as_tensor(a, like, "a", "matmul"), as_tensor(b, like, "b", "matmul"))
 
@@ -327,6 +309,7 @@ class Einsum:
         return total
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         spec = draw(st.sampled_from([
@@ -441,8 +424,6 @@ def einsum(subscripts: str, *operands):
     for i, o in enumerate(operands):
         t = as_tensor(o, like, f"operands[{i}]", "einsum")
         if not hasattr(t, "_bk"):
-            from ..tensor import Tensor
-
             t = Tensor.from_array(t) if like is None else Tensor(like._bk.xp.asarray(t), like._bk)
         ts.append(t)
     norm = _normalise(subscripts, [t.shape for t in ts])
@@ -451,8 +432,6 @@ def einsum(subscripts: str, *operands):
 
 def outer(a, b):
     """Outer product of the flattened a and b: y_ij = a_i b_j (a composite of reshape and *)."""
-    from .shape import reshape
-
     like = a if hasattr(a, "_bk") else b if hasattr(b, "_bk") else None
     a = _tensor(a, like, "a", "outer")
     b = _tensor(b, like, "b", "outer")
@@ -518,8 +497,6 @@ def dot(a, b):
 def _tensor(x, like, name, op):
     t = as_tensor(x, like, name, op)
     if not hasattr(t, "_bk"):
-        from ..tensor import Tensor
-
         t = Tensor.from_array(t) if like is None else Tensor(like._bk.xp.asarray(t), like._bk)
     return t
 

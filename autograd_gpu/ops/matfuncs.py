@@ -12,6 +12,8 @@ Rules:
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._linalg_util import conj, lapack, mH, mT, over_batch
 from .registry import defop
 from .solves import _rng, batch_shape, scipy_linalg, spd, well_conditioned
@@ -71,7 +73,7 @@ class Pinv:
         return t1 + t2 + t3
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -115,6 +117,7 @@ class Expm:
         return _frechet(F, saved[0], ts[0])
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -145,7 +148,7 @@ class Sqrtm:
         return F.solve_sylvester(x, x, ts[0])
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)

@@ -17,6 +17,8 @@ from . import numpy_protocol as NP
 from ._util import FAST_ARGS, as_tensor
 from .registry import apply
 
+__all__: list = []  # installs operators and methods on Tensor; exports nothing
+
 
 def _other(self, other, op):
     if isinstance(other, (Tensor, numbers.Number)):
@@ -326,8 +328,6 @@ if hasattr(A, "getitem"):
 
 
 def _setitem(self, index, value):
-    from ..errors import ArgumentError
-
     raise ArgumentError(
         "__setitem__: tensors are immutable, so t[index] = value is not supported; build a new "
         "tensor instead: ag.where(mask, value, t) to replace entries, or "

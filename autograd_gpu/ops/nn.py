@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from ..dtypes import as_dtype, is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
+from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor, check_values, tsum
 from .elementwise import AsType
+from .reduce import mean as _mean
+from .reduce import sum as _sum
 from .registry import apply, defop
 
 
 def _axis_sample(draw, min_dims=1):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape = draw(S.shapes(min_dims=min_dims))
@@ -169,8 +175,6 @@ def _ce_cost(out, x, *rest, **p):
 
 
 def _labels_sample(draw):
-    import numpy as np
-
     shape, axis = _axis_sample(draw)
     lshape = shape[: len(shape) + axis] + shape[len(shape) + axis + 1:]
     labels = np.asarray(draw(S.ints(lshape, 0, shape[axis])), dtype=np.int64)
@@ -208,6 +212,7 @@ class CrossEntropy:
         return F.sum(ts[0] * d, axis=(axis,), keepdims=False)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape, axis, labels = _labels_sample(draw)
@@ -241,7 +246,7 @@ class CrossEntropyDlogits:
         return F.softmax_grad(ts[0], F.softmax(saved[0], axis=axis), axis=axis)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape, axis, labels = _labels_sample(draw)
@@ -289,6 +294,7 @@ class LayerNorm:
         return F.layer_norm_grad(ts[0], y, rstd, n_axes=n_axes)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(min_dims=1, min_side=2))
@@ -337,6 +343,7 @@ class LayerNormGrad:
                     dr)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(min_dims=1, min_side=2))
@@ -392,12 +399,10 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _reduce_loss(loss, reduction):
-    from .reduce import mean, sum
-
     if reduction == "mean":
-        return mean(loss)
+        return _mean(loss)
     if reduction == "sum":
-        return sum(loss)
+        return _sum(loss)
     return loss
 
 
@@ -421,8 +426,6 @@ def cross_entropy(logits, target, axis: int = -1, reduction: str = "mean",
 
     label_smoothing s in [0, 1) mixes the target with the uniform distribution:
     (1 - s) target + s / C. reduction: 'mean' (over examples), 'sum' or 'none'."""
-    from ..tensor import Tensor
-
     op = "cross_entropy"
     x = _float_tensor(logits, "logits", op)
     if x.ndim == 0:
@@ -470,10 +473,8 @@ def cross_entropy(logits, target, axis: int = -1, reduction: str = "mean",
                 f"{op}: argument 'target' (probabilities) expected the logits' shape {x.shape}, "
                 f"got {t.shape} (integer class labels need an integer dtype)"
             )
-        from .reduce import sum
-
         q = t * (1.0 - s) + s / c if s else t
-        loss = -sum(q * log_softmax(x, axis=ax), axis=x.ndim + ax)
+        loss = -_sum(q * log_softmax(x, axis=ax), axis=x.ndim + ax)
     else:
         raise DTypeError(
             f"{op}: argument 'target' expected integer class labels or floating probabilities, "

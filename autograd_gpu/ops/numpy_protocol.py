@@ -41,9 +41,19 @@ import types
 
 import numpy as np
 
+from ..backend import NUMPY, backend_of_array
 from ..errors import ArgumentError, DeviceError, DTypeError
 from ..tensor import NUMPY_PROTOCOL, Tensor
+from ._util import as_tensor
+from .elementwise import astype
 from .registry import Op
+from .shape import reshape
+
+__all__ = [
+    "public_ops", "refuse_out", "check_where", "refuse_given", "check_order", "cast",
+    "expect_dtype", "check_casting", "array_ufunc", "array_function", "dispatch_table", "QUERIES",
+    "NUMPY_PROTOCOL",
+]
 
 _PKG = __name__.split(".")[0]
 
@@ -216,8 +226,6 @@ def cast(x, dtype, op="astype"):
     if isinstance(x, Tensor):
         if x.dtype == dt:
             return x
-        from .elementwise import astype
-
         return astype(x, dt)
     if isinstance(x, (list, tuple)):
         return type(x)(cast(v, dt, op) for v in x)
@@ -451,8 +459,6 @@ def _outer(ufunc, qual, fn, inputs, kwargs):
     if na and nb:
         shape = tuple(a.shape) + (1,) * nb
         if isinstance(a, Tensor):
-            from .shape import reshape
-
             a = reshape(a, shape)
         else:
             a = (a if hasattr(a, "reshape") else np.asarray(a)).reshape(shape)
@@ -514,8 +520,6 @@ def _function_origin(func):
 def _as_tensor(x, op):
     if isinstance(x, Tensor):
         return x
-    from ._util import as_tensor
-
     t = as_tensor(x, None, "a", op)
     return t if isinstance(t, Tensor) else Tensor.from_array(t)
 
@@ -562,7 +566,27 @@ def _call_function(func, qual, fn, args, kwargs, sub):
     for k in _NO_VALUE_CHANGE:
         given.pop(k, None)
 
-    call = {}
+    call = _keywords_for_op(qual, np_sig, ag_params, ag_label, renames, given, pos)
+    _numpy_defaults(params[1:], bound, ag_params, renames, call)
+
+    if dtype is not None or casting is not None:
+        check_casting(qual, pos, casting, dtype)
+    if dtype is not None:
+        pos = [cast(v, dtype, qual) if _is_array(v) or isinstance(v, (list, tuple)) else v
+               for v in pos]
+    try:
+        _signature(fn).bind(*pos, **call)
+    except TypeError as exc:
+        raise ArgumentError(f"{qual}: cannot be called as {ag_label}"
+                            f"({', '.join(ag_names)}) with these arguments ({exc})") from None
+    return expect_dtype(qual, fn(*pos, **call), dtype)
+
+
+def _keywords_for_op(qual, np_sig, ag_params, ag_label, renames, given, pos) -> dict:
+    """NumPy's keyword arguments under the op's parameter names; NumPy's *varargs after the
+    first argument go on ``pos``. An argument the op has no parameter for is dropped when it
+    holds NumPy's default and refused otherwise."""
+    call: dict = {}
     ag_varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in ag_params.values())
     for name, value in given.items():
         if ag_varargs and name in np_sig.parameters and \
@@ -581,8 +605,13 @@ def _call_function(func, qual, fn, args, kwargs, sub):
             continue  # NumPy's default: the op's meaning already
         raise ArgumentError(f"{qual}: argument '{name}' (= {_brief(value)}) is not supported: "
                             f"{ag_label} has no such parameter")
-    # NumPy's defaults where the op's differ (or the op has none)
-    for p in params[1:]:
+    return call
+
+
+def _numpy_defaults(params, bound, ag_params, renames, call) -> None:
+    """Into ``call``: NumPy's defaults for the parameters not given, where the op's default
+    differs (or the op has none)."""
+    for p in params:
         target = renames.get(p.name, p.name)
         if p.name in bound.arguments or target in call or target not in ag_params:
             continue
@@ -593,18 +622,6 @@ def _call_function(func, qual, fn, args, kwargs, sub):
             continue  # None is NumPy's "absent" (np.where(cond)): the op's own error says so
         if ag_default is inspect.Parameter.empty or not _same(ag_default, p.default):
             call[target] = p.default
-
-    if dtype is not None or casting is not None:
-        check_casting(qual, pos, casting, dtype)
-    if dtype is not None:
-        pos = [cast(v, dtype, qual) if _is_array(v) or isinstance(v, (list, tuple)) else v
-               for v in pos]
-    try:
-        _signature(fn).bind(*pos, **call)
-    except TypeError as exc:
-        raise ArgumentError(f"{qual}: cannot be called as {ag_label}"
-                            f"({', '.join(ag_names)}) with these arguments ({exc})") from None
-    return expect_dtype(qual, fn(*pos, **call), dtype)
 
 
 # ---- queries (no derivative: NumPy's answer) ------------------------------------------------
@@ -667,8 +684,6 @@ def _q_values(name, to_bool):
         if to_bool:
             return bool(r)
         if isinstance(r, (np.ndarray,)) or type(r).__module__.startswith("cupy"):
-            from ..backend import backend_of_array
-
             return Tensor(r, backend_of_array(r) if xp is not np else _numpy_backend())
         return r
 
@@ -676,8 +691,6 @@ def _q_values(name, to_bool):
 
 
 def _numpy_backend():
-    from ..backend import NUMPY
-
     return NUMPY
 
 
@@ -731,7 +744,7 @@ def dispatch_table() -> dict:
     table = {}
     ufuncs = [getattr(np, n) for n in dir(np) if isinstance(getattr(np, n), np.ufunc)]
     try:
-        import scipy.special as special
+        import scipy.special as special  # SciPy loads on first use (it adds ~0.3 s to import time)
 
         ufuncs += [getattr(special, n) for n in dir(special)
                    if isinstance(getattr(special, n), np.ufunc)]

@@ -151,6 +151,7 @@ class Dropout:
         return ts[0] * saved[0]
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         x = draw(S.arrays(draw(S.shapes())))

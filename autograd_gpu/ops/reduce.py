@@ -9,6 +9,7 @@ import numbers
 
 from ..dtypes import is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
+from ..tensor import Tensor
 from . import sampling as S
 from ._util import as_tensor, norm_axis
 from .registry import apply, defop
@@ -38,6 +39,7 @@ def _low_to_f32(x):
 
 
 def _reduce_sample(draw, lo=-2.0, hi=2.0, distinct=False):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape = draw(S.shapes())
@@ -212,6 +214,7 @@ class Var:
         return _real(F, F.sum(ts[0] * d, axis=_neg_axes(axis, x.ndim), keepdims=keepdims))
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         (x,), p = _reduce_sample(draw)
@@ -269,6 +272,7 @@ class Std:
         derivatives are 0 at every order and central differences see it too). Constant slices
         of more elements are a kink (central differences of the gradient diverge there): a
         dedicated test compares them with PyTorch."""
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         if draw(st.booleans()):
@@ -315,6 +319,7 @@ class Prod:
         return F.sum(ts[0] * w, axis=_neg_axes(axis, x.ndim), keepdims=keepdims)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(max_dims=2))
@@ -359,8 +364,6 @@ ANY = _nondiff_reduce("any", "any", "True where some element along axis is non-z
 def _float_input(x, op):
     x = as_tensor(x, None, "x", op)
     if not hasattr(x, "_bk"):
-        from ..tensor import Tensor
-
         x = Tensor.from_array(x)
     return x
 

@@ -31,9 +31,12 @@ tangents may carry leading batch axes: rules use negative axes.
 
 from __future__ import annotations
 
+import inspect
 import numbers
+import warnings
 
 from .. import dtypes as _dt
+from ..backend import NUMPY
 from ..errors import (
     ArgumentError,
     AutogradError,
@@ -44,8 +47,14 @@ from ..errors import (
     describe,
 )
 from ..tensor import Tensor, TrackedTensor, Variable, tracked
-from .context import LIVE, STATE, Mode, cross_thread_error
+from .context import LIVE, STATE, Mode, ThreadState, cross_thread_error
 from .graph import CONST, OUTPUT, Node, PyNode
+
+__all__ = [
+    "REGISTRY", "Meta", "Op", "elementwise", "defop", "complex_error", "apply", "layout_error",
+    "enable_native", "native_sweep", "RawOps", "TensorOps", "raw", "tensors", "saved_tensors",
+    "sum_to", "call_jvp",
+]
 
 REGISTRY: dict[str, "Op"] = {}
 
@@ -157,8 +166,6 @@ class Op:
 
 def _arity(fn):
     """Number of array inputs of a forward(bk, ...) (None for a variadic one)."""
-    import inspect
-
     n = 0
     for p in list(inspect.signature(fn).parameters.values())[1:]:
         if p.kind is p.VAR_POSITIONAL:
@@ -181,8 +188,6 @@ def _check_batch(name, batch):
 
 def _input_names(fn) -> list:
     """Names of the array inputs of a forward(bk, ...) (a variadic one: its *name)."""
-    import inspect
-
     out = []
     for p in list(inspect.signature(fn).parameters.values())[1:]:
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
@@ -524,8 +529,6 @@ def _const_tangents(inputs, parents, codes):
 
 def _contract_problems(table: dict) -> list:
     """Names the compiled code reads (``_native.contract()``) that the Python side lacks."""
-    from ..backend import NUMPY
-    from .context import ThreadState
 
     have = {
         "Tensor slots": lambda n: n in Tensor.__slots__,
@@ -562,11 +565,9 @@ def enable_native(native=None) -> bool:
     if Node is PyNode:  # not compiled, or AUTOGRAD_GPU_PURE_PYTHON=1
         return False
     if native is None:
-        from .. import _native as native
+        from .. import _native as native  # optional: the compiled extension may be absent
     problems = _contract_problems(native.contract())
     if problems:
-        import warnings
-
         warnings.warn("autograd_gpu: the compiled extension (_native) does not match the Python "
                       f"code it reads ({'; '.join(problems)}); using the pure-Python recording "
                       "and sweep instead (rebuild the extension: pip install .)", RuntimeWarning,

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["shapes", "broadcast_shapes", "arrays", "distinct_arrays", "ints", "axis_for"]
+
 
 def _st():
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     return st
 
 
 def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis.extra import numpy as hnp
 
     return hnp.array_shapes(
@@ -26,6 +30,7 @@ def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
 
 def broadcast_shapes(n=2, min_dims=0, max_dims=3, max_side=4):
     """n shapes that broadcast together (a strategy of tuples of shapes)."""
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis.extra import numpy as hnp
 
     return hnp.mutually_broadcastable_shapes(

@@ -3,7 +3,14 @@ leading tangent batch by working on the trailing dimensions only."""
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
+from ..errors import ArgumentError, ShapeError, describe
+from ..tensor import Tensor, _shape
 from . import sampling as S
+from ._util import as_tensor
 from .registry import apply, defop
 
 
@@ -49,7 +56,7 @@ class Reshape:
         return F.reshape(t, _batch(t, len(saved[0])) + tuple(shape))
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes())
@@ -86,6 +93,7 @@ class BroadcastTo:
 
     def sample(draw):
         sa, = draw(S.broadcast_shapes(1))
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         extra = draw(st.lists(st.integers(1, 3), max_size=2))
@@ -118,6 +126,7 @@ class Transpose:
         return F.transpose(t, axes=tuple(range(b)) + tuple(b + a for a in axes))
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes())
@@ -126,16 +135,11 @@ class Transpose:
 
 
 def _t(x, op):
-    from ._util import as_tensor
-
     return as_tensor(x, None, "x", op)
 
 
 def reshape(x, shape):
     """x with a new shape (one entry may be -1)."""
-
-    from ..errors import ShapeError
-    from ..tensor import _shape
 
     x = _t(x, "reshape")
     shape = _shape(shape, "reshape", allow_minus_one=True)
@@ -172,9 +176,6 @@ def broadcast_to(x, shape):
 
 def transpose(x, axes=None):
     """x with axes permuted (default: reversed)."""
-    import numbers
-
-    from ..errors import ShapeError
 
     x = _t(x, "transpose")
     nd = x.ndim
@@ -194,11 +195,27 @@ def transpose(x, axes=None):
     return apply(Transpose, x, axes=axes)
 
 
+@defop("swapaxes", params=("a1", "a2"), cost=lambda out, *xs, **p: 0.0, complex_ok=True,
+       batch="leading")
+class SwapAxes:
+    """y = x with axes a1 and a2 exchanged (negative axes, so leading batches are kept)"""
+
+    def forward(bk, x, *, a1, a2):
+        return bk.xp.swapaxes(x, a1, a2), ()
+
+    def vjp(F, g, saved, needs, *, a1, a2):
+        return (F.swapaxes(g, a1=a1, a2=a2),)
+
+    def jvp(F, ts, saved, *, a1, a2):
+        return F.swapaxes(ts[0], a1=a1, a2=a2)
+
+    def sample(draw):
+        shape = draw(S.shapes(min_dims=2))
+        return (draw(S.arrays(shape)),), {"a1": -1, "a2": -2}
+
+
 def swapaxes(x, axis1: int, axis2: int):
     """x with two axes exchanged."""
-    from ..errors import ShapeError
-    from .linalg import SwapAxes
-
     x = _t(x, "swapaxes")
     nd = x.ndim
     for a in (axis1, axis2):
@@ -244,6 +261,7 @@ class ExpandDims:
         return F.reshape(t, _batch(t, len(shape)) + _expanded(shape, axis))
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(max_dims=3))
@@ -280,6 +298,7 @@ class Squeeze:
         return F.reshape(t, _batch(t, len(shape)) + _squeezed(shape, axis))
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = list(draw(S.shapes(max_dims=3)))
@@ -321,6 +340,7 @@ class Concatenate:
         return None if parts is None else F.concatenate(*parts, axis=axis)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = list(draw(S.shapes(min_dims=1, max_dims=3)))
@@ -357,6 +377,7 @@ class Stack:
         return None if parts is None else F.stack(*parts, axis=axis)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(max_dims=3))
@@ -386,6 +407,7 @@ class Pad:
         return F.pad(ts[0], pad_width=pad_width, value=0.0)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(min_dims=1, max_dims=3))
@@ -408,6 +430,7 @@ class Flip:
         return F.flip(ts[0], axis=axis)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(min_dims=1, max_dims=3))
@@ -431,6 +454,7 @@ class Cumsum:
         return F.cumsum(ts[0], axis=axis)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shape = draw(S.shapes(min_dims=1, max_dims=3))
@@ -442,9 +466,6 @@ class Cumsum:
 
 
 def _axis(axis, nd, op, name="axis"):
-    import numbers
-
-    from ..errors import ShapeError
 
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -nd <= axis < nd:
         raise ShapeError(f"{op}: argument '{name}' expected an int in [{-nd}, {nd}), got {axis!r}")
@@ -452,9 +473,6 @@ def _axis(axis, nd, op, name="axis"):
 
 
 def _axes(axis, nd, op):
-    import numbers
-
-    from ..errors import ShapeError
 
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
     out = tuple(sorted(_axis(a, nd, op) for a in axes))
@@ -464,8 +482,6 @@ def _axes(axis, nd, op):
 
 
 def _tensor_list(tensors, op):
-    from ..errors import ArgumentError, describe
-    from ..tensor import Tensor
 
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
         raise ArgumentError(
@@ -485,8 +501,6 @@ def _tensor_list(tensors, op):
 
 
 def _like(t, like, op, i):
-    from ._util import as_tensor
-
     return as_tensor(t, like, f"tensors[{i}]", op)
 
 
@@ -494,8 +508,6 @@ def expand_dims(x, axis):
     """x with new length-1 axes inserted at ``axis`` (an int or a tuple; positions in the
     output, as numpy.expand_dims)."""
     x = _t(x, "expand_dims")
-    import numbers
-
     k = 1 if isinstance(axis, numbers.Integral) else len(tuple(axis))
     axes = _axes(axis, x.ndim + k, "expand_dims")
     return apply(ExpandDims, x, axis=axes)
@@ -504,8 +516,6 @@ def expand_dims(x, axis):
 def squeeze(x, axis=None):
     """x without length-1 axes: all of them (axis=None) or those in ``axis``, which must have
     length 1."""
-    from ..errors import ShapeError
-
     x = _t(x, "squeeze")
     if axis is None:
         axes = tuple(d for d, n in enumerate(x.shape) if n == 1)
@@ -525,8 +535,6 @@ def squeeze(x, axis=None):
 def flatten(x, start_axis: int = 0, end_axis: int = -1):
     """x with axes start_axis..end_axis (inclusive) merged into one (a reshape). A 0-d x
     becomes shape (1,)."""
-    from ..errors import ShapeError
-
     x = _t(x, "flatten")
     if x.ndim == 0:
         return reshape(x, (1,))
@@ -546,8 +554,6 @@ def flatten(x, start_axis: int = 0, end_axis: int = -1):
 def concatenate(tensors, axis=0):
     """The tensors joined along an existing ``axis`` (None: each flattened, then joined).
     Shapes must agree except along ``axis``."""
-    from ..errors import ShapeError
-
     xs = _tensor_list(tensors, "concatenate")
     if axis is None:
         xs = [reshape(t, (-1,)) for t in xs]
@@ -570,8 +576,6 @@ def concatenate(tensors, axis=0):
 
 def stack(tensors, axis=0):
     """The tensors (all of one shape) stacked along a new axis ``axis`` of the output."""
-    from ..errors import ShapeError
-
     xs = _tensor_list(tensors, "stack")
     shape = xs[0].shape
     for i, t in enumerate(xs):
@@ -583,52 +587,7 @@ def stack(tensors, axis=0):
     return apply(Stack, *xs, axis=a - nd)
 
 
-def split(x, indices_or_sections, axis=0) -> list:
-    """x cut along ``axis`` into a list: an int N gives N equal parts (it must divide the
-    length); a sequence of indices gives the cut points, as numpy.split."""
-    import numbers
-
-    from ..errors import ArgumentError, ShapeError
-    from .indexing import GetItem
-
-    x = _t(x, "split")
-    if x.ndim == 0:
-        raise ShapeError("split: argument 'x' expected at least 1 dimension, got a 0-d tensor")
-    a = _axis(axis, x.ndim, "split")
-    n = x.shape[a]
-    if isinstance(indices_or_sections, numbers.Integral) and not isinstance(
-            indices_or_sections, bool):
-        k = int(indices_or_sections)
-        if k <= 0 or n % k:
-            raise ShapeError(
-                f"split: argument 'indices_or_sections' expected a positive divisor of the axis "
-                f"length {n}, got {k} (use a list of cut points for unequal parts)"
-            )
-        cuts = [i * (n // k) for i in range(1, k)]
-    else:
-        try:
-            cuts = [int(c) for c in indices_or_sections]
-        except TypeError as exc:
-            raise ArgumentError(
-                f"split: argument 'indices_or_sections' expected an int or a sequence of ints, "
-                f"got {indices_or_sections!r}"
-            ) from exc
-    bounds = [0] + cuts + [n]
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        lo, hi, _ = slice(lo, hi).indices(n)
-        hi = max(hi, lo)
-        if (lo, hi) == (0, n):
-            out.append(x)
-        else:
-            out.append(apply(GetItem, x, index=_full_spec(x.shape, a, (lo, hi, 1))))
-    return out
-
-
 def _pad_width(pad_width, nd):
-    import numbers
-
-    from ..errors import ArgumentError
 
     def bad():
         return ArgumentError(
@@ -666,9 +625,6 @@ def _pad_width(pad_width, nd):
 def pad(x, pad_width, value: float = 0.0):
     """x padded with the constant ``value``; pad_width in numpy's forms: N, (before, after),
     ((before, after),) or one (before, after) per axis."""
-    import numbers
-
-    from ..errors import ArgumentError
 
     x = _t(x, "pad")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -696,8 +652,6 @@ def cumsum(x, axis=None):
         x = reshape(x, (-1,))
         axis = 0
     if x.ndim == 0:
-        from ..errors import ShapeError
-
         raise ShapeError("cumsum: argument 'x' expected at least 1 dimension for an int axis")
     a = _axis(axis, x.ndim, "cumsum")
     return apply(Cumsum, x, axis=a - x.ndim)
@@ -705,5 +659,5 @@ def cumsum(x, axis=None):
 
 __all__ = [
     "reshape", "broadcast_to", "transpose", "swapaxes", "expand_dims", "squeeze", "flatten",
-    "concatenate", "stack", "split", "pad", "flip", "cumsum",
+    "concatenate", "stack", "pad", "flip", "cumsum",
 ]

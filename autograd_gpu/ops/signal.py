@@ -25,6 +25,8 @@ from . import sampling as S
 from ._util import tsum
 from .registry import defop
 
+__all__ = ["MODES", "Convolve"]
+
 __all__: list = []  # the public function lives in autograd_gpu/signal.py (ag.signal)
 
 MODES = ("full", "valid")
@@ -89,6 +91,7 @@ def _conv_cost(out, a, b, *, mode, nd):
 
 def _sample(draw):
     """1 to 3 signal axes; a at least as long as b on each for "valid"."""
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     nd = draw(st.integers(1, 3))

@@ -10,6 +10,9 @@ rules), with transposes, not conjugates, per the complex convention of docs/cont
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..errors import DeviceError
 from ._linalg_util import (
     batch_matrices,
     conj,
@@ -42,13 +45,14 @@ def _n3(out, a, *rest, **p):
 
 
 def _rng(draw):
-    import numpy as np
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
 
 def batch_shape(draw, max_dims=2):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     return tuple(draw(st.lists(st.integers(1, 3), max_size=max_dims)))
@@ -56,8 +60,6 @@ def batch_shape(draw, max_dims=2):
 
 def well_conditioned(rng, shape):
     """Square matrices (..., n, n) with singular values kept in about [0.5, 3]."""
-    import numpy as np
-
     n = shape[-1]
     q1 = np.linalg.qr(rng.standard_normal(shape))[0]
     q2 = np.linalg.qr(rng.standard_normal(shape))[0]
@@ -67,8 +69,6 @@ def well_conditioned(rng, shape):
 
 def spd(rng, shape):
     """Symmetric positive definite matrices with eigenvalues in [0.5, 3]."""
-    import numpy as np
-
     q = np.linalg.qr(rng.standard_normal(shape))[0]
     w = rng.uniform(0.5, 3.0, shape[:-1])
     return (q * w[..., None, :]) @ np.swapaxes(q, -1, -2)
@@ -102,6 +102,7 @@ class Solve:
         return F.solve(a, rhs)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -181,7 +182,7 @@ class SolveTriangular:
         return solve_tri(F, a, rhs, lower, trans, unit_diagonal)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -211,6 +212,7 @@ def _inv_t_scaled(F, a, c):
 
 
 def _det_sample(draw):
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     rng = _rng(draw)
@@ -286,8 +288,6 @@ class Slogdet:
 def scipy_linalg(bk, name, op, module=None):
     """bk.scipy.linalg.<name> (or <module>.<name>), or a DeviceError saying that this backend
     lacks it (cupyx.scipy.linalg has no sqrtm or solve_sylvester; older CuPy has no eig)."""
-    from ..errors import DeviceError
-
     mod = bk.scipy.linalg if module is None else module
     fn = getattr(mod, name, None)
     if fn is None:
@@ -373,6 +373,7 @@ class LuFactor:
         return F.concatenate(dlu, zero, axis=-2)
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)
@@ -419,7 +420,7 @@ class SolveSylvester:
         return F.solve_sylvester(a, b, rhs)
 
     def sample(draw):
-        import numpy as np
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         rng = _rng(draw)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..dtypes import is_floating
 from ..errors import DeviceError
 from . import sampling as S
@@ -95,6 +97,7 @@ def _param_sample(lo_int, hi_int, floats, lo, hi, n_params=1):
     those, and the parameters' derivatives are not implemented); x uniform in [lo, hi]."""
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         shapes = draw(S.broadcast_shapes(n_params + 1))
@@ -177,7 +180,7 @@ class Polygamma:
 
 def _rgamma_sample(draw):
     """Positive x, and negative x at least 0.2 from the poles 0, -1, -2."""
-    import numpy as np
+    # hypothesis: a test-only dependency (samplers run in tests)
     from hypothesis import strategies as st
 
     shape = draw(S.shapes())
@@ -481,8 +484,6 @@ class Logit:
 
 def _xlogy_sample(draw):
     """x with exact zeros (the convention's point), y positive."""
-    import numpy as np
-
     sa, sb = draw(S.broadcast_shapes(2))
     x = draw(S.arrays(sa, -2.0, 2.0))
     x = np.where(np.abs(x) < 0.5, 0.0, x)
@@ -814,6 +815,7 @@ class Zeta:
                     None if ts[1] is None else -(ts[1] * (x * F.zeta(x + 1.0, q))))
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         sx, sq = draw(S.broadcast_shapes(2))
@@ -836,6 +838,7 @@ class Zetac:
         return _undefined(ts[0])
 
     def sample(draw):
+        # hypothesis: a test-only dependency (samplers run in tests)
         from hypothesis import strategies as st
 
         return (draw(st.sampled_from((-2.5, 0.5, 1.5, 3.0))),), {}

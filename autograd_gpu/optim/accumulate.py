@@ -5,6 +5,8 @@ from __future__ import annotations
 from ..errors import ArgumentError, ShapeError, describe
 from ..tensor import Tensor
 
+__all__ = ["AccumulatedGradients", "GradientAccumulator"]
+
 
 class AccumulatedGradients(list):
     """The list ``sum()``/``average()`` return. ``step_skipped`` is true when any micro-batch's

@@ -29,6 +29,8 @@ from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, describ
 from ..tensor import Tensor, Variable
 from . import kernels
 
+__all__ = ["scaler_says_skip", "Optimizer", "SGD", "Adam", "AdamW"]
+
 
 def _check_params(params, who):
     params = list(params)

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from ..backend import Device, backend_for, default_device
 from ..errors import ArgumentError
 
+__all__ = [
+    "t95", "BenchmarkConfig", "BenchmarkResult", "percentile", "summarize", "PerformanceBenchmark",
+]
+
 # two-sided 95% Student-t quantiles for 1..30 degrees of freedom (above 30: the normal 1.96
 # within 2%)
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -143,7 +147,7 @@ class _CupyPeak:
     the start of the hook)."""
 
     def __init__(self, cupy):
-        from cupy.cuda import memory_hook
+        from cupy.cuda import memory_hook  # optional dependency (cupy)
 
         outer = self
 

@@ -31,10 +31,12 @@ import time
 import tracemalloc
 from dataclasses import dataclass, field
 
+from ..backend import Device, default_device
 from ..backend.host_pool import POOL as HOST_POOL
 from ..errors import ArgumentError
 from ..ops.context import new_id
-from ..tape import live_tapes
+from ..tape import GradientTape, live_tapes
+from ..tensor import Tensor
 
 _MB = 1024.0 * 1024.0
 @dataclass
@@ -96,8 +98,6 @@ class GradientMemoryProfiler:
     manager (``start_profiling`` / ``stop_profiling``)."""
 
     def __init__(self, device=None, growth_threshold_mb: float = 1.0):
-        from ..backend import Device, default_device
-
         dev = default_device() if device is None else Device(str(device))
         self.device = dev
         self.gpu = str(dev).startswith("cuda")
@@ -155,8 +155,8 @@ class GradientMemoryProfiler:
         return False
 
     def _start_gpu(self) -> None:
-        import cupy
-        from cupy.cuda import memory_hook
+        import cupy  # optional dependency (cupy)
+        from cupy.cuda import memory_hook  # optional dependency (cupy)
 
         pool = cupy.get_default_memory_pool()
         self._pool = pool
@@ -174,7 +174,7 @@ class GradientMemoryProfiler:
         self._hook = _PeakHook()
         self._hook.__enter__()
         try:
-            import pynvml
+            import pynvml  # optional dependency (nvidia-ml-py)
 
             pynvml.nvmlInit()
             index = self.device.index if getattr(self.device, "index", None) is not None else 0
@@ -216,7 +216,7 @@ class GradientMemoryProfiler:
         peak = self._interval_peak()
         cur = self._current()
         self._peak = max(self._peak, peak, cur)
-        table = self._kept_table(self._live_tapes())
+        table = _kept_table(self._live_tapes())
         tensors = _count_tensors()
         snap = MemorySnapshot(
             label=label, time_s=time.perf_counter() - self._t0, current_bytes=cur,
@@ -273,36 +273,6 @@ class GradientMemoryProfiler:
         first, last = self._ids
         return [t for t in live_tapes(first) if last is None or t.id < last]
 
-    @staticmethod
-    def _kept_table(tapes) -> dict:
-        """op name -> {nodes, kept_bytes, saved_bytes, anchor_bytes, dropped}: each array once."""
-        seen: set = set()
-        table: dict = {}
-        for tape in tapes:
-            for node in list(tape._nodes):
-                if node.op is None:
-                    continue
-                row = table.get(node.op.name)
-                if row is None:
-                    row = table[node.op.name] = {"nodes": 0, "kept_bytes": 0, "saved_bytes": 0,
-                                                 "anchor_bytes": 0, "dropped": 0}
-                row["nodes"] += 1
-                saved = node.saved
-                if saved is None:
-                    if node.extra is not None:
-                        row["dropped"] += 1
-                else:
-                    for s in saved:
-                        if hasattr(s, "nbytes") and hasattr(s, "dtype") and id(s) not in seen:
-                            seen.add(id(s))
-                            row["saved_bytes"] += int(s.nbytes)
-                anchor = getattr(node.extra, "value", None)
-                if anchor is not None and id(anchor) not in seen:
-                    seen.add(id(anchor))
-                    row["anchor_bytes"] += int(anchor.nbytes)
-                row["kept_bytes"] = row["saved_bytes"] + row["anchor_bytes"]
-        return table
-
     def op_memory_table(self, tapes=None) -> list:
         """Rows (dicts: op, nodes, kept_bytes, saved_bytes, anchor_bytes, dropped), largest first,
         for ``tapes`` (default: the live tapes created while profiling)."""
@@ -310,7 +280,7 @@ class GradientMemoryProfiler:
             tapes = self._live_tapes()
         elif not isinstance(tapes, (list, tuple)):
             tapes = [tapes]
-        table = self._kept_table(tapes)
+        table = _kept_table(tapes)
         rows = [dict(op=k, **v) for k, v in table.items()]
         rows.sort(key=lambda r: (-r["kept_bytes"], r["op"]))
         return rows
@@ -321,79 +291,11 @@ class GradientMemoryProfiler:
         docstring). Runs the garbage collector first."""
         self._require("detect_leaks")
         gc.collect()
-        from ..tape import GradientTape
-
-        items: list = []
-        tapes = self._live_tapes()
-        newest = tapes[-1] if tapes else None
-        for t in tapes:
-            kept = self._kept_table([t])
-            nbytes = sum(r["kept_bytes"] for r in kept.values())
-            nodes = len(t._nodes)
-            state = "persistent" if t.persistent else "non-persistent"
-            if nodes and not t.is_recording:
-                items.append(LeakItem(
-                    "tape", f"tape id={t.id} ({state}, not recording) is still alive holding "
-                    f"{nodes} recorded nodes and {nbytes / _MB:.3f} MB of saved values; drop "
-                    "the reference (or call tape.reset()) when its gradients are taken", nbytes))
-            elif t is not newest and t._used:
-                items.append(LeakItem(
-                    "tape", f"tape id={t.id} ({state}) finished its gradient() but is still "
-                    "referenced (only the newest tape should be alive after a step)"))
-            elif t is not newest and t.is_recording:
-                items.append(LeakItem(
-                    "tape", f"tape id={t.id} is still recording although newer tapes exist: "
-                    "it records every op on the values it tracks and never releases them"))
-        live_ids = set()
-        for obj in gc.get_objects():
-            if issubclass(type(obj), GradientTape) and not obj._used:
-                live_ids.add(obj.id)
-        orphan_nodes, orphan_bytes, seen = 0, 0, set()
-        for obj in _live_nodes():
-            if obj.saved is not None and obj.op is not None:
-                if obj.tapes and not (obj.tapes & live_ids):
-                    b = 0
-                    for s in obj.saved:
-                        if hasattr(s, "nbytes") and hasattr(s, "dtype") and id(s) not in seen:
-                            seen.add(id(s))
-                            b += int(s.nbytes)
-                    if b:
-                        orphan_nodes += 1
-                        orphan_bytes += b
-        if orphan_nodes:
-            items.append(LeakItem(
-                "node", f"{orphan_nodes} graph nodes hold {orphan_bytes / _MB:.3f} MB of saved "
-                "values for tapes that no longer exist (a tape dropped before gradient() while "
-                "its outputs are still referenced)", orphan_bytes))
-        items += self._growth()
+        items = _tape_leaks(self._live_tapes())
+        items += _orphan_node_leaks()
+        items += _growth_leaks(self.snapshots, self.growth_threshold_mb * _MB,
+                               "CuPy pool" if self.gpu else "memory (tracemalloc)")
         return LeakReport(len(items), items)
-
-    def _growth(self) -> list:
-        snaps = [s for s in self.snapshots if s.label != "start"]
-        groups: dict = {}
-        for s in snaps:
-            groups.setdefault(s.label, []).append(s)
-        series = [(lab, g) for lab, g in groups.items() if len(g) >= 3]
-        if not series and len(snaps) >= 3 and len(groups) == len(snaps):
-            series = [("every checkpoint", snaps)]
-        items = []
-        for lab, g in series:
-            n = len(g) - 1
-            dt = [b.live_tensors - a.live_tensors for a, b in zip(g, g[1:])]
-            if all(d > 0 for d in dt):
-                items.append(LeakItem(
-                    "tensor growth", f"live tensors grow at every checkpoint '{lab}': "
-                    f"{g[0].live_tensors} -> {g[-1].live_tensors} over {n} iterations "
-                    f"({sum(dt) / n:.1f} per iteration)"))
-            dm = [b.current_bytes - a.current_bytes for a, b in zip(g, g[1:])]
-            total = g[-1].current_bytes - g[0].current_bytes
-            if all(d > 0 for d in dm) and total > self.growth_threshold_mb * _MB:
-                where = "CuPy pool" if self.gpu else "memory (tracemalloc)"
-                items.append(LeakItem(
-                    "memory growth", f"{where} grows at every checkpoint '{lab}': "
-                    f"+{total / _MB:.3f} MB over {n} iterations ({total / n / _MB:.3f} MB per "
-                    "iteration)", total))
-        return items
 
     # ---- report ------------------------------------------------------------------------------
     def report(self) -> str:
@@ -420,11 +322,122 @@ class GradientMemoryProfiler:
         if not self.gpu and HOST_POOL.enabled:
             lines.append(f"host pool: {HOST_POOL.cached_bytes() / _MB:.3f} MB of freed blocks "
                          "cached for reuse (not in tracemalloc's figures)")
-        live = self._kept_table(self._live_tapes())
+        live = _kept_table(self._live_tapes())
         if any(r["nodes"] for r in live.values()):
             lines.append("memory kept by live tapes now:")
             lines += _format_table(live)
         return "\n".join(lines)
+
+
+
+def _tape_leaks(tapes) -> list:
+    """Tapes alive that should not be: finished but still holding nodes, used but not the
+    newest, or recording while newer tapes exist."""
+    items: list = []
+    newest = tapes[-1] if tapes else None
+    for t in tapes:
+        kept = _kept_table([t])
+        nbytes = sum(r["kept_bytes"] for r in kept.values())
+        nodes = len(t._nodes)
+        state = "persistent" if t.persistent else "non-persistent"
+        if nodes and not t.is_recording:
+            items.append(LeakItem(
+                "tape", f"tape id={t.id} ({state}, not recording) is still alive holding "
+                f"{nodes} recorded nodes and {nbytes / _MB:.3f} MB of saved values; drop "
+                "the reference (or call tape.reset()) when its gradients are taken", nbytes))
+        elif t is not newest and t._used:
+            items.append(LeakItem(
+                "tape", f"tape id={t.id} ({state}) finished its gradient() but is still "
+                "referenced (only the newest tape should be alive after a step)"))
+        elif t is not newest and t.is_recording:
+            items.append(LeakItem(
+                "tape", f"tape id={t.id} is still recording although newer tapes exist: "
+                "it records every op on the values it tracks and never releases them"))
+    return items
+
+
+def _orphan_node_leaks() -> list:
+    """Graph nodes holding saved values for tapes that no longer exist."""
+    live_ids = {obj.id for obj in gc.get_objects()
+                if issubclass(type(obj), GradientTape) and not obj._used}
+    orphan_nodes, orphan_bytes, seen = 0, 0, set()
+    for obj in _live_nodes():
+        if obj.saved is None or obj.op is None or not obj.tapes or obj.tapes & live_ids:
+            continue
+        b = 0
+        for s in obj.saved:
+            if hasattr(s, "nbytes") and hasattr(s, "dtype") and id(s) not in seen:
+                seen.add(id(s))
+                b += int(s.nbytes)
+        if b:
+            orphan_nodes += 1
+            orphan_bytes += b
+    if not orphan_nodes:
+        return []
+    return [LeakItem(
+        "node", f"{orphan_nodes} graph nodes hold {orphan_bytes / _MB:.3f} MB of saved "
+        "values for tapes that no longer exist (a tape dropped before gradient() while "
+        "its outputs are still referenced)", orphan_bytes)]
+
+
+def _growth_leaks(snapshots, threshold_bytes: float, where: str) -> list:
+    """Live tensors or memory that grow at every repeat of a checkpoint label (or at every
+    checkpoint when no label repeats)."""
+    snaps = [s for s in snapshots if s.label != "start"]
+    groups: dict = {}
+    for s in snaps:
+        groups.setdefault(s.label, []).append(s)
+    series = [(lab, g) for lab, g in groups.items() if len(g) >= 3]
+    if not series and len(snaps) >= 3 and len(groups) == len(snaps):
+        series = [("every checkpoint", snaps)]
+    items = []
+    for lab, g in series:
+        n = len(g) - 1
+        dt = [b.live_tensors - a.live_tensors for a, b in zip(g, g[1:])]
+        if all(d > 0 for d in dt):
+            items.append(LeakItem(
+                "tensor growth", f"live tensors grow at every checkpoint '{lab}': "
+                f"{g[0].live_tensors} -> {g[-1].live_tensors} over {n} iterations "
+                f"({sum(dt) / n:.1f} per iteration)"))
+        dm = [b.current_bytes - a.current_bytes for a, b in zip(g, g[1:])]
+        total = g[-1].current_bytes - g[0].current_bytes
+        if all(d > 0 for d in dm) and total > threshold_bytes:
+            items.append(LeakItem(
+                "memory growth", f"{where} grows at every checkpoint '{lab}': "
+                f"+{total / _MB:.3f} MB over {n} iterations ({total / n / _MB:.3f} MB per "
+                "iteration)", total))
+    return items
+
+
+def _kept_table(tapes) -> dict:
+    """op name -> {nodes, kept_bytes, saved_bytes, anchor_bytes, dropped}: each array once."""
+    seen: set = set()
+    table: dict = {}
+    for tape in tapes:
+        for node in list(tape._nodes):
+            if node.op is None:
+                continue
+            row = table.get(node.op.name)
+            if row is None:
+                row = table[node.op.name] = {"nodes": 0, "kept_bytes": 0, "saved_bytes": 0,
+                                             "anchor_bytes": 0, "dropped": 0}
+            row["nodes"] += 1
+            saved = node.saved
+            if saved is None:
+                if node.extra is not None:
+                    row["dropped"] += 1
+            else:
+                for s in saved:
+                    if hasattr(s, "nbytes") and hasattr(s, "dtype") and id(s) not in seen:
+                        seen.add(id(s))
+                        row["saved_bytes"] += int(s.nbytes)
+            anchor = getattr(node.extra, "value", None)
+            if anchor is not None and id(anchor) not in seen:
+                seen.add(id(anchor))
+                row["anchor_bytes"] += int(anchor.nbytes)
+            row["kept_bytes"] = row["saved_bytes"] + row["anchor_bytes"]
+    return table
+
 
 
 def _format_table(table: dict) -> list:
@@ -445,9 +458,6 @@ def _live_nodes() -> list:
     """Every graph node a live tensor or tape can reach. Nodes themselves may be invisible to
     gc.get_objects() (the compiled node is not GC-tracked: autograd_gpu/_native.c), so they are
     found from the tensors and tapes, which are, walking parents iteratively."""
-    from ..tape import GradientTape
-    from ..tensor import Tensor
-
     seen: set = set()
     stack = []
     for obj in gc.get_objects():
@@ -469,8 +479,6 @@ def _live_nodes() -> list:
 
 
 def _count_tensors() -> int:
-    from ..tensor import Tensor
-
     # type(), not isinstance(): isinstance reads __class__, which lazy proxies answer by
     # importing modules
     return sum(1 for o in gc.get_objects() if issubclass(type(o), Tensor))

@@ -8,3 +8,5 @@ live with them (optim/kernels.py, amp.py, clipping.py).
 CupyBackend calls the entries where a kernel applies (backend/cupy_fused.py for the fused
 operations, backend/cupy_backend.py for casts, small arrays, relu and the bias add, scatter);
 ops reach them only through backend methods."""
+
+__all__: list = []

@@ -134,7 +134,7 @@ class KernelFamily:
             with self._lock:
                 mod = self._modules.get(device_index)
                 if mod is None:
-                    import cupy
+                    import cupy  # optional dependency (cupy)
 
                     with cupy.cuda.Device(device_index):
                         mod = cupy.RawModule(code=kernel_source(self.source),

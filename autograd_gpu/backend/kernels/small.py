@@ -53,7 +53,7 @@ _SCALAR_EXPR = {"add": "y = x + s", "sub": "y = x - s", "rsub": "y = s - x", "mu
 def cupy_kernel(name):
     """The CuPy kernels of the hot two-kernel patterns (compiled on first use, cached): the
     small kernels' references, and CupyBackend's path for larger arrays."""
-    import cupy
+    import cupy  # optional dependency (cupy)
 
     if name == "relu_grad":
         # a select (a NaN x passes g; an inf g where x <= 0 gives 0): NumpyBackend.relu_grad
