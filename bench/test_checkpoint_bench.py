@@ -10,7 +10,7 @@ measure: ``-k same_measure``, or ``python bench/checkpoint_rss.py``)
   (activations, cotangents, a rule's temporaries) is counted once; what does not (weights, their
   gradients, graph objects) cancels, since a strategy's peak falls at the same point of its
   schedule at both batches (AUTO's budget scales with the batch, so its plan does too). Until
-  session 4 it was peak(B) minus peak(batch 1). That flattered the checkpointed strategies:
+  2026-11-26 it was peak(B) minus peak(batch 1). That flattered the checkpointed strategies:
   their peak comes early in the sweep, when few weight gradients exist, yet the batch-1 baseline
   subtracted all of them (BLOCK n=21 measured 79.9% saved that way, 72.0% this way). Measured in
   separate runs: tracemalloc slows Python down.
