@@ -858,3 +858,71 @@ def test_a_per_example_boolean_mask_is_refused():
     M = ag.Tensor.from_array(np.eye(3, 4, dtype=bool))
     with pytest.raises(VmapError, match="boolean mask.*differs per example"):
         ag.vmap(lambda v, m: v[m])(X, M)
+
+
+def test_matmul_against_one_repeated_matrix_is_one_2d_product(monkeypatch):
+    """A vmapped matmul whose other operand is one matrix (unbatched, or lifted: a stride-0
+    broadcast along the batch) reaches the backend as one 2-d product with the batch folded
+    into the rows, not as a stacked product over the batch; the values equal a loop."""
+    r = rng(41)
+    bk = T(0.0)._bk
+    calls = []
+    plain = type(bk).matmul
+
+    def recording(a, b):
+        calls.append((a.shape, b.shape))
+        return plain(a, b)
+
+    monkeypatch.setattr(type(bk), "matmul", staticmethod(recording))
+    a = r.standard_normal((3, 3))
+    X, C, M = r.standard_normal((9, 3)), r.standard_normal((9, 3, 1)), r.standard_normal((9, 2, 3))
+    cases = [(lambda x: x @ T(a), X, [x @ a for x in X]),
+             (lambda x: x @ T(a), M, [m @ a for m in M]),
+             (lambda x: T(a) @ x, X, [a @ x for x in X]),
+             (lambda x: T(a) @ x, C, [a @ c for c in C])]
+    for f, xs, want in cases:
+        calls.clear()
+        close(ag.vmap(f)(T(xs)), np.stack(want), rtol=1e-13, atol=1e-13)
+        assert calls and all(len(s) == 2 and len(t) == 2 for s, t in calls), calls
+
+    # per-example gradients: the weight is lifted to a stride-0 (9, 3, 3) for the forward
+    calls.clear()
+    g = ag.vmap(ag.grad(lambda w, x: ag.sum(ag.tanh(w @ x))), in_axes=(None, 0))(T(a), T(X))
+    close(g, np.stack([np.outer(1.0 - np.tanh(a @ x) ** 2, x) for x in X]), rtol=1e-13, atol=1e-13)
+    assert calls and all(len(s) == 2 and len(t) == 2 for s, t in calls), calls
+
+    # a leading tangent batch in front of the columns (the copy is of the columns only)
+    from autograd_gpu.ops.linalg import _product  # (a private helper, tested directly)
+
+    Ab = np.broadcast_to(a.T, (9, 3, 3))
+    cols = np.moveaxis(r.standard_normal((9, 3, 3, 1)), 1, 0)
+    calls.clear()
+    close(_product(bk, Ab, cols), np.matmul(Ab, cols), rtol=1e-13, atol=1e-13)
+    assert calls == [((27, 3), (3, 3))]
+
+
+def test_matmul_derivative_outer_products_are_broadcast_products(monkeypatch):
+    """Matmul's vjp and jvp compute their products with F.matmul, so the ones with an inner
+    length of 1 (the vjp of a row times a matrix, the jvp of an outer product) take the
+    forward's broadcast route, not a stacked matmul; the others stay stacked products."""
+    r = rng(42)
+    bk = T(0.0)._bk
+    calls = []
+    plain = type(bk).matmul
+
+    def recording(a, b):
+        calls.append((a.shape, b.shape))
+        return plain(a, b)
+
+    monkeypatch.setattr(type(bk), "matmul", staticmethod(recording))
+    u, v = r.standard_normal((7, 3, 1)), r.standard_normal((7, 1, 4))
+    tu, tv = r.standard_normal((7, 3, 1)), r.standard_normal((7, 1, 4))
+    y, t = ag.jvp(lambda p, q: p @ q, (T(u), T(v)), (T(tu), T(tv)))
+    close(t, tu * v + u * tv, rtol=1e-15, atol=0)
+    assert calls == []
+    w, g = r.standard_normal((7, 3, 4)), r.standard_normal((7, 1, 4))
+    y, pullback = ag.vjp(lambda p, q: p @ q, T(np.swapaxes(u, 1, 2)), T(w))
+    gu, gw = pullback(T(g))
+    close(gw, np.swapaxes(u, 1, 2).transpose(0, 2, 1) * g, rtol=1e-15, atol=0)
+    close(gu, g @ np.swapaxes(w, 1, 2), rtol=1e-13, atol=1e-13)
+    assert calls == [((7, 1, 3), (7, 3, 4)), ((7, 1, 4), (7, 4, 3))]  # forward, gu
