@@ -860,11 +860,10 @@ def test_a_per_example_boolean_mask_is_refused():
         ag.vmap(lambda v, m: v[m])(X, M)
 
 
-def test_matmul_against_one_repeated_matrix_is_one_2d_product(monkeypatch):
-    """A vmapped matmul whose other operand is one matrix (unbatched, or lifted: a stride-0
-    broadcast along the batch) reaches the backend as one 2-d product with the batch folded
-    into the rows, not as a stacked product over the batch; the values equal a loop."""
-    r = rng(41)
+@pytest.fixture
+def matmul_calls(monkeypatch):
+    """The shapes of every backend matmul call made while the test runs (the CPU backend's
+    matmul wrapped)."""
     bk = T(0.0)._bk
     calls = []
     plain = type(bk).matmul
@@ -874,6 +873,16 @@ def test_matmul_against_one_repeated_matrix_is_one_2d_product(monkeypatch):
         return plain(a, b)
 
     monkeypatch.setattr(type(bk), "matmul", staticmethod(recording))
+    return calls
+
+
+def test_matmul_against_one_repeated_matrix_is_one_2d_product(matmul_calls):
+    """A vmapped matmul whose other operand is one matrix (unbatched, or lifted: a stride-0
+    broadcast along the batch) reaches the backend as one 2-d product with the batch folded
+    into the rows, not as a stacked product over the batch; the values equal a loop."""
+    r = rng(41)
+    bk = T(0.0)._bk
+    calls = matmul_calls
     a = r.standard_normal((3, 3))
     X, C, M = r.standard_normal((9, 3)), r.standard_normal((9, 3, 1)), r.standard_normal((9, 2, 3))
     cases = [(lambda x: x @ T(a), X, [x @ a for x in X]),
@@ -901,20 +910,12 @@ def test_matmul_against_one_repeated_matrix_is_one_2d_product(monkeypatch):
     assert calls == [((27, 3), (3, 3))]
 
 
-def test_matmul_derivative_outer_products_are_broadcast_products(monkeypatch):
+def test_matmul_derivative_outer_products_are_broadcast_products(matmul_calls):
     """Matmul's vjp and jvp compute their products with F.matmul, so the ones with an inner
     length of 1 (the vjp of a row times a matrix, the jvp of an outer product) take the
     forward's broadcast route, not a stacked matmul; the others stay stacked products."""
     r = rng(42)
-    bk = T(0.0)._bk
-    calls = []
-    plain = type(bk).matmul
-
-    def recording(a, b):
-        calls.append((a.shape, b.shape))
-        return plain(a, b)
-
-    monkeypatch.setattr(type(bk), "matmul", staticmethod(recording))
+    calls = matmul_calls
     u, v = r.standard_normal((7, 3, 1)), r.standard_normal((7, 1, 4))
     tu, tv = r.standard_normal((7, 3, 1)), r.standard_normal((7, 1, 4))
     y, t = ag.jvp(lambda p, q: p @ q, (T(u), T(v)), (T(tu), T(tv)))
