@@ -656,6 +656,8 @@ class _UserRules:
     calls when the user's rules are not batched, and the jvp as the transpose of the vjp when
     the user gave no jvp."""
 
+    runs_user_code = True  # the registry passes the user's exceptions through as raised
+
     def __init__(self, name, fwd, user_vjp, user_jvp, tensor_forward, batched):
         self.name, self.fwd, self.user_vjp, self.user_jvp = name, fwd, user_vjp, user_jvp
         self.tensor_forward, self.batched = tensor_forward, batched

@@ -344,6 +344,8 @@ class _OdeintImpl:
     a parameter, so the registry's sampled checks do not apply (tests/test_odeint.py checks
     it)."""
 
+    runs_user_code = True  # func's own errors pass through the registry as raised
+
     @staticmethod
     def forward(bk, y0, ts, *args, dyn, rtol, atol, mxstep, hmax):
         p = {"rtol": rtol, "atol": atol, "mxstep": mxstep, "hmax": hmax}

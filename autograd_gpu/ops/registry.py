@@ -85,7 +85,7 @@ class Op:
     __slots__ = (
         "name", "forward", "vjp", "jvp", "sample", "cost", "params", "deterministic",
         "differentiable", "broadcasting", "doc", "impl", "arity", "saves", "saved_codes",
-        "complex_ok", "batch", "value",
+        "complex_ok", "batch", "value", "runs_user_code",
     )
 
     def __init__(self, name, impl, params, cost, deterministic, differentiable, broadcasting,
@@ -98,6 +98,10 @@ class Op:
         # True: the op accepts complex inputs and its rules follow the complex convention of
         # docs/contributing.md (vjp = transpose of the complex-linear derivative, as in JAX)
         self.complex_ok = complex_ok
+        # True for primitives whose forward runs the user's code (custom_op, custom_gradient,
+        # odeint's func): their exceptions pass through as raised, since a TypeError or
+        # ValueError there is a bug in that code, not a dtype or shape the op refuses
+        self.runs_user_code = getattr(impl, "runs_user_code", False)
         self.impl = impl
         self.forward = getattr(impl, "forward", None)
         # optional ``value(bk) -> f(*arrays, **params)``: the forward's output alone, for
@@ -343,21 +347,35 @@ def _forward(op, bk, arrs, params, codes=()):
         out, saved = op.forward(bk, *arrs, **params)
     except AutogradError:
         raise
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, TypeError) as exc:
+        if op.runs_user_code:
+            _note_user_code(op, exc)
+            raise
+        _raise_translated(op, arrs, params, exc)
+    if type(out) is not bk.array_type:
+        out, saved = _fix_out(bk, out, saved, codes)
+    return out, saved
+
+
+def _note_user_code(op, exc) -> None:
+    exc.add_note(f"(raised in the forward of the primitive {op.name!r}, which runs user code: "
+                 "passed through as raised)")
+
+
+def _raise_translated(op, arrs, params, exc):
+    """NumPy's or CuPy's ValueError/IndexError (shapes) or TypeError (dtypes) from an op's
+    forward, as the library's ShapeError or DTypeError naming the op and its inputs."""
+    if not isinstance(exc, TypeError):
         got = "; ".join(f"argument {i}: shape {tuple(a.shape)}" if hasattr(a, "shape") else
                         f"argument {i}: {a!r}" for i, a in enumerate(arrs))
         extra = f" with {params}" if params else ""
         raise ShapeError(f"{op.name}: expected inputs whose shapes fit together{extra}, got "
                          f"{got} (NumPy/CuPy: {exc})") from exc
-    except TypeError as exc:
-        got = "; ".join(f"argument {i}: dtype {getattr(a, 'dtype', type(a).__name__)}"
-                        for i, a in enumerate(arrs))
-        extra = f" with {params}" if params else ""
-        raise DTypeError(f"{op.name}: expected inputs of dtypes it supports{extra}, got {got} "
-                         f"(NumPy/CuPy: {exc})") from exc
-    if type(out) is not bk.array_type:
-        out, saved = _fix_out(bk, out, saved, codes)
-    return out, saved
+    got = "; ".join(f"argument {i}: dtype {getattr(a, 'dtype', type(a).__name__)}"
+                    for i, a in enumerate(arrs))
+    extra = f" with {params}" if params else ""
+    raise DTypeError(f"{op.name}: expected inputs of dtypes it supports{extra}, got {got} "
+                     f"(NumPy/CuPy: {exc})") from exc
 
 
 def apply(op: Op, *inputs, **params) -> Tensor:
@@ -399,7 +417,10 @@ def apply(op: Op, *inputs, **params) -> Tensor:
         bk, arrs = got.bk, got.arrs
     try:
         out = op.forward(bk, *arrs, **params)[0]
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, IndexError, TypeError) as exc:
+        if op.runs_user_code:
+            _note_user_code(op, exc)
+            raise
         out = _forward(op, bk, arrs, params)[0]  # re-run for a translated error
     if type(out) is not bk.array_type:
         out = bk.xp.asarray(out)
@@ -434,7 +455,10 @@ def _apply_observed(op, inputs, params, st=None):
         codes = op.codes_for(len(arrs), params)
     try:
         out, saved = op.forward(bk, *arrs, **params)
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, IndexError, TypeError) as exc:
+        if op.runs_user_code:
+            _note_user_code(op, exc)
+            raise
         out, saved = _forward(op, bk, arrs, params, codes)  # re-run for a translated error
     if type(out) is not bk.array_type:
         out, saved = _fix_out(bk, out, saved, codes)
