@@ -176,7 +176,7 @@ def test_array_protocol_and_repr():
     t = T([1.0, 2.0])
     np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
     assert "Tensor" in repr(t) and "float64" in repr(t)
-    assert len(t) == 2 and float(t[1]) == 2.0 if hasattr(ag, "getitem") else True
+    assert len(t) == 2 and float(t[1]) == 2.0
 
 
 @pytest.mark.parametrize("call, err, pattern", [

@@ -29,8 +29,7 @@ def one_blas_thread():
 
 def load_example(name, *needed):
     missing = [n for n in needed if not hasattr(ag, n)]
-    if missing:
-        pytest.skip(f"{name} needs {missing}, not in this build")
+    assert not missing, f"examples/{name}.py needs ag.{missing}, which do not exist"
     spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -213,9 +212,10 @@ def test_dp_sgd_digits(tmp_path):
     assert 2.9 < mod.epsilon(256 / 60000, 1.1, 60 * 60000 // 256) < 3.1
 
 
-def _run_python_blocks(doc, tmp_path, monkeypatch, skip_missing=True):
+def _run_python_blocks(doc, tmp_path, monkeypatch):
     """Runs every ```python block of ``doc`` in order, in one namespace, from ``tmp_path``
-    (paths under /tmp/ are moved there). Returns (blocks, how many ran)."""
+    (paths under /tmp/ are moved there); a block naming an ``ag.`` attribute that does not
+    exist fails. Returns (blocks, how many ran)."""
     import re
 
     text = (ROOT / doc).read_text()
@@ -226,8 +226,8 @@ def _run_python_blocks(doc, tmp_path, monkeypatch, skip_missing=True):
     for block in blocks:
         code = block.replace("/tmp/", f"{tmp_path}/")
         wanted = set(re.findall(r"\bag\.([A-Za-z_]\w*)", code))
-        if skip_missing and any(not hasattr(ag, n) for n in wanted):
-            continue  # a layer this build lacks
+        missing = sorted(n for n in wanted if not hasattr(ag, n))
+        assert not missing, f"{doc}: a block uses ag.{missing[0]}, which does not exist"
         exec(compile(code, doc, "exec"), ns)
         ran += 1
     return blocks, ran
@@ -236,8 +236,7 @@ def _run_python_blocks(doc, tmp_path, monkeypatch, skip_missing=True):
 def test_guide_snippets_run(tmp_path, monkeypatch, capsys):
     """Every ```python block of docs/guide.md runs, in order, in one namespace."""
     blocks, ran = _run_python_blocks("docs/guide.md", tmp_path, monkeypatch)
-    assert len(blocks) >= 20
-    assert ran >= len(blocks) - 2
+    assert ran == len(blocks) >= 20
     out = capsys.readouterr().out
     assert "Gradient: [[2. 4.]" in out and "caught:" in out
     assert (tmp_path / "guide_trace.json").exists() and (tmp_path / "guide_model.npz").exists()
@@ -247,7 +246,7 @@ def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
     """Every ```python block of README.md runs, in order, in one namespace (none skipped): the
     quick start, training with ag.data, measuring and profiling."""
     with ag.blas_threads(1):
-        blocks, ran = _run_python_blocks("README.md", tmp_path, monkeypatch, skip_missing=False)
+        blocks, ran = _run_python_blocks("README.md", tmp_path, monkeypatch)
     assert ran == len(blocks) >= 3
     out = capsys.readouterr().out
     assert "train_step:" in out and "95% CI" in out
