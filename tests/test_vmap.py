@@ -927,3 +927,33 @@ def test_matmul_derivative_outer_products_are_broadcast_products(matmul_calls):
     close(gw, np.swapaxes(u, 1, 2).transpose(0, 2, 1) * g, rtol=1e-15, atol=0)
     close(gu, g @ np.swapaxes(w, 1, 2), rtol=1e-13, atol=1e-13)
     assert calls == [((7, 1, 3), (7, 3, 4)), ((7, 1, 4), (7, 4, 3))]  # forward, gu
+
+
+def test_take_along_axis_with_per_example_indices():
+    """take_along_axis whose indices differ per example (argsort/argmax results of a batch):
+    one gather, values and per-example gradients equal a loop, unbatched x too, and an index
+    out of range in any example raises ShapeError (the bounds check reads the whole batch)."""
+    r = rng(43)
+    x = r.standard_normal((4, 5, 6))
+    idx = r.integers(0, 5, (4, 3, 6))
+    X, I = T(x), ag.Tensor.from_array(idx)
+
+    def loss(v, i):
+        return ag.sum(ag.take_along_axis(v, i, 0) ** 2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no per-example loop
+        got = ag.vmap(lambda v, i: ag.take_along_axis(v, i, 0))(X, I)
+        g = ag.vmap(ag.grad(loss))(X, I)
+        shared = ag.vmap(lambda i: ag.take_along_axis(T(x[0]), i, 0))(I)
+        last = ag.vmap(lambda v, i: ag.take_along_axis(v, i, -1), in_axes=(0, 1))(
+            X, ag.Tensor.from_array(np.moveaxis(r.integers(0, 6, (4, 5, 2)), 0, 1)))
+    close(got, np.stack([np.take_along_axis(x[b], idx[b], 0) for b in range(4)]))
+    close(g, np.stack([ag.grad(loss)(T(x[b]), ag.Tensor.from_array(idx[b])).numpy()
+                       for b in range(4)]))
+    close(shared, np.stack([np.take_along_axis(x[0], idx[b], 0) for b in range(4)]))
+    assert tuple(last.shape) == (4, 5, 2)
+    bad = idx.copy()
+    bad[2, 0, 0] = 5
+    with pytest.raises(ag.ShapeError, match="out of range"):
+        ag.vmap(lambda v, i: ag.take_along_axis(v, i, 0))(X, ag.Tensor.from_array(bad))

@@ -633,7 +633,8 @@ def take_along_axis(x, indices, axis):
             f"take_along_axis: argument 'indices' expected {nd} dimensions like x {x.shape}, "
             f"got shape {tuple(idx.shape)}"
         )
-    _check_bounds(idx, x.shape[axis], axis, x.shape, "take_along_axis")
+    _check_bounds(check_values(idx) if isinstance(idx, Tensor) else idx, x.shape[axis], axis,
+                  x.shape, "take_along_axis")
     arrays = []
     for d in range(nd):
         if d == axis:
