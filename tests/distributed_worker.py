@@ -200,6 +200,14 @@ def case_collectives(dist, out, r):
     except dist.DistributedError as exc:
         res["mismatch"] = np.array(str(exc))
     dist.barrier()
+    # the arrival board: ranks on one machine post their collective numbers in shared memory
+    # (no message per collective), and a read sees every rank at the barrier or beyond
+    g = dist.group.world("test")
+    board = g.host._board
+    res["board_by_message"] = np.array(len(board._remote))
+    res["board_shared"] = np.array(board._win is not None)
+    res["board_seq"] = np.array(g.seq)
+    res["board_arrivals"] = np.array(board.arrivals())
     sampler = dist.shard(23, shuffle=True, seed=5)
     res["shard0"] = sampler.indices(0)
     res["shard1"] = sampler.indices(1)
@@ -246,6 +254,9 @@ def case_stall(dist, out, r):
     _step(dp, X[:4], y[:4])
 
 
+case_stall_messages = case_stall  # with the arrival board of ranks on different machines
+
+
 def case_mismatch(dist, out, r):
     ag.manual_seed(0)
     width = 16 if r == 0 else 17
@@ -258,6 +269,10 @@ def main():
 
     case, out = sys.argv[1], sys.argv[2]
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
+    if case.endswith("_messages"):
+        from autograd_gpu.distributed.mpi import ArrivalBoard  # (the board's switch)
+
+        ArrivalBoard.shared_memory = False
     dist.init(timeout_s=timeout)
     globals()[f"case_{case}"](dist, out, dist.rank())
     dist.barrier()

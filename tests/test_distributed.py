@@ -206,6 +206,10 @@ def test_collectives_values(suite):
         np.testing.assert_array_equal(res["gather"], [[0, 0], [1, 10]])
         msg = str(res["mismatch"])
         assert "every rank must pass the same shape" in msg and "(3,)" in msg and "(4,)" in msg
+        assert bool(res["board_shared"]) and int(res["board_by_message"]) == 0
+        seq = int(res["board_seq"])
+        assert seq > 10 and all(int(n) >= seq for n in res["board_arrivals"])
+    assert int(a["board_seq"]) == int(b["board_seq"])  # the numbering agrees
     # the shards: disjoint, equal, the whole epoch with one repeat (23 = 2 * 12 - 1)
     for key in ("shard0", "shard1"):
         both = np.concatenate([a[key], b[key]])
@@ -254,8 +258,11 @@ def test_rank_that_raises_ends_the_job_with_its_error(tmp_path):
 
 
 @needs_mpi
-def test_rank_that_stalls_raises_distributed_error_at_the_deadline(tmp_path):
-    job = run_job("stall", tmp_path, timeout=60, coll_timeout=2.0)
+@pytest.mark.parametrize("case", ["stall", "stall_messages"])
+def test_rank_that_stalls_raises_distributed_error_at_the_deadline(tmp_path, case):
+    """The arrival board both ways: shared memory (ranks on one machine) and messages (ranks on
+    different machines)."""
+    job = run_job(case, tmp_path, timeout=60, coll_timeout=2.0)
     assert job.rc != 0
     err = job.err
     assert "DistributedError" in err

@@ -112,7 +112,8 @@ class Group:
 
     def launch(self, start, label: str) -> Work:
         """Number and announce a collective, then start it: ``start() -> Work``."""
-        self.check_usable(label)
+        if self.broken is not None:
+            self.check_usable(label)
         with self._lock:
             self.seq += 1
             seq = self.seq
@@ -419,7 +420,8 @@ def _at_exit() -> None:
     """Before mpi4py's MPI_Finalize (which runs after every atexit function): a group broken
     by a timeout has collectives that will never complete, which MPI_Finalize would wait for,
     so the job is aborted instead; a sound group is closed (its arrival board's posted
-    receives cancelled: requests still pending at MPI_Finalize are erroneous)."""
+    receives cancelled and its shared window freed: requests still pending at MPI_Finalize
+    are erroneous)."""
     g = _WORLD
     if g is None:
         return
