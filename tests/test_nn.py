@@ -19,7 +19,7 @@ def needs(*names):
     while the ops were being written, which would now hide a removed name)."""
     missing = [n for n in names if not hasattr(ag, n)]
     assert not missing, f"ag lacks {missing}"
-    return pytest.mark.usefixtures()
+    return lambda test: test
 
 
 def T(a):
