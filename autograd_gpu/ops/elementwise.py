@@ -25,23 +25,6 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
-def _binary_sample(lo=-2.0, hi=2.0, lo_b=None, hi_b=None, away_b=None):
-    def sample(draw):
-        sa, sb = draw(S.broadcast_shapes(2))
-        a = draw(S.arrays(sa, lo, hi))
-        b = draw(
-            S.arrays(sb, lo if lo_b is None else lo_b, hi if hi_b is None else hi_b, away=away_b)
-        )
-        return (a, b), {}
-
-    return sample
-
-
-def _unary_sample(lo=-2.0, hi=2.0, away=None):
-    def sample(draw):
-        return (draw(S.arrays(draw(S.shapes()), lo, hi, away=away)),), {}
-
-    return sample
 
 
 # ---- arithmetic -----------------------------------------------------------------------------
@@ -63,7 +46,7 @@ class Add:
         ta, tb = ts
         return tsum(ta, tb)
 
-    sample = _binary_sample()
+    sample = S.binary()
 
 
 @defop("sub", broadcasting=True, complex_ok=True, batch="elementwise")
@@ -86,7 +69,7 @@ class Sub:
         ta, tb = ts
         return tsum(ta, None if tb is None else -tb)
 
-    sample = _binary_sample()
+    sample = S.binary()
 
 
 def _arith_value(bk, kind, ufunc):
@@ -137,7 +120,7 @@ class Mul:
         a, b = saved
         return tsum(scale(ts[0], b), scale(ts[1], a))
 
-    sample = _binary_sample()
+    sample = S.binary()
 
 
 @defop("div", broadcasting=True, saves=("b", "out"), complex_ok=True, batch="elementwise")
@@ -165,7 +148,7 @@ class Div:
         ta, tb = ts
         return tsum(ta, None if tb is None else -(tb * y)) / b
 
-    sample = _binary_sample(lo_b=-2.0, hi_b=2.0, away_b=(0.0, 0.5))
+    sample = S.binary(lo_b=-2.0, hi_b=2.0, away_b=(0.0, 0.5))
 
 
 def _mod_sample(draw):
@@ -228,7 +211,7 @@ class Neg:
     def jvp(F, ts, saved):
         return -ts[0]
 
-    sample = _unary_sample()
+    sample = S.unary()
 
 
 def _is_number(v) -> bool:
@@ -304,7 +287,7 @@ class Pow:
 
         kind = draw(st.integers(0, 3))
         if kind == 0:  # with exact zero exponents: d2/dx dp = x**(p-1) (1 + p log x) = 1/x there
-            (x, p), _ = _binary_sample(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)(draw)
+            (x, p), _ = S.binary(lo=0.3, hi=2.0, lo_b=-2.0, hi_b=2.5)(draw)
             p = np.where(draw(S.arrays(np.shape(p), 0.0, 1.0)) < 0.3, 0.0, p)
             return (x, p), {}
         if kind == 3:
@@ -335,7 +318,7 @@ class Exp:
     def jvp(F, ts, saved):
         return ts[0] * saved[0]
 
-    sample = _unary_sample()
+    sample = S.unary()
 
 
 @defop("expm1", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
@@ -352,7 +335,7 @@ class Expm1:
     def jvp(F, ts, saved):
         return ts[0] * (saved[0] + 1)
 
-    sample = _unary_sample()
+    sample = S.unary()
 
 
 @defop("log", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
@@ -368,7 +351,7 @@ class Log:
     def jvp(F, ts, saved):
         return ts[0] / saved[0]
 
-    sample = _unary_sample(0.2, 3.0)
+    sample = S.unary(0.2, 3.0)
 
 
 @defop("log1p", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
@@ -384,7 +367,7 @@ class Log1p:
     def jvp(F, ts, saved):
         return ts[0] / (saved[0] + 1)
 
-    sample = _unary_sample(-0.7, 3.0)
+    sample = S.unary(-0.7, 3.0)
 
 
 @defop("sqrt", cost=elementwise(2), saves=("out",), complex_ok=True, batch="elementwise")
@@ -401,7 +384,7 @@ class Sqrt:
     def jvp(F, ts, saved):
         return ts[0] * 0.5 / saved[0]
 
-    sample = _unary_sample(0.2, 3.0)
+    sample = S.unary(0.2, 3.0)
 
 
 @defop("abs", saves=("x",), complex_ok=True, batch="elementwise")
@@ -425,7 +408,7 @@ class Abs:
             return F.real(ts[0] * _unit_conj(F, x))
         return ts[0] * F.sign(x)
 
-    sample = _unary_sample(away=(0.0, 0.1))
+    sample = S.unary(away=(0.0, 0.1))
 
 
 def _unit_conj(F, z):
@@ -447,7 +430,7 @@ class Sin:
     def jvp(F, ts, saved):
         return ts[0] * F.cos(saved[0])
 
-    sample = _unary_sample(-3.0, 3.0)
+    sample = S.unary(-3.0, 3.0)
 
 
 @defop("cos", cost=elementwise(4), saves=("x",), complex_ok=True, batch="elementwise")
@@ -463,7 +446,7 @@ class Cos:
     def jvp(F, ts, saved):
         return -ts[0] * F.sin(saved[0])
 
-    sample = _unary_sample(-3.0, 3.0)
+    sample = S.unary(-3.0, 3.0)
 
 
 @defop("tan", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
@@ -482,7 +465,7 @@ class Tan:
         y = saved[0]
         return ts[0] * (1 + y * y)
 
-    sample = _unary_sample(-1.2, 1.2)
+    sample = S.unary(-1.2, 1.2)
 
 
 @defop("tanh", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
@@ -499,7 +482,7 @@ class Tanh:
     def jvp(F, ts, saved):
         return F.tanh_grad(ts[0], saved[0])
 
-    sample = _unary_sample(-3.0, 3.0)
+    sample = S.unary(-3.0, 3.0)
 
 
 @defop("sigmoid", cost=elementwise(4), saves=("out",), complex_ok=True, batch="elementwise")
@@ -527,7 +510,7 @@ class Sigmoid:
     def jvp(F, ts, saved):
         return F.sigmoid_grad(ts[0], saved[0])
 
-    sample = _unary_sample(-4.0, 4.0)
+    sample = S.unary(-4.0, 4.0)
 
 
 def _erf(bk, x):
@@ -550,7 +533,7 @@ class Erf:
         x = saved[0]
         return ts[0] * (_TWO_OVER_SQRT_PI * F.exp(-(x * x)))
 
-    sample = _unary_sample()
+    sample = S.unary()
 
 
 # ---- activations ----------------------------------------------------------------------------
@@ -571,7 +554,7 @@ class Relu:
     def jvp(F, ts, saved):
         return F.relu_grad(ts[0], saved[0])
 
-    sample = _unary_sample(away=(0.0, 0.1))
+    sample = S.unary(away=(0.0, 0.1))
 
 
 @defop("relu_grad", broadcasting=True, saves=("x", None), batch="elementwise")
@@ -856,7 +839,7 @@ class Softplus:
     def jvp(F, ts, saved):
         return ts[0] * F.sigmoid(saved[0])
 
-    sample = _unary_sample(-4.0, 4.0)
+    sample = S.unary(-4.0, 4.0)
 
 
 # ---- selection ------------------------------------------------------------------------------

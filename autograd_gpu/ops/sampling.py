@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["shapes", "broadcast_shapes", "arrays", "distinct_arrays", "ints", "axis_for"]
+__all__ = ["shapes", "broadcast_shapes", "arrays", "distinct_arrays", "ints", "axis_for", "unary",
+           "binary"]
 
 
 def _st():
@@ -94,3 +95,25 @@ def axis_for(ndim, allow_none=True, allow_tuple=True):
                 )
             )
     return st.one_of(*options) if options else st.none()
+
+
+def unary(lo=-2.0, hi=2.0, away=None):
+    """A sampler of one array argument, uniform in [lo, hi] (kept ``away`` from points)."""
+
+    def sample(draw):
+        return (draw(arrays(draw(shapes()), lo, hi, away=away)),), {}
+
+    return sample
+
+
+def binary(lo=-2.0, hi=2.0, lo_b=None, hi_b=None, away_b=None):
+    """A sampler of two broadcasting array arguments; the second in [lo_b, hi_b] when given."""
+
+    def sample(draw):
+        sa, sb = draw(broadcast_shapes(2))
+        a = draw(arrays(sa, lo, hi))
+        b = draw(arrays(sb, lo if lo_b is None else lo_b, hi if hi_b is None else hi_b,
+                        away=away_b))
+        return (a, b), {}
+
+    return sample

@@ -74,21 +74,6 @@ def _undefined(t):
     return None if t is None else t * _NAN
 
 
-def _unary_sample(lo, hi, away=None):
-    def sample(draw):
-        return (draw(S.arrays(draw(S.shapes()), lo, hi, away=away)),), {}
-
-    return sample
-
-
-def _binary_sample(lo, hi, lo_b=None, hi_b=None):
-    def sample(draw):
-        sa, sb = draw(S.broadcast_shapes(2))
-        lb = lo if lo_b is None else lo_b
-        hb = hi if hi_b is None else hi_b
-        return (draw(S.arrays(sa, lo, hi)), draw(S.arrays(sb, lb, hb))), {}
-
-    return sample
 
 
 def _param_sample(lo_int, hi_int, floats, lo, hi, n_params=1):
@@ -112,6 +97,19 @@ def _param_sample(lo_int, hi_int, floats, lo, hi, n_params=1):
     return sample
 
 
+def _chain_rule(dx):
+    """The vjp and jvp of an elementwise y = f(x) from its derivative ``dx(F, *saved)``:
+    g * dy/dx and t * dy/dx (the same expression for both; second order follows from F)."""
+
+    def vjp(F, g, saved, needs):
+        return (g * dx(F, *saved),)
+
+    def jvp(F, ts, saved):
+        return ts[0] * dx(F, *saved)
+
+    return vjp, jvp
+
+
 def _unary(name, cost=_COST, saves=("x",)):
     """defop for a one-input special function (elementwise, batched elementwise)."""
     return defop(name, cost=cost, saves=saves, batch="elementwise")
@@ -132,13 +130,9 @@ class GammaLn:
     def forward(bk, x):
         return _call(bk, "gammaln", x), (x,)
 
-    def vjp(F, g, saved, needs):
-        return (g * F.digamma(saved[0]),)
+    vjp, jvp = _chain_rule(lambda F, x: F.digamma(x))
 
-    def jvp(F, ts, saved):
-        return ts[0] * F.digamma(saved[0])
-
-    sample = _unary_sample(0.2, 5.0)
+    sample = S.unary(0.2, 5.0)
 
 
 @_unary("digamma")
@@ -148,13 +142,9 @@ class Digamma:
     def forward(bk, x):
         return _call(bk, "digamma", x), (x,)
 
-    def vjp(F, g, saved, needs):
-        return (g * F.polygamma(1, saved[0]),)
+    vjp, jvp = _chain_rule(lambda F, x: F.polygamma(1, x))
 
-    def jvp(F, ts, saved):
-        return ts[0] * F.polygamma(1, saved[0])
-
-    sample = _unary_sample(0.2, 5.0)
+    sample = S.unary(0.2, 5.0)
 
 
 @_nary("polygamma", saves=("n", "x"))
@@ -198,13 +188,7 @@ class Gamma:
         y = _call(bk, "gamma", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * (y * F.digamma(x)),)
-
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * (y * F.digamma(x))
+    vjp, jvp = _chain_rule(lambda F, x, y: y * F.digamma(x))
 
     sample = _rgamma_sample
 
@@ -218,13 +202,7 @@ class RGamma:
         y = _call(bk, "rgamma", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * -(y * F.digamma(x)),)
-
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * -(y * F.digamma(x))
+    vjp, jvp = _chain_rule(lambda F, x, y: -(y * F.digamma(x)))
 
     sample = _rgamma_sample
 
@@ -294,7 +272,7 @@ class Beta:
         return y * tsum(None if ts[0] is None else ts[0] * (F.digamma(a) - dab),
                         None if ts[1] is None else ts[1] * (F.digamma(b) - dab))
 
-    sample = _binary_sample(0.3, 4.0)
+    sample = S.binary(0.3, 4.0)
 
 
 @_nary("betaln", saves=("a", "b"))
@@ -316,7 +294,7 @@ class BetaLn:
         return tsum(None if ts[0] is None else ts[0] * (F.digamma(a) - dab),
                     None if ts[1] is None else ts[1] * (F.digamma(b) - dab))
 
-    sample = _binary_sample(0.3, 4.0)
+    sample = S.binary(0.3, 4.0)
 
 
 def _betainc_dx(F, a, b, x):
@@ -363,7 +341,7 @@ class Erfc:
         x = saved[0]
         return ts[0] * (-_TWO_OVER_SQRT_PI * F.exp(-(x * x)))
 
-    sample = _unary_sample(-3.0, 3.0)
+    sample = S.unary(-3.0, 3.0)
 
 
 @_unary("erfinv", saves=("out",))
@@ -382,7 +360,7 @@ class Erfinv:
         y = saved[0]
         return ts[0] * (_SQRT_PI_2 * F.exp(y * y))
 
-    sample = _unary_sample(-0.95, 0.95)
+    sample = S.unary(-0.95, 0.95)
 
 
 @_unary("erfcinv", saves=("out",))
@@ -401,7 +379,7 @@ class Erfcinv:
         y = saved[0]
         return ts[0] * (-_SQRT_PI_2 * F.exp(y * y))
 
-    sample = _unary_sample(0.05, 1.95)
+    sample = S.unary(0.05, 1.95)
 
 
 @_unary("ndtr")
@@ -419,7 +397,7 @@ class Ndtr:
         x = saved[0]
         return ts[0] * (_INV_SQRT_2PI * F.exp(x * x * -0.5))
 
-    sample = _unary_sample(-4.0, 4.0)
+    sample = S.unary(-4.0, 4.0)
 
 
 @_unary("log_ndtr", saves=("x", "out"))
@@ -430,15 +408,9 @@ class LogNdtr:
         y = _call(bk, "log_ndtr", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * (_INV_SQRT_2PI * F.exp(x * x * -0.5 - y)),)
+    vjp, jvp = _chain_rule(lambda F, x, y: _INV_SQRT_2PI * F.exp(x * x * -0.5 - y))
 
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * (_INV_SQRT_2PI * F.exp(x * x * -0.5 - y))
-
-    sample = _unary_sample(-20.0, 5.0)
+    sample = S.unary(-20.0, 5.0)
 
 
 @_unary("ndtri", saves=("out",))
@@ -457,7 +429,7 @@ class Ndtri:
         y = saved[0]
         return ts[0] * (_SQRT_2PI * F.exp(y * y * 0.5))
 
-    sample = _unary_sample(0.02, 0.98)
+    sample = S.unary(0.02, 0.98)
 
 
 # ---- logit, xlogy, entr ---------------------------------------------------------------------
@@ -479,7 +451,7 @@ class Logit:
         x = saved[0]
         return ts[0] / (x * (1.0 - x))
 
-    sample = _unary_sample(0.03, 0.97)
+    sample = S.unary(0.03, 0.97)
 
 
 def _xlogy_sample(draw):
@@ -532,13 +504,9 @@ class Entr:
     def forward(bk, x):
         return _call(bk, "entr", x), (x,)
 
-    def vjp(F, g, saved, needs):
-        return (g * _entr_dx(F, saved[0]),)
+    vjp, jvp = _chain_rule(lambda F, x: _entr_dx(F, x))
 
-    def jvp(F, ts, saved):
-        return ts[0] * _entr_dx(F, saved[0])
-
-    sample = _unary_sample(0.05, 3.0)
+    sample = S.unary(0.05, 3.0)
 
 
 def _entr_dx(F, x):
@@ -569,13 +537,9 @@ class I0:
     def forward(bk, x):
         return _call(bk, "i0", x), (x,)
 
-    def vjp(F, g, saved, needs):
-        return (g * F.i1(saved[0]),)
+    vjp, jvp = _chain_rule(lambda F, x: F.i1(x))
 
-    def jvp(F, ts, saved):
-        return ts[0] * F.i1(saved[0])
-
-    sample = _unary_sample(-3.0, 3.0)
+    sample = S.unary(-3.0, 3.0)
 
 
 @_unary("i0e", saves=("x", "out"))
@@ -586,15 +550,9 @@ class I0e:
         y = _call(bk, "i0e", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * (F.i1e(x) - F.sign(x) * y),)
+    vjp, jvp = _chain_rule(lambda F, x, y: F.i1e(x) - F.sign(x) * y)
 
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * (F.i1e(x) - F.sign(x) * y)
-
-    sample = _unary_sample(-3.0, 3.0, away=(0.0, 0.1))
+    sample = S.unary(-3.0, 3.0, away=(0.0, 0.1))
 
 
 @_unary("i1", saves=("x", "out"))
@@ -605,15 +563,9 @@ class I1:
         y = _call(bk, "i1", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * (F.i0(x) - _masked_over_x(F, y, x, 0.5)),)
+    vjp, jvp = _chain_rule(lambda F, x, y: F.i0(x) - _masked_over_x(F, y, x, 0.5))
 
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * (F.i0(x) - _masked_over_x(F, y, x, 0.5))
-
-    sample = _unary_sample(-3.0, 3.0)
+    sample = S.unary(-3.0, 3.0)
 
 
 @_unary("i1e", saves=("x", "out"))
@@ -624,15 +576,9 @@ class I1e:
         y = _call(bk, "i1e", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * _i1e_dx(F, x, y),)
+    vjp, jvp = _chain_rule(lambda F, x, y: _i1e_dx(F, x, y))
 
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * _i1e_dx(F, x, y)
-
-    sample = _unary_sample(-3.0, 3.0, away=(0.0, 0.1))
+    sample = S.unary(-3.0, 3.0, away=(0.0, 0.1))
 
 
 def _i1e_dx(F, x, y):
@@ -698,7 +644,7 @@ class J0:
     def jvp(F, ts, saved):
         return -(ts[0] * F.j1(saved[0]))
 
-    sample = _unary_sample(-6.0, 6.0)
+    sample = S.unary(-6.0, 6.0)
 
 
 @_unary("j1", saves=("x", "out"))
@@ -709,15 +655,9 @@ class J1:
         y = _call(bk, "j1", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * (F.j0(x) - _masked_over_x(F, y, x, 0.5)),)
+    vjp, jvp = _chain_rule(lambda F, x, y: F.j0(x) - _masked_over_x(F, y, x, 0.5))
 
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * (F.j0(x) - _masked_over_x(F, y, x, 0.5))
-
-    sample = _unary_sample(-6.0, 6.0)
+    sample = S.unary(-6.0, 6.0)
 
 
 @_nary("jn", saves=("n", "x"))
@@ -752,7 +692,7 @@ class Y0:
     def jvp(F, ts, saved):
         return -(ts[0] * F.y1(saved[0]))
 
-    sample = _unary_sample(0.2, 6.0)
+    sample = S.unary(0.2, 6.0)
 
 
 @_unary("y1", saves=("x", "out"))
@@ -763,15 +703,9 @@ class Y1:
         y = _call(bk, "y1", x)
         return y, (x, y)
 
-    def vjp(F, g, saved, needs):
-        x, y = saved
-        return (g * (F.y0(x) - y / x),)
+    vjp, jvp = _chain_rule(lambda F, x, y: F.y0(x) - y / x)
 
-    def jvp(F, ts, saved):
-        x, y = saved
-        return ts[0] * (F.y0(x) - y / x)
-
-    sample = _unary_sample(0.2, 6.0)
+    sample = S.unary(0.2, 6.0)
 
 
 @_nary("yn", saves=("n", "x"))
