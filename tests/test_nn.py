@@ -15,8 +15,8 @@ F64 = "float64"
 
 
 def needs(*names):
-    """Marks what a test uses; a name missing from ag fails at collection (it skipped once,
-    while the ops were being written, which would now hide a removed name)."""
+    """Marks what a test uses; a name missing from ag fails at collection (a skip would hide a
+    removed public name)."""
     missing = [n for n in names if not hasattr(ag, n)]
     assert not missing, f"ag lacks {missing}"
     return lambda test: test
