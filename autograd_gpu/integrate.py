@@ -557,7 +557,10 @@ def _transitions(dyn, ys, ts, args, bk, p):
 # used only where every shape, dtype, structure and non-tensor argument match and func's
 # recording at this call (dyn.signature: its ops, parameters and constants, at two points) is
 # the one the program was built from: the program is vmap and vjp of those primitives, and
-# the interval times and arguments are its inputs.
+# the interval times and arguments are its inputs. What the key cannot see: a func that records
+# the same primitives as before but would record others under vmap or vjp (branching on the
+# transform it runs under) gets the program built for the first; none is known, and
+# trace=False bypasses the cache.
 _RHS_CACHE = weakref.WeakKeyDictionary()
 _RHS_PER_FUNC = 4
 
