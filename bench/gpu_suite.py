@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -714,7 +715,11 @@ def part_distributed(res, quick, precision):
             res["torch_ddp_error"] = f"{type(exc).__name__}: {exc}"[:500]
     _write_partial(res)
     # two ranks sharing the GPU: MPI staged through the host
+    # next to this Python (pip install mpich), else on PATH (tools/gpu_check.sh unpacks a
+    # carried MPICH wheel there)
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.path.exists(mpiexec):
+        mpiexec = shutil.which("mpiexec") or mpiexec
     if not os.path.exists(mpiexec):
         res["mpi_staged"] = "skipped: mpiexec not installed (pip install autograd_gpu[distributed])"
         return
