@@ -26,7 +26,7 @@ from . import dtypes as _dt
 from .errors import ArgumentError, DTypeError, ShapeError, describe
 from .ops import api as _api
 from .ops import fft as _ops
-from .ops._util import as_tensor
+from .ops._util import as_tensor, positions
 from .ops.registry import apply
 from .tensor import Tensor
 
@@ -65,24 +65,6 @@ def _norm(norm, op):
     return norm
 
 
-def _axes(axes, ndim, op, name="axes"):
-    """A tuple of non-negative axes in the given order (unique, in range)."""
-    seq = (axes,) if isinstance(axes, numbers.Integral) else axes
-    if not isinstance(seq, (tuple, list)) or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in seq):
-        raise ShapeError(f"{op}: argument '{name}' expected an int or a sequence of ints, got "
-                         f"{axes!r}")
-    out = []
-    for v in seq:
-        if not -ndim <= v < ndim:
-            raise ShapeError(f"{op}: argument '{name}' expected axes in [{-ndim}, {ndim}) for "
-                             f"an input of {ndim} dimensions, got {axes!r}")
-        out.append(int(v) % ndim)
-    if len(set(out)) != len(out):
-        raise ShapeError(f"{op}: argument '{name}' has repeated axes: {axes!r}")
-    return tuple(out)
-
-
 def _lengths(s, count, op, name="s"):
     seq = (s,) if isinstance(s, numbers.Integral) else s
     if not isinstance(seq, (tuple, list)) or not all(
@@ -106,7 +88,7 @@ def _plan(t, s, axes, op, inverse_real=False, lname="s"):
     if axes is None:
         axes = tuple(range(t.ndim)) if s is None else \
             tuple(range(t.ndim - len(_lengths(s, None, op)), t.ndim))
-    axes = _axes(axes, t.ndim, op)
+    axes = positions(axes, t.ndim, op, "axes")
     if not axes:
         raise ShapeError(f"{op}: argument 'axes' expected at least one axis, got {axes!r}")
     if s is None:
@@ -245,7 +227,7 @@ def _shift(x, axes, op, half):
     t = as_tensor(x, None, "x", op)
     if not isinstance(t, Tensor):
         t = Tensor.from_array(t)
-    axes = tuple(range(t.ndim)) if axes is None else _axes(axes, t.ndim, op)
+    axes = tuple(range(t.ndim)) if axes is None else positions(axes, t.ndim, op, "axes")
     for a in axes:
         n = t.shape[a]
         k = half(n) % n if n else 0

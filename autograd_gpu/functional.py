@@ -16,6 +16,7 @@ from . import dtypes as _dt
 from .errors import ArgumentError, DTypeError, ShapeError, describe
 from .forward import ForwardAccumulator, coerce_tangent
 from .ops import api as A
+from .ops._util import positions
 from .ops.context import STATE, Suspend
 from .ops.registry import Op, apply, sum_to, tensors
 from .ops.shape import Identity
@@ -51,20 +52,12 @@ def _flatten(x, where, what):
 
 
 def _argnums(argnums, nargs, where):
-    single = isinstance(argnums, numbers.Integral)
-    nums = (argnums,) if single else tuple(argnums) if isinstance(argnums, (list, tuple)) else None
-    if nums is None or not nums or not all(isinstance(a, numbers.Integral) for a in nums):
-        raise ArgumentError(f"{where}: argument 'argnums' expected an int or a tuple of ints, "
-                            f"got {argnums!r}")
-    out = []
-    for a in nums:
-        if not -nargs <= a < nargs:
-            raise ArgumentError(f"{where}: argument 'argnums' expected positions in "
-                                f"[{-nargs}, {nargs}) for {nargs} positional arguments, got {a}")
-        out.append(int(a) % nargs)
-    if len(set(out)) != len(out):
-        raise ArgumentError(f"{where}: argument 'argnums' has repeated positions: {argnums!r}")
-    return tuple(out), single
+    single = isinstance(argnums, numbers.Integral) and not isinstance(argnums, bool)
+    if isinstance(argnums, (tuple, list)) and not argnums:
+        raise ArgumentError(f"{where}: argument 'argnums' expected an int or a non-empty "
+                            f"tuple of ints, got {argnums!r}")
+    return positions(argnums, nargs, where, "argnums", noun="positions",
+                     of=f"{nargs} positional arguments", error=ArgumentError), single
 
 
 def _prepare(args, nums, where):

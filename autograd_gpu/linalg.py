@@ -30,7 +30,7 @@ from .ops import matfuncs as _mf
 from .ops import solves as _sol
 from .ops._linalg_util import herm_from_triangle
 from .ops._linalg_util import unpack as _unpack
-from .ops._util import as_tensor
+from .ops._util import as_tensor, positions
 from .ops.registry import apply, tensors
 from .tensor import Tensor
 
@@ -594,22 +594,6 @@ def _sq(x):
     return _real(x * _conj(x)) if _is_complex(x) else x * x
 
 
-def _norm_axes(axis, nd):
-    if axis is None:
-        return tuple(range(nd))
-    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
-        axis = (axis,)
-    if not isinstance(axis, tuple) or not all(isinstance(a, numbers.Integral) for a in axis):
-        raise ArgumentError(f"norm: argument 'axis' expected None, an int or a tuple of ints, "
-                            f"got {axis!r}")
-    out = tuple(int(a) % nd if -nd <= a < nd else None for a in axis)
-    if None in out:
-        raise ShapeError(f"norm: argument 'axis' {axis!r} is out of range for {nd} dimensions")
-    if len(set(out)) != len(out):
-        raise ShapeError(f"norm: argument 'axis' repeats an axis: {axis!r}")
-    return out
-
-
 def _vector_norm(x, ord, axes, keepdims):  # noqa: A002
     ag = _api()
     inf = float("inf")
@@ -675,7 +659,7 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
         if x.ndim not in (1, 2):
             raise ShapeError(f"norm: ord={ord!r} with axis=None needs a 1-d or 2-d x, got "
                              f"shape {x.shape}")
-    axes = _norm_axes(axis, x.ndim)
+    axes = tuple(range(x.ndim)) if axis is None else positions(axis, x.ndim, "norm", "axis")
     if len(axes) == 1:
         return _vector_norm(x, ord, axes, keepdims)
     if len(axes) == 2:

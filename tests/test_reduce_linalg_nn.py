@@ -189,6 +189,18 @@ def test_reduction_errors():
         ag.prod("not a tensor")
 
 
+@pytest.mark.parametrize("call", [
+    lambda t: ag.sum(t, axis=True), lambda t: ag.mean(t, axis=(0, False)),
+    lambda t: ag.fft.fftn(t, axes=(True,)), lambda t: ag.linalg.norm(t, axis=True),
+    lambda t: ag.grad(lambda a: (a * a).sum(), argnums=True)(t)], ids=[
+    "sum", "mean", "fftn", "norm", "grad"])
+def test_a_bool_is_not_an_axis(call):
+    """NumPy raises for axis=True; read as 1 it would reduce over an axis nobody named. One
+    reader of axis-like arguments (ops._util.positions) refuses it everywhere."""
+    with pytest.raises(ag.AutogradError, match="expected an int or a sequence of ints, got"):
+        call(T(X))
+
+
 # ---- einsum, outer, tensordot, dot ----------------------------------------------------------
 
 EINSUM_CASES = [

@@ -11,7 +11,8 @@ from ..errors import ArgumentError, DeviceError, ShapeError, describe
 from ..tensor import Tensor, TrackedTensor, Variable
 
 __all__ = [
-    "FAST_ARGS", "weak_scalars", "scale", "tsum", "as_tensor", "norm_axis", "real_only",
+    "FAST_ARGS", "weak_scalars", "scale", "tsum", "as_tensor", "norm_axis", "positions",
+    "real_only",
     "check_values",
 ]
 
@@ -78,27 +79,36 @@ def as_tensor(x, like: Tensor | None = None, name: str = "x", op: str = "op"):
     raise ArgumentError(f"{op}: argument '{name}' expected a Tensor, got {describe(x)}")
 
 
+def positions(value, n, op, name, *, noun="axes", of=None, error=ShapeError):
+    """An axis-like argument (an int, or a tuple or list of ints) as a tuple of positions in
+    [0, n), in the order given: the one reading of ``axis``, ``axes`` and ``argnums`` arguments.
+    Bools are refused (NumPy raises for ``axis=True``; read as 1 it would pick an axis
+    silently), as are positions out of [-n, n) and repeats. ``of`` names what n counts, for the
+    message (default: an input of n dimensions)."""
+    seq = (value,) if isinstance(value, numbers.Integral) else value
+    if not isinstance(seq, (tuple, list)) or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in seq):
+        raise error(f"{op}: argument '{name}' expected an int or a sequence of ints, got "
+                    f"{value!r}")
+    out = []
+    for v in seq:
+        if not -n <= v < n:
+            raise error(f"{op}: argument '{name}' expected {noun} in [{-n}, {n}) for "
+                        f"{of or f'an input of {n} dimensions'}, got {value!r}")
+        out.append(int(v) % n)
+    if len(set(out)) != len(out):
+        raise error(f"{op}: argument '{name}' has repeated {noun}: {value!r}")
+    return tuple(out)
+
+
 def norm_axis(axis, ndim, op="op"):
-    """A tuple of non-negative axes (None -> all axes)."""
+    """A reduction's axes, sorted (None -> all axes). A 0-d input takes axis 0 or -1 as its one
+    (empty) axis, as its reductions' batching rules ask."""
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, numbers.Integral):
-        axes = (axis,)
-    elif isinstance(axis, (tuple, list)):
-        axes = tuple(axis)
-    else:
-        raise ShapeError(f"{op}: argument 'axis' expected None, an int or a tuple of ints, "
-                         f"got {axis!r}")
-    out = []
-    for a in axes:
-        if not isinstance(a, numbers.Integral) or not -ndim <= a < max(ndim, 1):
-            raise ShapeError(
-                f"{op}: argument 'axis' expected values in [{-ndim}, {ndim}), got {axis!r}"
-            )
-        out.append(int(a) % ndim if ndim else 0)
-    if len(set(out)) != len(out):
-        raise ShapeError(f"{op}: argument 'axis' has repeated axes: {axis!r}")
-    return tuple(sorted(out))
+    if ndim == 0:
+        return positions(axis, 1, op, "axis", of="an input of 0 dimensions")
+    return tuple(sorted(positions(axis, ndim, op, "axis")))
 
 
 def real_only(x, name):
