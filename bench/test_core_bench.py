@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import autograd_gpu as ag
+from autograd_gpu.bench import make_ag_mlp_step, mlp_data, mlp_sizes, mlp_step_by_hand
 
 N_OPS = 1000
 REPS = N_OPS // 4
@@ -114,80 +115,29 @@ def test_chain_torch(benchmark):
 
 # ---- MLP training step --------------------------------------------------------------------
 
-B, W, L, LR = 256, 1024, 4, 1e-3
-
-
-def _mlp_data():
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((B, W)).astype(np.float32)
-    y = rng.standard_normal((B, W)).astype(np.float32)
-    ws = [(rng.standard_normal((W, W)) / np.sqrt(W)).astype(np.float32) for _ in range(L)]
-    bs = [np.zeros(W, np.float32) for _ in range(L)]
-    return x, y, ws, bs
-
-
-def _make_ag_step():
-    """One MLP training step with autograd_gpu, from the shared start, as a closure."""
-    x0, y0, ws0, bs0 = _mlp_data()
-    x, y = ag.Tensor.from_array(x0), ag.Tensor.from_array(y0)
-    params = [ag.Variable(a) for pair in zip(ws0, bs0) for a in pair]
-    opt = ag.optim.SGD(params, lr=LR)
-
-    def step():
-        with ag.GradientTape() as tape:
-            h = x
-            for i in range(L):
-                h = h @ params[2 * i] + params[2 * i + 1]
-                if i < L - 1:
-                    h = ag.relu(h)
-            d = h - y
-            loss = (d * d).mean()
-        opt.step(tape.gradient(loss, params))
-        return loss
-
-    return step, params
+# the model, its data and both sides are autograd_gpu.bench's (the `python -m autograd_gpu.bench`
+# case), so this benchmark and the CLI time the same step
+B, W, L = mlp_sizes(gpu=False)
 
 
 def test_mlp_step_autograd_gpu(benchmark):
-    step, _ = _make_ag_step()
+    step, _ = make_ag_mlp_step(B, W, L)
     benchmark(step)
     _report("mlp_ag", benchmark)
 
 
-def _numpy_step(x, y, ws, bs):
-    hs = [x]
-    h = x
-    for i in range(L):
-        h = h @ ws[i] + bs[i]
-        if i < L - 1:
-            np.maximum(h, 0, out=h)
-        hs.append(h)
-    d = h - y
-    loss = float(np.mean(d * d))
-    g = d * (2.0 / d.size)
-    for i in reversed(range(L)):
-        gw = hs[i].T @ g
-        gb = g.sum(axis=0)
-        if i > 0:
-            g = g @ ws[i].T
-            g *= hs[i] > 0
-        ws[i] -= LR * gw
-        bs[i] -= LR * gb
-    return loss
-
-
 def test_mlp_step_numpy(benchmark):
-    x0, y0, ws, bs = _mlp_data()
-    benchmark(_numpy_step, x0, y0, ws, bs)
+    x0, y0, ws, bs = mlp_data(B, W, L)
+    benchmark(mlp_step_by_hand, np, x0, y0, ws, bs)
     _report("mlp_numpy", benchmark)
 
 
 def test_mlp_step_matches_numpy():
     """Same numbers: one step of each from the same start."""
-    step, params = _make_ag_step()
+    step, params = make_ag_mlp_step(B, W, L)
     loss = step()
-    x0, y0, ws0, bs0 = _mlp_data()
-    ref_loss = _numpy_step(x0, y0, ws0, bs0)
+    x0, y0, ws0, bs0 = mlp_data(B, W, L)
+    ref_loss = float(mlp_step_by_hand(np, x0, y0, ws0, bs0))
     assert loss.to_scalar() == pytest.approx(ref_loss, rel=1e-5)
     np.testing.assert_allclose(params[0].numpy(), ws0[0], rtol=1e-4, atol=1e-6)
 
@@ -196,8 +146,6 @@ def test_mlp_step_interleaved(benchmark, interleaved):
     """autograd_gpu's MLP step against the same step written by hand in NumPy (and PyTorch when
     installed), one BLAS / PyTorch thread, 30 interleaved rounds (three warm-up steps first: the
     first steps fault in every array). Prints the ratios (-s)."""
-    from autograd_gpu.bench import make_ag_mlp_step, mlp_data, mlp_step_by_hand
-
     step, _ = make_ag_mlp_step(B, W, L)
     x0, y0, ws, bs = mlp_data(B, W, L)
     sides = {"autograd_gpu": step, "numpy": lambda: mlp_step_by_hand(np, x0, y0, ws, bs)}
