@@ -39,14 +39,25 @@ def nccl_status() -> tuple[bool, str]:
     except Exception as exc:  # ImportError, or CuPy's own errors without a driver
         return False, f"cupy.cuda.nccl does not import ({type(exc).__name__}: {exc})"
     if not getattr(nccl, "available", False):
-        return False, ("CuPy has no NCCL (install the NCCL library: pip install "
-                       "nvidia-nccl-cu12)")
+        return False, ("CuPy has no NCCL (install the NCCL library that matches CuPy's CUDA: "
+                       "pip install nvidia-nccl-cu13 for cupy-cuda13x, nvidia-nccl-cu12 for "
+                       "cupy-cuda12x)")
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return False, "no CUDA device"
     except Exception as exc:
         return False, f"no usable CUDA device ({exc})"
     return True, "ok"
+
+
+def _comm_id(unique_id):
+    """The unique id in the type NcclCommunicator takes: CuPy 14's get_unique_id returns the 128
+    bytes of ncclUniqueId and its NcclCommunicator accepts only bytes (a tuple raises TypeError);
+    CuPy 13 and older returned and took a tuple of ints. The id travels pickled from rank 0, so
+    it arrives as the type this CuPy made; a bytearray or memoryview is taken as bytes."""
+    if isinstance(unique_id, (bytes, bytearray, memoryview)):
+        return bytes(unique_id)
+    return tuple(unique_id)
 
 
 class _NcclWork(Work):
@@ -78,7 +89,7 @@ class NCCLCommunicator(Communicator):
 
     name = "nccl"
 
-    def __init__(self, unique_id: tuple, rank: int, size: int, device: int, cupy=None,
+    def __init__(self, unique_id: bytes | tuple, rank: int, size: int, device: int, cupy=None,
                  nccl=None):
         if cupy is None:
             import cupy  # optional dependency (cupy)
@@ -90,7 +101,7 @@ class NCCLCommunicator(Communicator):
         self.device = device
         with cupy.cuda.Device(device):
             try:
-                self._comm = nccl.NcclCommunicator(size, tuple(unique_id), rank)
+                self._comm = nccl.NcclCommunicator(size, _comm_id(unique_id), rank)
             except Exception as exc:
                 raise DistributedError(
                     f"NCCL: creating the communicator for rank {rank} of {size} on cuda:{device} "
