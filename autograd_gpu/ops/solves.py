@@ -77,6 +77,20 @@ def spd(rng, shape):
 # ---- solve ----------------------------------------------------------------------------------
 
 
+def _same_lead(xp, a, b):
+    """a (..., n, n) and b (..., n, k) broadcast to the same leading axes: NumPy's solve
+    broadcasts them itself, but cupy.linalg.solve (CuPy 14.2) requires a.shape[:-1] ==
+    b.shape[:-1] and raises ValueError otherwise (inv of a batch solves against one eye). The
+    broadcast operand is copied out: CuPy's per-matrix path builds its result with empty_like
+    of b, which should not see zero strides."""
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if a.shape[:-2] != lead:
+        a = xp.ascontiguousarray(xp.broadcast_to(a, lead + a.shape[-2:]))
+    if b.shape[:-2] != lead:
+        b = xp.ascontiguousarray(xp.broadcast_to(b, lead + b.shape[-2:]))
+    return a, b
+
+
 @defop("solve", cost=_n3, saves=("a", "out", None), complex_ok=True,
        batch=batch_matrices("solve"))
 class Solve:
@@ -84,7 +98,7 @@ class Solve:
     jvp: dx = solve(a, db - da x); vjp: b_bar = solve(a^T, x_bar), a_bar = -b_bar x^T."""
 
     def forward(bk, a, b):
-        x = lapack("solve", bk.xp.linalg.solve, a, b)
+        x = lapack("solve", bk.xp.linalg.solve, *_same_lead(bk.xp, a, b))
         return x, (a, x, b.shape)
 
     def vjp(F, g, saved, needs):
@@ -119,6 +133,11 @@ def _trsm(bk, a, b, trans, lower, unit):
     fn = bk.scipy.linalg.solve_triangular
     if trans == 2 and a.dtype.kind != "c":  # the same system; SciPy copies a C-ordered a for 2
         trans = 1
+    # both operands in their result dtype: SciPy computes in it, but cupyx.scipy's (CuPy 14.2)
+    # casts b to a's dtype, so a float32 a would round a float64 b to float32 and drop the
+    # imaginary part of a complex b
+    dt = bk.xp.result_type(a.dtype, b.dtype)
+    a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
 
     def one(a2, b2):
         return lapack("solve_triangular", fn, a2, b2, trans=trans, lower=lower,
