@@ -458,6 +458,53 @@ def test_transport_error_becomes_distributed_error(one):
         dist.barrier()
 
 
+class _DoneAfter(Work):
+    """Completes on its ``n``-th test; ``early``: its poller answers True ``early`` tests before
+    test() does (a transport's poller that is only a hint)."""
+
+    def __init__(self, n, early=0, started=None):
+        super().__init__()
+        if started is not None:
+            self.started = started
+        self.n, self.early = n, early
+        self.tests = self.polls = 0
+
+    def test(self):
+        self.tests += 1
+        self.done = self.done or self.tests + self.polls >= self.n
+        return self.done
+
+    def poller(self):
+        def poll():
+            self.polls += 1
+            return self.tests + self.polls >= self.n - self.early
+        return poll
+
+
+def test_wait_polls_hot_from_the_start_of_the_wait_not_the_launch(one):
+    """A bucket launched long before its wait (early in a long backward) is still in flight
+    when the wait begins: the wait polls it without napping. Counting the nap threshold from
+    the launch napped 1 ms per test once the work was 0.25 s old (200 tests: about 0.14 s)."""
+    g = one
+    w = _DoneAfter(200, started=time.monotonic() - 1.0)
+    t0 = time.perf_counter()
+    g.wait([w])
+    assert w.done and time.perf_counter() - t0 < 0.05
+
+
+def test_wait_finishes_through_test_after_an_early_poller(one):
+    """The wait loop polls the work's poller() (MPI's own request test); once the poller says
+    done, test() must agree before the wait returns: a poller that answers early hands the
+    loop back to test()."""
+    g = one
+    w = _DoneAfter(50)
+    g.wait([w])
+    assert w.done and w.polls == 50 and w.tests == 1  # polled by the poller, finished by test
+    w = _DoneAfter(50, early=10)
+    g.wait([w])
+    assert w.done and w.polls == 40  # done is set by test() alone, at the 50th call in all
+
+
 def test_data_parallel_amp_in_a_world_of_one(one):
     scaler = ag.LossScaler.dynamic(init_scale=256.0, growth_interval=100)
     cfg = ag.AmpConfig(precision_mode="float16", loss_scaler=scaler)

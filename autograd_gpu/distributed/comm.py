@@ -45,6 +45,14 @@ class Work:
     def test(self) -> bool:
         raise NotImplementedError
 
+    def poller(self):
+        """A callable without arguments that returns True once ``test()`` will: the wait loop
+        calls it between its own bookkeeping, then ``test()`` once to finish the work. A
+        transport may return its request's own test (MPI's ``Request.Test``), without the
+        Python call around it: MPICH moves data only inside MPI calls, so the cost of each test
+        sets the transfer's pace."""
+        return self.test
+
     def cancel(self) -> None:
         """Give up on the result (the job is about to abort); nothing may be waited for."""
 

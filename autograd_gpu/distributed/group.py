@@ -42,12 +42,30 @@ BACKENDS = ("auto", "mpi", "nccl", "local")
 # seconds an aborting rank waits after writing its traceback, so that the launcher has forwarded
 # it before MPI_Abort ends every process of the job
 _ABORT_GRACE_S = 0.5
-# seconds of polling (with sched_yield) before the wait loop naps: MPICH moves a non-blocking
-# collective's data only inside MPI calls, so napping while it is in flight slows it down (a
-# 20 ms window gave 16-32 MB allreduces 0.64x the bandwidth of a raw Iallreduce + Wait)
+# How Group.wait polls a work, counted from when it starts waiting for that work (not from the
+# launch: a bucket launched early in a long backward must not be napped for at the end).
+# MPICH moves a non-blocking collective's data only inside MPI calls, so the test rate is the
+# transfer's speed (measured on the 2-core VM, 2 ranks, 2026-12-07):
+# - for _HOT_S it yields the core (sched_yield) only every _HOT_POLLS tests: a small bucket
+#   completes within it (a 64 KB allreduce takes 20-60 us), and a yield costs 0.5 us, as much as
+#   a test; a yield per test made 64 KB allreduces 0.65-0.85x a raw MPI_Allreduce, one per 8
+#   tests 0.87-0.98x. Never yielding is worse still when two ranks share a core: each waits out
+#   the spin before the other may run (a 100 us spin: 0.17x at 64 KB with both ranks on one core)
+# - then, until _SPIN_S, it yields between every two tests: with more ranks than free cores the
+#   peer being waited for needs the core (a 4 MB allreduce polled without yielding took 25 ms at
+#   load 15, with yielding 11 ms, level with MPI_Allreduce);
+# - then it naps _MAX_NAP between tests (a peer still computing, or stalled): napping while a
+#   transfer is in flight slows it down (a 20 ms window gave 16-32 MB allreduces 0.64x the
+#   bandwidth of a raw Iallreduce + Wait)
+_HOT_S = 100e-6
+_HOT_POLLS = 8
 _SPIN_S = 0.25
 _MAX_NAP = 1e-3
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
+def _nap() -> None:
+    time.sleep(_MAX_NAP)
 
 
 class Group:
@@ -132,39 +150,49 @@ class Group:
     def wait(self, works) -> None:
         """Wait for every work, each against its own deadline (launch time + timeout_s).
 
-        MPICH moves a non-blocking collective's data only inside MPI calls, so the rate of
-        ``test()`` calls is the transfer's speed: the loop is kept tight, one work at a time
-        (in launch order, so the earliest deadline is watched first). Between tests it gives
-        the core away (``sched_yield``): with as many ranks as cores, or a busy machine, the
-        peer being waited for needs it, and MPI's own blocking wait spins without yielding (on
-        the 2-core VM at load 8, polling with a yield per test matched MPI_Wait within 10% at
-        1-16 MB; polling without yielding took up to 2x as long). After ``_SPIN_S`` the loop
-        naps instead (a peer still computing, or stalled)."""
+        One work at a time, in launch order (the earliest deadline is watched first), in a
+        tight loop over the work's ``poller()``: yielding the core every ``_HOT_POLLS`` tests
+        for ``_HOT_S``, then between every two tests until ``_SPIN_S``, then napping (see the
+        constants for the measurements behind them). The clock is read every 16 tests."""
         for w in works:
             if w.done:
                 continue
             try:
-                test = w.test
-                polls = 0
-                napping = False
-                while not test():
-                    polls += 1
-                    if not polls & 63:  # every 64 tests (or each nap): the clock
-                        waited = time.monotonic() - w.started
-                        if waited > self.timeout_s:
-                            raise DistributedError(self._timed_out(w))
-                        napping = waited > _SPIN_S
-                    if napping:
-                        time.sleep(_MAX_NAP)
-                        polls |= 63
-                    else:
-                        _yield()
+                poll = w.poller()
+                if poll() and w.test():
+                    continue
+                self._poll(w, poll)
             except AutogradError:
                 raise
             except Exception as exc:  # the transport's own error, e.g. buffers of different sizes
                 self.broken = (f"{w.label} (collective #{w.seq}) failed in the transport: "
                                f"{exc}")
                 raise DistributedError(self.broken) from exc
+
+    def _poll(self, w: Work, poll) -> None:
+        deadline = w.started + self.timeout_s
+        now = time.monotonic()
+        hot_until, spin_until = now + _HOT_S, now + _SPIN_S
+        every = _HOT_POLLS - 1  # (a mask: a pause when polls & every == 0)
+        pause = _yield
+        polls = 0
+        while True:
+            while not poll():
+                polls += 1
+                if polls & every:
+                    continue
+                if not polls & 15:
+                    now = time.monotonic()
+                    if now > deadline:
+                        raise DistributedError(self._timed_out(w))
+                    if now > spin_until:
+                        pause = _nap
+                    elif now > hot_until:
+                        every = 0
+                pause()
+            if w.test():
+                return
+            poll = w.test  # (a poller that answered early: the work's own test from here)
 
     def watch(self, work: Work) -> None:
         """A device work the host does not wait for: the watchdog thread enforces its
