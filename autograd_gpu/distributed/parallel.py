@@ -102,9 +102,19 @@ class _Bucket:
         used = self.numel + len(self.members)
         self.total = used + (-used % world_size)
 
+    def describe(self, count: int, param_names: list) -> None:
+        """``what``: the bucket as its collective's label names it (written once per plan, not
+        at each launch)."""
+        names = [param_names[i] for i in self.members]
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+        dtype = self.key[1]
+        self.what = (f"bucket {self.index + 1} of {count} ({shown}; "
+                     f"{_size(self.total * dtype.itemsize)} of {_dt.name(dtype)})")
 
-def _plan(order, params, cap_bytes: float, world_size: int) -> tuple[list, list, list]:
-    """(buckets, bucket index per parameter, position in its bucket per parameter)."""
+
+def _plan(order, params, names, cap_bytes: float, world_size: int) -> tuple[list, list, list]:
+    """(buckets, bucket index per parameter, position in its bucket per parameter); ``names``:
+    the parameters' names, for the buckets' labels."""
     buckets: list[_Bucket] = []
     cur = None
     for i in order:
@@ -120,6 +130,7 @@ def _plan(order, params, cap_bytes: float, world_size: int) -> tuple[list, list,
     slot = [0] * len(params)
     for b in buckets:
         b.close(world_size)
+        b.describe(len(buckets), names)
         for k, i in enumerate(b.members):
             where[i] = b.index
             slot[i] = k
@@ -219,8 +230,9 @@ class DataParallel:
         cap = self.bucket_mb
         if cap is None:
             cap = DEFAULT_BUCKET_MB["cpu" if self.params[0].device.type == "cpu" else "cuda"]
-        self.buckets, self._bucket_of, self._slot_of = _plan(order, self.params, cap * 2**20,
-                                                             self.group.size)
+        names = [n for n, _ in self._named]
+        self.buckets, self._bucket_of, self._slot_of = _plan(order, self.params, names,
+                                                             cap * 2**20, self.group.size)
 
     # ---- the public interface ----------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -431,12 +443,8 @@ class _Step:
         xp = self.dp.params[bucket.members[0]]._bk.xp
         flat[bucket.flag_offset:bucket.flag_offset + len(flags)] = xp.asarray(flags)
         comm = g.comm_for(flat, "DataParallel.gradient")
-        names = [self.dp._named[i][0] for i in bucket.members]
-        shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
         label = (f"DataParallel.gradient step {self.dp.steps}: "
-                 f"{'fixed-order sum' if self.fixed_order else 'allreduce'} of bucket {b + 1} of "
-                 f"{len(self.dp.buckets)} ({shown}; {_size(flat.nbytes)} of "
-                 f"{_dt.name(flat.dtype)})")
+                 f"{'fixed-order sum' if self.fixed_order else 'allreduce'} of {bucket.what}")
         if self.fixed_order and g.size > 1:
             work = g.launch(lambda: comm.fixed_sum(flat), label)
         else:
