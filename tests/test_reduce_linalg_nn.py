@@ -192,12 +192,15 @@ def test_reduction_errors():
 @pytest.mark.parametrize("call", [
     lambda t: ag.sum(t, axis=True), lambda t: ag.mean(t, axis=(0, False)),
     lambda t: ag.fft.fftn(t, axes=(True,)), lambda t: ag.linalg.norm(t, axis=True),
-    lambda t: ag.grad(lambda a: (a * a).sum(), argnums=True)(t)], ids=[
-    "sum", "mean", "fftn", "norm", "grad"])
+    lambda t: ag.grad(lambda a: (a * a).sum(), argnums=True)(t),
+    lambda t: ag.transpose(t, (True, False)), lambda t: ag.softmax(t, axis=True),
+    lambda t: ag.log_softmax(t, axis=True), lambda t: ag.take(t, [0], axis=True)], ids=[
+    "sum", "mean", "fftn", "norm", "grad", "transpose", "softmax", "log_softmax", "take"])
 def test_a_bool_is_not_an_axis(call):
     """NumPy raises for axis=True; read as 1 it would reduce over an axis nobody named. One
     reader of axis-like arguments (ops._util.positions) refuses it everywhere."""
-    with pytest.raises(ag.AutogradError, match="expected an int or a sequence of ints, got"):
+    with pytest.raises(ag.AutogradError, match="expected an int( or a sequence of ints)?,? "
+                                               "(in .*)?got"):
         call(T(X))
 
 

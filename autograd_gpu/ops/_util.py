@@ -12,6 +12,7 @@ from ..tensor import Tensor, TrackedTensor, Variable
 
 __all__ = [
     "FAST_ARGS", "weak_scalars", "scale", "tsum", "as_tensor", "norm_axis", "positions",
+    "axis_index",
     "real_only",
     "check_values",
 ]
@@ -99,6 +100,14 @@ def positions(value, n, op, name, *, noun="axes", of=None, error=ShapeError):
     if len(set(out)) != len(out):
         raise error(f"{op}: argument '{name}' has repeated {noun}: {value!r}")
     return tuple(out)
+
+
+def axis_index(axis, nd, op, name="axis"):
+    """One axis argument as a position in [0, nd) (bools refused, as in positions)."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -nd <= axis < nd:
+        raise ShapeError(f"{op}: argument '{name}' expected an int in [{-nd}, {nd}), got "
+                         f"{axis!r}")
+    return int(axis) % nd
 
 
 def norm_axis(axis, ndim, op="op"):

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ArgumentError, DTypeError, ShapeError, describe
 from ..tensor import Tensor
 from . import sampling as S
-from ._util import as_tensor, norm_axis
+from ._util import as_tensor, axis_index, norm_axis
 from .elementwise import floor, not_equal, where
 from .elementwise_more import conj, logaddexp
 from .indexing import ARR, GetItem, ScatterAdd, getitem, split
@@ -55,13 +55,6 @@ def _t(x, op, name="a", like=None):
             return Tensor(like._bk.xp.asarray(t), like._bk)
         t = Tensor.from_array(np.asarray(t))
     return t
-
-
-def _axis(axis, nd, op, name="axis"):
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -nd <= axis < nd:
-        raise ShapeError(f"{op}: argument '{name}' expected an int in [{-nd}, {nd}), got "
-                         f"{axis!r}")
-    return int(axis) % nd
 
 
 def _int(v, op, name):
@@ -95,7 +88,7 @@ def repeat(a, repeats, axis=None):
     x = _t(a, "repeat")
     if axis is None:
         x, axis = ravel(x), 0
-    ax = _axis(axis, x.ndim, "repeat") if x.ndim else 0
+    ax = axis_index(axis, x.ndim, "repeat") if x.ndim else 0
     n = x.shape[ax] if x.ndim else 1
     reps = _host_ints(repeats, "repeat", "repeats")
     if reps.ndim > 1 or (reps.ndim == 1 and reps.size not in (1, n)):
@@ -153,7 +146,7 @@ def roll(a, shift, axis=None):
                          f"{shift!r} and {axis!r}")
     total = {}
     for s, ax in zip(shifts, axes):
-        k = _axis(ax, x.ndim, "roll")
+        k = axis_index(ax, x.ndim, "roll")
         total[k] = total.get(k, 0) + _int(s, "roll", "shift")
     for k, s in total.items():
         n = x.shape[k]
@@ -172,7 +165,7 @@ def rot90(m, k=1, axes=(0, 1)):
         raise ArgumentError(f"rot90: argument 'axes' expected 2 axes, got {axes!r}")
     if x.ndim < 2:
         raise ShapeError(f"rot90: argument 'm' expected at least 2 dimensions, got {x.shape}")
-    a0, a1 = (_axis(v, x.ndim, "rot90", "axes") for v in axes)
+    a0, a1 = (axis_index(v, x.ndim, "rot90", "axes") for v in axes)
     if a0 == a1:
         raise ShapeError(f"rot90: argument 'axes' expected two different axes, got {axes!r}")
     k = _int(k, "rot90", "k") % 4
@@ -225,8 +218,8 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     x = _t(a, "diagonal")
     if x.ndim < 2:
         raise ShapeError(f"diagonal: argument 'a' expected at least 2 dimensions, got {x.shape}")
-    a1 = _axis(axis1, x.ndim, "diagonal", "axis1")
-    a2 = _axis(axis2, x.ndim, "diagonal", "axis2")
+    a1 = axis_index(axis1, x.ndim, "diagonal", "axis1")
+    a2 = axis_index(axis2, x.ndim, "diagonal", "axis2")
     if a1 == a2:
         raise ShapeError(f"diagonal: arguments 'axis1' and 'axis2' expected different axes, got "
                          f"{axis1} and {axis2}")
@@ -288,8 +281,8 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
         axisa = axisb = axisc = axis
     if x.ndim == 0 or y.ndim == 0:
         raise ShapeError("cross: arguments 'a' and 'b' expected at least 1 dimension")
-    x = moveaxis(x, _axis(axisa, x.ndim, "cross", "axisa"), -1)
-    y = moveaxis(y, _axis(axisb, y.ndim, "cross", "axisb"), -1)
+    x = moveaxis(x, axis_index(axisa, x.ndim, "cross", "axisa"), -1)
+    y = moveaxis(y, axis_index(axisb, y.ndim, "cross", "axisb"), -1)
     na, nb = x.shape[-1], y.shape[-1]
     if na not in (2, 3) or nb not in (2, 3):
         raise ShapeError(f"cross: expected vectors of length 2 or 3 along the axes, got {na} "
@@ -310,7 +303,7 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
         c = [-(a2 * b1), a2 * b0, z]
     c = [broadcast_to(v, z.shape) for v in c]
     out = stack(c, axis=-1)
-    return moveaxis(out, -1, _axis(axisc, out.ndim, "cross", "axisc"))
+    return moveaxis(out, -1, axis_index(axisc, out.ndim, "cross", "axisc"))
 
 
 # ---- differences ----------------------------------------------------------------------------
@@ -338,7 +331,7 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
         return x
     if x.ndim == 0:
         raise ShapeError("diff: argument 'a' expected at least 1 dimension, got a 0-d tensor")
-    ax = _axis(axis, x.ndim, "diff")
+    ax = axis_index(axis, x.ndim, "diff")
     parts = [x]
     if prepend is not None:
         parts.insert(0, _edge(prepend, x, ax, "diff", "prepend"))
@@ -439,7 +432,7 @@ def gradient(f, *varargs, axis=None, edge_order=1):
     if axis is None:
         axes = tuple(range(x.ndim))
     else:
-        axes = tuple(_axis(v, x.ndim, "gradient") for v in (
+        axes = tuple(axis_index(v, x.ndim, "gradient") for v in (
             (axis,) if isinstance(axis, numbers.Integral) else axis))
         if len(set(axes)) != len(axes):
             raise ShapeError(f"gradient: argument 'axis' has repeated axes: {axis!r}")
@@ -590,7 +583,7 @@ def _sortable(a, axis, op):
     if x.ndim == 0:
         raise ShapeError(f"{op}: argument 'axis' {axis!r} is out of range for a 0-d tensor "
                          "(use axis=None)")
-    return x, _axis(axis, x.ndim, op)
+    return x, axis_index(axis, x.ndim, op)
 
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None, descending=False):
@@ -688,7 +681,7 @@ def _scan_input(a, axis, op):
         return ravel(x), 0
     if x.ndim == 0:
         raise ShapeError(f"{op}: argument 'a' expected at least 1 dimension for an int axis")
-    return x, _axis(axis, x.ndim, op)
+    return x, axis_index(axis, x.ndim, op)
 
 
 def cumprod(a, axis=None):
@@ -980,8 +973,8 @@ def moveaxis(a, source, destination):
     if len(src) != len(dst):
         raise ShapeError(f"moveaxis: arguments 'source' and 'destination' expected the same "
                          f"number of axes, got {source!r} and {destination!r}")
-    src = [_axis(v, x.ndim, "moveaxis", "source") for v in src]
-    dst = [_axis(v, x.ndim, "moveaxis", "destination") for v in dst]
+    src = [axis_index(v, x.ndim, "moveaxis", "source") for v in src]
+    dst = [axis_index(v, x.ndim, "moveaxis", "destination") for v in dst]
     if len(set(src)) != len(src) or len(set(dst)) != len(dst):
         raise ShapeError(f"moveaxis: repeated axes in {source!r} or {destination!r}")
     order = [d for d in range(x.ndim) if d not in src]
@@ -1034,7 +1027,7 @@ def array_split(ary, indices_or_sections, axis=0):
                                 f"positive number of sections, got {k}")
         if x.ndim == 0:
             raise ShapeError("array_split: argument 'ary' expected at least 1 dimension")
-        n = x.shape[_axis(axis, x.ndim, "array_split")]
+        n = x.shape[axis_index(axis, x.ndim, "array_split")]
         each, extra = divmod(n, k)
         sizes = [each + 1] * extra + [each] * (k - extra)
         cuts = list(np.cumsum(sizes)[:-1])

@@ -27,9 +27,9 @@ from ..backend import NUMPY
 from ..errors import ArgumentError, DeviceError, DTypeError, ShapeError, VmapError, describe
 from ..tensor import Tensor
 from . import sampling as S
-from ._util import as_tensor, check_values
+from ._util import as_tensor, axis_index, check_values
 from .registry import apply, defop
-from .shape import _axis, _full_spec, broadcast_to, reshape
+from .shape import _full_spec, broadcast_to, reshape
 
 ARR = "array"
 
@@ -596,9 +596,7 @@ def take(x, indices, axis=None):
         x = reshape(x, (-1,))
         axis = 0
     nd = x.ndim
-    if not isinstance(axis, numbers.Integral) or not -nd <= axis < max(nd, 1) or nd == 0:
-        raise ShapeError(f"take: argument 'axis' expected an int in [{-nd}, {nd}), got {axis!r}")
-    axis = int(axis) % nd
+    axis = axis_index(axis, nd, "take")
     if isinstance(indices, numbers.Integral) and not isinstance(indices, bool):
         index = (slice(None),) * axis + (int(indices),)
     else:
@@ -623,11 +621,7 @@ def take_along_axis(x, indices, axis):
         x = reshape(x, (-1,))
         axis = 0
     nd = x.ndim
-    if not isinstance(axis, numbers.Integral) or nd == 0 or not -nd <= axis < nd:
-        raise ShapeError(
-            f"take_along_axis: argument 'axis' expected an int in [{-nd}, {nd}), got {axis!r}"
-        )
-    axis = int(axis) % nd
+    axis = axis_index(axis, nd, "take_along_axis")
     if idx.ndim != nd:
         raise ShapeError(
             f"take_along_axis: argument 'indices' expected {nd} dimensions like x {x.shape}, "
@@ -654,7 +648,7 @@ def split(x, indices_or_sections, axis=0) -> list:
     x = as_tensor(x, None, "x", "split")
     if x.ndim == 0:
         raise ShapeError("split: argument 'x' expected at least 1 dimension, got a 0-d tensor")
-    a = _axis(axis, x.ndim, "split")
+    a = axis_index(axis, x.ndim, "split")
     n = x.shape[a]
     if isinstance(indices_or_sections, numbers.Integral) and not isinstance(
             indices_or_sections, bool):

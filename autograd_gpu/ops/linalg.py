@@ -10,7 +10,7 @@ from ..dtypes import bfloat16
 from ..errors import ArgumentError, ShapeError
 from ..tensor import Tensor
 from . import sampling as S
-from ._util import as_tensor
+from ._util import as_tensor, axis_index
 from .registry import apply, defop
 from .shape import reshape
 
@@ -530,9 +530,7 @@ def _tensor(x, like, name, op):
 
 
 def _axis(a, ndim, op):
-    if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
-        raise ShapeError(f"{op}: argument 'axes' expected values in [{-ndim}, {ndim}), got {a!r}")
-    return int(a) % ndim
+    return axis_index(a, ndim, op, "axes")
 
 
 __all__ = ["matmul", "einsum", "outer", "tensordot", "dot"]

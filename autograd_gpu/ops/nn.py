@@ -23,7 +23,7 @@ from ..dtypes import as_dtype, is_floating
 from ..errors import ArgumentError, DTypeError, ShapeError
 from ..tensor import Tensor
 from . import sampling as S
-from ._util import as_tensor, check_values, tsum
+from ._util import as_tensor, axis_index, check_values, tsum
 from .elementwise import AsType
 from .reduce import mean as _mean
 from .reduce import sum as _sum
@@ -366,10 +366,7 @@ def _float_tensor(x, name, op, like=None):
 
 
 def _norm_axis(axis, ndim, op):
-    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
-        raise ShapeError(
-            f"{op}: argument 'axis' expected an int in [{-ndim}, {ndim}), got {axis!r}"
-        )
+    axis_index(axis, ndim, op)
     return int(axis) % ndim - ndim
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ArgumentError, ShapeError, describe
 from ..tensor import Tensor, _shape
 from . import sampling as S
-from ._util import as_tensor
+from ._util import as_tensor, axis_index, positions
 from .registry import apply, defop
 
 
@@ -182,12 +182,8 @@ def transpose(x, axes=None):
     if axes is None:
         axes = tuple(range(nd))[::-1]
     else:
-        axes = tuple(axes)
-        if not all(isinstance(a, numbers.Integral) and -nd <= a < nd for a in axes):
-            raise ShapeError(
-                f"transpose: argument 'axes' expected ints in [{-nd}, {nd}), got {axes}"
-            )
-        axes = tuple(int(a) % nd for a in axes)
+        seq = axes if isinstance(axes, numbers.Integral) else tuple(axes)  # any iterable
+        axes = positions(seq, nd, "transpose", "axes")
     if sorted(axes) != list(range(nd)):
         raise ShapeError(
             f"transpose: argument 'axes' expected a permutation of range({nd}), got {axes}"
@@ -465,17 +461,10 @@ class Cumsum:
 # ---- public functions -------------------------------------------------------------------------
 
 
-def _axis(axis, nd, op, name="axis"):
-
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -nd <= axis < nd:
-        raise ShapeError(f"{op}: argument '{name}' expected an int in [{-nd}, {nd}), got {axis!r}")
-    return int(axis) % nd
-
-
 def _axes(axis, nd, op):
 
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
-    out = tuple(sorted(_axis(a, nd, op) for a in axes))
+    out = tuple(sorted(axis_index(a, nd, op) for a in axes))
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: argument 'axis' has repeated axes: {axis!r}")
     return out
@@ -538,8 +527,8 @@ def flatten(x, start_axis: int = 0, end_axis: int = -1):
     x = _t(x, "flatten")
     if x.ndim == 0:
         return reshape(x, (1,))
-    s = _axis(start_axis, x.ndim, "flatten", "start_axis")
-    e = _axis(end_axis, x.ndim, "flatten", "end_axis")
+    s = axis_index(start_axis, x.ndim, "flatten", "start_axis")
+    e = axis_index(end_axis, x.ndim, "flatten", "end_axis")
     if s > e:
         raise ShapeError(
             f"flatten: argument 'start_axis' ({start_axis}) expected to come at or before "
@@ -561,7 +550,7 @@ def concatenate(tensors, axis=0):
     nd = xs[0].ndim
     if nd == 0:
         raise ShapeError("concatenate: argument 'tensors' expected at least 1-d tensors, got 0-d")
-    a = _axis(axis, nd, "concatenate")
+    a = axis_index(axis, nd, "concatenate")
     for i, t in enumerate(xs):
         if t.ndim != nd or any(p != q for d, (p, q) in enumerate(zip(t.shape, xs[0].shape))
                                if d != a):
@@ -583,7 +572,7 @@ def stack(tensors, axis=0):
             raise ShapeError(f"stack: tensors[{i}] expected shape {shape} like tensors[0], "
                              f"got {t.shape}")
     nd = len(shape) + 1
-    a = _axis(axis, nd, "stack")
+    a = axis_index(axis, nd, "stack")
     return apply(Stack, *xs, axis=a - nd)
 
 
@@ -653,7 +642,7 @@ def cumsum(x, axis=None):
         axis = 0
     if x.ndim == 0:
         raise ShapeError("cumsum: argument 'x' expected at least 1 dimension for an int axis")
-    a = _axis(axis, x.ndim, "cumsum")
+    a = axis_index(axis, x.ndim, "cumsum")
     return apply(Cumsum, x, axis=a - x.ndim)
 
 
