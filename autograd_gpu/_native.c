@@ -362,6 +362,27 @@ all_in_dict(PyObject *keys, PyObject *d)
     return ok;
 }
 
+/* With an exception set: 1 if op.runs_user_code is true (the exception kept), 0 if not (kept),
+   -1 if reading the flag failed (that error replaces it). */
+static int
+runs_user_code(PyObject *op)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *flag = PyObject_GetAttrString(op, "runs_user_code");
+    int user = flag == NULL ? -1 : PyObject_IsTrue(flag);
+    Py_XDECREF(flag);
+    if (user < 0) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    PyErr_Restore(et, ev, tb);
+    return user;
+}
+
+
 static PyObject *
 record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -479,7 +500,12 @@ record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (PyErr_ExceptionMatches(PyExc_ValueError) ||
             PyErr_ExceptionMatches(PyExc_IndexError) ||
             PyErr_ExceptionMatches(PyExc_TypeError)) {
-            goto done;  /* the Python path re-runs it and translates the error */
+            /* NumPy's error from a library op: the Python path re-runs it and translates the
+               error. A user primitive's forward must not run twice (its side effects would
+               happen twice): its error is raised as it is and apply adds the note. */
+            int user = runs_user_code(op);
+            if (user != 0) fallback = 0;  /* 1: raise it; -1: the new error is raised */
+            goto done;
         }
         fallback = 0;
         goto done;

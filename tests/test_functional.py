@@ -439,10 +439,14 @@ def test_user_forward_errors_pass_through_as_raised():
     """A TypeError or ValueError inside a user primitive's forward is a bug in that code: it
     reaches the caller as raised (with a note naming the primitive), not re-labelled as the
     DTypeError/ShapeError the registry gives NumPy's own errors, recording or not."""
+    calls = []
+
     def broken_type(xp, x):
+        calls.append("type")
         raise TypeError("user bug: unsupported operand")
 
     def broken_value(xp, x):
+        calls.append("value")
         raise ValueError("user bug: bad value")
 
     for fwd, kind in ((broken_type, TypeError), (broken_value, ValueError)):
@@ -454,8 +458,13 @@ def test_user_forward_errors_pass_through_as_raised():
         assert any("broken_" in note for note in info.value.__notes__)
         with ag.GradientTape() as tape:
             tape.watch(x)
-            with pytest.raises(kind, match="user bug"):
+            with pytest.raises(kind, match="user bug") as info:
                 op(x)
+        assert any("broken_" in note for note in info.value.__notes__)
+    # the user's code ran once per call, recording or not (the compiled recording path used to
+    # hand the error to the Python path, which ran the forward a second time to translate it:
+    # a user function with side effects saw them twice)
+    assert calls == ["type", "type", "value", "value"]
     # NumPy's own error in a library op is still translated
     with pytest.raises(ag.ShapeError):
         ag.matmul(T(np.ones((2, 3))), T(np.ones((2, 3))))

@@ -387,7 +387,12 @@ def apply(op: Op, *inputs, **params) -> Tensor:
         if hooks:
             return _run_hooks(hooks, len(hooks) - 1, op, inputs, params)
         if _record is not None:  # the common recording case in C (_native.c), when compiled
-            r = _record(op, inputs, params, st)
+            try:
+                r = _record(op, inputs, params, st)
+            except (ValueError, IndexError, TypeError) as exc:
+                if op.runs_user_code:  # raised by the user's forward, which ran once
+                    _note_user_code(op, exc)
+                raise
             if r is not NotImplemented:
                 return r
         return _apply_observed(op, inputs, params, st)
