@@ -7,6 +7,8 @@ tests run the same calls on CuPy itself.
   takes bytes of length 128 only (CuPy 13 used a tuple of ints).
 * cupyx.scipy.linalg.solve_triangular casts b to a's dtype (SciPy computes in the common one).
 * cupy.linalg.solve requires a.shape[:-1] == b.shape[:-1] (NumPy broadcasts leading axes).
+* cuSOLVER's status (devInfo) is not read unless ``cupyx.errstate(linalg='raise')``: a failed
+  factorisation returns garbage where NumPy raises.
 """
 
 from __future__ import annotations
@@ -221,3 +223,76 @@ def test_gpu_nccl_world_of_one_with_cupy_unique_id():
         np.testing.assert_array_equal(cupy.asnumpy(buf), np.arange(6, dtype=np.float32))
     finally:
         comm.close()
+
+
+# ---- cuSOLVER's status ------------------------------------------------------------------------
+
+
+class _DeviceArray(np.ndarray):
+    """A NumPy array that says it lives on the device (what _linalg_util.lapack looks for)."""
+
+    __cuda_array_interface__ = {}
+
+
+class _Cupyx:
+    """cupyx as far as lapack uses it: ``errstate(linalg=...)`` sets the mode CuPy's cuSOLVER
+    wrappers read (CuPy 14.2: 'ignore' by default, and 'raise' reads the status and raises
+    numpy.linalg.LinAlgError)."""
+
+    def __init__(self):
+        self.linalg = "ignore"
+
+    def errstate(self, *, linalg):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            old, self.linalg = self.linalg, linalg
+            try:
+                yield
+            finally:
+                self.linalg = old
+        return ctx()
+
+
+def test_device_linalg_reads_cusolvers_status(monkeypatch):
+    """A failed factorisation on the device raises ag.LinAlgError as on the CPU (CuPy's default
+    would return the garbage silently), and inside a CUDA-graph capture the op is refused."""
+    import sys
+
+    from autograd_gpu.backend import cublas
+    from autograd_gpu.ops._linalg_util import lapack
+
+    fake = _Cupyx()
+    monkeypatch.setitem(sys.modules, "cupyx", fake)
+
+    def potrf(a):  # CuPy's cholesky: checks cuSOLVER's devInfo only under linalg='raise'
+        if fake.linalg == "raise":
+            raise np.linalg.LinAlgError("Error reported by potrf in cuSOLVER. devInfo = [2].")
+        return a
+
+    bad = np.array([[1.0, 2.0], [2.0, 1.0]]).view(_DeviceArray)
+    with pytest.raises(ag.LinAlgError, match="cholesky: Error reported by potrf"):
+        lapack("cholesky", potrf, bad)
+    assert fake.linalg == "ignore"  # the mode is restored
+    # host arrays: the routine's own LinAlgError, translated; no cupyx involved
+    with pytest.raises(ag.LinAlgError, match="cholesky: .*positive definite"):
+        lapack("cholesky", np.linalg.cholesky, np.array([[1.0, 2.0], [2.0, 1.0]]))
+    monkeypatch.setattr(cublas._state, "binding", object(), raising=False)
+    with pytest.raises(ag.ArgumentError, match="ag.cuda.graphed: the step runs 'cholesky'"):
+        lapack("cholesky", potrf, bad)
+
+
+@pytest.mark.gpu
+def test_failed_factorisations_raise_on_the_gpu():
+    indefinite = ag.Tensor.from_array(np.array([[1.0, 2.0], [2.0, 1.0]]), device="cuda")
+    with pytest.raises(ag.LinAlgError, match="cholesky"):
+        ag.linalg.cholesky(indefinite)
+    singular = ag.Tensor.from_array(np.array([[1.0, 2.0], [2.0, 4.0]]), device="cuda")
+    with pytest.raises(ag.LinAlgError):
+        ag.linalg.solve(singular, ag.Tensor.from_array(np.ones(2), device="cuda"))
+    with pytest.raises(ag.LinAlgError):
+        ag.linalg.inv(singular)
+    good = ag.Tensor.from_array(np.array([[2.0, 1.0], [1.0, 2.0]]), device="cuda")
+    np.testing.assert_allclose(ag.linalg.cholesky(good).numpy(),
+                               np.linalg.cholesky(good.numpy()), rtol=1e-12)

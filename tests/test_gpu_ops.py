@@ -119,6 +119,18 @@ def test_op_on_gpu_matches_numpy(name, data):
         assert _rel(gg, gc) <= 1e-9, f"{name}: gradient of input {diff[k]} differs"
 
 
+def _status_check(exc):
+    """Whether the synchronisation was CuPy reading cuSOLVER's or cuBLAS's status array, which
+    the linalg ops ask for (a failed factorisation must raise, as on the CPU)."""
+    names = set()
+    tb = exc.__traceback__
+    while tb is not None:
+        names.add(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return bool(names & {"_check_cusolver_dev_info_if_synchronization_allowed",
+                         "_check_cublas_info_array_if_synchronization_allowed"})
+
+
 def _has_mask(inputs, params):
     vals = list(inputs) + list(params.values())
     return any(isinstance(a, np.ndarray) and a.dtype == np.bool_ for a in vals)
@@ -158,6 +170,8 @@ def test_op_makes_no_host_synchronisation(name, data):
             if name in ("getitem", "scatter_add") and _has_mask(inputs, params):
                 return
             if name in HOST_SYNC:  # (documented in the op's docstring)
+                return
+            if _status_check(exc):  # cuSOLVER's status, read on purpose (_linalg_util.lapack)
                 return
             raise AssertionError(f"{name}: the GPU path synchronises with the host ({exc})") \
                 from exc

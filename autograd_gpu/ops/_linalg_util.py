@@ -14,7 +14,8 @@ import itertools
 
 import numpy as _np  # only for numpy.linalg.LinAlgError, which NumPy, SciPy and CuPy all raise
 
-from ..errors import LinAlgError, ShapeError
+from ..backend import cublas
+from ..errors import ArgumentError, LinAlgError, ShapeError
 from .registry import REGISTRY
 
 __all__ = [
@@ -162,9 +163,31 @@ def unpack(F, packed, core_shapes):
 
 def lapack(op, fn, *args, **kwargs):
     """Call a LAPACK-backed routine, turning NumPy's/SciPy's LinAlgError (a ValueError, which
-    the engine would report as a shape error) into ag.LinAlgError naming the op."""
+    the engine would report as a shape error) into ag.LinAlgError naming the op.
+
+    On the GPU, cuSOLVER reports a failed factorisation (a matrix not positive definite, an
+    exactly singular one, no convergence) only in a status array on the device, and CuPy does
+    not read it by default (CuPy 14.2's ``cupyx.errstate(linalg='ignore')``, read in its
+    sources on 2026-12-07): the result would be garbage with no error where NumPy raises. So
+    device calls run under ``linalg='raise'``: the status is read (one synchronisation with the
+    host per call, as PyTorch's torch.linalg functions do on CUDA) and a failure raises the same
+    ag.LinAlgError as on the CPU. Inside a CUDA-graph capture the status cannot be read, so the
+    op is refused there rather than replayed unchecked."""
+    if not any(hasattr(a, "__cuda_array_interface__") for a in args):
+        try:
+            return fn(*args, **kwargs)
+        except _np.linalg.LinAlgError as exc:
+            raise LinAlgError(f"{op}: {exc}") from exc
+    import cupyx  # optional dependency (cupy): only device arrays reach here
+
+    if cublas.active_binding() is not None:  # ag.cuda.graphed is capturing this step
+        raise ArgumentError(
+            f"ag.cuda.graphed: the step runs '{op}', whose failure (a singular or not positive "
+            "definite matrix) cuSOLVER reports only through a status the host must read; a "
+            "captured graph would replay it unchecked. Run this step eagerly")
     try:
-        return fn(*args, **kwargs)
+        with cupyx.errstate(linalg="raise"):
+            return fn(*args, **kwargs)
     except _np.linalg.LinAlgError as exc:
         raise LinAlgError(f"{op}: {exc}") from exc
 
