@@ -296,3 +296,22 @@ def test_failed_factorisations_raise_on_the_gpu():
     good = ag.Tensor.from_array(np.array([[2.0, 1.0], [1.0, 2.0]]), device="cuda")
     np.testing.assert_allclose(ag.linalg.cholesky(good).numpy(),
                                np.linalg.cholesky(good.numpy()), rtol=1e-12)
+
+
+def test_cupyx_scipy_submodules_import_one_at_a_time(monkeypatch):
+    """A cupyx.scipy submodule that cannot load (its CUDA library missing) fails only the ops
+    that use it, with a DeviceError naming it; the others still import."""
+    import sys
+    import types
+
+    from autograd_gpu.backend.cupy_backend import CupyScipy
+
+    fft = types.ModuleType("cupyx.scipy.fft")
+    monkeypatch.setitem(sys.modules, "cupyx.scipy.fft", fft)
+    monkeypatch.setitem(sys.modules, "cupyx.scipy.signal", None)  # import raises ImportError
+    sp = CupyScipy()
+    assert sp.fft is fft and sp.__dict__["fft"] is fft  # cached after the first use
+    with pytest.raises(ag.DeviceError, match=r"cupyx.scipy.signal could not be imported"):
+        getattr(sp, "signal")  # noqa: B009 (the lookup is the test)
+    with pytest.raises(AttributeError):
+        getattr(sp, "stats")  # noqa: B009

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import warnings
 
@@ -56,6 +57,30 @@ _SUM_ROWS_MIN = 1 << 18  # below this CuPy's reduction is as fast and saves a GE
 _CAST_MIN = 1 << 16  # elements; smaller casts are launch-bound either way
 _VEC_MIN = 1 << 16  # the same for the vectorised elementwise kernels
 _DIRECT_GEMM = os.environ.get("AUTOGRAD_GPU_GEMM", "cupy").strip().lower() == "cublas"
+
+
+class CupyScipy:
+    """cupyx.scipy's submodules (special, linalg, signal, fft), each imported on first use.
+    cupyx.scipy.signal loads cuSPARSE and nvJitLink and cupyx.scipy.linalg cublasLt (seen failing
+    to import without them, CuPy 14.2, 2026-12-07): importing all four at once made every special
+    and fft op fail on a machine lacking one library. Now only the ops that need the missing
+    submodule fail, with a DeviceError naming it."""
+
+    __name__ = "cupyx.scipy"
+    SUBMODULES = ("special", "linalg", "signal", "fft")
+
+    def __getattr__(self, name):
+        if name not in self.SUBMODULES:
+            raise AttributeError(f"cupyx.scipy submodule {name!r} is not one the library uses")
+        try:
+            mod = importlib.import_module(f"cupyx.scipy.{name}")
+        except ImportError as exc:
+            raise DeviceError(f"cupyx.scipy.{name} could not be imported on this machine "
+                              f"({type(exc).__name__}: {exc}); the ops that use it need it "
+                              "(the autograd_gpu[cuda12] and [cuda13] extras install CuPy's CUDA "
+                              "libraries with it)") from exc
+        setattr(self, name, mod)  # later lookups find the attribute, not __getattr__
+        return mod
 
 
 def gpu_matmul(a, b):
@@ -120,14 +145,9 @@ class CupyBackend(CupyFusedOps):
 
     @functools.cached_property
     def scipy(self):
-        """cupyx.scipy (special, linalg, signal, fft): NumpyBackend.scipy's GPU counterpart."""
-        import cupyx.scipy  # (CuPy itself is imported lazily: see the module docstring)
-        import cupyx.scipy.fft
-        import cupyx.scipy.linalg  # optional dependency (cupy)
-        import cupyx.scipy.signal  # optional dependency (cupy)
-        import cupyx.scipy.special  # noqa: F401
-
-        return cupyx.scipy
+        """cupyx.scipy (special, linalg, signal, fft): NumpyBackend.scipy's GPU counterpart,
+        each submodule imported on first use (see CupyScipy)."""
+        return CupyScipy()
 
     def sum(self, x, axis=None, keepdims=False, dtype=None):
         """``cupy.sum``; a large C-contiguous float array summed over its leading axes (a bias
