@@ -11,7 +11,10 @@ only that part; the parent writes the JSON after every part):
   PyTorch, and the same step hand-written in CuPy. Target: autograd_gpu <= 1.05x PyTorch.
 * ``chain``: 1,000 tiny ops (scalar mul/add/sub and tanh on 16 floats), forward + backward, in
   microseconds per op: eager against PyTorch eager (target <= 15 us/op), and through
-  ``ag.cuda.graphed`` against a PyTorch CUDA graph (target <= 3 us/op).
+  ``ag.cuda.graphed`` against a PyTorch CUDA graph (target <= 3 us/op); with the small-array
+  kernels (kernels/small.cu) on and off, the host time of one launch by each route, and where
+  the eager time goes: host time per op, the same chain on the NumPy backend (Python per op),
+  and kernel launches per op (PyTorch's CUPTI profiler).
 * ``checkpoint``: a 48-layer tanh MLP under ``ag.CheckpointConfig`` strategies (if the library
   has checkpointing): step time and the memory pool's high-water mark, PyTorch with and without
   ``checkpoint_sequential`` as peers.
@@ -344,6 +347,47 @@ def _ag_chain(n_ops):
     return chain
 
 
+def _chain_floor(res, chain, x, x0, n):
+    """Where the eager chain's time goes, for the case 15 us/op is not met: host time per op
+    (the call without waiting for the GPU), the same chain on the NumPy backend (Python and
+    dispatch per op, no launches), and GPU work items per op (kernels, copies and sets, counted
+    by PyTorch's CUPTI profiler, which sees every launch in the process, CuPy's included)."""
+    import time
+
+    import cupy as cp
+
+    import autograd_gpu as ag
+
+    def host_time(fn):
+        best = math.inf
+        for _ in range(5):
+            cp.cuda.Device().synchronize()
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        cp.cuda.Device().synchronize()
+        return best
+
+    res["host_us_per_op"] = host_time(lambda: chain(x)) * 1e6 / n
+    xc = ag.Tensor.from_array(x0)
+    res["numpy_backend_us_per_op"] = host_time(lambda: chain(xc)) * 1e6 / n
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        cp.cuda.Device().synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            chain(x)
+            cp.cuda.Device().synchronize()
+        work = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [e for e in work if not e.name.lower().startswith(("memcpy", "memset"))]
+        res["gpu_work_items_per_op"] = len(work) / n
+        res["kernel_launches_per_op"] = len(kernels) / n
+    except Exception as exc:
+        res["launch_count_error"] = f"{type(exc).__name__}: {exc}"[:500]
+    _write_partial(res)
+
+
 def _torch_chain_fn(n_ops):
     import torch
 
@@ -408,6 +452,7 @@ def part_chain(res, quick, precision):
                                          res["torch_eager_us_per_op"])
     res["eager_target_us_per_op"] = 15.0
     _write_partial(res)
+    _chain_floor(res, chain, x, x0, n)
 
     # host cost of one launch (16 elements: launch bound), for the eager numbers above
     a = cp.asarray(x0)
@@ -1004,6 +1049,11 @@ def summary(report) -> str:
                  f"{_fmt(c.get('torch_graph_us_per_op'))} us/op"
                  + (f"  ERROR {c.get('error') or c.get('autograd_gpu_graph_error')}"
                     if c.get("error") or c.get("autograd_gpu_graph_error") else ""))
+    lines.append(f"chain floor: host {_fmt(c.get('host_us_per_op'))} us/op, NumPy backend "
+                 f"{_fmt(c.get('numpy_backend_us_per_op'))} us/op, kernel launches/op "
+                 f"{_fmt(c.get('kernel_launches_per_op'))}"
+                 + (f"  ERROR {c.get('launch_count_error')}" if c.get("launch_count_error")
+                    else ""))
     lines.append("launch us: " + ", ".join(f"{n[10:]}={_fmt(v)}" for n, v in c.items()
                                            if n.startswith("launch_us_")))
     kk = p.get("kernels", {})
