@@ -9,6 +9,7 @@
 # COMMIT names the commit measured (a copied working tree has no .git; without it the script
 # asks git, else writes "unknown"). Packages the GPU machine lacks travel as wheels in .whl/
 # (tools/gpu_wheels.sh fetches them: mpi4py and MPICH for the two-rank MPI part).
+# tools/gpu_report_md.py turns the report into the tables of docs/benchmarks.md.
 # Limits (seconds) can be overridden: TEST_TIMEOUT (default 200), BENCH_BUDGET (190); the whole
 # run stays under about 7 minutes. PROFILE=1 adds bench/gpu_profile.py (gpu_profile.txt);
 # BENCH_PARTS=chain,checkpoint runs only those parts of the suite.
