@@ -1,7 +1,8 @@
 """Data-parallel benchmark on the CPU: autograd_gpu.distributed against PyTorch DDP on gloo,
 both in the same two-process job, interleaved round by round.
 
-    python bench/ddp_bench.py [--ranks 2] [--rounds 7] [--steps 5] [--out ddp_bench.json]
+    python bench/ddp_bench.py [--ranks 2] [--rounds 7] [--steps 5] [--bw-rounds 9]
+                              [--out ddp_bench.json]
 
 The parent starts ``mpiexec -n RANKS python bench/ddp_bench.py --worker ...``; in it every rank
 builds the same MLP (batch 256 per rank, width 1024, 4 layers, ReLU, MSE, SGD, float32, one BLAS
@@ -21,7 +22,8 @@ Then the bucket bandwidth: one bucket of each size reduced through the library's
 (``Group.launch`` + ``Group.wait``: numbering, the arrival board, the deadline loop) against a raw
 ``mpi4py`` ``Allreduce`` of the same bytes, a raw ``Iallreduce`` + ``Wait`` (MPI's non-blocking
 algorithm, which the library's path uses: it separates MPI's algorithms from the library's
-overhead), and gloo's ``all_reduce``, interleaved.
+overhead), and gloo's ``all_reduce``, interleaved (``--bw-rounds`` rounds per size, the order
+reversed every round); ours / raw is the median of the rounds' ratios.
 
 Times are wall-clock medians over rounds (a distributed step's waiting is part of its cost);
 the load average is recorded with them: on a shared 2-core machine they move with it.
@@ -249,27 +251,32 @@ def worker(args):
                 t = _time(ag_alone if side == "ag" else torch_alone, args.steps)
                 times[f"{side}_alone"].append(t)
             dist.barrier()
-    # bucket bandwidth: the library's path against raw mpi4py and gloo, interleaved per size
+    # bucket bandwidth: the library's path against raw mpi4py and gloo, interleaved per size,
+    # the order reversed every round; the ratio is the median of the rounds' ratios (the load
+    # of a shared machine moves between rounds more than within one)
     bw = {}
     for mb in SIZES_MB:
         n = int(mb * 2**20) // 4
         buf = np.ones(n, np.float32)
         tbuf = torch.ones(n)
         reps = max(3, min(50, int(64 / mb)))
-        ours, mpi, mpi_nb, gloo = [], [], [], []
-        for _ in range(5):
-            dist.barrier()
-            ours.append(_time(lambda: g.wait([g.launch(lambda: g.host.allreduce(buf, "sum"),
-                                                       "bench")]), reps))
-            dist.barrier()
-            mpi.append(_time(lambda: raw.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM), reps))
-            dist.barrier()
-            mpi_nb.append(_time(lambda: raw.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM).Wait(),
-                                reps))
-            dist.barrier()
-            gloo.append(_time(lambda: td.all_reduce(tbuf), reps))
-        bw[str(mb)] = {"bytes": n * 4, "ours_s": _median(ours), "mpi4py_s": _median(mpi),
-                       "mpi4py_nonblocking_s": _median(mpi_nb), "gloo_s": _median(gloo)}
+        cases = {
+            "ours_s": lambda: g.wait([g.launch(lambda: g.host.allreduce(buf, "sum"), "bench")]),
+            "mpi4py_s": lambda: raw.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM),
+            "mpi4py_nonblocking_s": lambda: raw.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM).Wait(),
+            "gloo_s": lambda: td.all_reduce(tbuf),
+        }
+        got = {k: [] for k in cases}
+        order = list(cases)
+        for _ in range(args.bw_rounds):
+            for k in order:
+                dist.barrier()
+                got[k].append(_time(cases[k], reps))
+            order.reverse()
+        bw[str(mb)] = {"bytes": n * 4, **{k: _median(v) for k, v in got.items()},
+                       "ratio_vs_mpi4py": _median([a / b for a, b in zip(got["mpi4py_s"],
+                                                                        got["ours_s"])]),
+                       "rounds": got}
     if rank == 0:
         report = {
             "ranks": size, "batch_per_rank": B, "width": W, "layers": L,
@@ -308,13 +315,14 @@ def summarize(rep: dict) -> str:
     lines.append(f"communication: buckets alone {1e3 * m['comm_alone']:.2f} ms, exposed in the "
                  f"step {1e3 * m['exposed']:.2f} ms: overlap fraction "
                  f"{1 - m['exposed'] / m['comm_alone']:.2f} (sweep {1e3 * m['sweep']:.1f} ms)")
-    lines.append("bucket bandwidth (GB/s): size, ours, raw mpi4py Allreduce, ours / raw, raw "
-                 "Iallreduce + Wait (the non-blocking algorithm ours uses), gloo")
+    lines.append("bucket bandwidth (GB/s, medians over rounds): size, ours, raw mpi4py "
+                 "Allreduce, ours / raw (the median of the rounds' ratios), raw Iallreduce + Wait "
+                 "(the non-blocking algorithm ours uses), gloo")
     for mb, b in rep["bandwidth"].items():
         gb = [b["bytes"] / b[k] / 1e9 for k in ("ours_s", "mpi4py_s", "mpi4py_nonblocking_s",
                                                  "gloo_s")]
-        lines.append(f"  {float(mb):7.4g} MB  {gb[0]:6.2f}  {gb[1]:6.2f}  {gb[0] / gb[1]:5.2f}  "
-                     f"{gb[2]:6.2f}  {gb[3]:6.2f}")
+        lines.append(f"  {float(mb):7.4g} MB  {gb[0]:6.2f}  {gb[1]:6.2f}  "
+                     f"{b['ratio_vs_mpi4py']:5.2f}  {gb[2]:6.2f}  {gb[3]:6.2f}")
     return "\n".join(lines)
 
 
@@ -323,6 +331,8 @@ def main(argv=None):
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--bw-rounds", type=int, default=9,
+                    help="interleaved rounds per bucket size of the bandwidth comparison")
     ap.add_argument("--out", default="ddp_bench.json")
     ap.add_argument("--port", type=int, default=0, help="gloo's rendezvous port (0: a free one)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -342,7 +352,8 @@ def main(argv=None):
     load_start = os.getloadavg()[0]
     out = os.path.abspath(args.out)
     cmd = [mpiexec, "-n", str(args.ranks), sys.executable, os.path.abspath(__file__),
-           "--worker", "--rounds", str(args.rounds), "--steps", str(args.steps), "--out", out,
+           "--worker", "--rounds", str(args.rounds), "--steps", str(args.steps),
+           "--bw-rounds", str(args.bw_rounds), "--out", out,
            "--port", str(args.port)]
     env = dict(os.environ, AUTOGRAD_GPU_DEVICE="cpu", UCX_LOG_LEVEL="error",
                OMP_NUM_THREADS="1")
