@@ -12,9 +12,7 @@ from ..tensor import Tensor, TrackedTensor, Variable
 
 __all__ = [
     "FAST_ARGS", "weak_scalars", "scale", "tsum", "as_tensor", "norm_axis", "positions",
-    "axis_index",
-    "real_only",
-    "check_values",
+    "axis_index", "real_only", "check_values",
 ]
 
 # argument types that need no coercion (checked with one set lookup on hot paths)
