@@ -59,20 +59,24 @@ def tests(r) -> list[str]:
     return out + [""]
 
 
+def _table(head, rows) -> list[str]:
+    """A markdown table (rows shorter than the head are padded) and a blank line."""
+    pad = [list(r) + [""] * (len(head) - len(r)) for r in rows]
+    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(r) + " |" for r in pad] + [""])
+
+
 def mlp(p) -> list[str]:
-    out = ["| Benchmark | autograd_gpu | PyTorch | CuPy by hand | Ratio to PyTorch |",
-           "|---|---|---|---|---|"]
+    rows = []
     for key, label in (("mlp_fp32", "MLP step, fp32"), ("mlp_tf32", "MLP step, TF32"),
                        ("amp_bf16", "MLP step, bf16 AMP")):
         part = p.get(key)
         why = _err(part)
-        if why:
-            out.append(f"| {label} | {why} | | | |")
-            continue
-        out.append(f"| {label} | {_f(part.get('autograd_gpu_ms'))} ms | "
-                   f"{_f(part.get('torch_ms'))} ms | {_f(part.get('cupy_handwritten_ms'))} ms | "
-                   f"{_x(part.get('ratio_vs_torch'))} |")
-    return out + [""]
+        rows.append([label, why] if why else [
+            label, f"{_f(part.get('autograd_gpu_ms'))} ms", f"{_f(part.get('torch_ms'))} ms",
+            f"{_f(part.get('cupy_handwritten_ms'))} ms", _x(part.get("ratio_vs_torch"))])
+    return _table(["Benchmark", "autograd_gpu", "PyTorch", "CuPy by hand", "Ratio to PyTorch"],
+                  rows)
 
 
 def chain(p) -> list[str]:
@@ -80,42 +84,38 @@ def chain(p) -> list[str]:
     why = _err(c)
     if why:
         return [f"1,000-op chain: {why}", ""]
-    out = ["| 1,000-op chain, fwd + bwd | us/op | PyTorch us/op | Ratio |", "|---|---|---|---|",
-           f"| eager, small-array kernels on | {_f(c.get('autograd_gpu_eager_us_per_op'))} | "
-           f"{_f(c.get('torch_eager_us_per_op'))} | {_x(c.get('eager_ratio_vs_torch'))} |",
-           f"| eager, small-array kernels off | "
-           f"{_f(c.get('autograd_gpu_eager_us_per_op_without_small_kernels'))} | | |",
-           f"| `ag.cuda.graphed` | {_f(c.get('autograd_gpu_graph_us_per_op'))} | "
-           f"{_f(c.get('torch_graph_us_per_op'))} | {_x(c.get('graph_ratio_vs_torch'))} |", "",
-           f"Where the eager time goes: host time {_f(c.get('host_us_per_op'))} us/op, the same "
-           f"chain on the NumPy backend {_f(c.get('numpy_backend_us_per_op'))} us/op, "
-           f"{_f(c.get('kernel_launches_per_op'))} kernel launches per op "
-           f"({_f(c.get('gpu_work_items_per_op'))} GPU work items); small.cu gradients equal "
-           f"CuPy's bit for bit: {_f(c.get('small_path_grad_bitwise_equal'))}. Host time of one "
-           "launch (us): " + ", ".join(f"{k[10:]} {_f(v)}" for k, v in c.items()
-                                      if k.startswith("launch_us_")) + ".", ""]
-    return out
+    rows = [["eager, small-array kernels on", _f(c.get("autograd_gpu_eager_us_per_op")),
+             _f(c.get("torch_eager_us_per_op")), _x(c.get("eager_ratio_vs_torch"))],
+            ["eager, small-array kernels off",
+             _f(c.get("autograd_gpu_eager_us_per_op_without_small_kernels"))],
+            ["`ag.cuda.graphed`", _f(c.get("autograd_gpu_graph_us_per_op")),
+             _f(c.get("torch_graph_us_per_op")), _x(c.get("graph_ratio_vs_torch"))]]
+    launches = ", ".join(f"{k[10:]} {_f(v)}" for k, v in c.items() if k.startswith("launch_us_"))
+    return _table(["1,000-op chain, fwd + bwd", "us/op", "PyTorch us/op", "Ratio"], rows) + [
+        f"Where the eager time goes: host time {_f(c.get('host_us_per_op'))} us/op, the same "
+        f"chain on the NumPy backend {_f(c.get('numpy_backend_us_per_op'))} us/op, "
+        f"{_f(c.get('kernel_launches_per_op'))} kernel launches per op "
+        f"({_f(c.get('gpu_work_items_per_op'))} GPU work items); small.cu gradients equal "
+        f"CuPy's bit for bit: {_f(c.get('small_path_grad_bitwise_equal'))}. Host time of one "
+        f"launch (us): {launches}.", ""]
 
 
 def checkpoint(p) -> list[str]:
     k = p.get("checkpoint")
     why = _err(k)
-    if why and not k.get("autograd_gpu"):
+    if why and not (isinstance(k, dict) and k.get("autograd_gpu")):
         return [f"Checkpointing: {why}", ""]
     shape = k.get("shape", {})
-    out = [f"Checkpointing, {shape.get('layers', '?')} tanh layers, batch {shape.get('batch')}, "
-           f"width {shape.get('width')}, peak(2B) - peak(B):", "",
-           "| Strategy | saved | time | replays | grads equal NONE |", "|---|---|---|---|---|"]
+    rows = []
     for side in ("autograd_gpu", "torch"):
         for r in k.get(side, []):
             name = r["name"] if side == "autograd_gpu" else f"PyTorch {r['name']}"
-            if "error" in r:
-                out.append(f"| {name} | error: {r['error'][:120]} | | | |")
-                continue
-            out.append(f"| {name} | {_f(r.get('saved_pct'), 0, '%')} | "
-                       f"{_f(r.get('overhead_pct'), 0, '%')} | {_f(r.get('replayed_ops'), 0)} | "
-                       f"{_f(r.get('grads_equal'))} |")
-    return out + [""]
+            rows.append([name, f"error: {r['error'][:120]}"] if "error" in r else [
+                name, _f(r.get("saved_pct"), 0, "%"), _f(r.get("overhead_pct"), 0, "%"),
+                _f(r.get("replayed_ops"), 0), _f(r.get("grads_equal"))])
+    return [f"Checkpointing, {shape.get('layers', '?')} tanh layers, batch {shape.get('batch')}, "
+            f"width {shape.get('width')}, peak(2B) - peak(B):", ""] + _table(
+        ["Strategy", "saved", "time", "replays", "grads equal NONE"], rows)
 
 
 def kernels(p) -> list[str]:
@@ -123,13 +123,11 @@ def kernels(p) -> list[str]:
     why = _err(kk)
     if why:
         return [f"Fused kernels: {why}", ""]
-    out = ["| Kernel, fwd + bwd | fused ms | xp path ms | PyTorch ms |", "|---|---|---|---|"]
-    for name in kk:
-        if name.endswith("_fused_ms"):
-            base = name[:-len("_fused_ms")]
-            out.append(f"| {base} | {_f(kk[name])} | {_f(kk.get(base + '_xp_ms'))} | "
-                       f"{_f(kk.get(base + '_torch_ms'))} |")
-    return out + [""]
+    rows = [[name[:-len("_fused_ms")], _f(kk[name]),
+             _f(kk.get(name[:-len("_fused_ms")] + "_xp_ms")),
+             _f(kk.get(name[:-len("_fused_ms")] + "_torch_ms"))]
+            for name in kk if name.endswith("_fused_ms")]
+    return _table(["Kernel, fwd + bwd", "fused ms", "xp path ms", "PyTorch ms"], rows)
 
 
 def distributed(p) -> list[str]:
