@@ -315,3 +315,34 @@ def test_cupyx_scipy_submodules_import_one_at_a_time(monkeypatch):
         getattr(sp, "signal")  # noqa: B009 (the lookup is the test)
     with pytest.raises(AttributeError):
         getattr(sp, "stats")  # noqa: B009
+
+
+class _CupyLike:
+    """A device array as CuPy 14.2 makes one where it matters here: np.asarray refuses it (its
+    ``__array__`` raises TypeError), ``.get()`` copies it to the host."""
+
+    __cuda_array_interface__: dict = {}
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.dtype, self.shape = self._a.dtype, self._a.shape
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
+                        "`.get()` to construct a NumPy array explicitly.")
+
+    def get(self):
+        return self._a.copy()
+
+
+def test_constant_arguments_given_as_device_arrays():
+    """Counts and spacings given as raw device arrays are read off the device, as a Tensor's
+    are (np.asarray on one raised CuPy's TypeError, naming neither op nor argument)."""
+    x = ag.Tensor(np.arange(3.0))
+    np.testing.assert_array_equal(ag.repeat(x, _CupyLike([1, 0, 2])).numpy(),
+                                  np.repeat(np.arange(3.0), [1, 0, 2]))
+    f = ag.Tensor(np.array([0.0, 1.0, 4.0, 9.0]))
+    np.testing.assert_allclose(ag.gradient(f, _CupyLike(np.array([0.0, 1.0, 2.0, 3.0]))).numpy(),
+                               np.gradient(f.numpy(), np.array([0.0, 1.0, 2.0, 3.0])))
+    np.testing.assert_allclose(ag.gradient(f, _CupyLike(0.5)).numpy(),
+                               np.gradient(f.numpy(), 0.5))

@@ -12,7 +12,7 @@ from ..tensor import Tensor, TrackedTensor, Variable
 
 __all__ = [
     "FAST_ARGS", "weak_scalars", "scale", "tsum", "as_tensor", "norm_axis", "positions",
-    "axis_index", "real_only", "check_values",
+    "axis_index", "host_array", "real_only", "check_values",
 ]
 
 # argument types that need no coercion (checked with one set lookup on hot paths)
@@ -76,6 +76,17 @@ def as_tensor(x, like: Tensor | None = None, name: str = "x", op: str = "op"):
             f"on {t.device} (move it with ag.Tensor.from_array(x, device=...))"
         )
     raise ArgumentError(f"{op}: argument '{name}' expected a Tensor, got {describe(x)}")
+
+
+def host_array(v):
+    """A constant argument (integer counts, spacings, ...) as a NumPy array: a Tensor's values, a
+    device array copied off the device (CuPy refuses np.asarray on one: a TypeError that named
+    neither the op nor the argument), or whatever np.asarray reads."""
+    if isinstance(v, Tensor):
+        return v.numpy()
+    if hasattr(v, "__cuda_array_interface__") and hasattr(v, "get"):
+        return v.get()
+    return np.asarray(v)
 
 
 def positions(value, n, op, name, *, noun="axes", of=None, error=ShapeError):

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ArgumentError, DTypeError, ShapeError, describe
 from ..tensor import Tensor
 from . import sampling as S
-from ._util import as_tensor, axis_index, norm_axis
+from ._util import as_tensor, axis_index, host_array, norm_axis
 from .elementwise import floor, not_equal, where
 from .elementwise_more import conj, logaddexp
 from .indexing import ARR, GetItem, ScatterAdd, getitem, split
@@ -70,9 +70,7 @@ def _slice(x, axis, lo, hi, step=1):
 
 def _host_ints(v, op, name):
     """Integer values given as an int, a sequence, a NumPy array or a Tensor, on the host."""
-    if isinstance(v, Tensor):
-        v = v.numpy()
-    arr = np.asarray(v)
+    arr = host_array(v)
     if arr.dtype.kind not in "iu":
         raise DTypeError(f"{op}: argument '{name}' expected integers, got {describe(v)}")
     return arr.astype(np.int64)
@@ -375,8 +373,7 @@ def _host(v):
         if v.is_tracked:
             raise ArgumentError("gradient: spacings are constants (not differentiated); got a "
                                 "tensor a tape tracks (pass t.detach())")
-        return v.numpy()
-    return np.asarray(v)
+    return host_array(v)
 
 
 def _coef(c, axis, nd, f):
@@ -930,7 +927,8 @@ def _weak(v):
         return v.dtype
     if type(v) in (bool, int, float, complex):
         return v
-    return np.asarray(v).dtype
+    dt = getattr(v, "dtype", None)  # a device array's without copying it
+    return dt if dt is not None else np.asarray(v).dtype
 
 
 def _cast_samples(y, dtype):
