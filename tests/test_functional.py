@@ -461,9 +461,9 @@ def test_user_forward_errors_pass_through_as_raised():
             with pytest.raises(kind, match="user bug") as info:
                 op(x)
         assert any("broken_" in note for note in info.value.__notes__)
-    # the user's code ran once per call, recording or not (the compiled recording path used to
-    # hand the error to the Python path, which ran the forward a second time to translate it:
-    # a user function with side effects saw them twice)
+    # the user's code runs once per call, recording or not: a user function with side effects
+    # must not see them twice (the compiled recording path must not hand the error to a path
+    # that runs the forward again to translate it)
     assert calls == ["type", "type", "value", "value"]
     # NumPy's own error in a library op is still translated
     with pytest.raises(ag.ShapeError):

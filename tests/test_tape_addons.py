@@ -130,7 +130,7 @@ def test_unknown_tape_arguments_are_refused():
 
 def test_a_leaf_whose_first_reader_gets_no_cotangent_is_reported_there(paths):
     """Its first-recorded reader is off the loss path: the sweep passes it without a rule, and
-    the leaf's cotangent is final there (it used to be reported only at the end, if at all)."""
+    the leaf's cotangent is final there, so it must be reported there, not at the end."""
     a = T([1.0, 2.0])
     order = []
 
